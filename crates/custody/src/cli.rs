@@ -1,0 +1,100 @@
+//! The `custody` command. Errors here are `anyhow` and end the process with a message and a
+//! non-zero status; everything below reports typed errors.
+
+mod demo;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "custody",
+    version,
+    about = "A gateway between CI/CD pipelines and MCP servers that records every message in a tamper-evident log"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CUSTODY_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without --config it runs the embedded default: 127.0.0.1:8080, data in
+    /// ./custody-data, one endpoint `demo` backed by the built-in demo MCP server.
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(long, short, env = "CUSTODY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Override `server.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig {
+        #[arg(long, short, env = "CUSTODY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the built-in MCP server (the embedded default's upstream) on stdio or HTTP.
+    #[command(hide = true)]
+    DemoServer {
+        /// Offer the MCP conformance-suite fixtures instead of the demo tools.
+        #[arg(long)]
+        conformance: bool,
+        /// Serve Streamable HTTP at /mcp on this address instead of stdio.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("custody: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config, listen } => serve::run(config, listen).await,
+            Command::CheckConfig { config } => serve::check(&config),
+            Command::DemoServer { conformance, http } => demo::run(conformance, http).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("custody: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

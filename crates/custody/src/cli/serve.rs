@@ -1,0 +1,97 @@
+//! `custody serve` and `custody check-config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::config::{Config, UpstreamConfig};
+
+/// Loads the configuration named, or the embedded default.
+fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => {
+            let program = std::env::current_exe()
+                .context("finding the custody binary for the demo endpoint")?;
+            Ok(Config::embedded(program))
+        }
+    }
+}
+
+pub fn check(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    println!(
+        "{}: ok ({} endpoint{})",
+        path.display(),
+        config.endpoints.len(),
+        if config.endpoints.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+/// Creates the data directory, readable by the gateway's user only.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+pub async fn run(path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut config = load(path.as_deref())?;
+    if let Some(addr) = listen {
+        config.server.listen = addr;
+    }
+    if path.is_none() {
+        tracing::info!(
+            "no --config given: running the embedded default (one endpoint, `demo`, backed by the built-in demo server)"
+        );
+    }
+    prepare_data_dir(&config.server.data_dir)?;
+    let running = crate::http::start(&config)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let base = format!("http://{}", running.addr);
+    println!("custody listening on {base}");
+    for ep in &config.endpoints {
+        let upstream = match &ep.upstream {
+            UpstreamConfig::Http(h) => h.url.to_string(),
+            UpstreamConfig::Stdio(s) => format!("stdio: {}", s.command.display()),
+        };
+        println!(
+            "  endpoint {:<16} {base}/mcp/{}  ->  {upstream}",
+            ep.name, ep.name
+        );
+    }
+    let stop = running.stop_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections; waiting for calls in flight");
+        stop.cancel();
+    });
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,482 @@
+//! Configuration in two phases: [`raw`] deserializes the TOML file with no I/O; [`Config::load`]
+//! then resolves and validates it into the types the gateway runs on, failing at start-up with
+//! the file, line, key path and what is wrong.
+
+mod locate;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+
+use raw::{RawConfig, RawEndpoint, RawServer, RawUpstream};
+
+/// A configuration error: where it is and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, or `<embedded default>`.
+    pub file: String,
+    /// 1-based line and column, when known.
+    pub position: Option<(usize, usize)>,
+    /// Dotted key path, when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<OriginPattern>,
+    pub max_body_bytes: u64,
+    pub max_json_depth: usize,
+    pub session_idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// An allowed `Origin`: scheme and host must match; the port may be `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPattern {
+    pub scheme: String,
+    pub host: String,
+    /// `None` matches any port.
+    pub port: Option<u16>,
+}
+
+impl OriginPattern {
+    fn parse(s: &str) -> Option<Self> {
+        let (scheme, rest) = s.split_once("://")?;
+        let (host, port) = split_host_port(rest.trim_end_matches('/'));
+        let port = match port {
+            Some("*") => None,
+            Some(p) => Some(p.parse().ok()?),
+            None => Some(if scheme == "https" { 443 } else { 80 }),
+        };
+        if host.is_empty() || !matches!(scheme, "http" | "https") {
+            return None;
+        }
+        Some(Self {
+            scheme: scheme.to_ascii_lowercase(),
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Does an `Origin` header value match this pattern?
+    pub fn matches(&self, origin: &str) -> bool {
+        let Some((scheme, rest)) = origin.split_once("://") else {
+            return false;
+        };
+        let (host, port) = split_host_port(rest);
+        let port = match port {
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) => p,
+                Err(_) => return false,
+            },
+            None if scheme.eq_ignore_ascii_case("https") => 443,
+            None => 80,
+        };
+        scheme.eq_ignore_ascii_case(&self.scheme)
+            && host.eq_ignore_ascii_case(&self.host)
+            && self.port.is_none_or(|p| p == port)
+    }
+}
+
+/// Splits `host[:port]`, keeping IPv6 brackets on the host.
+pub fn split_host_port(s: &str) -> (&str, Option<&str>) {
+    if s.starts_with('[') {
+        match s.find(']') {
+            Some(end) => {
+                let host = &s[..=end];
+                let port = s[end + 1..].strip_prefix(':');
+                (host, port)
+            }
+            None => (s, None),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub description: Option<String>,
+    pub upstream: UpstreamConfig,
+}
+
+#[derive(Debug, Clone)]
+pub enum UpstreamConfig {
+    Http(HttpUpstreamConfig),
+    Stdio(StdioUpstreamConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpUpstreamConfig {
+    pub url: Uri,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StdioUpstreamConfig {
+    pub command: PathBuf,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub inherit_env: bool,
+    pub cwd: Option<PathBuf>,
+    pub pool_size: usize,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./custody-data";
+const EMBEDDED: &str = "<embedded default>";
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, the position and key where known, and the problem.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            position: None,
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    ///
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let raw = parse_raw(text, file)?;
+        Resolver { text, file }.resolve(raw)
+    }
+
+    /// The embedded default: one endpoint, `demo`, backed by the built-in demo server run as a
+    /// child process of `program` (the `custody` binary itself).
+    pub fn embedded(program: PathBuf) -> Self {
+        let server = Resolver {
+            text: "",
+            file: EMBEDDED,
+        }
+        .server(RawServer::default())
+        .unwrap_or_else(|e| unreachable!("the embedded default is valid: {e}"));
+        Self {
+            server,
+            endpoints: vec![EndpointConfig {
+                name: "demo".into(),
+                description: Some("custody's built-in demo MCP server".into()),
+                upstream: UpstreamConfig::Stdio(StdioUpstreamConfig {
+                    command: program,
+                    args: vec!["demo-server".into()],
+                    env: BTreeMap::new(),
+                    inherit_env: false,
+                    cwd: None,
+                    pool_size: 2,
+                    idle_timeout: Duration::from_secs(600),
+                    request_timeout: Duration::from_secs(60),
+                }),
+            }],
+        }
+    }
+}
+
+fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+        file: file.into(),
+        position: e.span().map(|s| locate::line_col(text, s.start)),
+        key: None,
+        message: e.message().to_string(),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // An unknown key is best shown at the key itself, which the span of a tagged table
+        // does not point at.
+        let unknown = inner
+            .message()
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+            .and_then(|field| {
+                let full = if path == "." { field.to_string() } else { format!("{path}.{field}") };
+                locate::find_key(text, &full)
+            });
+        let position = unknown
+            .or_else(|| inner.span().map(|s| s.start))
+            .or_else(|| locate::find_key(text, &path))
+            .map(|o| locate::line_col(text, o));
+        ConfigError {
+            file: file.into(),
+            position,
+            key: (path != ".").then_some(path),
+            message: inner.message().to_string(),
+        }
+    })
+}
+
+/// Phase two: turns raw values into validated ones, with errors located in the text.
+struct Resolver<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Resolver<'_> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.into(),
+            position: locate::find_key(self.text, key).map(|o| locate::line_col(self.text, o)),
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+
+    fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let server = self.server(raw.server)?;
+        if raw.endpoints.is_empty() {
+            return Err(self.err(
+                "endpoints",
+                "no endpoints configured; add at least one [endpoints.NAME] table",
+            ));
+        }
+        let endpoints = raw
+            .endpoints
+            .into_iter()
+            .map(|(name, ep)| self.endpoint(name, ep))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config { server, endpoints })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            self.err(
+                "server.listen",
+                format!(
+                    "{listen_text:?} is not an address; write host:port, e.g. \"127.0.0.1:8080\""
+                ),
+            )
+        })?;
+        let loopback_names = ["localhost", "127.0.0.1", "[::1]"];
+        let allowed_hosts = match raw.allowed_hosts {
+            Some(hosts) => {
+                if hosts.is_empty() {
+                    return Err(self.err("server.allowed_hosts", "must list at least one host"));
+                }
+                hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect()
+            }
+            None if listen.ip().is_loopback() => {
+                loopback_names.iter().map(|s| s.to_string()).collect()
+            }
+            None => {
+                return Err(self.err(
+                    "server.allowed_hosts",
+                    format!(
+                        "listening on {listen} (not loopback) needs allowed_hosts: the Host names clients use to reach the gateway"
+                    ),
+                ));
+            }
+        };
+        let allowed_origins = match raw.allowed_origins {
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    OriginPattern::parse(o).ok_or_else(|| {
+                        self.err(
+                            &format!("server.allowed_origins.{i}"),
+                            format!(
+                                "{o:?} is not an origin; write scheme://host[:port], port may be *"
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => loopback_names
+                .iter()
+                .filter_map(|h| OriginPattern::parse(&format!("http://{h}:*")))
+                .collect(),
+        };
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(4 * 1024 * 1024);
+        if max_body_bytes < 1024 {
+            return Err(self.err("server.max_body_bytes", "must be at least 1024"));
+        }
+        let max_json_depth = raw.max_json_depth.unwrap_or(64);
+        if !(8..=512).contains(&max_json_depth) {
+            return Err(self.err("server.max_json_depth", "must be between 8 and 512"));
+        }
+        Ok(ServerConfig {
+            listen,
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            allowed_hosts,
+            allowed_origins,
+            max_body_bytes,
+            max_json_depth,
+            session_idle_timeout: raw
+                .session_idle_timeout
+                .unwrap_or(Duration::from_secs(30 * 60)),
+            shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+        })
+    }
+
+    fn endpoint(&self, name: String, raw: RawEndpoint) -> Result<EndpointConfig, ConfigError> {
+        let key = format!("endpoints.{name}");
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && !name.starts_with('.');
+        if !valid_name {
+            return Err(self.err(
+                &key,
+                format!("endpoint name {name:?} must be 1-64 characters of A-Z a-z 0-9 - _ . (it becomes the URL path /mcp/{name})"),
+            ));
+        }
+        let ukey = format!("{key}.upstream");
+        let upstream = match raw.upstream {
+            RawUpstream::Http {
+                url,
+                headers,
+                connect_timeout,
+                request_timeout,
+                stream_idle_timeout,
+            } => {
+                let uri: Uri = url.parse().map_err(|e| {
+                    self.err(&format!("{ukey}.url"), format!("{url:?} is not a URL: {e}"))
+                })?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                    return Err(self.err(
+                        &format!("{ukey}.url"),
+                        format!("{url:?} must be an absolute http:// or https:// URL"),
+                    ));
+                }
+                let headers = headers
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let hkey = format!("{ukey}.headers.{k}");
+                        let name = HeaderName::from_bytes(k.as_bytes())
+                            .map_err(|_| self.err(&hkey, format!("{k:?} is not a header name")))?;
+                        if is_reserved_upstream_header(&name) {
+                            return Err(self.err(
+                                &hkey,
+                                format!("{k} is set by the gateway and cannot be configured"),
+                            ));
+                        }
+                        let value = HeaderValue::from_str(&v).map_err(|_| {
+                            self.err(&hkey, "the value has characters not allowed in a header")
+                        })?;
+                        Ok((name, value))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                UpstreamConfig::Http(HttpUpstreamConfig {
+                    url: uri,
+                    headers,
+                    connect_timeout: connect_timeout.unwrap_or(Duration::from_secs(5)),
+                    request_timeout: request_timeout.unwrap_or(Duration::from_secs(60)),
+                    stream_idle_timeout: stream_idle_timeout.unwrap_or(Duration::from_secs(300)),
+                })
+            }
+            RawUpstream::Stdio {
+                command,
+                args,
+                env,
+                inherit_env,
+                cwd,
+                pool_size,
+                idle_timeout,
+                request_timeout,
+            } => {
+                if command.trim().is_empty() {
+                    return Err(self.err(&format!("{ukey}.command"), "must name a program"));
+                }
+                let pool_size = pool_size.unwrap_or(2);
+                if !(1..=64).contains(&pool_size) {
+                    return Err(self.err(&format!("{ukey}.pool_size"), "must be between 1 and 64"));
+                }
+                if let Some(dir) = &cwd
+                    && !dir.is_dir()
+                {
+                    return Err(self.err(
+                        &format!("{ukey}.cwd"),
+                        format!("{} is not a directory", dir.display()),
+                    ));
+                }
+                UpstreamConfig::Stdio(StdioUpstreamConfig {
+                    command: PathBuf::from(command),
+                    args,
+                    env,
+                    inherit_env: inherit_env.unwrap_or(false),
+                    cwd,
+                    pool_size,
+                    idle_timeout: idle_timeout.unwrap_or(Duration::from_secs(600)),
+                    request_timeout: request_timeout.unwrap_or(Duration::from_secs(60)),
+                })
+            }
+        };
+        Ok(EndpointConfig {
+            name,
+            description: raw.description,
+            upstream,
+        })
+    }
+}
+
+/// Headers the gateway owns on upstream requests.
+fn is_reserved_upstream_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "content-length"
+            | "content-type"
+            | "accept"
+            | "transfer-encoding"
+            | "connection"
+            | "mcp-session-id"
+            | "mcp-protocol-version"
+            | "mcp-method"
+            | "mcp-name"
+            | "last-event-id"
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! The configuration file as written: plain serde types, no I/O, no validation beyond types.
+//! Unknown keys are errors. Every field is documented here; `docs/configuration.md` mirrors it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listener, limits and data directory.
+    #[serde(default)]
+    pub server: RawServer,
+    /// MCP endpoints by name; each is served at `/mcp/{name}`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, RawEndpoint>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on, `host:port`. Default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Where the gateway keeps its state. Default `./custody-data`.
+    pub data_dir: Option<PathBuf>,
+    /// `Host` header values accepted (DNS-rebinding protection), with or without a port.
+    /// Default: `localhost`, `127.0.0.1`, `[::1]` when listening on loopback; required otherwise.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// `Origin` values accepted when a client sends one (`scheme://host[:port]`, `*` for a port).
+    /// Default: `http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Largest request body accepted, in bytes. Default 4 MiB.
+    pub max_body_bytes: Option<u64>,
+    /// Deepest JSON nesting accepted in a message. Default 64.
+    pub max_json_depth: Option<usize>,
+    /// A session unused for this long is closed (its upstream session or process too).
+    /// Default `30m`.
+    #[serde(default, with = "humantime_serde")]
+    pub session_idle_timeout: Option<Duration>,
+    /// On SIGTERM or Ctrl-C, how long in-flight calls may take to finish. Default `10s`.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+/// `[endpoints.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// Free text shown in listings.
+    pub description: Option<String>,
+    /// The MCP server behind this endpoint.
+    pub upstream: RawUpstream,
+}
+
+/// `[endpoints.NAME.upstream]`, chosen by `transport`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawUpstream {
+    /// An MCP server over Streamable HTTP.
+    Http {
+        /// The server's MCP endpoint URL (`http` or `https`).
+        url: String,
+        /// Extra request headers sent to the upstream (for example its API key).
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Time allowed to open a connection. Default `5s`.
+        #[serde(default, with = "humantime_serde")]
+        connect_timeout: Option<Duration>,
+        /// Time allowed for the upstream to start answering a request. Default `60s`.
+        #[serde(default, with = "humantime_serde")]
+        request_timeout: Option<Duration>,
+        /// Longest silence allowed on a response stream before the call fails. Default `5m`.
+        #[serde(default, with = "humantime_serde")]
+        stream_idle_timeout: Option<Duration>,
+    },
+    /// A local MCP server process speaking newline-delimited JSON-RPC on stdin/stdout.
+    Stdio {
+        /// Program to run (looked up on `PATH` if not a path).
+        command: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Extra environment variables.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Pass the gateway's own environment on to the process. Default `false`: only
+        /// `PATH`, `HOME`, `LANG`, `TZ` and `env` are set.
+        inherit_env: Option<bool>,
+        /// Working directory. Default: the gateway's.
+        cwd: Option<PathBuf>,
+        /// Processes kept for stateless (2026-07-28) requests. Default 2.
+        pool_size: Option<usize>,
+        /// A process with nothing to do for this long is stopped. Default `10m`.
+        #[serde(default, with = "humantime_serde")]
+        idle_timeout: Option<Duration>,
+        /// Time allowed for the process to answer a request. Default `60s`.
+        #[serde(default, with = "humantime_serde")]
+        request_timeout: Option<Duration>,
+    },
+}

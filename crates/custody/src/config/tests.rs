@@ -1,0 +1,164 @@
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+session_idle_timeout = "5m"
+
+[endpoints.everything.upstream]
+transport = "http"
+url = "http://127.0.0.1:3001/mcp"
+headers = { "X-Api-Key" = "k" }
+request_timeout = "30s"
+
+[endpoints.fs]
+description = "files"
+[endpoints.fs.upstream]
+transport = "stdio"
+command = "node"
+args = ["server.js", "/tmp"]
+pool_size = 3
+"#;
+
+fn err(text: &str) -> ConfigError {
+    Config::parse(text, "custody.toml").expect_err("config should be rejected")
+}
+
+#[test]
+fn parses_a_full_file() {
+    let c = Config::parse(GOOD, "custody.toml").unwrap();
+    assert_eq!(c.server.listen, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(c.server.session_idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.server.allowed_hosts, ["localhost", "127.0.0.1", "[::1]"]);
+    assert_eq!(c.endpoints.len(), 2);
+    let UpstreamConfig::Http(h) = &c.endpoints[0].upstream else {
+        panic!("everything is http")
+    };
+    assert_eq!(h.url, "http://127.0.0.1:3001/mcp");
+    assert_eq!(h.headers[0].0, "x-api-key");
+    assert_eq!(h.request_timeout, Duration::from_secs(30));
+    let UpstreamConfig::Stdio(s) = &c.endpoints[1].upstream else {
+        panic!("fs is stdio")
+    };
+    assert_eq!(s.args, ["server.js", "/tmp"]);
+    assert_eq!(s.pool_size, 3);
+    assert!(!s.inherit_env);
+}
+
+#[test]
+fn unknown_top_level_key_names_the_key_and_line() {
+    let e = err("[servr]\nlisten = \"127.0.0.1:1\"\n");
+    let text = e.to_string();
+    assert!(text.starts_with("custody.toml:1:"), "{text}");
+    assert!(text.contains("unknown field `servr`"), "{text}");
+}
+
+#[test]
+fn unknown_nested_key_names_the_path() {
+    let e = err(
+        "[endpoints.a.upstream]\ntransport = \"http\"\nurl = \"http://x/mcp\"\ntimeout = \"1s\"\n",
+    );
+    assert_eq!(e.position.map(|p| p.0), Some(4), "{e}");
+    assert!(e.to_string().contains("unknown field `timeout`"), "{e}");
+    assert_eq!(e.key.as_deref(), Some("endpoints.a.upstream"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let e = err(
+        "[server]\nmax_json_depth = \"deep\"\n[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n",
+    );
+    assert_eq!(e.key.as_deref(), Some("server.max_json_depth"), "{e}");
+    assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
+}
+
+#[test]
+fn unknown_transport_is_rejected() {
+    let e = err("[endpoints.a.upstream]\ntransport = \"grpc\"\n");
+    assert!(e.to_string().contains("unknown variant `grpc`"), "{e}");
+}
+
+#[test]
+fn bad_url_names_endpoint_and_key() {
+    let e = err("[endpoints.api.upstream]\ntransport = \"http\"\nurl = \"ftp://x/y\"\n");
+    assert_eq!(e.key.as_deref(), Some("endpoints.api.upstream.url"));
+    assert_eq!(e.position, Some((3, 1)));
+    assert!(e.message.contains("http:// or https://"), "{e}");
+}
+
+#[test]
+fn bad_listen_address() {
+    let e = err(
+        "[server]\nlisten = \"localhost\"\n[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n",
+    );
+    assert_eq!(e.key.as_deref(), Some("server.listen"));
+    assert!(e.message.contains("host:port"), "{e}");
+}
+
+#[test]
+fn non_loopback_listen_needs_allowed_hosts() {
+    let e = err(
+        "[server]\nlisten = \"0.0.0.0:8080\"\n[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n",
+    );
+    assert_eq!(e.key.as_deref(), Some("server.allowed_hosts"));
+}
+
+#[test]
+fn no_endpoints_is_an_error() {
+    let e = err("[server]\nlisten = \"127.0.0.1:1\"\n");
+    assert!(e.message.contains("no endpoints"), "{e}");
+}
+
+#[test]
+fn endpoint_name_must_be_path_safe() {
+    let e = err("[endpoints.\"a/b\".upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n");
+    assert_eq!(e.key.as_deref(), Some("endpoints.a/b"));
+}
+
+#[test]
+fn reserved_and_invalid_headers() {
+    let e = err(
+        "[endpoints.a.upstream]\ntransport = \"http\"\nurl = \"http://h/mcp\"\nheaders = { \"Mcp-Session-Id\" = \"x\" }\n",
+    );
+    assert!(e.message.contains("set by the gateway"), "{e}");
+    let e = err(
+        "[endpoints.a.upstream]\ntransport = \"http\"\nurl = \"http://h/mcp\"\nheaders = { \"bad header\" = \"x\" }\n",
+    );
+    assert!(e.message.contains("not a header name"), "{e}");
+}
+
+#[test]
+fn pool_size_bounds() {
+    let e = err("[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\npool_size = 0\n");
+    assert_eq!(e.key.as_deref(), Some("endpoints.a.upstream.pool_size"));
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    let e = err("[server\n");
+    assert!(e.position.is_some(), "{e}");
+}
+
+#[test]
+fn origin_patterns() {
+    let p = OriginPattern::parse("http://localhost:*").unwrap();
+    assert!(p.matches("http://localhost:5173"));
+    assert!(p.matches("http://LOCALHOST"));
+    assert!(!p.matches("https://localhost:5173"));
+    assert!(!p.matches("http://evil.example.com"));
+    let p = OriginPattern::parse("https://ci.example.com").unwrap();
+    assert!(p.matches("https://ci.example.com"));
+    assert!(p.matches("https://ci.example.com:443"));
+    assert!(!p.matches("https://ci.example.com:8443"));
+    let p = OriginPattern::parse("http://[::1]:*").unwrap();
+    assert!(p.matches("http://[::1]:8080"));
+    assert!(OriginPattern::parse("localhost").is_none());
+}
+
+#[test]
+fn embedded_default_is_the_demo() {
+    let c = Config::embedded(PathBuf::from("/bin/custody"));
+    assert_eq!(c.server.listen, DEFAULT_LISTEN.parse().unwrap());
+    assert_eq!(c.server.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    assert_eq!(c.endpoints[0].name, "demo");
+}

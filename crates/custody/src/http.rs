@@ -1,0 +1,318 @@
+//! The gateway's HTTP server: the MCP endpoints at `/mcp/{endpoint}`, health checks, graceful
+//! shutdown. Requests are checked here (origin, media types, size, JSON) before the relay sees
+//! them, and every [`Outcome`] becomes a response here.
+
+mod guard;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body as AxumBody;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Limited};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use guard::Guard;
+
+use crate::config::Config;
+use crate::mcp::headers::MCP_SESSION_ID;
+use crate::mcp::message::Body;
+use crate::relay::{Outcome, Relay, RelayError};
+
+struct App {
+    relay: Arc<Relay>,
+    guard: Guard,
+    shutting_down: CancellationToken,
+}
+
+type Shared = State<Arc<App>>;
+
+/// A running gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub relay: Arc<Relay>,
+    stop: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Begins graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.done.await;
+    }
+
+    /// A token that starts graceful shutdown when cancelled.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Waits until the server has shut down.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Binds the listener and starts serving.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn start(config: &Config) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    let relay = Relay::new(config);
+    let stop = CancellationToken::new();
+    let app = Arc::new(App {
+        relay: relay.clone(),
+        guard: Guard::new(&config.server),
+        shutting_down: stop.clone(),
+    });
+    let router = Router::new()
+        .route(
+            "/mcp/{endpoint}",
+            post(mcp_post).get(mcp_get).delete(mcp_delete),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(app);
+
+    let reaper = {
+        let relay = relay.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => relay.reap().await,
+                    () = stop.cancelled() => break,
+                }
+            }
+        })
+    };
+
+    let grace = config.server.shutdown_grace;
+    let done = {
+        let relay = relay.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let signal = {
+                let stop = stop.clone();
+                let relay = relay.clone();
+                async move {
+                    stop.cancelled().await;
+                    relay.begin_shutdown();
+                }
+            };
+            let server = axum::serve(listener, router)
+                .with_graceful_shutdown(signal)
+                .into_future();
+            tokio::pin!(server);
+            tokio::select! {
+                result = &mut server => {
+                    if let Err(e) = result {
+                        tracing::error!("server error: {e}");
+                    }
+                }
+                () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!("calls still running after the {} grace period; ending them", humantime::format_duration(grace));
+                    relay.finish_shutdown().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut server).await;
+                }
+            }
+            reaper.abort();
+            relay.finish_shutdown().await;
+        })
+    };
+    Ok(Running {
+        addr,
+        relay,
+        stop,
+        done,
+    })
+}
+
+async fn readyz(State(app): Shared) -> Response {
+    if app.shutting_down.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let err = serde_json::json!({
+        "error": format!("no route for {method} {}; MCP endpoints are at /mcp/{{endpoint}}", uri.path())
+    });
+    (StatusCode::NOT_FOUND, axum::Json(err)).into_response()
+}
+
+async fn mcp_post(
+    State(app): Shared,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: AxumBody,
+) -> Response {
+    let result = async {
+        app.guard.check(&uri, &headers)?;
+        let ep = app.relay.endpoint(&name)?;
+        guard::post_media(&headers)?;
+        let bytes = read_body(body, &headers, app.relay.limits.max_body).await?;
+        let body = Body::parse(bytes, app.relay.limits.max_depth)?;
+        Ok::<_, RelayError>((ep, body))
+    }
+    .await;
+    let outcome = match result {
+        Ok((ep, body)) => app.relay.post(&ep, &headers, body).await,
+        Err(error) => Outcome::Error {
+            error,
+            id: None,
+            session: None,
+        },
+    };
+    respond(&name, outcome)
+}
+
+async fn mcp_get(
+    State(app): Shared,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let checked = app
+        .guard
+        .check(&uri, &headers)
+        .and_then(|()| app.relay.endpoint(&name))
+        .and_then(|ep| guard::get_media(&headers).map(|()| ep));
+    let outcome = match checked {
+        Ok(ep) => app.relay.get(&ep, &headers).await,
+        Err(error) => Outcome::Error {
+            error,
+            id: None,
+            session: None,
+        },
+    };
+    respond(&name, outcome)
+}
+
+async fn mcp_delete(
+    State(app): Shared,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let checked = app
+        .guard
+        .check(&uri, &headers)
+        .and_then(|()| app.relay.endpoint(&name));
+    let outcome = match checked {
+        Ok(ep) => app.relay.delete(&ep, &headers).await,
+        Err(error) => Outcome::Error {
+            error,
+            id: None,
+            session: None,
+        },
+    };
+    respond(&name, outcome)
+}
+
+/// Reads the body up to `max` bytes; a declared length over the limit is refused unread.
+async fn read_body(body: AxumBody, headers: &HeaderMap, max: u64) -> Result<Bytes, RelayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(RelayError::TooLarge(max));
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(RelayError::TooLarge(max))
+        }
+        Err(e) => Err(RelayError::BodyRead(e.to_string())),
+    }
+}
+
+fn with_session(mut resp: Response, session: Option<&str>) -> Response {
+    if let Some(v) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
+        resp.headers_mut().insert(MCP_SESSION_ID, v);
+    }
+    resp
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = Response::new(AxumBody::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn respond(endpoint: &str, outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Accepted { session } => {
+            with_session(StatusCode::ACCEPTED.into_response(), session.as_deref())
+        }
+        Outcome::Json {
+            status,
+            body,
+            session,
+        } => with_session(json(status, body), session.as_deref()),
+        Outcome::Passthrough {
+            status,
+            content_type,
+            body,
+            session,
+        } => {
+            let mut resp = json(status, body);
+            if let Some(ct) = content_type {
+                resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            with_session(resp, session.as_deref())
+        }
+        Outcome::Stream { events, session } => {
+            let body = AxumBody::from_stream(events.map(Ok::<_, Infallible>));
+            let mut resp = Response::new(body);
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            with_session(resp, session.as_deref())
+        }
+        Outcome::Status(status) => status.into_response(),
+        Outcome::Error { error, id, session } => {
+            let status = if error.answers_request() && id.is_some() {
+                StatusCode::OK
+            } else {
+                error.status()
+            };
+            if matches!(error, RelayError::Upstream { .. }) {
+                tracing::warn!(endpoint, "{error}");
+            } else {
+                tracing::info!(endpoint, status = status.as_u16(), "refused: {error}");
+            }
+            let body = Bytes::from(error.to_json(id.as_ref()).to_string());
+            with_session(json(status, body), session.as_deref())
+        }
+    }
+}

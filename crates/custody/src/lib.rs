@@ -1,0 +1,13 @@
+//! custody: a gateway in the data path between CI/CD pipelines and MCP servers.
+//!
+//! The parts, in the order a call meets them (see `docs/architecture.md`):
+//! [`http`] receives and checks a request, [`relay`] runs the per-endpoint pipeline, [`mcp`]
+//! knows the protocol and talks to upstream servers, [`config`] says what to serve.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod mcp;
+pub mod relay;

@@ -1,0 +1,372 @@
+//! An MCP server over Streamable HTTP.
+//!
+//! The gateway is a client here: it sends each message as a POST, follows the server's choice
+//! of JSON or SSE, keeps the upstream's session id (mapped to the gateway's own by the relay),
+//! and never forwards the caller's credentials or hop-by-hop headers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::{Event, EventStream, Reply, UpstreamError};
+use crate::config::HttpUpstreamConfig;
+use crate::mcp::headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::mcp::message::{Body, Message};
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The largest error body read from an upstream to pass on or quote.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+pub struct HttpUpstream {
+    url: Uri,
+    extra_headers: Vec<(HeaderName, HeaderValue)>,
+    client: HttpClient,
+    request_timeout: Duration,
+    stream_idle_timeout: Duration,
+    max_body: usize,
+    max_depth: usize,
+}
+
+/// Per-call context: the upstream session and protocol version to send, and the caller's
+/// end-to-end headers (already filtered by [`end_to_end_headers`]).
+pub struct Outbound<'a> {
+    pub session: Option<&'a HeaderValue>,
+    pub version: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+/// Headers never forwarded from a client to an upstream: hop-by-hop headers (RFC 9110 §7.6.1),
+/// the caller's credentials, and those the gateway sets itself.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "authorization",
+    "cookie",
+    "origin",
+    "referer",
+    "content-length",
+    "content-type",
+    "accept",
+    "accept-encoding",
+    "expect",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    MCP_SESSION_ID,
+    MCP_PROTOCOL_VERSION,
+    LAST_EVENT_ID,
+];
+
+/// The caller's headers that may go on to the upstream.
+pub fn end_to_end_headers(client: &HeaderMap) -> HeaderMap {
+    let listed: Vec<String> = client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::new();
+    for (name, value) in client {
+        let n = name.as_str();
+        if NOT_FORWARDED.contains(&n) || listed.iter().any(|l| l == n) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+impl HttpUpstream {
+    pub fn new(cfg: &HttpUpstreamConfig, max_body: usize, max_depth: usize) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https);
+        Self {
+            url: cfg.url.clone(),
+            extra_headers: cfg.headers.clone(),
+            client,
+            request_timeout: cfg.request_timeout,
+            stream_idle_timeout: cfg.stream_idle_timeout,
+            max_body,
+            max_depth,
+        }
+    }
+
+    fn request(&self, method: Method, out: &Outbound<'_>, body: Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = self.url.clone();
+        let h = req.headers_mut();
+        for (name, value) in out.headers {
+            h.append(name.clone(), value.clone());
+        }
+        for (name, value) in &self.extra_headers {
+            h.insert(name.clone(), value.clone());
+        }
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        if let Some(sid) = out.session {
+            h.insert(MCP_SESSION_ID, sid.clone());
+        }
+        if let Some(v) = out.version.and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(MCP_PROTOCOL_VERSION, v);
+        }
+        req
+    }
+
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.request_timeout)),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(describe_client_error(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// POSTs a message (or batch). Returns the reply and the upstream's `Mcp-Session-Id`.
+    ///
+    /// # Errors
+    /// Unreachable, timeout, `SessionGone` (404 on a session), or a non-MCP answer.
+    pub async fn post(
+        &self,
+        out: Outbound<'_>,
+        body: Bytes,
+    ) -> Result<(Reply, Option<HeaderValue>), UpstreamError> {
+        let mut req = self.request(Method::POST, &out, body);
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let resp = self.send(req).await?;
+        let session = resp.headers().get(MCP_SESSION_ID).cloned();
+        let reply = self.reply(resp, out.session.is_some()).await?;
+        Ok((reply, session))
+    }
+
+    /// Opens the standalone server stream of a session (GET), resuming after `last_event_id`.
+    ///
+    /// # Errors
+    /// As for [`HttpUpstream::post`].
+    pub async fn get(
+        &self,
+        out: Outbound<'_>,
+        last_event_id: Option<&HeaderValue>,
+    ) -> Result<Reply, UpstreamError> {
+        let mut req = self.request(Method::GET, &out, Bytes::new());
+        req.headers_mut().insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        if let Some(id) = last_event_id {
+            req.headers_mut().insert(LAST_EVENT_ID, id.clone());
+        }
+        let resp = self.send(req).await?;
+        self.reply(resp, out.session.is_some()).await
+    }
+
+    /// Ends a session upstream (DELETE). Returns the upstream's status.
+    ///
+    /// # Errors
+    /// Unreachable or timeout.
+    pub async fn delete(&self, out: Outbound<'_>) -> Result<StatusCode, UpstreamError> {
+        let req = self.request(Method::DELETE, &out, Bytes::new());
+        let resp = self.send(req).await?;
+        Ok(resp.status())
+    }
+
+    async fn reply(
+        &self,
+        resp: http::Response<Incoming>,
+        had_session: bool,
+    ) -> Result<Reply, UpstreamError> {
+        let status = resp.status();
+        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let media = content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        if status == StatusCode::ACCEPTED {
+            return Ok(Reply::Accepted);
+        }
+        if status == StatusCode::NOT_FOUND && had_session {
+            return Err(UpstreamError::SessionGone);
+        }
+        if !status.is_success() {
+            let body = read_limited(resp.into_body(), MAX_ERROR_BODY, self.request_timeout)
+                .await
+                .unwrap_or_default();
+            if media == "application/json"
+                && serde_json::from_slice::<serde_json::Value>(&body).is_ok()
+            {
+                return Ok(Reply::Rejected {
+                    status,
+                    content_type,
+                    body,
+                });
+            }
+            return Err(UpstreamError::Status(status.as_u16(), snippet(&body)));
+        }
+        match media.as_str() {
+            "application/json" => {
+                let body =
+                    read_limited(resp.into_body(), self.max_body, self.request_timeout).await?;
+                match Body::parse(body, self.max_depth) {
+                    Ok(Body::Single(m)) => Ok(Reply::Message(m)),
+                    Ok(Body::Batch(b)) => Ok(Reply::Batch(b)),
+                    Err(e) => Err(UpstreamError::Protocol(e.to_string())),
+                }
+            }
+            "text/event-stream" => Ok(Reply::Stream(self.events(resp.into_body()))),
+            other => Err(UpstreamError::Protocol(format!(
+                "HTTP {status} with content type {other:?}, expected application/json or text/event-stream"
+            ))),
+        }
+    }
+
+    fn events(&self, body: Incoming) -> EventStream {
+        let idle = self.stream_idle_timeout;
+        let max_depth = self.max_depth;
+        let sse = sse_stream::SseStream::new(body);
+        let state = (Box::pin(sse), false);
+        Box::pin(futures_util::stream::unfold(
+            state,
+            move |(mut sse, failed)| async move {
+                if failed {
+                    return None;
+                }
+                loop {
+                    let next = match tokio::time::timeout(idle, sse.next()).await {
+                        Err(_) => return Some((Err(UpstreamError::Timeout(idle)), (sse, true))),
+                        Ok(None) => return None,
+                        Ok(Some(Err(e))) => {
+                            return Some((
+                                Err(UpstreamError::Closed(format!(
+                                    "the upstream's event stream broke: {e}"
+                                ))),
+                                (sse, true),
+                            ));
+                        }
+                        Ok(Some(Ok(ev))) => ev,
+                    };
+                    let data = next.data.as_deref().unwrap_or("");
+                    if data.is_empty() && next.id.is_none() && next.retry.is_none() {
+                        continue;
+                    }
+                    let message = if data.trim().is_empty() {
+                        None
+                    } else {
+                        match Message::parse(Bytes::from(data.to_owned()), max_depth) {
+                            Ok(m) => Some(m),
+                            Err(e) => {
+                                return Some((
+                                    Err(UpstreamError::Protocol(format!(
+                                        "an event's data is not a JSON-RPC message ({e})"
+                                    ))),
+                                    (sse, true),
+                                ));
+                            }
+                        }
+                    };
+                    let event = Event {
+                        id: next.id,
+                        retry: next.retry,
+                        message,
+                    };
+                    return Some((Ok(event), (sse, false)));
+                }
+            },
+        ))
+    }
+}
+
+async fn read_limited(
+    body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, UpstreamError> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
+    match collected {
+        Err(_) => Err(UpstreamError::Timeout(timeout)),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(UpstreamError::Protocol(format!(
+                    "the response is larger than {limit} bytes"
+                )))
+            } else {
+                Err(UpstreamError::Closed(format!(
+                    "the upstream closed the connection mid-response: {e}"
+                )))
+            }
+        }
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text = text.trim();
+    if text.is_empty() {
+        "(no body)".into()
+    } else {
+        text.to_string()
+    }
+}
+
+/// Finds the most useful cause in a hyper client error chain ("connection refused" beats
+/// "client error (Connect)").
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = s.to_string();
+        source = s.source();
+    }
+    msg
+}
+
+/// The shared pieces a relay needs to hold an HTTP upstream.
+pub type Shared = Arc<HttpUpstream>;

@@ -1,0 +1,103 @@
+//! MCP servers run as local processes speaking newline-delimited JSON-RPC on stdin/stdout.
+//!
+//! Session-based clients get a process each ([`StdioUpstream::spawn`]); stateless requests share
+//! a bounded pool ([`StdioUpstream::pooled`]). Every process is a [`Child`] that multiplexes
+//! requests: the gateway gives each request its own id (and progress token) on the way in and
+//! restores the client's on the way out, so clients can never see or collide with each other.
+
+mod child;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use child::Child;
+
+use super::UpstreamError;
+use crate::config::StdioUpstreamConfig;
+
+/// How a stdio endpoint's processes are started and shared.
+pub struct StdioUpstream {
+    endpoint: Arc<str>,
+    cfg: StdioUpstreamConfig,
+    max_line: usize,
+    max_depth: usize,
+    pool: Mutex<Vec<Arc<Child>>>,
+}
+
+impl StdioUpstream {
+    pub fn new(
+        endpoint: &str,
+        cfg: StdioUpstreamConfig,
+        max_line: usize,
+        max_depth: usize,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            cfg,
+            max_line,
+            max_depth,
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts a process of its own (for one session-based client).
+    ///
+    /// # Errors
+    /// [`UpstreamError::Spawn`] when the program cannot be started.
+    pub fn spawn(&self) -> Result<Arc<Child>, UpstreamError> {
+        Child::spawn(
+            self.endpoint.clone(),
+            &self.cfg,
+            self.max_line,
+            self.max_depth,
+        )
+    }
+
+    /// A pooled process for a stateless request: the least busy one, starting another while the
+    /// pool is below its size and every running process is busy.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Spawn`] when a needed process cannot be started.
+    pub fn pooled(&self) -> Result<Arc<Child>, UpstreamError> {
+        let mut pool = lock(&self.pool);
+        pool.retain(|c| c.is_alive());
+        let least = pool.iter().min_by_key(|c| c.load()).cloned();
+        match least {
+            Some(c) if c.load() == 0 || pool.len() >= self.cfg.pool_size => Ok(c),
+            _ => {
+                let child = self.spawn()?;
+                pool.push(child.clone());
+                Ok(child)
+            }
+        }
+    }
+
+    /// Stops pooled processes that have had nothing to do for the idle timeout.
+    pub async fn reap_idle(&self) {
+        let idle: Vec<Arc<Child>> = {
+            let mut pool = lock(&self.pool);
+            let (idle, keep): (Vec<_>, Vec<_>) = pool
+                .drain(..)
+                .partition(|c| !c.is_alive() || c.idle_for() >= self.cfg.idle_timeout);
+            *pool = keep;
+            idle
+        };
+        for child in idle {
+            child.stop().await;
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.cfg.idle_timeout
+    }
+
+    /// Stops every pooled process.
+    pub async fn shutdown(&self) {
+        let all: Vec<Arc<Child>> = lock(&self.pool).drain(..).collect();
+        futures_util::future::join_all(all.iter().map(|c| c.stop())).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

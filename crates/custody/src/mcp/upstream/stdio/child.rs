@@ -1,0 +1,596 @@
+//! One MCP server process and the routing of its messages.
+//!
+//! Lock ownership: `routes` is the only lock; it is held for map updates and channel sends
+//! (unbounded, never blocking), never across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+
+use super::lock;
+use crate::config::StdioUpstreamConfig;
+use crate::mcp::message::{Body, Kind, Message, id_key};
+use crate::mcp::upstream::{Event, EventStream, UpstreamError};
+use crate::mcp::version::META_SUBSCRIPTION_ID;
+
+/// Unsolicited messages kept for a session until its client opens a GET stream.
+const BACKLOG: usize = 1000;
+/// Time a process gets to exit after stdin closes, and again after SIGTERM.
+const STOP_STEP: Duration = Duration::from_secs(2);
+/// Environment passed to processes that do not inherit the gateway's.
+const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+type Tx = mpsc::UnboundedSender<Result<Event, UpstreamError>>;
+
+pub struct Child {
+    endpoint: Arc<str>,
+    pid: Option<u32>,
+    stdin: mpsc::Sender<Bytes>,
+    routes: Mutex<Routes>,
+    next_id: AtomicU64,
+    request_timeout: Duration,
+    started: Instant,
+    /// Milliseconds since `started` of the last request or answer.
+    last_active: AtomicU64,
+    /// Cancelled once the process has exited.
+    gone: CancellationToken,
+    /// Cancelled to ask the process to stop.
+    stopping: CancellationToken,
+}
+
+#[derive(Default)]
+struct Routes {
+    pending: HashMap<u64, Pending>,
+    /// Gateway progress token → request.
+    progress: HashMap<String, u64>,
+    /// Client id key → request (for `notifications/cancelled` from the client).
+    client_ids: HashMap<String, u64>,
+    standalone: Option<Tx>,
+    backlog: VecDeque<Message>,
+    order: u64,
+    dead: Option<String>,
+}
+
+struct Pending {
+    client_id: Value,
+    client_token: Option<Value>,
+    token: Option<String>,
+    tx: Tx,
+    order: u64,
+    /// The client's stream went away (session-based: later messages go to the GET stream).
+    detached: bool,
+    /// Shared processes must not guess where unattributed messages belong.
+    shared: bool,
+}
+
+impl Child {
+    pub(super) fn spawn(
+        endpoint: Arc<str>,
+        cfg: &StdioUpstreamConfig,
+        max_line: usize,
+        max_depth: usize,
+    ) -> Result<Arc<Self>, UpstreamError> {
+        let mut cmd = tokio::process::Command::new(&cfg.command);
+        cmd.args(&cfg.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own process group: a Ctrl-C meant for the gateway does not reach it directly;
+            // the gateway stops it in order.
+            .process_group(0);
+        if !cfg.inherit_env {
+            cmd.env_clear();
+            for key in BASE_ENV {
+                if let Some(v) = std::env::var_os(key) {
+                    cmd.env(key, v);
+                }
+            }
+        }
+        cmd.envs(&cfg.env);
+        if let Some(dir) = &cfg.cwd {
+            cmd.current_dir(dir);
+        }
+        let mut proc = cmd
+            .spawn()
+            .map_err(|e| UpstreamError::Spawn(format!("`{}`: {e}", cfg.command.display())))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
+        else {
+            return Err(UpstreamError::Spawn(
+                "the process has no stdio pipes".into(),
+            ));
+        };
+        let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(256);
+        let child = Arc::new(Self {
+            endpoint: endpoint.clone(),
+            pid: proc.id(),
+            stdin: stdin_tx,
+            routes: Mutex::new(Routes::default()),
+            next_id: AtomicU64::new(1),
+            request_timeout: cfg.request_timeout,
+            started: Instant::now(),
+            last_active: AtomicU64::new(0),
+            gone: CancellationToken::new(),
+            stopping: CancellationToken::new(),
+        });
+        tracing::info!(endpoint = %endpoint, pid = ?child.pid, command = %cfg.command.display(), "started upstream process");
+
+        tokio::spawn(write_stdin(stdin, stdin_rx, child.stopping.clone()));
+        tokio::spawn(log_stderr(stderr, endpoint, child.pid));
+        let reader = tokio::spawn(read_stdout(child.clone(), stdout, max_line, max_depth));
+        tokio::spawn(supervise(child.clone(), proc, reader));
+        Ok(child)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        lock(&self.routes).dead.is_none()
+    }
+
+    /// Requests in flight.
+    pub fn load(&self) -> usize {
+        lock(&self.routes).pending.len()
+    }
+
+    /// How long the process has had nothing to do.
+    pub fn idle_for(&self) -> Duration {
+        if self.load() > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_active.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active.store(ms, Ordering::Relaxed);
+    }
+
+    /// Sends a request; the stream yields what the process sends for it and ends after the
+    /// answer. `shared` marks a pooled process; there, dropping the stream cancels the request
+    /// (the stateless generation's rule), while on a session's own process a dropped stream
+    /// detaches and later messages go to the session's GET stream.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Closed`] when the process is gone.
+    pub async fn request(
+        self: &Arc<Self>,
+        mut msg: Message,
+        shared: bool,
+    ) -> Result<EventStream, UpstreamError> {
+        let internal = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let client_id = msg.id().cloned().unwrap_or(Value::Null);
+        let value = msg.value_mut();
+        value["id"] = json!(internal);
+        let mut client_token = None;
+        let mut token = None;
+        if let Some(t) = value.pointer_mut("/params/_meta/progressToken") {
+            let ours = format!("custody-{internal}");
+            client_token = Some(std::mem::replace(t, json!(ours)));
+            token = Some(ours);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut r = lock(&self.routes);
+            if let Some(why) = &r.dead {
+                return Err(UpstreamError::Closed(why.clone()));
+            }
+            r.order += 1;
+            let order = r.order;
+            if let Some(t) = &token {
+                r.progress.insert(t.clone(), internal);
+            }
+            if !shared {
+                r.client_ids.insert(id_key(&client_id), internal);
+            }
+            r.pending.insert(
+                internal,
+                Pending {
+                    client_id,
+                    client_token,
+                    token,
+                    tx,
+                    order,
+                    detached: false,
+                    shared,
+                },
+            );
+        }
+        self.touch();
+        if let Err(e) = self.write(&msg).await {
+            self.forget(internal);
+            return Err(e);
+        }
+        let guard = RequestGuard {
+            child: self.clone(),
+            internal,
+            cancel: shared,
+        };
+        let timeout = self.request_timeout;
+        Ok(Box::pin(futures_util::stream::unfold(
+            Some((rx, guard)),
+            move |state| async move {
+                let (mut rx, mut guard) = state?;
+                match tokio::time::timeout(timeout, rx.recv()).await {
+                    Ok(Some(item)) => Some((item, Some((rx, guard)))),
+                    Ok(None) => None,
+                    Err(_) => {
+                        // The client gets an error now; the process must not keep working.
+                        guard.cancel = true;
+                        Some((Err(UpstreamError::Timeout(timeout)), None))
+                    }
+                }
+            },
+        )))
+    }
+
+    /// Sends a notification or a response (to a request of the process) from the client.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Closed`] when the process is gone.
+    pub async fn send(&self, mut msg: Message) -> Result<(), UpstreamError> {
+        if msg.method() == Some("notifications/cancelled") {
+            let target = msg
+                .params()
+                .and_then(|p| p.get("requestId"))
+                .map(id_key)
+                .and_then(|k| lock(&self.routes).client_ids.get(&k).copied());
+            if let Some(internal) = target {
+                msg.value_mut()["params"]["requestId"] = json!(internal);
+            }
+        }
+        if let Some(why) = &lock(&self.routes).dead {
+            return Err(UpstreamError::Closed(why.clone()));
+        }
+        self.touch();
+        self.write(&msg).await
+    }
+
+    /// The stream of messages that belong to no request (the session's GET stream). Messages
+    /// kept while no stream was open come first.
+    pub fn standalone(&self) -> Result<EventStream, UpstreamError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut r = lock(&self.routes);
+        if let Some(why) = &r.dead {
+            return Err(UpstreamError::Closed(why.clone()));
+        }
+        for m in r.backlog.drain(..) {
+            let _ = tx.send(Ok(Event::message(m)));
+        }
+        r.standalone = Some(tx);
+        drop(r);
+        Ok(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        ))
+    }
+
+    async fn write(&self, msg: &Message) -> Result<(), UpstreamError> {
+        let mut line = msg.to_bytes().to_vec();
+        line.push(b'\n');
+        self.stdin.send(Bytes::from(line)).await.map_err(|_| {
+            UpstreamError::Closed(
+                lock(&self.routes)
+                    .dead
+                    .clone()
+                    .unwrap_or_else(|| "the upstream process's stdin is closed".into()),
+            )
+        })
+    }
+
+    fn forget(&self, internal: u64) -> Option<Pending> {
+        let mut r = lock(&self.routes);
+        let p = r.pending.remove(&internal)?;
+        if let Some(t) = &p.token {
+            r.progress.remove(t);
+        }
+        if !p.shared {
+            r.client_ids.remove(&id_key(&p.client_id));
+        }
+        Some(p)
+    }
+
+    /// Asks the process to stop: close stdin, then SIGTERM, then SIGKILL, a step apart.
+    pub async fn stop(&self) {
+        self.stopping.cancel();
+        let _ = tokio::time::timeout(STOP_STEP * 3, self.gone.cancelled()).await;
+    }
+
+    /// Routes one message from the process.
+    fn route(&self, mut msg: Message) {
+        let mut r = lock(&self.routes);
+        match msg.kind() {
+            Kind::Response | Kind::Error => {
+                let internal = msg.id().and_then(Value::as_u64);
+                let Some(p) = internal.and_then(|i| r.pending.remove(&i)) else {
+                    tracing::warn!(endpoint = %self.endpoint, id = ?msg.id(), "upstream answered a request it was not sent; dropped");
+                    return;
+                };
+                if let Some(t) = &p.token {
+                    r.progress.remove(t);
+                }
+                if !p.shared {
+                    r.client_ids.remove(&id_key(&p.client_id));
+                }
+                msg.value_mut()["id"] = p.client_id.clone();
+                deliver(&mut r, &p, msg);
+            }
+            Kind::Notification if msg.method() == Some("notifications/progress") => {
+                let token = msg
+                    .params()
+                    .and_then(|p| p.get("progressToken"))
+                    .and_then(Value::as_str)
+                    .and_then(|t| r.progress.get(t).copied());
+                match token.and_then(|i| r.pending.get(&i)) {
+                    Some(p) => {
+                        if let Some(orig) = &p.client_token {
+                            msg.value_mut()["params"]["progressToken"] = orig.clone();
+                        }
+                        let (tx, detached) = (p.tx.clone(), p.detached);
+                        send_or_standalone(&mut r, &tx, detached, msg);
+                    }
+                    None => self.unsolicited(&mut r, msg),
+                }
+            }
+            Kind::Notification if msg.meta(META_SUBSCRIPTION_ID).is_some() => {
+                let target = msg.meta(META_SUBSCRIPTION_ID).and_then(Value::as_u64);
+                match target.and_then(|i| r.pending.get(&i)) {
+                    Some(p) => {
+                        msg.value_mut()["params"]["_meta"][META_SUBSCRIPTION_ID] =
+                            p.client_id.clone();
+                        let (tx, detached) = (p.tx.clone(), p.detached);
+                        send_or_standalone(&mut r, &tx, detached, msg);
+                    }
+                    None => self.unsolicited(&mut r, msg),
+                }
+            }
+            _ => self.unsolicited(&mut r, msg),
+        }
+    }
+
+    /// A server-to-client request or a notification tied to no request by id or token: it
+    /// goes with the newest request still streaming (that is what a server emitting it while
+    /// handling a call means), else to the GET stream. On a shared process it is delivered only
+    /// when exactly one request is in flight, since anything else could hand one client's data
+    /// to another.
+    fn unsolicited(&self, r: &mut Routes, msg: Message) {
+        let streaming: Vec<&Pending> = r
+            .pending
+            .values()
+            .filter(|p| !p.detached && !p.tx.is_closed())
+            .collect();
+        let shared = r.pending.values().any(|p| p.shared);
+        let target = if shared {
+            if streaming.len() == 1 {
+                Some(streaming[0].tx.clone())
+            } else {
+                None
+            }
+        } else {
+            streaming
+                .iter()
+                .max_by_key(|p| p.order)
+                .map(|p| p.tx.clone())
+        };
+        let msg = match target {
+            Some(tx) => match tx.send(Ok(Event::message(msg))) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(Ok(Event {
+                    message: Some(m), ..
+                }))) => m,
+                Err(_) => return,
+            },
+            None => msg,
+        };
+        if shared {
+            tracing::warn!(endpoint = %self.endpoint, method = ?msg.method(), "a shared upstream process sent a message that belongs to no single request; dropped");
+            return;
+        }
+        to_standalone(r, msg);
+    }
+
+    /// The process broke the protocol: fail everything in flight and stop it.
+    fn fatal(&self, reason: String) {
+        tracing::error!(endpoint = %self.endpoint, pid = ?self.pid, "{reason}; stopping the process");
+        self.fail_all(&UpstreamError::Protocol(reason));
+        self.stopping.cancel();
+    }
+
+    fn fail_all(&self, err: &UpstreamError) {
+        let mut r = lock(&self.routes);
+        if r.dead.is_none() {
+            r.dead = Some(err.to_string());
+        }
+        for (_, p) in r.pending.drain() {
+            let _ = p.tx.send(Err(err.clone()));
+        }
+        r.progress.clear();
+        r.client_ids.clear();
+        if let Some(tx) = r.standalone.take() {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+}
+
+fn deliver(r: &mut Routes, p: &Pending, msg: Message) {
+    send_or_standalone(r, &p.tx, p.detached, msg);
+}
+
+fn send_or_standalone(r: &mut Routes, tx: &Tx, detached: bool, msg: Message) {
+    if detached || tx.is_closed() {
+        to_standalone(r, msg);
+    } else if let Err(mpsc::error::SendError(Ok(ev))) = tx.send(Ok(Event::message(msg)))
+        && let Some(m) = ev.message
+    {
+        to_standalone(r, m);
+    }
+}
+
+fn to_standalone(r: &mut Routes, msg: Message) {
+    if let Some(tx) = &r.standalone {
+        match tx.send(Ok(Event::message(msg))) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(Ok(ev))) => {
+                r.standalone = None;
+                if let Some(m) = ev.message {
+                    push_backlog(r, m);
+                }
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+    push_backlog(r, msg);
+}
+
+fn push_backlog(r: &mut Routes, msg: Message) {
+    if r.backlog.len() >= BACKLOG {
+        r.backlog.pop_front();
+    }
+    r.backlog.push_back(msg);
+}
+
+/// Cancels or detaches a request whose stream was dropped before its answer.
+struct RequestGuard {
+    child: Arc<Child>,
+    internal: u64,
+    cancel: bool,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if self.cancel {
+            if self.child.forget(self.internal).is_some() {
+                let note = json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+                    "params": { "requestId": self.internal, "reason": "the client went away or timed out" } });
+                let mut line = note.to_string().into_bytes();
+                line.push(b'\n');
+                let _ = self.child.stdin.try_send(Bytes::from(line));
+            }
+        } else if let Some(p) = lock(&self.child.routes).pending.get_mut(&self.internal) {
+            p.detached = true;
+        }
+    }
+}
+
+async fn write_stdin(
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: mpsc::Receiver<Bytes>,
+    stopping: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => break,
+            line = rx.recv() => {
+                let Some(line) = line else { break };
+                if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping stdin closes it: the first step of a stdio server's shutdown.
+}
+
+async fn log_stderr(stderr: tokio::process::ChildStderr, endpoint: Arc<str>, pid: Option<u32>) {
+    let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(16 * 1024));
+    while let Some(line) = lines.next().await {
+        match line {
+            Ok(line) => {
+                tracing::info!(target: "custody::upstream::stderr", endpoint = %endpoint, pid = ?pid, "{line}")
+            }
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                tracing::info!(target: "custody::upstream::stderr", endpoint = %endpoint, pid = ?pid, "(a stderr line over 16 KiB was skipped)");
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+async fn read_stdout(
+    child: Arc<Child>,
+    stdout: tokio::process::ChildStdout,
+    max_line: usize,
+    max_depth: usize,
+) {
+    let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(max_line));
+    while let Some(line) = lines.next().await {
+        let line = match line {
+            Ok(line) => line,
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                child.fatal(format!(
+                    "upstream process wrote a message longer than {max_line} bytes"
+                ));
+                return;
+            }
+            Err(LinesCodecError::Io(_)) => return,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        child.touch();
+        match Body::parse(Bytes::from(line.clone()), max_depth) {
+            Ok(Body::Single(m)) => child.route(m),
+            Ok(Body::Batch(ms)) => ms.into_iter().for_each(|m| child.route(m)),
+            Err(e) => {
+                let shown: String = line.chars().take(120).collect();
+                child.fatal(format!(
+                    "upstream process wrote a line that is not JSON-RPC ({e}): {shown:?}"
+                ));
+                return;
+            }
+        }
+    }
+}
+
+async fn supervise(
+    child: Arc<Child>,
+    mut proc: tokio::process::Child,
+    reader: tokio::task::JoinHandle<()>,
+) {
+    let status = tokio::select! {
+        status = proc.wait() => status,
+        () = child.stopping.cancelled() => {
+            match tokio::time::timeout(STOP_STEP, proc.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    if let Some(pid) = child.pid.and_then(|p| i32::try_from(p).ok()) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+                    }
+                    match tokio::time::timeout(STOP_STEP, proc.wait()).await {
+                        Ok(status) => status,
+                        Err(_) => {
+                            let _ = proc.start_kill();
+                            proc.wait().await
+                        }
+                    }
+                }
+            }
+        }
+    };
+    // Let the reader deliver what the process wrote before it exited.
+    let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+    let how = match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("unknown status ({e})"),
+    };
+    let stopping = child.stopping.is_cancelled();
+    if stopping {
+        tracing::info!(endpoint = %child.endpoint, pid = ?child.pid, "upstream process stopped ({how})");
+    } else {
+        tracing::warn!(endpoint = %child.endpoint, pid = ?child.pid, "upstream process exited ({how})");
+    }
+    child.fail_all(&UpstreamError::Closed(format!(
+        "the upstream process exited ({how})"
+    )));
+    child.gone.cancel();
+}

@@ -1,0 +1,665 @@
+//! The data path of one call, per endpoint:
+//!
+//! ```text
+//! http ─► [identity] ─► mcp (parse, session/version, mirrored headers) ─► [policy] ─► [approval]
+//!      ─► [audit: request] ─► upstream ─► [mask] ─► [audit: response] ─► client
+//! ```
+//!
+//! The bracketed stages are the seams where identity, policy, approval, masking and the audit
+//! log attach; each is a plain call on the request's path. Nothing here blocks a thread: the
+//! only locks are the session table's and the tool-header cache's, held for a map operation.
+
+mod error;
+mod reply;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{RelayError, code};
+use reply::{Ctx, Watch, render, render_first};
+pub use session::{Session, SessionUpstream, Sessions};
+
+use crate::config::{Config, UpstreamConfig};
+use crate::mcp::headers::{self, MCP_PROTOCOL_VERSION, ParamHeader};
+use crate::mcp::message::{Body, Kind, Message};
+use crate::mcp::upstream::http::{HttpUpstream, Outbound, end_to_end_headers};
+use crate::mcp::upstream::stdio::StdioUpstream;
+use crate::mcp::upstream::{Reply, UpstreamError};
+use crate::mcp::version::{self, BATCH_VERSION, Generation, META_PROTOCOL_VERSION};
+
+/// What the client gets.
+pub enum Outcome {
+    /// 202, no body.
+    Accepted { session: Option<Arc<str>> },
+    /// One JSON body.
+    Json {
+        status: StatusCode,
+        body: Bytes,
+        session: Option<Arc<str>>,
+    },
+    /// An upstream's own error answer, relayed as it is.
+    Passthrough {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+        session: Option<Arc<str>>,
+    },
+    /// A `text/event-stream` body, already framed.
+    Stream {
+        events: BoxStream<'static, Bytes>,
+        session: Option<Arc<str>>,
+    },
+    /// A status with no body.
+    Status(StatusCode),
+    /// A refusal or failure; `id` is the request it answers, if any.
+    Error {
+        error: RelayError,
+        id: Option<Value>,
+        session: Option<Arc<str>>,
+    },
+}
+
+impl Outcome {
+    fn error(error: RelayError, id: Option<&Value>) -> Self {
+        Outcome::Error {
+            error,
+            id: id.cloned(),
+            session: None,
+        }
+    }
+}
+
+enum Upstream {
+    Http(Box<HttpUpstream>),
+    Stdio(StdioUpstream),
+}
+
+/// One configured endpoint: its upstream and its sessions.
+pub struct Endpoint {
+    pub name: Arc<str>,
+    upstream: Upstream,
+    sessions: Sessions,
+    /// `x-mcp-header` parameters of the upstream's tools, learned from `tools/list` answers.
+    tool_headers: RwLock<HashMap<String, Vec<ParamHeader>>>,
+}
+
+impl Endpoint {
+    fn learn_tools(&self, tools: &Value) {
+        let Some(tools) = tools.as_array() else {
+            return;
+        };
+        let mut map = self
+            .tool_headers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for tool in tools {
+            if let (Some(name), Some(schema)) = (
+                tool.get("name").and_then(Value::as_str),
+                tool.get("inputSchema"),
+            ) {
+                let params = headers::param_headers(schema);
+                if params.is_empty() {
+                    map.remove(name);
+                } else {
+                    map.insert(name.to_string(), params);
+                }
+            }
+        }
+    }
+
+    fn param_headers(&self, msg: &Message) -> Vec<ParamHeader> {
+        if msg.method() != Some("tools/call") {
+            return Vec::new();
+        }
+        let Some(tool) = msg.target_name() else {
+            return Vec::new();
+        };
+        self.tool_headers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tool)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sessions currently open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    async fn close_session(&self, session: &Session) {
+        match (&session.upstream, &self.upstream) {
+            (SessionUpstream::Stdio(child), _) => child.stop().await,
+            (
+                SessionUpstream::Http {
+                    session: upstream_sid,
+                },
+                Upstream::Http(up),
+            ) => {
+                if let Some(sid) = upstream_sid {
+                    let empty = HeaderMap::new();
+                    let out = Outbound {
+                        session: Some(sid),
+                        version: Some(&session.version()),
+                        headers: &empty,
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), up.delete(out)).await;
+                }
+            }
+            (SessionUpstream::Http { .. }, Upstream::Stdio(_)) => {}
+        }
+    }
+}
+
+/// Limits applied to every message.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body: u64,
+    pub max_depth: usize,
+}
+
+/// All endpoints and the state shared across calls.
+pub struct Relay {
+    endpoints: HashMap<String, Arc<Endpoint>>,
+    known: String,
+    pub limits: Limits,
+    session_idle: Duration,
+    /// Cancelled when shutdown begins: long-lived streams end.
+    closing: CancellationToken,
+    /// Cancelled when the grace period is over: everything ends.
+    force: CancellationToken,
+}
+
+impl Relay {
+    pub fn new(config: &Config) -> Arc<Self> {
+        let limits = Limits {
+            max_body: config.server.max_body_bytes,
+            max_depth: config.server.max_json_depth,
+        };
+        let max_body = usize::try_from(limits.max_body).unwrap_or(usize::MAX);
+        let endpoints: HashMap<String, Arc<Endpoint>> = config
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let upstream = match &ep.upstream {
+                    UpstreamConfig::Http(h) => {
+                        Upstream::Http(Box::new(HttpUpstream::new(h, max_body, limits.max_depth)))
+                    }
+                    UpstreamConfig::Stdio(s) => Upstream::Stdio(StdioUpstream::new(
+                        &ep.name,
+                        s.clone(),
+                        max_body,
+                        limits.max_depth,
+                    )),
+                };
+                let endpoint = Endpoint {
+                    name: ep.name.as_str().into(),
+                    upstream,
+                    sessions: Sessions::default(),
+                    tool_headers: RwLock::new(HashMap::new()),
+                };
+                (ep.name.clone(), Arc::new(endpoint))
+            })
+            .collect();
+        let mut names: Vec<&str> = endpoints.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        Arc::new(Self {
+            known: names.join(", "),
+            endpoints,
+            limits,
+            session_idle: config.server.session_idle_timeout,
+            closing: CancellationToken::new(),
+            force: CancellationToken::new(),
+        })
+    }
+
+    /// The endpoint called `name`.
+    ///
+    /// # Errors
+    /// [`RelayError::UnknownEndpoint`], listing the configured ones.
+    pub fn endpoint(&self, name: &str) -> Result<Arc<Endpoint>, RelayError> {
+        self.endpoints
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RelayError::UnknownEndpoint {
+                name: name.to_string(),
+                known: self.known.clone(),
+            })
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.endpoints.values()
+    }
+
+    fn ctx(&self, ep: &Arc<Endpoint>, ids: Vec<Value>, session: Option<Arc<Session>>) -> Ctx {
+        Ctx {
+            endpoint: ep.clone(),
+            ids,
+            session,
+            watch: Watch::Nothing,
+            long_lived: false,
+            closing: self.closing.clone(),
+            force: self.force.clone(),
+        }
+    }
+
+    /// A POSTed body.
+    pub async fn post(&self, ep: &Arc<Endpoint>, headers: &HeaderMap, body: Body) -> Outcome {
+        let first_id = match &body {
+            Body::Single(m) => m.id().cloned(),
+            Body::Batch(_) => None,
+        };
+        let version_header = match headers::get(headers, MCP_PROTOCOL_VERSION).transpose() {
+            Ok(v) => v.map(str::to_string),
+            Err(e) => return Outcome::error(e.into(), first_id.as_ref()),
+        };
+        if let Some(v) = &version_header
+            && version::generation(v).is_none()
+        {
+            return Outcome::error(RelayError::UnsupportedVersion(v.clone()), first_id.as_ref());
+        }
+        if let Some(sid) = headers.get(headers::MCP_SESSION_ID) {
+            let session = sid.to_str().ok().and_then(|sid| ep.sessions.get(sid));
+            let Some(session) = session else {
+                return Outcome::error(
+                    RelayError::SessionNotFound(String::new()),
+                    first_id.as_ref(),
+                );
+            };
+            return self
+                .session_post(ep, session, headers, version_header, body)
+                .await;
+        }
+        let header_gen = version_header.as_deref().and_then(version::generation);
+        match body {
+            Body::Single(m)
+                if m.method() == Some("initialize")
+                    && header_gen != Some(Generation::Stateless) =>
+            {
+                self.initialize(ep, headers, version_header, m).await
+            }
+            Body::Single(m)
+                if header_gen == Some(Generation::Stateless)
+                    || (header_gen.is_none() && m.meta(META_PROTOCOL_VERSION).is_some()) =>
+            {
+                self.stateless_post(ep, headers, version_header, m).await
+            }
+            Body::Batch(_) if header_gen == Some(Generation::Stateless) => Outcome::error(
+                RelayError::BatchNotAllowed(version_header.unwrap_or_default()),
+                None,
+            ),
+            _ => Outcome::error(RelayError::SessionRequired, first_id.as_ref()),
+        }
+    }
+
+    async fn initialize(
+        &self,
+        ep: &Arc<Endpoint>,
+        headers: &HeaderMap,
+        version_header: Option<String>,
+        msg: Message,
+    ) -> Outcome {
+        let id = msg.id().cloned();
+        let requested = msg
+            .params()
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or(version::DEFAULT_SESSION_VERSION)
+            .to_string();
+        match &ep.upstream {
+            Upstream::Http(up) => {
+                let forward = end_to_end_headers(headers);
+                let out = Outbound {
+                    session: None,
+                    version: version_header.as_deref(),
+                    headers: &forward,
+                };
+                let (reply, upstream_sid) = match up.post(out, msg.to_bytes()).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref());
+                    }
+                };
+                let opened = matches!(&reply, Reply::Stream(_))
+                    || matches!(&reply, Reply::Message(m) if m.kind() == Kind::Response);
+                let session = opened.then(|| {
+                    ep.sessions.insert(
+                        SessionUpstream::Http {
+                            session: upstream_sid,
+                        },
+                        &requested,
+                    )
+                });
+                let mut ctx = self.ctx(ep, id.into_iter().collect(), session);
+                ctx.watch = Watch::Initialize;
+                render(reply, ctx)
+            }
+            Upstream::Stdio(up) => {
+                let child = match up.spawn() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref());
+                    }
+                };
+                let events = match child.request(msg, false).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        child.stop().await;
+                        return Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref());
+                    }
+                };
+                let session = ep
+                    .sessions
+                    .insert(SessionUpstream::Stdio(child.clone()), &requested);
+                let mut ctx = self.ctx(ep, id.into_iter().collect(), Some(session.clone()));
+                ctx.watch = Watch::Initialize;
+                let outcome = render_first(events, ctx).await;
+                // A failed handshake leaves no session behind.
+                let failed = match &outcome {
+                    Outcome::Json { body, .. } => serde_json::from_slice::<Value>(body)
+                        .map_or(true, |v| v.get("error").is_some()),
+                    Outcome::Error { .. } => true,
+                    _ => false,
+                };
+                if failed {
+                    ep.sessions.remove(&session.id);
+                    child.stop().await;
+                    return match outcome {
+                        Outcome::Json { status, body, .. } => Outcome::Json {
+                            status,
+                            body,
+                            session: None,
+                        },
+                        Outcome::Error { error, id, .. } => Outcome::Error {
+                            error,
+                            id,
+                            session: None,
+                        },
+                        other => other,
+                    };
+                }
+                outcome
+            }
+        }
+    }
+
+    async fn session_post(
+        &self,
+        ep: &Arc<Endpoint>,
+        session: Arc<Session>,
+        headers: &HeaderMap,
+        version_header: Option<String>,
+        body: Body,
+    ) -> Outcome {
+        let version = version_header.unwrap_or_else(|| session.version());
+        let messages = match body {
+            Body::Single(m) => vec![m],
+            Body::Batch(ms) => {
+                if session.version() != BATCH_VERSION {
+                    return Outcome::error(RelayError::BatchNotAllowed(session.version()), None);
+                }
+                ms
+            }
+        };
+        let is_batch = messages.len() > 1;
+        let ids: Vec<Value> = messages
+            .iter()
+            .filter(|m| m.is_request())
+            .filter_map(|m| m.id().cloned())
+            .collect();
+        let single_id = if is_batch { None } else { ids.first().cloned() };
+        let watch = if !is_batch && messages[0].method() == Some("tools/list") {
+            Watch::ToolsList
+        } else {
+            Watch::Nothing
+        };
+        match (&ep.upstream, &session.upstream) {
+            (
+                Upstream::Http(up),
+                SessionUpstream::Http {
+                    session: upstream_sid,
+                },
+            ) => {
+                let forward = end_to_end_headers(headers);
+                let out = Outbound {
+                    session: upstream_sid.as_ref(),
+                    version: Some(&version),
+                    headers: &forward,
+                };
+                let body = if is_batch {
+                    let values: Vec<&Value> = messages.iter().map(Message::value).collect();
+                    Bytes::from(serde_json::to_vec(&values).unwrap_or_default())
+                } else {
+                    messages[0].to_bytes()
+                };
+                match up.post(out, body).await {
+                    Ok((reply, _)) => {
+                        let mut ctx = self.ctx(ep, ids, Some(session));
+                        ctx.watch = watch;
+                        render(reply, ctx)
+                    }
+                    Err(UpstreamError::SessionGone) => {
+                        ep.sessions.remove(&session.id);
+                        Outcome::error(
+                            RelayError::SessionNotFound(" (the upstream ended it)".into()),
+                            single_id.as_ref(),
+                        )
+                    }
+                    Err(e) => Outcome::Error {
+                        error: RelayError::upstream(&ep.name, e),
+                        id: single_id,
+                        session: Some(session.id.clone()),
+                    },
+                }
+            }
+            (_, SessionUpstream::Stdio(child)) => {
+                if !child.is_alive() {
+                    ep.sessions.remove(&session.id);
+                    child.stop().await;
+                    return Outcome::error(
+                        RelayError::SessionNotFound(" (its upstream process exited)".into()),
+                        single_id.as_ref(),
+                    );
+                }
+                let mut streams = Vec::new();
+                for m in messages {
+                    let result = if m.is_request() {
+                        child.request(m, false).await.map(Some)
+                    } else {
+                        child.send(m).await.map(|()| None)
+                    };
+                    match result {
+                        Ok(Some(s)) => streams.push(s),
+                        Ok(None) => {}
+                        Err(e) => {
+                            return Outcome::Error {
+                                error: RelayError::upstream(&ep.name, e),
+                                id: single_id,
+                                session: Some(session.id.clone()),
+                            };
+                        }
+                    }
+                }
+                if streams.is_empty() {
+                    return Outcome::Accepted {
+                        session: Some(session.id.clone()),
+                    };
+                }
+                let events = futures_util::stream::select_all(streams);
+                let mut ctx = self.ctx(ep, ids, Some(session));
+                ctx.watch = watch;
+                render_first(Box::pin(events), ctx).await
+            }
+            (Upstream::Stdio(_), SessionUpstream::Http { .. }) => {
+                unreachable!("sessions are created by their endpoint's own upstream kind")
+            }
+        }
+    }
+
+    async fn stateless_post(
+        &self,
+        ep: &Arc<Endpoint>,
+        headers: &HeaderMap,
+        version_header: Option<String>,
+        msg: Message,
+    ) -> Outcome {
+        let id = msg.id().cloned();
+        if let Err(e) = headers::check_mirrored(headers, &msg, &ep.param_headers(&msg)) {
+            return Outcome::error(e.into(), id.as_ref());
+        }
+        let watch = if msg.method() == Some("tools/list") {
+            Watch::ToolsList
+        } else {
+            Watch::Nothing
+        };
+        let long_lived = msg.method() == Some("subscriptions/listen");
+        match &ep.upstream {
+            Upstream::Http(up) => {
+                let forward = end_to_end_headers(headers);
+                let out = Outbound {
+                    session: None,
+                    version: version_header.as_deref(),
+                    headers: &forward,
+                };
+                match up.post(out, msg.to_bytes()).await {
+                    Ok((reply, _)) => {
+                        let mut ctx = self.ctx(ep, id.into_iter().collect(), None);
+                        ctx.watch = watch;
+                        ctx.long_lived = long_lived;
+                        render(reply, ctx)
+                    }
+                    Err(e) => Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref()),
+                }
+            }
+            Upstream::Stdio(up) => {
+                if !msg.is_request() {
+                    // Stateless HTTP clients cancel by closing the stream; there is nothing to
+                    // pass on for a notification without a session.
+                    return Outcome::Accepted { session: None };
+                }
+                let events = match up.pooled() {
+                    Ok(child) => child.request(msg, true).await,
+                    Err(e) => Err(e),
+                };
+                match events {
+                    Ok(events) => {
+                        let mut ctx = self.ctx(ep, id.into_iter().collect(), None);
+                        ctx.watch = watch;
+                        ctx.long_lived = long_lived;
+                        render_first(events, ctx).await
+                    }
+                    Err(e) => Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref()),
+                }
+            }
+        }
+    }
+
+    /// A GET: the standalone server stream of a session.
+    pub async fn get(&self, ep: &Arc<Endpoint>, headers: &HeaderMap) -> Outcome {
+        let Some(sid) = headers.get(headers::MCP_SESSION_ID) else {
+            return Outcome::error(RelayError::MethodNotAllowed("GET"), None);
+        };
+        let Some(session) = sid.to_str().ok().and_then(|sid| ep.sessions.get(sid)) else {
+            return Outcome::error(RelayError::SessionNotFound(String::new()), None);
+        };
+        let mut ctx = self.ctx(ep, Vec::new(), Some(session.clone()));
+        ctx.long_lived = true;
+        match (&ep.upstream, &session.upstream) {
+            (
+                Upstream::Http(up),
+                SessionUpstream::Http {
+                    session: upstream_sid,
+                },
+            ) => {
+                let forward = end_to_end_headers(headers);
+                let version = headers::get(headers, MCP_PROTOCOL_VERSION)
+                    .and_then(Result::ok)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| session.version());
+                let out = Outbound {
+                    session: upstream_sid.as_ref(),
+                    version: Some(&version),
+                    headers: &forward,
+                };
+                match up.get(out, headers.get(headers::LAST_EVENT_ID)).await {
+                    Ok(reply) => render(reply, ctx),
+                    Err(UpstreamError::SessionGone) => {
+                        ep.sessions.remove(&session.id);
+                        Outcome::error(
+                            RelayError::SessionNotFound(" (the upstream ended it)".into()),
+                            None,
+                        )
+                    }
+                    Err(UpstreamError::Status(status, _)) => Outcome::Status(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    ),
+                    Err(e) => Outcome::error(RelayError::upstream(&ep.name, e), None),
+                }
+            }
+            (_, SessionUpstream::Stdio(child)) => match child.standalone() {
+                Ok(events) => render(Reply::Stream(events), ctx),
+                Err(e) => Outcome::error(RelayError::upstream(&ep.name, e), None),
+            },
+            (Upstream::Stdio(_), SessionUpstream::Http { .. }) => {
+                unreachable!("sessions are created by their endpoint's own upstream kind")
+            }
+        }
+    }
+
+    /// A DELETE: ends a session here and upstream.
+    pub async fn delete(&self, ep: &Arc<Endpoint>, headers: &HeaderMap) -> Outcome {
+        let Some(sid) = headers.get(headers::MCP_SESSION_ID) else {
+            return Outcome::error(RelayError::MethodNotAllowed("DELETE"), None);
+        };
+        let Some(session) = sid.to_str().ok().and_then(|sid| ep.sessions.remove(sid)) else {
+            return Outcome::error(RelayError::SessionNotFound(String::new()), None);
+        };
+        ep.close_session(&session).await;
+        Outcome::Status(StatusCode::OK)
+    }
+
+    /// Closes sessions idle longer than the configured timeout and idle pooled processes.
+    pub async fn reap(&self) {
+        for ep in self.endpoints.values() {
+            for session in ep.sessions.take_idle(self.session_idle) {
+                tracing::info!(endpoint = %ep.name, session = %session.id, "closing idle session");
+                ep.close_session(&session).await;
+            }
+            if let Upstream::Stdio(up) = &ep.upstream {
+                up.reap_idle().await;
+            }
+        }
+    }
+
+    /// Begins shutdown: long-lived streams end now; other calls may finish.
+    pub fn begin_shutdown(&self) {
+        self.closing.cancel();
+    }
+
+    /// Ends every call still running and stops every upstream session and process.
+    pub async fn finish_shutdown(&self) {
+        self.closing.cancel();
+        self.force.cancel();
+        let mut closing = Vec::new();
+        for ep in self.endpoints.values() {
+            for session in ep.sessions.drain() {
+                let ep = ep.clone();
+                closing.push(async move { ep.close_session(&session).await });
+            }
+        }
+        futures_util::future::join_all(closing).await;
+        for ep in self.endpoints.values() {
+            if let Upstream::Stdio(up) = &ep.upstream {
+                up.shutdown().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Every way the gateway refuses or fails a call, and the one place each becomes an HTTP status
+//! and a JSON-RPC error. Messages say what went wrong, where, and what to do.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::mcp::headers::HeaderError;
+use crate::mcp::message::{ParseError, error_response};
+use crate::mcp::upstream::UpstreamError;
+use crate::mcp::version;
+
+/// JSON-RPC error codes. `-32000..=-32019` is implementation-defined; custody's own live there.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// A request the gateway rejects at the HTTP layer (content type, Accept, size, session).
+    pub const BAD_REQUEST: i64 = -32000;
+    pub const SESSION_NOT_FOUND: i64 = -32001;
+    pub const ENDPOINT_NOT_FOUND: i64 = -32003;
+    pub const UPSTREAM_UNREACHABLE: i64 = -32010;
+    pub const UPSTREAM_TIMEOUT: i64 = -32011;
+    pub const UPSTREAM_PROTOCOL: i64 = -32012;
+    pub const UPSTREAM_CLOSED: i64 = -32013;
+    pub const HEADER_MISMATCH: i64 = -32020;
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("no endpoint named {name:?} (configured: {known})")]
+    UnknownEndpoint { name: String, known: String },
+    #[error(
+        "Host header {0:?} is not allowed (DNS-rebinding protection); add it to server.allowed_hosts if clients reach the gateway by that name"
+    )]
+    HostNotAllowed(String),
+    #[error(
+        "Origin {0:?} is not allowed; add it to server.allowed_origins to accept browser clients from it"
+    )]
+    OriginNotAllowed(String),
+    #[error("Content-Type must be application/json (got {0:?})")]
+    UnsupportedMediaType(String),
+    #[error("Accept must list {0}")]
+    NotAcceptable(&'static str),
+    #[error("the body is larger than the limit of {0} bytes (server.max_body_bytes)")]
+    TooLarge(u64),
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error(
+        "this request needs an Mcp-Session-Id header (send initialize first to open a session)"
+    )]
+    SessionRequired,
+    #[error("session not found{0}; it ended or expired: initialize a new session")]
+    SessionNotFound(String),
+    #[error("unsupported protocol version {0:?}")]
+    UnsupportedVersion(String),
+    #[error("header mismatch: {0}")]
+    HeaderMismatch(#[from] HeaderError),
+    #[error("JSON-RPC batches are not part of protocol version {0} (only 2025-03-26)")]
+    BatchNotAllowed(String),
+    #[error(
+        "{0} is not served here: the 2026-07-28 generation has no sessions, and older ones need an Mcp-Session-Id"
+    )]
+    MethodNotAllowed(&'static str),
+    #[error("upstream of endpoint {endpoint:?} failed: {error}")]
+    Upstream {
+        endpoint: String,
+        error: UpstreamError,
+    },
+}
+
+impl RelayError {
+    pub fn upstream(endpoint: &str, error: UpstreamError) -> Self {
+        RelayError::Upstream {
+            endpoint: endpoint.to_string(),
+            error,
+        }
+    }
+
+    /// The HTTP status for this error when it is the whole answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RelayError::UnknownEndpoint { .. } | RelayError::SessionNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            RelayError::HostNotAllowed(_) | RelayError::OriginNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
+            RelayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RelayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RelayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            RelayError::Upstream { error, .. } => match error {
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::SessionGone => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            RelayError::BodyRead(_)
+            | RelayError::Parse(_)
+            | RelayError::SessionRequired
+            | RelayError::UnsupportedVersion(_)
+            | RelayError::HeaderMismatch(_)
+            | RelayError::BatchNotAllowed(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn code(&self) -> i64 {
+        match self {
+            RelayError::Parse(ParseError::Json(_)) => code::PARSE_ERROR,
+            RelayError::Parse(_) | RelayError::BatchNotAllowed(_) => code::INVALID_REQUEST,
+            RelayError::UnknownEndpoint { .. } => code::ENDPOINT_NOT_FOUND,
+            RelayError::SessionNotFound(_) => code::SESSION_NOT_FOUND,
+            RelayError::UnsupportedVersion(_) => code::UNSUPPORTED_PROTOCOL_VERSION,
+            RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
+            RelayError::Upstream { error, .. } => match error {
+                UpstreamError::Timeout(_) => code::UPSTREAM_TIMEOUT,
+                UpstreamError::Protocol(_) => code::UPSTREAM_PROTOCOL,
+                UpstreamError::Closed(_) => code::UPSTREAM_CLOSED,
+                UpstreamError::SessionGone => code::SESSION_NOT_FOUND,
+                UpstreamError::Unreachable(_)
+                | UpstreamError::Status(..)
+                | UpstreamError::Spawn(_) => code::UPSTREAM_UNREACHABLE,
+            },
+            _ => code::BAD_REQUEST,
+        }
+    }
+
+    fn data(&self) -> Option<Value> {
+        match self {
+            RelayError::UnsupportedVersion(v) => Some(json!({
+                "requested": v, "supported": version::supported()
+            })),
+            RelayError::Upstream { endpoint, error } => Some(json!({
+                "endpoint": endpoint,
+                "reason": match error {
+                    UpstreamError::Unreachable(_) => "unreachable",
+                    UpstreamError::Timeout(_) => "timeout",
+                    UpstreamError::Protocol(_) => "protocol",
+                    UpstreamError::Closed(_) => "closed",
+                    UpstreamError::Status(..) => "status",
+                    UpstreamError::SessionGone => "session_gone",
+                    UpstreamError::Spawn(_) => "spawn",
+                },
+            })),
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error response answering request `id` (or `null`).
+    pub fn to_json(&self, id: Option<&Value>) -> Value {
+        error_response(id, self.code(), &self.to_string(), self.data())
+    }
+
+    /// Does this error still deserve HTTP 200 when it answers a request with an id? Upstream
+    /// failures do: the JSON-RPC error is the answer to that call. Everything the gateway
+    /// refuses before relaying keeps its own status.
+    pub fn answers_request(&self) -> bool {
+        matches!(self, RelayError::Upstream { error, .. } if !matches!(error, UpstreamError::SessionGone))
+    }
+}

@@ -1,0 +1,159 @@
+//! The gateway's own sessions for session-based clients (2025-03-26 … 2025-11-25).
+//!
+//! The gateway mints its own unguessable session ids and maps each to its upstream session: an
+//! upstream `Mcp-Session-Id` (HTTP) or a process of its own (stdio). Clients never see the
+//! upstream's id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+
+use crate::mcp::upstream::stdio::Child;
+
+/// Where a session lives upstream.
+pub enum SessionUpstream {
+    Http { session: Option<HeaderValue> },
+    Stdio(Arc<Child>),
+}
+
+pub struct Session {
+    pub id: Arc<str>,
+    pub upstream: SessionUpstream,
+    /// The protocol version the client asked for in `initialize`, then the one the upstream
+    /// agreed to once its answer has been seen.
+    version: Mutex<String>,
+    /// Seconds since the table's epoch of the last use.
+    last_used: AtomicU64,
+}
+
+impl Session {
+    pub fn version(&self) -> String {
+        self.version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_version(&self, v: &str) {
+        *self
+            .version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = v.to_string();
+    }
+}
+
+/// The session table of one endpoint.
+pub struct Sessions {
+    map: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    epoch: Instant,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// A new session id: 128 random bits from the OS-seeded CSPRNG, as 32 hex characters.
+pub fn new_id() -> Arc<str> {
+    hex::encode(rand::random::<[u8; 16]>()).into()
+}
+
+impl Sessions {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    pub fn insert(&self, upstream: SessionUpstream, version: &str) -> Arc<Session> {
+        let session = Arc::new(Session {
+            id: new_id(),
+            upstream,
+            version: Mutex::new(version.to_string()),
+            last_used: AtomicU64::new(self.now()),
+        });
+        self.write().insert(session.id.clone(), session.clone());
+        session
+    }
+
+    /// Looks a session up and marks it used.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        let session = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()?;
+        session.last_used.store(self.now(), Ordering::Relaxed);
+        Some(session)
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        self.write().remove(id)
+    }
+
+    /// Removes and returns the sessions unused for `idle`.
+    pub fn take_idle(&self, idle: Duration) -> Vec<Arc<Session>> {
+        let now = self.now();
+        let mut map = self.write();
+        let expired: Vec<Arc<str>> = map
+            .iter()
+            .filter(|(_, s)| {
+                now.saturating_sub(s.last_used.load(Ordering::Relaxed)) >= idle.as_secs()
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        expired.iter().filter_map(|k| map.remove(k)).collect()
+    }
+
+    pub fn drain(&self) -> Vec<Arc<Session>> {
+        self.write().drain().map(|(_, s)| s).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
+        self.map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_opaque() {
+        let a = new_id();
+        let b = new_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn idle_sessions_expire() {
+        let s = Sessions::default();
+        let kept = s.insert(SessionUpstream::Http { session: None }, "2025-11-25");
+        assert!(s.get(&kept.id).is_some());
+        assert!(s.take_idle(Duration::from_secs(60)).is_empty());
+        let gone = s.take_idle(Duration::ZERO);
+        assert_eq!(gone.len(), 1);
+        assert!(s.get(&kept.id).is_none());
+    }
+}

@@ -1,0 +1,56 @@
+//! The stdio transport: newline-delimited JSON-RPC on stdin and stdout, one session.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::engine::{Engine, Outbox, Outgoing, Session};
+use crate::rpc::{RpcError, code};
+
+/// Serves one client on stdin/stdout until stdin closes.
+///
+/// # Errors
+/// I/O errors on stdin or stdout.
+pub async fn serve(engine: Arc<Engine>) -> std::io::Result<()> {
+    let (out, mut rx) = Outbox::channel();
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(item) = rx.recv().await {
+            if let Outgoing::Message { message, .. } = item {
+                let mut line = message.to_string().into_bytes();
+                line.push(b'\n');
+                if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let session = Session::new(out.clone());
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Array(batch)) => {
+                for msg in batch {
+                    engine.receive(Some(&session), msg, out.clone());
+                }
+            }
+            Ok(msg) => {
+                engine.receive(Some(&session), msg, out.clone());
+            }
+            Err(e) => out.send(
+                None,
+                RpcError::new(code::PARSE_ERROR, format!("invalid JSON: {e}"))
+                    .to_response(&Value::Null),
+            ),
+        }
+    }
+    session.close();
+    drop(out);
+    // Let responses already produced reach stdout before exiting.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    Ok(())
+}
