@@ -235,7 +235,11 @@ fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
             .and_then(|field| {
-                let full = if path == "." { field.to_string() } else { format!("{path}.{field}") };
+                let full = if path == "." {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
                 locate::find_key(text, &full)
             });
         let position = unknown

@@ -248,6 +248,7 @@ impl Relay {
             long_lived: false,
             closing: self.closing.clone(),
             force: self.force.clone(),
+            stateless_status: false,
         }
     }
 
@@ -515,6 +516,11 @@ impl Relay {
         if let Err(e) = headers::check_mirrored(headers, &msg, &ep.param_headers(&msg)) {
             return Outcome::error(e.into(), id.as_ref());
         }
+        if msg.is_request()
+            && let Err(e) = check_request_meta(&msg)
+        {
+            return Outcome::error(e, id.as_ref());
+        }
         let watch = if msg.method() == Some("tools/list") {
             Watch::ToolsList
         } else {
@@ -554,6 +560,7 @@ impl Relay {
                         let mut ctx = self.ctx(ep, id.into_iter().collect(), None);
                         ctx.watch = watch;
                         ctx.long_lived = long_lived;
+                        ctx.stateless_status = true;
                         render_first(events, ctx).await
                     }
                     Err(e) => Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref()),
@@ -662,4 +669,35 @@ impl Relay {
             }
         }
     }
+}
+
+/// A stateless request must say, in `_meta`, which version it speaks and what the client can
+/// do; the gateway relies on both and refuses a request that omits them.
+fn check_request_meta(msg: &Message) -> Result<(), RelayError> {
+    let Some(meta) = msg
+        .params()
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object)
+    else {
+        return Err(RelayError::InvalidMeta(
+            "a 2026-07-28 request must carry params._meta with the protocol version and client capabilities",
+        ));
+    };
+    let Some(v) = meta.get(META_PROTOCOL_VERSION).and_then(Value::as_str) else {
+        return Err(RelayError::InvalidMeta(
+            "params._meta is missing io.modelcontextprotocol/protocolVersion",
+        ));
+    };
+    if !meta
+        .get("io.modelcontextprotocol/clientCapabilities")
+        .is_some_and(Value::is_object)
+    {
+        return Err(RelayError::InvalidMeta(
+            "params._meta is missing io.modelcontextprotocol/clientCapabilities",
+        ));
+    }
+    if version::generation(v) != Some(Generation::Stateless) {
+        return Err(RelayError::UnsupportedVersion(v.to_string()));
+    }
+    Ok(())
 }

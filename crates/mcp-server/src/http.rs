@@ -491,8 +491,8 @@ async fn stateless_post(app: &Arc<AppState>, headers: &HeaderMap, msg: Value) ->
         _ => Ok(()),
     };
     if let Err(e) = checked
-        .and_then(|()| app.engine.check_stateless(&msg))
         .and_then(|()| check_mirrored_headers(&app.engine, headers, &msg))
+        .and_then(|()| app.engine.check_stateless(&msg))
     {
         return error_response(
             StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::BAD_REQUEST),

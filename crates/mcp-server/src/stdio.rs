@@ -27,20 +27,30 @@ pub async fn serve(engine: Arc<Engine>) -> std::io::Result<()> {
         }
     });
     let session = Session::new(out.clone());
+    let mut initialized = false;
+    let mut receive = |msg: Value| {
+        // Without an `initialize` on this connection, every request must be a valid stateless
+        // one (2026-07-28): check its `_meta` before dispatching it.
+        if msg.get("method").and_then(Value::as_str) == Some("initialize") {
+            initialized = true;
+        } else if !initialized
+            && msg.get("id").is_some()
+            && msg.get("method").is_some()
+            && let Err(e) = engine.check_stateless(&msg)
+        {
+            out.send(None, e.to_response(&msg["id"]));
+            return;
+        }
+        engine.receive(Some(&session), msg, out.clone());
+    };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<Value>(&line) {
-            Ok(Value::Array(batch)) => {
-                for msg in batch {
-                    engine.receive(Some(&session), msg, out.clone());
-                }
-            }
-            Ok(msg) => {
-                engine.receive(Some(&session), msg, out.clone());
-            }
+            Ok(Value::Array(batch)) => batch.into_iter().for_each(&mut receive),
+            Ok(msg) => receive(msg),
             Err(e) => out.send(
                 None,
                 RpcError::new(code::PARSE_ERROR, format!("invalid JSON: {e}"))

@@ -13,6 +13,8 @@ use crate::mcp::version;
 pub mod code {
     pub const PARSE_ERROR: i64 = -32700;
     pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
     /// A request the gateway rejects at the HTTP layer (content type, Accept, size, session).
     pub const BAD_REQUEST: i64 = -32000;
     pub const SESSION_NOT_FOUND: i64 = -32001;
@@ -22,6 +24,7 @@ pub mod code {
     pub const UPSTREAM_PROTOCOL: i64 = -32012;
     pub const UPSTREAM_CLOSED: i64 = -32013;
     pub const HEADER_MISMATCH: i64 = -32020;
+    pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
 
@@ -57,6 +60,8 @@ pub enum RelayError {
     UnsupportedVersion(String),
     #[error("header mismatch: {0}")]
     HeaderMismatch(#[from] HeaderError),
+    #[error("invalid params: {0}")]
+    InvalidMeta(&'static str),
     #[error("JSON-RPC batches are not part of protocol version {0} (only 2025-03-26)")]
     BatchNotAllowed(String),
     #[error(
@@ -101,6 +106,7 @@ impl RelayError {
             | RelayError::SessionRequired
             | RelayError::UnsupportedVersion(_)
             | RelayError::HeaderMismatch(_)
+            | RelayError::InvalidMeta(_)
             | RelayError::BatchNotAllowed(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -113,6 +119,7 @@ impl RelayError {
             RelayError::SessionNotFound(_) => code::SESSION_NOT_FOUND,
             RelayError::UnsupportedVersion(_) => code::UNSUPPORTED_PROTOCOL_VERSION,
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
+            RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
             RelayError::Upstream { error, .. } => match error {
                 UpstreamError::Timeout(_) => code::UPSTREAM_TIMEOUT,
                 UpstreamError::Protocol(_) => code::UPSTREAM_PROTOCOL,
@@ -157,5 +164,17 @@ impl RelayError {
     /// refuses before relaying keeps its own status.
     pub fn answers_request(&self) -> bool {
         matches!(self, RelayError::Upstream { error, .. } if !matches!(error, UpstreamError::SessionGone))
+    }
+}
+
+/// The HTTP status a stateless (2026-07-28) Streamable HTTP server gives a JSON-RPC error,
+/// for upstreams (stdio) that have no HTTP status of their own.
+pub fn stateless_status(error_code: i64) -> StatusCode {
+    match error_code {
+        code::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        code::HEADER_MISMATCH
+        | code::MISSING_CLIENT_CAPABILITY
+        | code::UNSUPPORTED_PROTOCOL_VERSION => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
     }
 }

@@ -39,6 +39,9 @@ pub(super) struct Ctx {
     pub long_lived: bool,
     pub closing: CancellationToken,
     pub force: CancellationToken,
+    /// The upstream has no HTTP status of its own (stdio) and the client is stateless: give
+    /// JSON-RPC errors the status the 2026-07-28 transport assigns them.
+    pub stateless_status: bool,
 }
 
 impl Ctx {
@@ -130,8 +133,12 @@ pub(super) async fn render_first(mut events: EventStream, ctx: Ctx) -> Outcome {
             ..
         })) if single && is_final(&m) => {
             ctx.observe(&m);
+            let status = match m.value().pointer("/error/code").and_then(Value::as_i64) {
+                Some(code) if ctx.stateless_status => super::error::stateless_status(code),
+                _ => StatusCode::OK,
+            };
             Outcome::Json {
-                status: StatusCode::OK,
+                status,
                 body: m.to_bytes(),
                 session: ctx.session_id(),
             }

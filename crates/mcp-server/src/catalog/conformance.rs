@@ -74,8 +74,14 @@ pub fn tools(_stateless: bool) -> Vec<Value> {
             json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
-                "$defs": { "address": { "type": "object", "properties": { "street": { "type": "string" }, "city": { "type": "string" } } } },
-                "properties": { "name": { "type": "string" }, "address": { "$ref": "#/$defs/address" } },
+                "$defs": { "address": { "$anchor": "address", "type": "object",
+                    "properties": { "street": { "type": "string" }, "city": { "type": "string" } } } },
+                "properties": { "name": { "type": "string" }, "address": { "$ref": "#/$defs/address" },
+                                "kind": { "type": "string" } },
+                "allOf": [ { "anyOf": [ { "required": ["name"] }, { "required": ["address"] } ] } ],
+                "if": { "properties": { "kind": { "const": "business" } } },
+                "then": { "required": ["address"] },
+                "else": { "required": [] },
                 "additionalProperties": false
             }),
         ),
@@ -92,6 +98,16 @@ pub fn tools(_stateless: bool) -> Vec<Value> {
         tool(
             "test_missing_capability",
             "Needs the client's sampling capability",
+            no_args(),
+        ),
+        tool(
+            "test_logging_tool",
+            "Logs while it runs (only when the request asks for a log level)",
+            no_args(),
+        ),
+        tool(
+            "test_streaming_elicitation",
+            "Streams progress, then asks for input with an InputRequiredResult",
             no_args(),
         ),
         tool(
@@ -276,6 +292,20 @@ pub async fn call_tool(ctx: &Ctx, name: &str, args: &Value) -> Result<Value, Rpc
                 .with_data(json!({ "requiredCapabilities": { "sampling": {} } })));
             }
             text_result("client declared sampling")
+        }
+        "test_logging_tool" => {
+            ctx.log("info", json!("test_logging_tool ran"));
+            text_result("logged if asked to")
+        }
+        "test_streaming_elicitation" => {
+            ctx.notify(
+                "notifications/progress",
+                json!({ "progressToken": ctx.progress_token().unwrap_or(json!("stream")), "progress": 1, "total": 2 }),
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            json!({ "resultType": "input_required", "inputRequests": { "confirm": { "method": "elicitation/create",
+                "params": { "message": "Continue?", "requestedSchema": { "type": "object",
+                    "properties": { "ok": { "type": "boolean" } }, "required": ["ok"] } } } } })
         }
         "test_headers" => {
             let region = args.get("region").and_then(Value::as_str).unwrap_or("");

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 pub use child::Child;
 
+/// Requests in flight on one pooled process before the next one is used.
+pub const PER_PROCESS: usize = 16;
+
 use super::UpstreamError;
 use crate::config::StdioUpstreamConfig;
 
@@ -53,23 +56,29 @@ impl StdioUpstream {
         )
     }
 
-    /// A pooled process for a stateless request: the least busy one, starting another while the
-    /// pool is below its size and every running process is busy.
+    /// A pooled process for a stateless request. Requests go to the oldest process with room
+    /// (fewer than [`PER_PROCESS`] in flight), so that under light load they share one process
+    /// and whatever state it keeps (a `subscriptions/listen` stream sees the changes other
+    /// requests make); another process starts only when every running one is full.
     ///
     /// # Errors
     /// [`UpstreamError::Spawn`] when a needed process cannot be started.
     pub fn pooled(&self) -> Result<Arc<Child>, UpstreamError> {
         let mut pool = lock(&self.pool);
         pool.retain(|c| c.is_alive());
-        let least = pool.iter().min_by_key(|c| c.load()).cloned();
-        match least {
-            Some(c) if c.load() == 0 || pool.len() >= self.cfg.pool_size => Ok(c),
-            _ => {
-                let child = self.spawn()?;
-                pool.push(child.clone());
-                Ok(child)
-            }
+        if let Some(c) = pool.iter().find(|c| c.load() < PER_PROCESS) {
+            return Ok(c.clone());
         }
+        if pool.len() < self.cfg.pool_size {
+            let child = self.spawn()?;
+            pool.push(child.clone());
+            return Ok(child);
+        }
+        Ok(pool
+            .iter()
+            .min_by_key(|c| c.load())
+            .cloned()
+            .unwrap_or_else(|| unreachable!("pool_size is at least 1 and the pool is full")))
     }
 
     /// Stops pooled processes that have had nothing to do for the idle timeout.

@@ -71,6 +71,9 @@ struct Pending {
     detached: bool,
     /// Shared processes must not guess where unattributed messages belong.
     shared: bool,
+    /// A `subscriptions/listen` stream: open until the client leaves, carries only tagged
+    /// notifications, and does not count as work in flight.
+    long_lived: bool,
 }
 
 impl Child {
@@ -137,9 +140,13 @@ impl Child {
         lock(&self.routes).dead.is_none()
     }
 
-    /// Requests in flight.
+    /// Requests in flight (not counting listen streams).
     pub fn load(&self) -> usize {
-        lock(&self.routes).pending.len()
+        lock(&self.routes)
+            .pending
+            .values()
+            .filter(|p| !p.long_lived)
+            .count()
     }
 
     /// How long the process has had nothing to do.
@@ -170,6 +177,7 @@ impl Child {
     ) -> Result<EventStream, UpstreamError> {
         let internal = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_id = msg.id().cloned().unwrap_or(Value::Null);
+        let long_lived = msg.method() == Some("subscriptions/listen");
         let value = msg.value_mut();
         value["id"] = json!(internal);
         let mut client_token = None;
@@ -203,6 +211,7 @@ impl Child {
                     order,
                     detached: false,
                     shared,
+                    long_lived,
                 },
             );
         }
@@ -216,7 +225,12 @@ impl Child {
             internal,
             cancel: shared,
         };
-        let timeout = self.request_timeout;
+        // A listen stream is silent for as long as nothing changes: no timeout.
+        let timeout = if long_lived {
+            Duration::MAX
+        } else {
+            self.request_timeout
+        };
         Ok(Box::pin(futures_util::stream::unfold(
             Some((rx, guard)),
             move |state| async move {
@@ -366,7 +380,7 @@ impl Child {
         let streaming: Vec<&Pending> = r
             .pending
             .values()
-            .filter(|p| !p.detached && !p.tx.is_closed())
+            .filter(|p| !p.detached && !p.long_lived && !p.tx.is_closed())
             .collect();
         let shared = r.pending.values().any(|p| p.shared);
         let target = if shared {
