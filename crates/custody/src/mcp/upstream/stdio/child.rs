@@ -183,9 +183,15 @@ impl Child {
         let mut client_token = None;
         let mut token = None;
         if let Some(t) = value.pointer_mut("/params/_meta/progressToken") {
-            let ours = format!("custody-{internal}");
-            client_token = Some(std::mem::replace(t, json!(ours)));
-            token = Some(ours);
+            if shared {
+                // Clients sharing a process may pick the same token: give each its own.
+                let ours = format!("custody-{internal}");
+                client_token = Some(std::mem::replace(t, json!(ours)));
+                token = Some(ours);
+            } else {
+                // A session's tokens are unique within it (the spec requires so): keep them.
+                token = Some(progress_key(t));
+            }
         }
         let (tx, rx) = mpsc::unbounded_channel();
         {
@@ -342,8 +348,7 @@ impl Child {
                 let token = msg
                     .params()
                     .and_then(|p| p.get("progressToken"))
-                    .and_then(Value::as_str)
-                    .and_then(|t| r.progress.get(t).copied());
+                    .and_then(|t| r.progress.get(&progress_key(t)).copied());
                 match token.and_then(|i| r.pending.get(&i)) {
                     Some(p) => {
                         if let Some(orig) = &p.client_token {
@@ -432,6 +437,14 @@ impl Child {
         if let Some(tx) = r.standalone.take() {
             let _ = tx.send(Err(err.clone()));
         }
+    }
+}
+
+/// A map key for a progress token (string or number).
+fn progress_key(token: &Value) -> String {
+    match token {
+        Value::String(s) => s.clone(),
+        other => format!("#{other}"),
     }
 }
 

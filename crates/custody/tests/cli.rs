@@ -1,0 +1,127 @@
+//! The `custody` binary as a user runs it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn embedded_default_serves_the_demo_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(custody_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first
+        .strip_prefix("custody listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    let endpoint_line = lines.next().unwrap().unwrap();
+    assert!(endpoint_line.contains("/mcp/demo"), "{endpoint_line}");
+
+    let mut c = Client::new(format!("{base}/mcp/demo"));
+    c.initialize().await;
+    let a = c
+        .call(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "hello custody"}}),
+        )
+        .await;
+    assert_eq!(
+        a.response()["result"]["content"][0]["text"],
+        "hello custody"
+    );
+    let s = c.clone().stateless();
+    let a = s
+        .call(
+            "tools/call",
+            json!({"name": "add", "arguments": {"a": 2, "b": 40}}),
+        )
+        .await;
+    assert_eq!(
+        a.response()["result"]["structuredContent"]["sum"],
+        42.0,
+        "{a:#?}"
+    );
+
+    let data = dir.path().join("custody-data");
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory is private");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "custody did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn check_config_reports_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("custody.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[endpoints.api.upstream]\ntransport = \"http\"\nurl = \"http://h/mcp\"\nretries = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(custody_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("custody.toml:7:1"), "{err}");
+    assert!(err.contains("endpoints.api.upstream"), "{err}");
+    assert!(err.contains("unknown field `retries`"), "{err}");
+
+    std::fs::write(
+        &path,
+        "[endpoints.api.upstream]\ntransport = \"http\"\nurl = \"http://h/mcp\"\n",
+    )
+    .unwrap();
+    let out = Command::new(custody_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 endpoint)"));
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = Command::new(custody_bin())
+        .args(["serve", "--config", "/nonexistent/custody.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/custody.toml: cannot read the file"),
+        "{err}"
+    );
+}
