@@ -237,7 +237,7 @@ async fn step(mut st: State) -> Option<(Bytes, State)> {
         }
         Some(Err(e)) => {
             if st.pending.is_empty() {
-                tracing::warn!(endpoint = %st.ctx.endpoint.name, "upstream stream ended: {e}");
+                tracing::debug!(endpoint = %st.ctx.endpoint.name, "upstream stream ended: {e}");
                 return None;
             }
             let bytes = unanswered(&st, &e);

