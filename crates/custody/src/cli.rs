@@ -70,26 +70,32 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("custody: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+    let result = match cli.command {
+        Command::Serve { config, listen } => serve::load(config.as_deref()).and_then(|mut cfg| {
+            if let Some(addr) = listen {
+                cfg.server.listen = addr;
+            }
+            runtime(cfg.server.worker_threads)?.block_on(serve::run(cfg, config.is_none()))
+        }),
+        Command::CheckConfig { config } => serve::check(&config),
+        Command::DemoServer { conformance, http } => {
+            runtime(None).and_then(|rt| rt.block_on(demo::run(conformance, http)))
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve { config, listen } => serve::run(config, listen).await,
-            Command::CheckConfig { config } => serve::check(&config),
-            Command::DemoServer { conformance, http } => demo::run(conformance, http).await,
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub max_json_depth: usize,
     pub session_idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// `None`: one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 /// An allowed `Origin`: scheme and host must match; the port may be `*`.
@@ -358,6 +360,12 @@ impl Resolver<'_> {
                 .session_idle_timeout
                 .unwrap_or(Duration::from_secs(30 * 60)),
             shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+            worker_threads: match raw.worker_threads {
+                Some(0) => {
+                    return Err(self.err("server.worker_threads", "must be at least 1"));
+                }
+                other => other,
+            },
         })
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body as AxumBody;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -156,15 +156,12 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     (StatusCode::NOT_FOUND, axum::Json(err)).into_response()
 }
 
-async fn mcp_post(
-    State(app): Shared,
-    Path(name): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: AxumBody,
-) -> Response {
+async fn mcp_post(State(app): Shared, Path(name): Path<String>, request: Request) -> Response {
+    // Taking the request whole avoids copying its headers into extractors.
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let result = async {
-        app.guard.check(&uri, &headers)?;
+        app.guard.check(&parts.uri, &headers)?;
         let ep = app.relay.endpoint(&name)?;
         guard::post_media(&headers)?;
         let bytes = read_body(body, &headers, app.relay.limits.max_body).await?;

@@ -30,10 +30,10 @@ pub use session::{Session, SessionUpstream, Sessions};
 use crate::config::{Config, UpstreamConfig};
 use crate::mcp::headers::{self, MCP_PROTOCOL_VERSION, ParamHeader};
 use crate::mcp::message::{Body, Kind, Message};
-use crate::mcp::upstream::http::{HttpUpstream, Outbound, end_to_end_headers};
+use crate::mcp::upstream::http::{HttpUpstream, Outbound};
 use crate::mcp::upstream::stdio::StdioUpstream;
 use crate::mcp::upstream::{Reply, UpstreamError};
-use crate::mcp::version::{self, BATCH_VERSION, Generation, META_PROTOCOL_VERSION};
+use crate::mcp::version::{self, BATCH_VERSION, Generation};
 
 /// What the client gets.
 pub enum Outcome {
@@ -289,7 +289,7 @@ impl Relay {
             }
             Body::Single(m)
                 if header_gen == Some(Generation::Stateless)
-                    || (header_gen.is_none() && m.meta(META_PROTOCOL_VERSION).is_some()) =>
+                    || (header_gen.is_none() && m.meta_protocol_version().is_some()) =>
             {
                 self.stateless_post(ep, headers, version_header, m).await
             }
@@ -317,11 +317,10 @@ impl Relay {
             .to_string();
         match &ep.upstream {
             Upstream::Http(up) => {
-                let forward = end_to_end_headers(headers);
                 let out = Outbound {
                     session: None,
                     version: version_header.as_deref(),
-                    headers: &forward,
+                    headers,
                 };
                 let (reply, upstream_sid) = match up.post(out, msg.to_bytes()).await {
                     Ok(r) => r,
@@ -429,11 +428,10 @@ impl Relay {
                     session: upstream_sid,
                 },
             ) => {
-                let forward = end_to_end_headers(headers);
                 let out = Outbound {
                     session: upstream_sid.as_ref(),
                     version: Some(&version),
-                    headers: &forward,
+                    headers,
                 };
                 let body = if is_batch {
                     let values: Vec<&Value> = messages.iter().map(Message::value).collect();
@@ -529,11 +527,10 @@ impl Relay {
         let long_lived = msg.method() == Some("subscriptions/listen");
         match &ep.upstream {
             Upstream::Http(up) => {
-                let forward = end_to_end_headers(headers);
                 let out = Outbound {
                     session: None,
                     version: version_header.as_deref(),
-                    headers: &forward,
+                    headers,
                 };
                 match up.post(out, msg.to_bytes()).await {
                     Ok((reply, _)) => {
@@ -586,7 +583,6 @@ impl Relay {
                     session: upstream_sid,
                 },
             ) => {
-                let forward = end_to_end_headers(headers);
                 let version = headers::get(headers, MCP_PROTOCOL_VERSION)
                     .and_then(Result::ok)
                     .map(str::to_string)
@@ -594,7 +590,7 @@ impl Relay {
                 let out = Outbound {
                     session: upstream_sid.as_ref(),
                     version: Some(&version),
-                    headers: &forward,
+                    headers,
                 };
                 match up.get(out, headers.get(headers::LAST_EVENT_ID)).await {
                     Ok(reply) => render(reply, ctx),
@@ -674,24 +670,17 @@ impl Relay {
 /// A stateless request must say, in `_meta`, which version it speaks and what the client can
 /// do; the gateway relies on both and refuses a request that omits them.
 fn check_request_meta(msg: &Message) -> Result<(), RelayError> {
-    let Some(meta) = msg
-        .params()
-        .and_then(|p| p.get("_meta"))
-        .and_then(Value::as_object)
-    else {
+    let Some(meta) = msg.meta_head() else {
         return Err(RelayError::InvalidMeta(
             "a 2026-07-28 request must carry params._meta with the protocol version and client capabilities",
         ));
     };
-    let Some(v) = meta.get(META_PROTOCOL_VERSION).and_then(Value::as_str) else {
+    let Some(v) = meta.protocol_version.as_deref() else {
         return Err(RelayError::InvalidMeta(
             "params._meta is missing io.modelcontextprotocol/protocolVersion",
         ));
     };
-    if !meta
-        .get("io.modelcontextprotocol/clientCapabilities")
-        .is_some_and(Value::is_object)
-    {
+    if !meta.client_capabilities_is_object {
         return Err(RelayError::InvalidMeta(
             "params._meta is missing io.modelcontextprotocol/clientCapabilities",
         ));

@@ -1,14 +1,13 @@
 //! `custody serve` and `custody check-config`.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 
 use crate::config::{Config, UpstreamConfig};
 
 /// Loads the configuration named, or the embedded default.
-fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
         None => {
@@ -43,12 +42,8 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let mut config = load(path.as_deref())?;
-    if let Some(addr) = listen {
-        config.server.listen = addr;
-    }
-    if path.is_none() {
+pub async fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
+    if embedded {
         tracing::info!(
             "no --config given: running the embedded default (one endpoint, `demo`, backed by the built-in demo server)"
         );

@@ -8,7 +8,6 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::message::Message;
-use super::version::META_PROTOCOL_VERSION;
 
 pub const MCP_METHOD: &str = "mcp-method";
 pub const MCP_NAME: &str = "mcp-name";
@@ -101,7 +100,7 @@ pub fn check_mirrored(
             });
         }
     }
-    if let Some(body_version) = msg.meta(META_PROTOCOL_VERSION).and_then(Value::as_str) {
+    if let Some(body_version) = msg.meta_protocol_version() {
         let found = get(headers, MCP_PROTOCOL_VERSION)
             .ok_or_else(|| HeaderError::Missing("MCP-Protocol-Version".into()))??;
         if found != body_version {
@@ -121,7 +120,11 @@ pub fn check_mirrored(
                 .map_err(|e| HeaderError::Invalid(format!("Mcp-Param-{suffix}"), e))?;
         }
     }
-    let args = msg.params().and_then(|p| p.get("arguments"));
+    let args = if params.is_empty() {
+        None
+    } else {
+        msg.params().and_then(|p| p.get("arguments"))
+    };
     for p in params {
         let body = args
             .and_then(|a| lookup(a, &p.path))

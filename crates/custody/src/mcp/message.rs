@@ -3,8 +3,16 @@
 //! A [`Message`] keeps the bytes it arrived as for as long as they still describe it, so a
 //! message the gateway does not change is forwarded exactly as received.
 
+mod head;
+
+use std::sync::OnceLock;
+
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{Value, json};
+
+use head::Head;
+pub use head::Meta;
 
 /// The four shapes of a JSON-RPC 2.0 message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,11 +26,28 @@ pub enum Kind {
 }
 
 /// A JSON-RPC message.
-#[derive(Debug, Clone)]
+///
+/// Parsing reads only the [`Head`] (kind, id, method, the target name and the stateless `_meta`
+/// fields); the full JSON value is built on first use of [`Message::value`]. A message the
+/// gateway forwards without looking inside is never turned into a document.
+#[derive(Debug)]
 pub struct Message {
-    value: Value,
-    kind: Kind,
+    /// The wire bytes, while they still describe the message.
     raw: Option<Bytes>,
+    head: Head,
+    kind: Kind,
+    value: OnceLock<Value>,
+}
+
+impl Clone for Message {
+    fn clone(&self) -> Self {
+        Self {
+            raw: self.raw.clone(),
+            head: self.head.clone(),
+            kind: self.kind,
+            value: self.value.clone(),
+        }
+    }
 }
 
 /// Why bytes are not a JSON-RPC message.
@@ -34,12 +59,18 @@ pub enum ParseError {
     TooDeep(usize),
     #[error("not a JSON-RPC 2.0 message: {0}")]
     NotJsonRpc(&'static str),
+    #[error("not a JSON-RPC 2.0 message: {0}")]
+    Shape(String),
     #[error("an empty JSON-RPC batch")]
     EmptyBatch,
 }
 
 /// A request body: one message or (2025-03-26 only) a batch.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a body is moved once or twice; boxing would add an allocation to every call"
+)]
 pub enum Body {
     Single(Message),
     Batch(Vec<Message>),
@@ -51,11 +82,13 @@ impl Message {
     /// # Errors
     /// [`ParseError::NotJsonRpc`] when the value is not a JSON-RPC 2.0 message.
     pub fn from_value(value: Value) -> Result<Self, ParseError> {
-        let kind = classify(&value)?;
+        let head = Head::deserialize(&value)?;
+        let kind = classify(&head)?;
         Ok(Self {
-            value,
-            kind,
             raw: None,
+            head,
+            kind,
+            value: OnceLock::from(value),
         })
     }
 
@@ -65,12 +98,21 @@ impl Message {
     /// Invalid JSON, too deep, or not JSON-RPC.
     pub fn parse(bytes: Bytes, max_depth: usize) -> Result<Self, ParseError> {
         check_depth(&bytes, max_depth)?;
-        let value: Value = serde_json::from_slice(&bytes)?;
-        let kind = classify(&value)?;
+        Self::parse_checked(bytes)
+    }
+
+    fn parse_checked(bytes: Bytes) -> Result<Self, ParseError> {
+        let head: Head = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+            // Valid JSON of the wrong shape.
+            serde_json::error::Category::Data => ParseError::Shape(e.to_string()),
+            _ => ParseError::Json(e),
+        })?;
+        let kind = classify(&head)?;
         Ok(Self {
-            value,
-            kind,
             raw: Some(bytes),
+            head,
+            kind,
+            value: OnceLock::new(),
         })
     }
 
@@ -84,51 +126,80 @@ impl Message {
 
     /// The id of a request or response.
     pub fn id(&self) -> Option<&Value> {
-        self.value.get("id").filter(|id| !id.is_null())
+        self.head.id.as_ref().filter(|id| !id.is_null())
     }
 
     pub fn method(&self) -> Option<&str> {
-        self.value.get("method").and_then(Value::as_str)
+        self.head.method.as_ref().and_then(Value::as_str)
     }
 
+    /// `params` (builds the full value).
     pub fn params(&self) -> Option<&Value> {
-        self.value.get("params")
+        self.value().get("params")
     }
 
     /// `params.name` of `tools/call` and `prompts/get`, `params.uri` of `resources/read`.
     pub fn target_name(&self) -> Option<&str> {
-        let key = match self.method()? {
-            "tools/call" | "prompts/get" => "name",
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
-            _ => return None,
-        };
-        self.params()?.get(key)?.as_str()
+        let params = self.head.params.as_ref()?;
+        match self.method()? {
+            "tools/call" | "prompts/get" => params.name.as_deref(),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                params.uri.as_deref()
+            }
+            _ => None,
+        }
     }
 
-    /// A value under `params._meta`.
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]` of a stateless request.
+    pub fn meta_protocol_version(&self) -> Option<&str> {
+        self.meta_head()?.protocol_version.as_deref()
+    }
+
+    /// The inspected part of `params._meta`, if the message has one.
+    pub fn meta_head(&self) -> Option<&Meta> {
+        self.head.params.as_ref()?.meta.as_ref()
+    }
+
+    /// A value under `params._meta` (builds the full value).
     pub fn meta(&self, key: &str) -> Option<&Value> {
         self.params()?.get("_meta")?.get(key)
     }
 
+    /// The whole message as a JSON value, parsed on first use.
     pub fn value(&self) -> &Value {
-        &self.value
+        self.value.get_or_init(|| {
+            let raw = self.raw.as_deref().unwrap_or_default();
+            // The bytes parsed once already (into the head), so they are valid JSON.
+            serde_json::from_slice(raw).unwrap_or(Value::Null)
+        })
     }
 
-    /// Mutable access; the original bytes are dropped since they no longer describe the value.
-    pub fn value_mut(&mut self) -> &mut Value {
+    /// Changes the message. The original bytes are dropped since they no longer describe it, and
+    /// the head is read again from the result.
+    pub fn edit(&mut self, f: impl FnOnce(&mut Value)) {
+        self.value();
+        let mut value = self.value.take().unwrap_or(Value::Null);
+        f(&mut value);
+        if let Ok(head) = Head::deserialize(&value) {
+            if let Ok(kind) = classify(&head) {
+                self.kind = kind;
+            }
+            self.head = head;
+        }
         self.raw = None;
-        &mut self.value
+        self.value = OnceLock::from(value);
     }
 
     pub fn into_value(self) -> Value {
-        self.value
+        self.value();
+        self.value.into_inner().unwrap_or(Value::Null)
     }
 
     /// The wire form: the original bytes if unchanged, else a fresh serialisation.
     pub fn to_bytes(&self) -> Bytes {
         match &self.raw {
             Some(b) => b.clone(),
-            None => Bytes::from(self.value.to_string()),
+            None => Bytes::from(self.value().to_string()),
         }
     }
 }
@@ -140,41 +211,29 @@ impl Body {
     /// Invalid JSON, too deep, not JSON-RPC, or an empty batch.
     pub fn parse(bytes: Bytes, max_depth: usize) -> Result<Self, ParseError> {
         check_depth(&bytes, max_depth)?;
-        let value: Value = serde_json::from_slice(&bytes)?;
-        match value {
-            Value::Array(items) => {
-                if items.is_empty() {
-                    return Err(ParseError::EmptyBatch);
-                }
-                items
-                    .into_iter()
-                    .map(Message::from_value)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Body::Batch)
-            }
-            value => {
-                let kind = classify(&value)?;
-                Ok(Body::Single(Message {
-                    value,
-                    kind,
-                    raw: Some(bytes),
-                }))
-            }
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'[') {
+            return Message::parse_checked(bytes).map(Body::Single);
         }
+        let items: Vec<Value> = serde_json::from_slice(&bytes)?;
+        if items.is_empty() {
+            return Err(ParseError::EmptyBatch);
+        }
+        items
+            .into_iter()
+            .map(Message::from_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Body::Batch)
     }
 }
 
-fn classify(value: &Value) -> Result<Kind, ParseError> {
-    let obj = value
-        .as_object()
-        .ok_or(ParseError::NotJsonRpc("a message must be a JSON object"))?;
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+fn classify(head: &Head) -> Result<Kind, ParseError> {
+    if !head.jsonrpc_ok {
         return Err(ParseError::NotJsonRpc("\"jsonrpc\" must be \"2.0\""));
     }
-    let id = obj.get("id");
     let valid_id = |id: &Value| id.is_string() || id.is_i64() || id.is_u64();
-    match obj.get("method") {
-        Some(Value::String(_)) => match id {
+    match &head.method {
+        Some(Value::String(_)) => match &head.id {
             None => Ok(Kind::Notification),
             Some(id) if valid_id(id) => Ok(Kind::Request),
             Some(_) => Err(ParseError::NotJsonRpc(
@@ -182,16 +241,13 @@ fn classify(value: &Value) -> Result<Kind, ParseError> {
             )),
         },
         Some(_) => Err(ParseError::NotJsonRpc("\"method\" must be a string")),
-        None => {
-            let is_error = obj.contains_key("error");
-            match (obj.contains_key("result"), is_error) {
-                (true, false) => Ok(Kind::Response),
-                (false, true) => Ok(Kind::Error),
-                _ => Err(ParseError::NotJsonRpc(
-                    "a response must have exactly one of \"result\" and \"error\"",
-                )),
-            }
-        }
+        None => match (head.has_result, head.has_error) {
+            (true, false) => Ok(Kind::Response),
+            (false, true) => Ok(Kind::Error),
+            _ => Err(ParseError::NotJsonRpc(
+                "a response must have exactly one of \"result\" and \"error\"",
+            )),
+        },
     }
 }
 
@@ -274,7 +330,11 @@ mod tests {
             parse(r#"{"id":1,"method":"x"}"#),
             Err(ParseError::NotJsonRpc(_))
         ));
-        assert!(matches!(parse(r#"[1]"#), Err(ParseError::NotJsonRpc(_))));
+        assert!(matches!(parse(r#"[1]"#), Err(ParseError::Shape(_))));
+        assert!(matches!(
+            parse(r#"{"jsonrpc":"2.0","method":"x","params":{"_meta":7}}"#),
+            Err(ParseError::Shape(_))
+        ));
         assert!(matches!(
             parse(r#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#),
             Err(ParseError::NotJsonRpc(_))
@@ -300,7 +360,7 @@ mod tests {
         let text = r#"{"jsonrpc":"2.0",  "id":1, "method":"x", "params":{"b":1,"a":2}}"#;
         let mut m = Message::parse(Bytes::from_static(text.as_bytes()), 64).unwrap();
         assert_eq!(m.to_bytes(), text.as_bytes());
-        m.value_mut()["id"] = json!(2);
+        m.edit(|v| v["id"] = json!(2));
         assert_eq!(
             m.to_bytes(),
             r#"{"jsonrpc":"2.0","id":2,"method":"x","params":{"b":1,"a":2}}"#.as_bytes()

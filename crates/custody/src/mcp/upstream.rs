@@ -38,6 +38,10 @@ impl Event {
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, UpstreamError>> + Send>>;
 
 /// What an upstream answered to one POST.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a reply is moved once; boxing would add an allocation to every call"
+)]
 pub enum Reply {
     /// The message was a notification or response and was accepted (HTTP 202).
     Accepted,

@@ -39,7 +39,7 @@ pub struct HttpUpstream {
 }
 
 /// Per-call context: the upstream session and protocol version to send, and the caller's
-/// end-to-end headers (already filtered by [`end_to_end_headers`]).
+/// headers (filtered by [`forward_headers`] on the way out).
 pub struct Outbound<'a> {
     pub session: Option<&'a HeaderValue>,
     pub version: Option<&'a str>,
@@ -77,8 +77,9 @@ const NOT_FORWARDED: &[&str] = &[
     LAST_EVENT_ID,
 ];
 
-/// The caller's headers that may go on to the upstream.
-pub fn end_to_end_headers(client: &HeaderMap) -> HeaderMap {
+/// Appends the caller's headers that may go on to the upstream to `out`.
+pub fn forward_headers(client: &HeaderMap, out: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
     let listed: Vec<String> = client
         .get_all(header::CONNECTION)
         .iter()
@@ -86,7 +87,6 @@ pub fn end_to_end_headers(client: &HeaderMap) -> HeaderMap {
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .collect();
-    let mut out = HeaderMap::new();
     for (name, value) in client {
         let n = name.as_str();
         if NOT_FORWARDED.contains(&n) || listed.iter().any(|l| l == n) {
@@ -94,7 +94,6 @@ pub fn end_to_end_headers(client: &HeaderMap) -> HeaderMap {
         }
         out.append(name.clone(), value.clone());
     }
-    out
 }
 
 impl HttpUpstream {
@@ -128,9 +127,7 @@ impl HttpUpstream {
         *req.method_mut() = method;
         *req.uri_mut() = self.url.clone();
         let h = req.headers_mut();
-        for (name, value) in out.headers {
-            h.append(name.clone(), value.clone());
-        }
+        forward_headers(out.headers, h);
         for (name, value) in &self.extra_headers {
             h.insert(name.clone(), value.clone());
         }

@@ -178,21 +178,22 @@ impl Child {
         let internal = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_id = msg.id().cloned().unwrap_or(Value::Null);
         let long_lived = msg.method() == Some("subscriptions/listen");
-        let value = msg.value_mut();
-        value["id"] = json!(internal);
         let mut client_token = None;
         let mut token = None;
-        if let Some(t) = value.pointer_mut("/params/_meta/progressToken") {
-            if shared {
-                // Clients sharing a process may pick the same token: give each its own.
-                let ours = format!("custody-{internal}");
-                client_token = Some(std::mem::replace(t, json!(ours)));
-                token = Some(ours);
-            } else {
-                // A session's tokens are unique within it (the spec requires so): keep them.
-                token = Some(progress_key(t));
+        msg.edit(|value| {
+            value["id"] = json!(internal);
+            if let Some(t) = value.pointer_mut("/params/_meta/progressToken") {
+                if shared {
+                    // Clients sharing a process may pick the same token: give each its own.
+                    let ours = format!("custody-{internal}");
+                    client_token = Some(std::mem::replace(t, json!(ours)));
+                    token = Some(ours);
+                } else {
+                    // A session's tokens are unique within it (the spec requires so): keep them.
+                    token = Some(progress_key(t));
+                }
             }
-        }
+        });
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut r = lock(&self.routes);
@@ -266,7 +267,7 @@ impl Child {
                 .map(id_key)
                 .and_then(|k| lock(&self.routes).client_ids.get(&k).copied());
             if let Some(internal) = target {
-                msg.value_mut()["params"]["requestId"] = json!(internal);
+                msg.edit(|v| v["params"]["requestId"] = json!(internal));
             }
         }
         if let Some(why) = &lock(&self.routes).dead {
@@ -341,7 +342,7 @@ impl Child {
                 if !p.shared {
                     r.client_ids.remove(&id_key(&p.client_id));
                 }
-                msg.value_mut()["id"] = p.client_id.clone();
+                msg.edit(|v| v["id"] = p.client_id.clone());
                 deliver(&mut r, &p, msg);
             }
             Kind::Notification if msg.method() == Some("notifications/progress") => {
@@ -352,7 +353,7 @@ impl Child {
                 match token.and_then(|i| r.pending.get(&i)) {
                     Some(p) => {
                         if let Some(orig) = &p.client_token {
-                            msg.value_mut()["params"]["progressToken"] = orig.clone();
+                            msg.edit(|v| v["params"]["progressToken"] = orig.clone());
                         }
                         let (tx, detached) = (p.tx.clone(), p.detached);
                         send_or_standalone(&mut r, &tx, detached, msg);
@@ -364,8 +365,8 @@ impl Child {
                 let target = msg.meta(META_SUBSCRIPTION_ID).and_then(Value::as_u64);
                 match target.and_then(|i| r.pending.get(&i)) {
                     Some(p) => {
-                        msg.value_mut()["params"]["_meta"][META_SUBSCRIPTION_ID] =
-                            p.client_id.clone();
+                        let client_id = p.client_id.clone();
+                        msg.edit(|v| v["params"]["_meta"][META_SUBSCRIPTION_ID] = client_id);
                         let (tx, detached) = (p.tx.clone(), p.detached);
                         send_or_standalone(&mut r, &tx, detached, msg);
                     }

@@ -1,0 +1,126 @@
+//! The load generator: MCP clients on their own keep-alive connections, each sending
+//! `tools/call` round trips one after the other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+/// One client connection.
+pub struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    path: String,
+    body: Bytes,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr, path: &str) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": { "name": "test_simple_text", "arguments": {}, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": { "name": "custody-bench", "version": "0" } } }
+        });
+        Ok(Self {
+            sender,
+            path: path.to_string(),
+            body: Bytes::from(body.to_string()),
+        })
+    }
+
+    /// One round trip; returns its latency.
+    pub async fn call(&mut self) -> anyhow::Result<Duration> {
+        let req = Request::post(&self.path)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "test_simple_text")
+            .body(Full::new(self.body.clone()))?;
+        let started = Instant::now();
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let elapsed = started.elapsed();
+        anyhow::ensure!(
+            status == 200 && body.windows(8).any(|w| w == b"\"result\""),
+            "bad answer: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        Ok(elapsed)
+    }
+}
+
+/// Sequential calls on one connection; returns every latency.
+pub async fn latencies(
+    addr: SocketAddr,
+    path: &str,
+    warmup: usize,
+    calls: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut conn = Conn::open(addr, path).await?;
+    for _ in 0..warmup {
+        conn.call().await?;
+    }
+    let mut out = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        out.push(conn.call().await?);
+    }
+    Ok(out)
+}
+
+/// `clients` connections calling as fast as they can for `time`; returns the calls completed.
+pub async fn throughput(
+    addr: SocketAddr,
+    path: &str,
+    clients: usize,
+    time: Duration,
+) -> anyhow::Result<u64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(Conn::open(addr, path).await?);
+    }
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut conn| {
+            let done = done.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    conn.call().await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(time).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed))
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
