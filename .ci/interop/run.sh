@@ -130,6 +130,20 @@ check "inspector: tools/list on server-filesystem" inspector '"name": "read_text
 check "inspector: tools/call on server-filesystem" inspector "hello from the filesystem" \
   "$gateway/filesystem" --method tools/call --tool-name read_text_file --tool-arg "path=$work/files/note.txt"
 
+# --- the README's quick start, word for word but on a free port --------------------------
+quick_port=$(free_port)
+mkdir -p "$work/quickstart"
+(cd "$work/quickstart" && exec "$custody" serve --listen "127.0.0.1:$quick_port") >"$work/quickstart.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$quick_port/healthz" "custody (embedded default)" "$work/quickstart.log"
+quickstart() {
+  local out
+  out=$("$python" "$here/../../examples/quickstart.py" "http://127.0.0.1:$quick_port/mcp/demo" 2>&1) || { echo "$out"; return 1; }
+  echo "$out"
+  grep -q "echo: hello through custody" <<<"$out" && grep -q "add: 42" <<<"$out"
+}
+check "README quick start: examples/quickstart.py against the embedded default" quickstart
+
 if ((failures > 0)); then
   echo
   echo "$failures interop check(s) failed; the gateway's log:"

@@ -64,22 +64,30 @@ impl Conn {
     }
 }
 
-/// Sequential calls on one connection; returns every latency.
+/// Sequential calls on one connection to each of `a` and `b`, alternating in batches of 100
+/// so both see the same machine conditions; returns every latency of each.
 pub async fn latencies(
-    addr: SocketAddr,
-    path: &str,
+    a: (SocketAddr, &str),
+    b: (SocketAddr, &str),
     warmup: usize,
     calls: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut conn = Conn::open(addr, path).await?;
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut ca = Conn::open(a.0, a.1).await?;
+    let mut cb = Conn::open(b.0, b.1).await?;
     for _ in 0..warmup {
-        conn.call().await?;
+        ca.call().await?;
+        cb.call().await?;
     }
-    let mut out = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        out.push(conn.call().await?);
+    let (mut la, mut lb) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    while la.len() < calls {
+        for _ in 0..100.min(calls - la.len()) {
+            la.push(ca.call().await?);
+        }
+        for _ in 0..100.min(calls - lb.len()) {
+            lb.push(cb.call().await?);
+        }
     }
-    Ok(out)
+    Ok((la, lb))
 }
 
 /// `clients` connections calling as fast as they can for `time`; returns the calls completed.

@@ -33,11 +33,14 @@ enum Cmd {
         #[arg(long, default_value_t = 32)]
         clients: usize,
         /// Seconds per throughput phase.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
         /// Sequential calls measured for latency.
         #[arg(long, default_value_t = 5000)]
         calls: usize,
+        /// Throughput rounds (each: direct, then through the gateway).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// (internal) The conformance fixture over HTTP.
     #[command(hide = true)]
@@ -58,28 +61,30 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = match std::env::var("BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()?,
-        None => tokio::runtime::Runtime::new()?,
-    };
+    // The gateway runs with its configured threads, as `custody serve` does; the upstream and
+    // the load generator get the machine's default.
+    if let Cmd::Gateway { config } = &cli.command {
+        let mut config = custody::config::Config::load(config)?;
+        if let Some(n) = std::env::var("GATEWAY_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config.server.worker_threads = n;
+        }
+        return custody::cli::runtime(config.server.worker_threads)?.block_on(async {
+            let running = custody::http::start(&config).await?;
+            running.wait().await;
+            Ok(())
+        });
+    }
+    let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Cmd::Upstream { addr } => rt.block_on(async {
             let engine = custody_mcp_server::Engine::new(custody_mcp_server::Catalog::Conformance);
             custody_mcp_server::http::serve(engine, addr).await?;
             Ok(())
         }),
-        Cmd::Gateway { config } => rt.block_on(async {
-            let config = custody::config::Config::load(&config)?;
-            let running = custody::http::start(&config).await?;
-            running.wait().await;
-            Ok(())
-        }),
+        Cmd::Gateway { .. } => unreachable!("handled above"),
         Cmd::Load {
             addr,
             path,
@@ -95,7 +100,13 @@ fn main() -> anyhow::Result<()> {
             clients,
             seconds,
             calls,
-        } => rt.block_on(relay(clients, Duration::from_secs(seconds), calls)),
+            rounds,
+        } => rt.block_on(relay(
+            clients,
+            Duration::from_secs(seconds),
+            calls,
+            rounds.max(1),
+        )),
     }
 }
 
@@ -114,17 +125,8 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 }
 
 fn spawn_self(args: &[&str]) -> anyhow::Result<Proc> {
-    spawn_self_env(args, "BENCH_THREADS", None)
-}
-
-fn spawn_self_env(args: &[&str], key: &str, value: Option<String>) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    match value {
-        Some(v) => cmd.env(key, v),
-        None => cmd.env_remove(key),
-    };
-    let child = cmd
+    let child = Command::new(exe)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -197,7 +199,7 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-async fn relay(clients: usize, time: Duration, calls: usize) -> anyhow::Result<()> {
+async fn relay(clients: usize, time: Duration, calls: usize, rounds: usize) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("custody-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let up_addr = free_addr()?;
@@ -214,11 +216,7 @@ async fn relay(clients: usize, time: Duration, calls: usize) -> anyhow::Result<(
             work.join("data").display()
         ),
     )?;
-    let gateway = spawn_self_env(
-        &["gateway", config.to_str().unwrap_or_default()],
-        "BENCH_THREADS",
-        std::env::var("GATEWAY_THREADS").ok(),
-    )?;
+    let gateway = spawn_self(&["gateway", config.to_str().unwrap_or_default()])?;
     wait_listening(gw_addr)
         .await
         .context("starting the gateway")?;
@@ -226,16 +224,37 @@ async fn relay(clients: usize, time: Duration, calls: usize) -> anyhow::Result<(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = procstat::rss(gw_pid);
 
-    // Latency at one client, direct then through the gateway.
-    let mut direct = load::latencies(up_addr, "/mcp", 500, calls).await?;
-    let mut via = load::latencies(gw_addr, "/mcp/bench", 500, calls).await?;
+    // Latency at one client, direct and through the gateway, interleaved.
+    let (mut direct, mut via) =
+        load::latencies((up_addr, "/mcp"), (gw_addr, "/mcp/bench"), 500, calls).await?;
     direct.sort();
     via.sort();
     let rss_after_warm = procstat::rss(gw_pid);
 
-    // Throughput at many clients.
-    let d = measure(up_addr, "/mcp", clients, time, gw_pid, up_pid).await?;
-    let g = measure(gw_addr, "/mcp/bench", clients, time, gw_pid, up_pid).await?;
+    // Throughput at many clients: direct and through the gateway, alternating, `rounds` times;
+    // the round with the median ratio is reported (the machine is shared, so single runs vary).
+    let mut runs = Vec::new();
+    for _ in 0..rounds {
+        let d = measure(up_addr, "/mcp", clients, time, gw_pid, up_pid).await?;
+        let g = measure(gw_addr, "/mcp/bench", clients, time, gw_pid, up_pid).await?;
+        runs.push((d, g));
+    }
+    let ratio_of = |(d, g): &(Phase, Phase)| {
+        (g.calls as f64 / g.wall.as_secs_f64()) / (d.calls as f64 / d.wall.as_secs_f64())
+    };
+    let rounds_text: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            format!(
+                "{:.0}/{:.0} ({:.0}%)",
+                r.0.calls as f64 / r.0.wall.as_secs_f64(),
+                r.1.calls as f64 / r.1.wall.as_secs_f64(),
+                ratio_of(r) * 100.0
+            )
+        })
+        .collect();
+    runs.sort_by(|a, b| ratio_of(a).total_cmp(&ratio_of(b)));
+    let (d, g) = runs.swap_remove(runs.len() / 2);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let share =
@@ -251,7 +270,7 @@ async fn relay(clients: usize, time: Duration, calls: usize) -> anyhow::Result<(
         "custody relay benchmark: tools/call (2026-07-28, JSON answers) to the conformance fixture over HTTP"
     );
     println!(
-        "command: cargo run --release -p custody-bench -- relay --clients {clients} --seconds {} --calls {calls}",
+        "command: cargo run --release -p custody-bench -- relay --clients {clients} --seconds {} --calls {calls} --rounds {rounds}",
         time.as_secs()
     );
     println!("machine: {cores} CPUs, shared by the load generator, custody and the upstream\n");
@@ -269,7 +288,7 @@ async fn relay(clients: usize, time: Duration, calls: usize) -> anyhow::Result<(
         us(p99g.saturating_sub(p99d))
     );
     println!(
-        "\nthroughput, {clients} clients, {} s       direct      via custody   ratio",
+        "\nthroughput, {clients} clients, {rounds} rounds of {} s (the median round)  direct      via custody   ratio",
         time.as_secs()
     );
     println!(
@@ -288,6 +307,10 @@ async fn relay(clients: usize, time: Duration, calls: usize) -> anyhow::Result<(
         share(g.cpu_self, g.wall),
         share(g.cpu_gateway, g.wall),
         share(g.cpu_upstream, g.wall)
+    );
+    println!(
+        "  each round, direct/via calls/s: {}",
+        rounds_text.join(", ")
     );
     println!(
         "\ncustody CPU time per relayed call: {:.1} µs",

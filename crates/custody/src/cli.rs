@@ -70,12 +70,10 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        builder.worker_threads(n);
-    }
-    builder
+/// The async runtime. The gateway gives it `server.worker_threads`; other commands one thread.
+pub fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
@@ -93,7 +91,7 @@ pub fn main() -> ExitCode {
         }),
         Command::CheckConfig { config } => serve::check(&config),
         Command::DemoServer { conformance, http } => {
-            runtime(None).and_then(|rt| rt.block_on(demo::run(conformance, http)))
+            runtime(1).and_then(|rt| rt.block_on(demo::run(conformance, http)))
         }
     };
     match result {

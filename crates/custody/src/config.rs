@@ -57,8 +57,7 @@ pub struct ServerConfig {
     pub max_json_depth: usize,
     pub session_idle_timeout: Duration,
     pub shutdown_grace: Duration,
-    /// `None`: one per CPU.
-    pub worker_threads: Option<usize>,
+    pub worker_threads: usize,
 }
 
 /// An allowed `Origin`: scheme and host must match; the port may be `*`.
@@ -364,7 +363,8 @@ impl Resolver<'_> {
                 Some(0) => {
                     return Err(self.err("server.worker_threads", "must be at least 1"));
                 }
-                other => other,
+                Some(n) => n,
+                None => 1,
             },
         })
     }

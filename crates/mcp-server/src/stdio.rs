@@ -59,8 +59,10 @@ pub async fn serve(engine: Arc<Engine>) -> std::io::Result<()> {
         }
     }
     session.close();
+    // The writer ends once every sender is gone: the session's, ours, and those of requests
+    // still finishing. Then responses already produced have reached stdout.
+    drop(session);
     drop(out);
-    // Let responses already produced reach stdout before exiting.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     Ok(())
 }
