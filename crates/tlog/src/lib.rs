@@ -1,14 +1,36 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! `tlog`: the transparency-log library behind custody's audit log.
+//!
+//! It implements the standards a third party needs to check the log without trusting custody:
+//!
+//! * [`hash`]: RFC 9162 §2.1.1 Merkle hashing with domain separation;
+//! * [`compact`]: the compact range, O(log n) state that appends a leaf and yields the root;
+//! * [`proof`]: RFC 9162 §2.1.3–2.1.4 inclusion and consistency proofs, generated from a
+//!   [`proof::HashStore`] (the one storage trait) and verified from the proof alone;
+//! * [`note`]: C2SP signed notes with Ed25519, verifier and signer key strings;
+//! * [`checkpoint`]: C2SP checkpoints;
+//! * [`receipt`]: C2SP tlog-proof, offline-verifiable proofs of inclusion;
+//! * [`entry`]: custody's canonical entry encoding;
+//! * [`check`]: verifying a whole log from its entries and checkpoints.
+//!
+//! Deliberately out of scope: I/O, async, clocks, storage engines, MCP, HTTP and
+//! configuration. An auditor verifies an exported log with this crate and nothing else.
+//! Every parser of untrusted bytes bounds its input before looking at it and returns an
+//! error, never panics; `fuzz/` holds a target for each.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#![forbid(unsafe_code)]
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod check;
+pub mod checkpoint;
+pub mod compact;
+pub mod entry;
+pub mod hash;
+pub mod note;
+pub mod proof;
+pub mod receipt;
+
+pub use checkpoint::Checkpoint;
+pub use compact::CompactRange;
+pub use entry::Entry;
+pub use hash::{Hash, leaf_hash, node_hash};
+pub use note::{Note, Signer, Verifier};
+pub use receipt::InclusionReceipt;

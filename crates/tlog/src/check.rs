@@ -1,0 +1,280 @@
+//! Verifying a whole log from its entries alone: every leaf hash recomputed, the tree rebuilt,
+//! every signed checkpoint matched against it, every entry decoded and every answer paired with
+//! its request. The first problem stops the check and names the index where it was found.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::checkpoint::Checkpoint;
+use crate::compact::CompactRange;
+use crate::entry::{Direction, Entry, Kind};
+use crate::hash::{Hash, leaf_hash};
+use crate::note::Verifier;
+
+/// What is wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", index.map(|i| format!("entry {i}: ")).unwrap_or_default())]
+pub struct Problem {
+    /// The first entry found bad, when the problem is about an entry.
+    pub index: Option<u64>,
+    pub message: String,
+}
+
+fn problem(index: impl Into<Option<u64>>, message: impl Into<String>) -> Problem {
+    Problem {
+        index: index.into(),
+        message: message.into(),
+    }
+}
+
+/// A checkpoint to match, and where it came from.
+#[derive(Debug, Clone)]
+struct Expected {
+    checkpoint: Checkpoint,
+    source: String,
+}
+
+/// What a successful check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub entries: u64,
+    pub root: Hash,
+    pub checkpoints: u64,
+    pub latest_checkpoint: Option<u64>,
+    pub trusted: Vec<u64>,
+    pub kinds: Vec<(&'static str, u64)>,
+    pub first_time_ns: Option<u64>,
+    pub last_time_ns: Option<u64>,
+    pub unanswered_requests: u64,
+}
+
+/// The request an answer must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Open {
+    direction: Direction,
+    endpoint: String,
+    session: String,
+    id: String,
+}
+
+/// A log check in progress: feed checkpoints, then entries in index order, then finish.
+pub struct LogCheck {
+    verifier: Verifier,
+    range: CompactRange,
+    expected: Vec<Expected>,
+    next_expected: usize,
+    last_good: u64,
+    open: HashMap<u64, Open>,
+    answered: HashSet<u64>,
+    kinds: HashMap<Kind, u64>,
+    summary: Summary,
+}
+
+impl LogCheck {
+    pub fn new(verifier: Verifier) -> Self {
+        Self {
+            verifier,
+            range: CompactRange::new(),
+            expected: Vec::new(),
+            next_expected: 0,
+            last_good: 0,
+            open: HashMap::new(),
+            answered: HashSet::new(),
+            kinds: HashMap::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// Adds a signed checkpoint the log must match; `source` names it in problems (e.g.
+    /// `"checkpoint 12"` or `"trusted checkpoint trusted.txt"`). Call before the first entry.
+    ///
+    /// # Errors
+    /// A checkpoint that does not parse or whose signature does not verify.
+    pub fn add_checkpoint(
+        &mut self,
+        note: &[u8],
+        source: &str,
+        trusted: bool,
+    ) -> Result<Checkpoint, Problem> {
+        let (checkpoint, _) = Checkpoint::open(note, &self.verifier).map_err(|e| {
+            problem(
+                None,
+                format!("{source} is not a valid checkpoint of this log: {e}"),
+            )
+        })?;
+        if let Some(other) = self
+            .expected
+            .iter()
+            .find(|e| e.checkpoint.size == checkpoint.size && e.checkpoint.root != checkpoint.root)
+        {
+            return Err(problem(
+                None,
+                format!(
+                    "{source} and {} both sign size {} with different roots: the log was forked",
+                    other.source, checkpoint.size
+                ),
+            ));
+        }
+        if trusted {
+            self.summary.trusted.push(checkpoint.size);
+        } else {
+            self.summary.checkpoints += 1;
+            self.summary.latest_checkpoint =
+                self.summary.latest_checkpoint.max(Some(checkpoint.size));
+        }
+        self.expected.push(Expected {
+            checkpoint: checkpoint.clone(),
+            source: source.to_string(),
+        });
+        self.expected.sort_by_key(|e| e.checkpoint.size);
+        Ok(checkpoint)
+    }
+
+    /// Feeds the entry stored at `stored_index`, with the leaf hash stored beside it, if the
+    /// store keeps one.
+    ///
+    /// # Errors
+    /// The first [`Problem`] with this entry or with a checkpoint it completes.
+    pub fn push(
+        &mut self,
+        stored_index: u64,
+        bytes: &[u8],
+        stored_leaf: Option<Hash>,
+    ) -> Result<(), Problem> {
+        let i = self.range.size();
+        if stored_index != i {
+            return Err(problem(
+                i,
+                format!("missing: the next stored entry is {stored_index} (entries were deleted)"),
+            ));
+        }
+        let leaf = leaf_hash(bytes);
+        if stored_leaf.is_some_and(|s| s != leaf) {
+            return Err(problem(
+                i,
+                "its bytes do not hash to the leaf hash stored with it: the entry was changed after it was written",
+            ));
+        }
+        let entry = Entry::decode(bytes)
+            .map_err(|e| problem(i, format!("cannot be decoded ({e}): the entry was changed")))?;
+        if entry.index != i {
+            return Err(problem(
+                i,
+                format!(
+                    "it is entry {} of the log, stored at position {i}: entries were deleted, inserted or reordered",
+                    entry.index
+                ),
+            ));
+        }
+        self.pair(i, &entry)?;
+        *self.kinds.entry(entry.kind).or_default() += 1;
+        self.summary.first_time_ns.get_or_insert(entry.time_ns);
+        self.summary.last_time_ns = Some(entry.time_ns);
+        self.range.append(leaf, |_| {});
+        self.match_checkpoints()
+    }
+
+    fn pair(&mut self, i: u64, e: &Entry<'_>) -> Result<(), Problem> {
+        match e.kind {
+            Kind::Request => {
+                self.open.insert(
+                    i,
+                    Open {
+                        direction: e.direction,
+                        endpoint: e.endpoint.to_string(),
+                        session: e.session.to_string(),
+                        id: e.id.to_string(),
+                    },
+                );
+            }
+            kind if kind.answers() => {
+                let Some(r) = e.request else {
+                    return Ok(());
+                };
+                if r >= i {
+                    return Err(problem(
+                        i,
+                        format!("it answers request {r}, which is not earlier in the log"),
+                    ));
+                }
+                let Some(open) = self.open.remove(&r) else {
+                    let why = if self.answered.contains(&r) {
+                        "was already answered"
+                    } else {
+                        "is not a request"
+                    };
+                    return Err(problem(i, format!("it answers entry {r}, which {why}")));
+                };
+                let opposite =
+                    open.direction != e.direction || open.direction == Direction::Gateway;
+                if open.endpoint != e.endpoint
+                    || open.session != e.session
+                    || open.id != e.id
+                    || !opposite
+                {
+                    return Err(problem(
+                        i,
+                        format!(
+                            "it answers request {r} but does not match it (endpoint {:?}/{:?}, session {:?}/{:?}, id {}/{})",
+                            e.endpoint, open.endpoint, e.session, open.session, e.id, open.id
+                        ),
+                    ));
+                }
+                self.answered.insert(r);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn match_checkpoints(&mut self) -> Result<(), Problem> {
+        let size = self.range.size();
+        while let Some(exp) = self.expected.get(self.next_expected) {
+            if exp.checkpoint.size != size {
+                break;
+            }
+            if exp.checkpoint.root != self.range.root() {
+                let from = self.last_good;
+                return Err(problem(
+                    from,
+                    format!(
+                        "the entries from {from} to {} do not hash to the root signed by {}: one of them was changed, removed, added or reordered",
+                        size - 1,
+                        exp.source
+                    ),
+                ));
+            }
+            self.last_good = size;
+            self.next_expected += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the check.
+    ///
+    /// # Errors
+    /// A checkpoint covers more entries than the log holds (the log was truncated), or an
+    /// empty log does not match a checkpoint of size 0.
+    pub fn finish(mut self) -> Result<Summary, Problem> {
+        self.match_checkpoints()?;
+        let size = self.range.size();
+        if let Some(exp) = self.expected.get(self.next_expected) {
+            return Err(problem(
+                size,
+                format!(
+                    "missing: the log ends after {size} entries but {} covers {}: the tail was removed",
+                    exp.source, exp.checkpoint.size
+                ),
+            ));
+        }
+        let mut kinds: Vec<(&'static str, u64)> =
+            self.kinds.iter().map(|(k, n)| (k.name(), *n)).collect();
+        kinds.sort();
+        Ok(Summary {
+            entries: size,
+            root: self.range.root(),
+            kinds,
+            unanswered_requests: self.open.len() as u64,
+            ..self.summary
+        })
+    }
+}

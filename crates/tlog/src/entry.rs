@@ -1,0 +1,380 @@
+//! custody's log entry, version 1: what the gateway saw, who sent it, and when.
+//!
+//! The encoding is canonical by construction (fixed-width integers, length-prefixed fields, no
+//! optional padding, nothing after the last field): bytes that decode re-encode to themselves,
+//! so a verifier hashes the stored bytes and never re-serialises.
+//!
+//! ```text
+//! u8  version = 1
+//! u64 index            position in the log (an entry names its own place)
+//! u8  kind
+//! u8  direction        0 gateway, 1 client → upstream, 2 upstream → client
+//! u64 time_ns          when the gateway saw it (Unix time, nanoseconds)
+//! str endpoint
+//! str session          "" when none
+//! str id               the JSON-RPC id as JSON text, "" when none
+//! str method           "" when none
+//! str target           params.name or params.uri of tools/call, prompts/get, resources/read
+//! str caller           JSON text describing who sent it
+//! u8  has_request + u64 request   (a response names its request's index)
+//! str detail           JSON object text, kind-specific
+//! bytes message        the JSON-RPC message as it crossed the gateway
+//! ```
+//! All integers are big-endian; `str` and `bytes` are a u32 length and that many bytes
+//! (`str` is UTF-8).
+
+use std::borrow::Cow;
+
+/// The largest encoded entry accepted by [`Entry::decode`].
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
+const VERSION: u8 = 1;
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    Request = 1,
+    Notification = 2,
+    /// A `result` response.
+    Response = 3,
+    /// An `error` response, from the upstream or the gateway.
+    Error = 4,
+    /// Input the gateway refused before relaying it.
+    Rejected = 5,
+    SessionOpened = 6,
+    SessionClosed = 7,
+    GatewayStarted = 8,
+    GatewayStopped = 9,
+    ConfigChanged = 10,
+    KeyChanged = 11,
+    /// Written when the log is idle so checkpoints keep proving it is alive.
+    Heartbeat = 12,
+    /// A request refused for its credentials.
+    AuthFailure = 13,
+}
+
+impl Kind {
+    pub fn from_u8(b: u8) -> Option<Self> {
+        use Kind::*;
+        Some(match b {
+            1 => Request,
+            2 => Notification,
+            3 => Response,
+            4 => Error,
+            5 => Rejected,
+            6 => SessionOpened,
+            7 => SessionClosed,
+            8 => GatewayStarted,
+            9 => GatewayStopped,
+            10 => ConfigChanged,
+            11 => KeyChanged,
+            12 => Heartbeat,
+            13 => AuthFailure,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        use Kind::*;
+        match self {
+            Request => "request",
+            Notification => "notification",
+            Response => "response",
+            Error => "error",
+            Rejected => "rejected",
+            SessionOpened => "session_opened",
+            SessionClosed => "session_closed",
+            GatewayStarted => "gateway_started",
+            GatewayStopped => "gateway_stopped",
+            ConfigChanged => "config_changed",
+            KeyChanged => "key_changed",
+            Heartbeat => "heartbeat",
+            AuthFailure => "auth_failure",
+        }
+    }
+
+    /// Does this kind answer a request (and so name the request's index)?
+    pub fn answers(self) -> bool {
+        matches!(self, Kind::Response | Kind::Error)
+    }
+}
+
+/// Which way a message crossed the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Direction {
+    /// An event of the gateway itself.
+    Gateway = 0,
+    ClientToUpstream = 1,
+    UpstreamToClient = 2,
+}
+
+impl Direction {
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => Direction::Gateway,
+            1 => Direction::ClientToUpstream,
+            2 => Direction::UpstreamToClient,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Gateway => "gateway",
+            Direction::ClientToUpstream => "client_to_upstream",
+            Direction::UpstreamToClient => "upstream_to_client",
+        }
+    }
+}
+
+/// One log entry. Borrowed when decoded, owned when built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub index: u64,
+    pub kind: Kind,
+    pub direction: Direction,
+    pub time_ns: u64,
+    pub endpoint: Cow<'a, str>,
+    pub session: Cow<'a, str>,
+    pub id: Cow<'a, str>,
+    pub method: Cow<'a, str>,
+    pub target: Cow<'a, str>,
+    pub caller: Cow<'a, str>,
+    pub request: Option<u64>,
+    pub detail: Cow<'a, str>,
+    pub message: Cow<'a, [u8]>,
+}
+
+/// Why bytes are not an entry.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("the entry is larger than {MAX_ENTRY_BYTES} bytes")]
+    TooLarge,
+    #[error("unknown entry version {0}")]
+    Version(u8),
+    #[error("the entry ends inside its {0} field")]
+    Truncated(&'static str),
+    #[error("unknown entry kind {0}")]
+    Kind(u8),
+    #[error("unknown direction {0}")]
+    Direction(u8),
+    #[error("the {0} field is not UTF-8")]
+    NotUtf8(&'static str),
+    #[error("the request flag is {0}, not 0 or 1")]
+    Flag(u8),
+    #[error("{0} bytes follow the last field")]
+    Trailing(usize),
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.b.len() < n {
+            return Err(DecodeError::Truncated(field));
+        }
+        let (head, rest) = self.b.split_at(n);
+        self.b = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, field)?[0])
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        let b = self.take(8, field)?;
+        Ok(u64::from_be_bytes(b.try_into().unwrap_or_default()))
+    }
+
+    fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        let len = self.take(4, field)?;
+        let len = u32::from_be_bytes(len.try_into().unwrap_or_default()) as usize;
+        self.take(len, field)
+    }
+
+    fn str(&mut self, field: &'static str) -> Result<Cow<'a, str>, DecodeError> {
+        let b = self.bytes(field)?;
+        std::str::from_utf8(b)
+            .map(Cow::Borrowed)
+            .map_err(|_| DecodeError::NotUtf8(field))
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u32::try_from(b.len()).expect("entry fields are bounded far below 4 GiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+impl<'a> Entry<'a> {
+    /// Decodes an entry, borrowing from `b`.
+    ///
+    /// # Errors
+    /// [`DecodeError`] naming the field that is wrong.
+    pub fn decode(b: &'a [u8]) -> Result<Self, DecodeError> {
+        if b.len() > MAX_ENTRY_BYTES {
+            return Err(DecodeError::TooLarge);
+        }
+        let mut r = Reader { b };
+        let version = r.u8("version")?;
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let index = r.u64("index")?;
+        let kind = r.u8("kind")?;
+        let kind = Kind::from_u8(kind).ok_or(DecodeError::Kind(kind))?;
+        let direction = r.u8("direction")?;
+        let direction = Direction::from_u8(direction).ok_or(DecodeError::Direction(direction))?;
+        let time_ns = r.u64("time")?;
+        let endpoint = r.str("endpoint")?;
+        let session = r.str("session")?;
+        let id = r.str("id")?;
+        let method = r.str("method")?;
+        let target = r.str("target")?;
+        let caller = r.str("caller")?;
+        let request = match r.u8("request flag")? {
+            0 => None,
+            1 => Some(r.u64("request")?),
+            f => return Err(DecodeError::Flag(f)),
+        };
+        let detail = r.str("detail")?;
+        let message = Cow::Borrowed(r.bytes("message")?);
+        if !r.b.is_empty() {
+            return Err(DecodeError::Trailing(r.b.len()));
+        }
+        Ok(Self {
+            index,
+            kind,
+            direction,
+            time_ns,
+            endpoint,
+            session,
+            id,
+            method,
+            target,
+            caller,
+            request,
+            detail,
+            message,
+        })
+    }
+
+    /// The canonical bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let strings = [
+            &self.endpoint,
+            &self.session,
+            &self.id,
+            &self.method,
+            &self.target,
+            &self.caller,
+            &self.detail,
+        ];
+        let len = 1
+            + 8
+            + 1
+            + 1
+            + 8
+            + 1
+            + 8
+            + strings.iter().map(|s| 4 + s.len()).sum::<usize>()
+            + 4
+            + self.message.len();
+        let mut out = Vec::with_capacity(len);
+        out.push(VERSION);
+        out.extend_from_slice(&self.index.to_be_bytes());
+        out.push(self.kind as u8);
+        out.push(self.direction as u8);
+        out.extend_from_slice(&self.time_ns.to_be_bytes());
+        put_bytes(&mut out, self.endpoint.as_bytes());
+        put_bytes(&mut out, self.session.as_bytes());
+        put_bytes(&mut out, self.id.as_bytes());
+        put_bytes(&mut out, self.method.as_bytes());
+        put_bytes(&mut out, self.target.as_bytes());
+        put_bytes(&mut out, self.caller.as_bytes());
+        match self.request {
+            None => out.push(0),
+            Some(i) => {
+                out.push(1);
+                out.extend_from_slice(&i.to_be_bytes());
+            }
+        }
+        put_bytes(&mut out, self.detail.as_bytes());
+        put_bytes(&mut out, &self.message);
+        out
+    }
+
+    pub fn into_owned(self) -> Entry<'static> {
+        Entry {
+            index: self.index,
+            kind: self.kind,
+            direction: self.direction,
+            time_ns: self.time_ns,
+            endpoint: Cow::Owned(self.endpoint.into_owned()),
+            session: Cow::Owned(self.session.into_owned()),
+            id: Cow::Owned(self.id.into_owned()),
+            method: Cow::Owned(self.method.into_owned()),
+            target: Cow::Owned(self.target.into_owned()),
+            caller: Cow::Owned(self.caller.into_owned()),
+            request: self.request,
+            detail: Cow::Owned(self.detail.into_owned()),
+            message: Cow::Owned(self.message.into_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry<'static> {
+        Entry {
+            index: 7,
+            kind: Kind::Response,
+            direction: Direction::UpstreamToClient,
+            time_ns: 1_795_000_000_123_456_789,
+            endpoint: "demo".into(),
+            session: "abc".into(),
+            id: "1".into(),
+            method: String::new().into(),
+            target: String::new().into(),
+            caller: "{\"kind\":\"anonymous\"}".into(),
+            request: Some(6),
+            detail: "{}".into(),
+            message: Cow::Owned(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}".to_vec()),
+        }
+    }
+
+    #[test]
+    fn round_trips_canonically() {
+        let e = sample();
+        let bytes = e.encode();
+        let back = Entry::decode(&bytes).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.encode(), bytes);
+    }
+
+    #[test]
+    fn every_malformation_is_named() {
+        let bytes = sample().encode();
+        let mut v2 = bytes.clone();
+        v2[0] = 2;
+        assert_eq!(Entry::decode(&v2), Err(DecodeError::Version(2)));
+        let mut kind = bytes.clone();
+        kind[9] = 99;
+        assert_eq!(Entry::decode(&kind), Err(DecodeError::Kind(99)));
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(Entry::decode(&trailing), Err(DecodeError::Trailing(1)));
+        for cut in 0..bytes.len() {
+            assert!(
+                Entry::decode(&bytes[..cut]).is_err(),
+                "a prefix of {cut} bytes decoded"
+            );
+        }
+    }
+}
