@@ -41,7 +41,7 @@ pub enum VerifyError {
 /// aligned), read from the store in O(log n) nodes.
 fn subtree<S: HashStore>(store: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
     let len = end - start;
-    if len.is_power_of_two() && start % len == 0 {
+    if len.is_power_of_two() && start.is_multiple_of(len) {
         return store.node(len.trailing_zeros(), start / len);
     }
     let k = split(len);
