@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
-use raw::{RawConfig, RawEndpoint, RawServer, RawUpstream};
+use raw::{RawAudit, RawConfig, RawEndpoint, RawServer, RawUpstream};
 
 /// A configuration error: where it is and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,25 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub audit: AuditConfig,
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// Whether an entry is on stable storage before its message moves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Fsync,
+    /// Benchmarks only.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub durability: Durability,
+    pub origin: Option<String>,
+    pub key_file: PathBuf,
+    pub checkpoint_interval: Duration,
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -193,14 +211,19 @@ impl Config {
     /// The embedded default: one endpoint, `demo`, backed by the built-in demo server run as a
     /// child process of `program` (the `custody` binary itself).
     pub fn embedded(program: PathBuf) -> Self {
-        let server = Resolver {
+        let resolver = Resolver {
             text: "",
             file: EMBEDDED,
-        }
-        .server(RawServer::default())
-        .unwrap_or_else(|e| unreachable!("the embedded default is valid: {e}"));
+        };
+        let server = resolver
+            .server(RawServer::default())
+            .unwrap_or_else(|e| unreachable!("the embedded default is valid: {e}"));
+        let audit = resolver
+            .audit(RawAudit::default(), &server.data_dir)
+            .unwrap_or_else(|e| unreachable!("the embedded default is valid: {e}"));
         Self {
             server,
+            audit,
             endpoints: vec![EndpointConfig {
                 name: "demo".into(),
                 description: Some("custody's built-in demo MCP server".into()),
@@ -274,6 +297,7 @@ impl Resolver<'_> {
 
     fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let server = self.server(raw.server)?;
+        let audit = self.audit(raw.audit, &server.data_dir)?;
         if raw.endpoints.is_empty() {
             return Err(self.err(
                 "endpoints",
@@ -285,7 +309,52 @@ impl Resolver<'_> {
             .into_iter()
             .map(|(name, ep)| self.endpoint(name, ep))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Config { server, endpoints })
+        Ok(Config {
+            server,
+            audit,
+            endpoints,
+        })
+    }
+
+    fn audit(&self, raw: RawAudit, data_dir: &Path) -> Result<AuditConfig, ConfigError> {
+        let durability = match raw.durability.as_deref() {
+            None | Some("fsync") => Durability::Fsync,
+            Some("none") => Durability::None,
+            Some(other) => {
+                return Err(self.err(
+                    "audit.durability",
+                    format!(
+                        "{other:?} is not a durability; use \"fsync\" or \"none\" (benchmarks only)"
+                    ),
+                ));
+            }
+        };
+        if let Some(origin) = &raw.origin {
+            if tlog::note::check_key_name(origin).is_err() {
+                return Err(self.err(
+                    "audit.origin",
+                    format!("{origin:?} cannot name a log: use a non-empty name without spaces or '+', like \"ci.example.com/custody\""),
+                ));
+            }
+        }
+        let checkpoint_interval = raw.checkpoint_interval.unwrap_or(Duration::from_secs(1));
+        if checkpoint_interval < Duration::from_millis(10) {
+            return Err(self.err("audit.checkpoint_interval", "must be at least 10ms"));
+        }
+        let heartbeat_interval = raw.heartbeat_interval.unwrap_or(Duration::from_secs(60));
+        if heartbeat_interval < checkpoint_interval {
+            return Err(self.err(
+                "audit.heartbeat_interval",
+                "must not be shorter than checkpoint_interval",
+            ));
+        }
+        Ok(AuditConfig {
+            durability,
+            origin: raw.origin,
+            key_file: raw.key_file.unwrap_or_else(|| data_dir.join("log.key")),
+            checkpoint_interval,
+            heartbeat_interval,
+        })
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {

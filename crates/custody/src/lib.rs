@@ -6,8 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod mcp;
 pub mod relay;
+pub mod store;

@@ -14,9 +14,32 @@ pub struct RawConfig {
     /// Listener, limits and data directory.
     #[serde(default)]
     pub server: RawServer,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: RawAudit,
     /// MCP endpoints by name; each is served at `/mcp/{name}`.
     #[serde(default)]
     pub endpoints: BTreeMap<String, RawEndpoint>,
+}
+
+/// `[audit]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `"fsync"` (default): an entry is on stable storage before the message it records moves
+    /// on. `"none"`: no fsync, for benchmarks only; the gateway warns and the log records it.
+    pub durability: Option<String>,
+    /// The log's name in its checkpoints and key (`host/path`, no spaces or `+`). Default:
+    /// generated on first start and kept with the key.
+    pub origin: Option<String>,
+    /// The log's Ed25519 signing key file. Default `<data_dir>/log.key`, created on first start.
+    pub key_file: Option<PathBuf>,
+    /// Longest time between a new entry and a checkpoint that covers it. Default `1s`.
+    #[serde(default, with = "humantime_serde")]
+    pub checkpoint_interval: Option<Duration>,
+    /// While idle, a heartbeat entry and checkpoint at least this often. Default `60s`.
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat_interval: Option<Duration>,
 }
 
 /// `[server]`

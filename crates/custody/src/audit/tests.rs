@@ -1,0 +1,179 @@
+//! The sequencer against a store that fails like production: before persisting, and after.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tlog::compact::Node;
+use tlog::{CompactRange, Signer};
+
+use super::*;
+use crate::store::Row;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// The commit fails and nothing was written.
+    NotPersisted,
+    /// The commit reports failure but the data reached the disk.
+    Persisted,
+}
+
+#[derive(Default)]
+struct Inner {
+    rows: Vec<Vec<u8>>,
+    state: CompactRange,
+    faults: Vec<Fault>,
+    commits: usize,
+}
+
+#[derive(Clone, Default)]
+struct FaultyStore(Arc<Mutex<Inner>>);
+
+impl Store for FaultyStore {
+    fn append(
+        &mut self,
+        first: u64,
+        rows: &[Row],
+        _nodes: &[Node],
+        state: &CompactRange,
+    ) -> Result<(), StoreError> {
+        let mut s = self.0.lock().unwrap();
+        assert_eq!(
+            first,
+            s.rows.len() as u64,
+            "the sequencer appends at the end"
+        );
+        s.commits += 1;
+        let fault = if s.faults.is_empty() {
+            Fault::None
+        } else {
+            s.faults.remove(0)
+        };
+        if fault != Fault::NotPersisted {
+            s.rows.extend(rows.iter().map(|r| r.data.clone()));
+            s.state = state.clone();
+        }
+        match fault {
+            Fault::None => Ok(()),
+            _ => Err(StoreError::Inconsistent(format!("injected {fault:?}"))),
+        }
+    }
+
+    fn state(&mut self) -> Result<CompactRange, StoreError> {
+        Ok(self.0.lock().unwrap().state.clone())
+    }
+
+    fn put_checkpoint(&mut self, _: &StoredCheckpoint) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn config(dir: &std::path::Path) -> AuditConfig {
+    AuditConfig {
+        durability: Durability::Fsync,
+        origin: None,
+        key_file: dir.join("log.key"),
+        checkpoint_interval: Duration::from_millis(50),
+        heartbeat_interval: Duration::from_secs(60),
+    }
+}
+
+fn draft(n: u32) -> Draft {
+    let mut d = Draft::gateway(Kind::Notification, "ep", "{}".into());
+    d.message = Bytes::from(format!("{{\"n\":{n}}}"));
+    d
+}
+
+fn open(store: FaultyStore) -> (Arc<Audit>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::new("test/log", [5; 32]).unwrap();
+    let opened = Audit::with_store(store, signer, true, dir.path(), &config(dir.path())).unwrap();
+    (opened.audit, dir)
+}
+
+#[tokio::test]
+async fn concurrent_appends_get_distinct_contiguous_indexes_in_few_commits() {
+    let store = FaultyStore::default();
+    let (audit, _dir) = open(store.clone());
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let a = audit.clone();
+            tokio::spawn(async move { a.append(draft(n)).await.unwrap() })
+        })
+        .collect();
+    let mut indexes: Vec<u64> = Vec::new();
+    for t in tasks {
+        indexes.push(t.await.unwrap().index);
+    }
+    indexes.sort_unstable();
+    assert_eq!(indexes, (0..200).collect::<Vec<_>>());
+    let inner = store.0.lock().unwrap();
+    assert!(
+        inner.commits < 200,
+        "group commit: {} commits for 200 entries",
+        inner.commits
+    );
+    for (i, row) in inner.rows.iter().enumerate() {
+        assert_eq!(
+            tlog::Entry::decode(row).unwrap().index,
+            i as u64,
+            "each entry names its index"
+        );
+    }
+    assert_eq!(audit.head().size, 200);
+}
+
+#[tokio::test]
+async fn a_failed_commit_refuses_every_entry_of_the_batch_and_the_log_goes_on() {
+    let store = FaultyStore::default();
+    store.0.lock().unwrap().faults = vec![Fault::NotPersisted];
+    let (audit, _dir) = open(store.clone());
+    let err = audit.append(draft(1)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Unavailable(_)), "{err}");
+    assert_eq!(audit.head().size, 0);
+    let ok = audit.append(draft(2)).await.unwrap();
+    assert_eq!(
+        ok.index, 0,
+        "nothing was persisted, so the next entry takes index 0"
+    );
+}
+
+#[tokio::test]
+async fn a_commit_that_failed_after_persisting_is_not_overwritten() {
+    let store = FaultyStore::default();
+    store.0.lock().unwrap().faults = vec![Fault::Persisted];
+    let (audit, _dir) = open(store.clone());
+    assert!(
+        audit.append(draft(1)).await.is_err(),
+        "the caller was told it failed"
+    );
+    let next = audit.append(draft(2)).await.unwrap();
+    assert_eq!(next.index, 1, "the persisted entry keeps index 0");
+    let inner = store.0.lock().unwrap();
+    let mut range = CompactRange::new();
+    for row in &inner.rows {
+        range.append(tlog::leaf_hash(row), |_| {});
+    }
+    assert_eq!(
+        range.root(),
+        audit.head().root,
+        "the head matches what is stored"
+    );
+}
+
+#[tokio::test]
+async fn checkpoints_cover_the_head_and_verify() {
+    let store = FaultyStore::default();
+    let (audit, _dir) = open(store.clone());
+    for n in 0..5 {
+        audit.append(draft(n)).await.unwrap();
+    }
+    let cp = audit.checkpoint().await.unwrap().unwrap();
+    let (parsed, _) = tlog::Checkpoint::open(cp.note.as_bytes(), audit.verifier()).unwrap();
+    assert_eq!(parsed.size, 5);
+    assert_eq!(parsed.root, audit.head().root);
+    assert!(
+        audit.checkpoint().await.unwrap().is_none(),
+        "nothing new to sign"
+    );
+}

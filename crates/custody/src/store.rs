@@ -1,0 +1,120 @@
+//! Durable storage of the audit log: entries with their leaf hashes, interior tree nodes for
+//! proofs, the tree state, and signed checkpoints. SQLite is the embedded default.
+//!
+//! One writer (the audit sequencer's thread) owns a [`Store`]; readers open their own
+//! [`LogReader`]s. Both block: call them from a dedicated thread or `spawn_blocking`, never on
+//! the relay's tasks.
+
+mod sqlite;
+
+use std::path::Path;
+
+pub use sqlite::{SqliteReader, SqliteStore};
+use tlog::compact::Node;
+use tlog::{CompactRange, Hash};
+
+/// Interior nodes at and above this level are stored; lower ones are computed from at most
+/// 2^`NODE_LEVEL` leaf hashes (256, as in tlog-tiles).
+pub const NODE_LEVEL: u32 = 8;
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("couldn't open the log database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("couldn't {what}: {source}")]
+    Sql {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("the log database is inconsistent: {0}; run `custody verify` on it")]
+    Inconsistent(String),
+    #[error("entry {0} is not in the log")]
+    NotFound(u64),
+}
+
+impl StoreError {
+    pub(crate) fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
+        move |source| StoreError::Sql { what, source }
+    }
+}
+
+/// One entry to append: its leaf hash and encoded bytes.
+pub struct Row {
+    pub leaf: Hash,
+    pub data: Vec<u8>,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub note: String,
+    pub signed_ns: u64,
+}
+
+/// The writer's side of the log.
+///
+/// Contract for [`Store::append`]: on `Ok`, every row, node and the new state are committed
+/// together and, with fsync durability, on stable storage; readers see all of them or none.
+/// On `Err`, the batch may or may not have been persisted (a commit can fail after its data
+/// reached the disk): the caller must re-read [`Store::state`] before appending again, and
+/// must treat the batch as not acknowledged.
+pub trait Store: Send + 'static {
+    /// Appends `rows` at indexes `first..`, the interior `nodes` they complete (level
+    /// ≥ [`NODE_LEVEL`]), and the resulting tree `state`, in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError`]; a conflict on an existing index is an error, not an overwrite.
+    fn append(
+        &mut self,
+        first: u64,
+        rows: &[Row],
+        nodes: &[Node],
+        state: &CompactRange,
+    ) -> Result<(), StoreError>;
+
+    /// The committed tree state (empty for a new log).
+    ///
+    /// # Errors
+    /// [`StoreError`], including [`StoreError::Inconsistent`] when the state and the entries
+    /// disagree.
+    fn state(&mut self) -> Result<CompactRange, StoreError>;
+
+    /// Stores a signed checkpoint. Durable on `Ok`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+}
+
+/// The reader's side: checkpoints, entries and proof nodes.
+pub trait LogReader {
+    /// # Errors
+    /// [`StoreError`].
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// # Errors
+    /// [`StoreError`].
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    /// # Errors
+    /// [`StoreError::NotFound`] for an index not in the log.
+    fn entry(&self, index: u64) -> Result<(Hash, Vec<u8>), StoreError>;
+    /// Calls `f` with every entry in index order, stopping at its first error.
+    ///
+    /// # Errors
+    /// [`StoreError`], or `f`'s error.
+    fn for_each_entry<E: From<StoreError>>(
+        &self,
+        f: impl FnMut(u64, Hash, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E>;
+}
+
+/// Is there a log database in `dir`?
+pub fn exists(dir: &Path) -> bool {
+    dir.join(sqlite::FILE).exists()
+}

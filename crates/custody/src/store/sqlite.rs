@@ -1,0 +1,317 @@
+//! The SQLite store: WAL journal, `synchronous = FULL` (every commit is fsynced) or `OFF`
+//! for `durability = "none"`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tlog::compact::Node;
+use tlog::proof::HashStore;
+use tlog::{CompactRange, Hash, node_hash};
+
+use super::{LogReader, NODE_LEVEL, Row, Store, StoreError, StoredCheckpoint};
+use crate::config::Durability;
+
+pub(super) const FILE: &str = "log.sqlite";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    idx  INTEGER PRIMARY KEY,
+    leaf BLOB NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tree (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    size    INTEGER NOT NULL,
+    compact BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size      INTEGER PRIMARY KEY,
+    note      TEXT NOT NULL,
+    signed_ns INTEGER NOT NULL
+);
+";
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn hash_of(b: &[u8]) -> Result<Hash, StoreError> {
+    Hash::from_slice(b)
+        .ok_or_else(|| StoreError::Inconsistent("a stored hash is not 32 bytes".into()))
+}
+
+/// The writer.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the log in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] or a schema error.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let path = dir.join(FILE);
+        let conn = Connection::open(&path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let sync = match durability {
+            Durability::Fsync => "FULL",
+            Durability::None => "OFF",
+        };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(StoreError::sql("set the WAL journal mode"))?;
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(StoreError::sql("set synchronous"))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(StoreError::sql("create the log tables"))?;
+        restrict_permissions(&path);
+        Ok(Self { conn })
+    }
+}
+
+/// The database holds everything the log recorded: readable by the gateway's user only.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        path.to_path_buf(),
+        path.with_extension("sqlite-wal"),
+        path.with_extension("sqlite-shm"),
+    ] {
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(
+        &mut self,
+        first: u64,
+        rows: &[Row],
+        nodes: &[Node],
+        state: &CompactRange,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(StoreError::sql("begin a transaction"))?;
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO entries (idx, leaf, data) VALUES (?1, ?2, ?3)")
+                .map_err(StoreError::sql("prepare the entry insert"))?;
+            for (k, row) in rows.iter().enumerate() {
+                insert
+                    .execute(params![
+                        i64_of(first + k as u64),
+                        &row.leaf.0[..],
+                        &row.data
+                    ])
+                    .map_err(StoreError::sql("insert an entry"))?;
+            }
+            let mut node = tx
+                .prepare_cached("INSERT INTO nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
+                .map_err(StoreError::sql("prepare the node insert"))?;
+            for n in nodes {
+                node.execute(params![n.level, i64_of(n.index), &n.hash.0[..]])
+                    .map_err(StoreError::sql("insert a tree node"))?;
+            }
+            tx.prepare_cached("INSERT INTO tree (id, size, compact) VALUES (1, ?1, ?2) ON CONFLICT (id) DO UPDATE SET size = ?1, compact = ?2")
+                .map_err(StoreError::sql("prepare the tree update"))?
+                .execute(params![i64_of(state.size()), state.to_bytes()])
+                .map_err(StoreError::sql("update the tree state"))?;
+        }
+        // The point of no return: once this commit returns, the batch is durable and the
+        // sequencer may acknowledge every entry in it.
+        tx.commit().map_err(StoreError::sql("commit the batch"))
+    }
+
+    fn state(&mut self) -> Result<CompactRange, StoreError> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT size, compact FROM tree WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(StoreError::sql("read the tree state"))?;
+        let last: Option<i64> = self
+            .conn
+            .query_row("SELECT max(idx) FROM entries", [], |r| r.get(0))
+            .map_err(StoreError::sql("read the last entry index"))?;
+        let range = match row {
+            None => CompactRange::new(),
+            Some((_, bytes)) => CompactRange::from_bytes(&bytes)
+                .map_err(|e| StoreError::Inconsistent(e.to_string()))?,
+        };
+        let entries = last.map_or(0, |l| u64::try_from(l).unwrap_or(0) + 1);
+        if entries != range.size() {
+            return Err(StoreError::Inconsistent(format!(
+                "the tree state covers {} entries but the log holds {entries}",
+                range.size()
+            )));
+        }
+        Ok(range)
+    }
+
+    fn put_checkpoint(&mut self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("INSERT INTO checkpoints (size, note, signed_ns) VALUES (?1, ?2, ?3) ON CONFLICT (size) DO UPDATE SET note = ?2, signed_ns = ?3")
+            .map_err(StoreError::sql("prepare the checkpoint insert"))?
+            .execute(params![i64_of(cp.size), cp.note, i64_of(cp.signed_ns)])
+            .map_err(StoreError::sql("store a checkpoint"))?;
+        Ok(())
+    }
+}
+
+/// A read-only connection.
+pub struct SqliteReader {
+    conn: Connection,
+}
+
+impl SqliteReader {
+    /// Opens the log in `dir` read-only.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`], e.g. when there is no log there.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(FILE);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self { conn })
+    }
+
+    fn leaves(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT leaf FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
+            .map_err(StoreError::sql("prepare the leaf query"))?;
+        let rows = stmt
+            .query_map(params![i64_of(from), i64_of(to)], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .map_err(StoreError::sql("read leaf hashes"))?;
+        let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+        for r in rows {
+            out.push(hash_of(&r.map_err(StoreError::sql("read a leaf hash"))?)?);
+        }
+        if out.len() as u64 != to - from {
+            return Err(StoreError::NotFound(from + out.len() as u64));
+        }
+        Ok(out)
+    }
+}
+
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+        note: r.get(1)?,
+        signed_ns: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+    })
+}
+
+impl LogReader for SqliteReader {
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT size, note, signed_ns FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                checkpoint_row,
+            )
+            .optional()
+            .map_err(StoreError::sql("read the latest checkpoint"))
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, note, signed_ns FROM checkpoints ORDER BY size")
+            .map_err(StoreError::sql("prepare the checkpoint query"))?;
+        let rows = stmt
+            .query_map([], checkpoint_row)
+            .map_err(StoreError::sql("read checkpoints"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::sql("read a checkpoint"))
+    }
+
+    fn entry(&self, index: u64) -> Result<(Hash, Vec<u8>), StoreError> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT leaf, data FROM entries WHERE idx = ?1")
+            .map_err(StoreError::sql("prepare the entry query"))?
+            .query_row(params![i64_of(index)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(StoreError::sql("read an entry"))?;
+        let (leaf, data) = row.ok_or(StoreError::NotFound(index))?;
+        Ok((hash_of(&leaf)?, data))
+    }
+
+    fn for_each_entry<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(u64, Hash, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, leaf, data FROM entries ORDER BY idx")
+            .map_err(StoreError::sql("prepare the entry scan"))?;
+        let mut rows = stmt.query([]).map_err(StoreError::sql("scan entries"))?;
+        while let Some(row) = rows.next().map_err(StoreError::sql("read an entry"))? {
+            let idx: i64 = row.get(0).map_err(StoreError::sql("read an entry index"))?;
+            let leaf = row
+                .get_ref(1)
+                .and_then(|v| v.as_blob().map_err(Into::into))
+                .map_err(StoreError::sql("read a leaf hash"))?;
+            let leaf = hash_of(leaf)?;
+            let data = row
+                .get_ref(2)
+                .and_then(|v| v.as_blob().map_err(Into::into))
+                .map_err(StoreError::sql("read entry data"))?;
+            f(u64::try_from(idx).unwrap_or(u64::MAX), leaf, data)?;
+        }
+        Ok(())
+    }
+}
+
+impl HashStore for SqliteReader {
+    type Error = StoreError;
+
+    fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
+        if level >= NODE_LEVEL {
+            let stored: Option<Vec<u8>> = self
+                .conn
+                .prepare_cached("SELECT hash FROM nodes WHERE level = ?1 AND idx = ?2")
+                .map_err(StoreError::sql("prepare the node query"))?
+                .query_row(params![level, i64_of(index)], |r| r.get(0))
+                .optional()
+                .map_err(StoreError::sql("read a tree node"))?;
+            return match stored {
+                Some(h) => hash_of(&h),
+                None => Err(StoreError::Inconsistent(format!(
+                    "tree node {level}/{index} is missing"
+                ))),
+            };
+        }
+        let start = index << level;
+        let leaves = self.leaves(start, start + (1u64 << level))?;
+        Ok(fold(&leaves))
+    }
+}
+
+/// The root of a perfect subtree over `leaves` (a power of two of them).
+fn fold(leaves: &[Hash]) -> Hash {
+    if leaves.len() == 1 {
+        return leaves[0];
+    }
+    let (l, r) = leaves.split_at(leaves.len() / 2);
+    node_hash(&fold(l), &fold(r))
+}
