@@ -211,13 +211,13 @@ impl Audit {
             config: config.clone(),
             sequencer: std::sync::Mutex::new(Some(handle)),
         });
-        if let Ok(reader) = SqliteReader::open(data_dir) {
-            if let Ok(cp) = reader.latest_checkpoint() {
-                *audit
-                    .latest
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = cp;
-            }
+        if let Ok(reader) = SqliteReader::open(data_dir)
+            && let Ok(cp) = reader.latest_checkpoint()
+        {
+            *audit
+                .latest
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = cp;
         }
         Ok(Opened {
             audit,

@@ -329,13 +329,13 @@ impl Resolver<'_> {
                 ));
             }
         };
-        if let Some(origin) = &raw.origin {
-            if tlog::note::check_key_name(origin).is_err() {
-                return Err(self.err(
+        if let Some(origin) = &raw.origin
+            && tlog::note::check_key_name(origin).is_err()
+        {
+            return Err(self.err(
                     "audit.origin",
                     format!("{origin:?} cannot name a log: use a non-empty name without spaces or '+', like \"ci.example.com/custody\""),
                 ));
-            }
         }
         let checkpoint_interval = raw.checkpoint_interval.unwrap_or(Duration::from_secs(1));
         if checkpoint_interval < Duration::from_millis(10) {
