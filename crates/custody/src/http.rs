@@ -2,6 +2,7 @@
 //! shutdown. Requests are checked here (origin, media types, size, JSON) before the relay sees
 //! them, and every [`Outcome`] becomes a response here.
 
+mod api;
 mod guard;
 
 use std::convert::Infallible;
@@ -23,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use guard::Guard;
 
-use crate::config::Config;
+use crate::audit::{Audit, Draft, Kind as EntryKind};
+use crate::config::{Config, Durability};
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::message::Body;
 use crate::relay::{Outcome, Relay, RelayError};
@@ -62,15 +64,64 @@ impl Running {
     }
 }
 
-/// Binds the listener and starts serving.
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("couldn't listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("couldn't open the audit log: {0}")]
+    Audit(#[from] crate::audit::OpenError),
+    #[error("couldn't record the gateway's start: {0}")]
+    Record(crate::audit::AuditError),
+}
+
+/// Opens the audit log, binds the listener and starts serving.
 ///
 /// # Errors
-/// When the address cannot be bound.
-pub async fn start(config: &Config) -> std::io::Result<Running> {
-    let listener = TcpListener::bind(config.server.listen).await?;
-    let addr = listener.local_addr()?;
-    let relay = Relay::new(config);
+/// [`StartError`]: the address cannot be bound, or the audit log cannot be opened or written.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let opened = Audit::open(&config.server.data_dir, &config.audit)?;
+    let audit = opened.audit;
+    if audit.durability() == Durability::None {
+        tracing::warn!(
+            "audit.durability = \"none\": entries are not fsynced and can be lost in a crash; use this for benchmarks only"
+        );
+    }
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.server.listen,
+        source,
+    })?;
+    let endpoints: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
+    let detail = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": addr.to_string(),
+        "durability": match audit.durability() { Durability::Fsync => "fsync", Durability::None => "none" },
+        "endpoints": endpoints,
+        "key_created": opened.key_created,
+        "verifier_key": audit.verifier().to_key_string(),
+    });
+    audit
+        .append(Draft::gateway(
+            EntryKind::GatewayStarted,
+            "",
+            detail.to_string(),
+        ))
+        .await
+        .map_err(StartError::Record)?;
+    audit.checkpoint().await.map_err(StartError::Record)?;
+    let relay = Relay::new(config, audit.clone());
     let stop = CancellationToken::new();
+    let checkpointer = audit.start_checkpointer(stop.clone());
     let app = Arc::new(App {
         relay: relay.clone(),
         guard: Guard::new(&config.server),
@@ -81,6 +132,9 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
             "/mcp/{endpoint}",
             post(mcp_post).get(mcp_get).delete(mcp_delete),
         )
+        .route("/api/v1/log/checkpoint", get(api::checkpoint))
+        .route("/api/v1/log/proof", get(api::proof))
+        .route("/api/v1/log/key", get(api::key))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -131,6 +185,18 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
             }
             reaper.abort();
             relay.finish_shutdown().await;
+            let _ = checkpointer.await;
+            let audit = &relay.audit;
+            if let Err(e) = audit
+                .append(Draft::gateway(EntryKind::GatewayStopped, "", "{}".into()))
+                .await
+            {
+                tracing::error!("couldn't record the gateway's stop: {e}");
+            }
+            if let Err(e) = audit.checkpoint().await {
+                tracing::error!("couldn't sign the final checkpoint: {e}");
+            }
+            audit.close().await;
         })
     };
     Ok(Running {
@@ -156,26 +222,36 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     (StatusCode::NOT_FOUND, axum::Json(err)).into_response()
 }
 
+fn unrecorded(error: RelayError) -> Outcome {
+    Outcome::Error {
+        error,
+        id: None,
+        session: None,
+    }
+}
+
 async fn mcp_post(State(app): Shared, Path(name): Path<String>, request: Request) -> Response {
     // Taking the request whole avoids copying its headers into extractors.
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    let result = async {
-        app.guard.check(&parts.uri, &headers)?;
-        let ep = app.relay.endpoint(&name)?;
-        guard::post_media(&headers)?;
-        let bytes = read_body(body, &headers, app.relay.limits.max_body).await?;
-        let body = Body::parse(bytes, app.relay.limits.max_depth)?;
-        Ok::<_, RelayError>((ep, body))
+    let ep = match app.relay.endpoint(&name) {
+        Ok(ep) => ep,
+        Err(e) => return respond(&name, unrecorded(e)),
+    };
+    let checked = async {
+        app.guard
+            .check(&parts.uri, &headers)
+            .map_err(|e| (e, None))?;
+        guard::post_media(&headers).map_err(|e| (e, None))?;
+        let bytes = read_body(body, &headers, app.relay.limits.max_body)
+            .await
+            .map_err(|e| (e, None))?;
+        Body::parse(bytes.clone(), app.relay.limits.max_depth).map_err(|e| (e.into(), Some(bytes)))
     }
     .await;
-    let outcome = match result {
-        Ok((ep, body)) => app.relay.post(&ep, &headers, body).await,
-        Err(error) => Outcome::Error {
-            error,
-            id: None,
-            session: None,
-        },
+    let outcome = match checked {
+        Ok(body) => app.relay.post(&ep, &headers, body).await,
+        Err((error, raw)) => app.relay.refuse(&ep, &headers, error, None, raw).await,
     };
     respond(&name, outcome)
 }
@@ -186,18 +262,17 @@ async fn mcp_get(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let checked = app
+    let ep = match app.relay.endpoint(&name) {
+        Ok(ep) => ep,
+        Err(e) => return respond(&name, unrecorded(e)),
+    };
+    let outcome = match app
         .guard
         .check(&uri, &headers)
-        .and_then(|()| app.relay.endpoint(&name))
-        .and_then(|ep| guard::get_media(&headers).map(|()| ep));
-    let outcome = match checked {
-        Ok(ep) => app.relay.get(&ep, &headers).await,
-        Err(error) => Outcome::Error {
-            error,
-            id: None,
-            session: None,
-        },
+        .and_then(|()| guard::get_media(&headers))
+    {
+        Ok(()) => app.relay.get(&ep, &headers).await,
+        Err(error) => app.relay.refuse(&ep, &headers, error, None, None).await,
     };
     respond(&name, outcome)
 }
@@ -208,17 +283,13 @@ async fn mcp_delete(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let checked = app
-        .guard
-        .check(&uri, &headers)
-        .and_then(|()| app.relay.endpoint(&name));
-    let outcome = match checked {
-        Ok(ep) => app.relay.delete(&ep, &headers).await,
-        Err(error) => Outcome::Error {
-            error,
-            id: None,
-            session: None,
-        },
+    let ep = match app.relay.endpoint(&name) {
+        Ok(ep) => ep,
+        Err(e) => return respond(&name, unrecorded(e)),
+    };
+    let outcome = match app.guard.check(&uri, &headers) {
+        Ok(()) => app.relay.delete(&ep, &headers).await,
+        Err(error) => app.relay.refuse(&ep, &headers, error, None, None).await,
     };
     respond(&name, outcome)
 }

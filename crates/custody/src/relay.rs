@@ -2,14 +2,18 @@
 //!
 //! ```text
 //! http ─► [identity] ─► mcp (parse, session/version, mirrored headers) ─► [policy] ─► [approval]
-//!      ─► [audit: request] ─► upstream ─► [mask] ─► [audit: response] ─► client
+//!      ─► audit: request (durable) ─► upstream ─► [mask] ─► audit: response (durable) ─► client
 //! ```
 //!
-//! The bracketed stages are the seams where identity, policy, approval, masking and the audit
-//! log attach; each is a plain call on the request's path. Nothing here blocks a thread: the
-//! only locks are the session table's and the tool-header cache's, held for a map operation.
+//! The bracketed stages are the seams where identity, policy, approval and masking attach; each
+//! is a plain call on the request's path. The audit log is written ahead: a message is on
+//! stable storage before it is forwarded, an answer before the client gets it, and a message
+//! that cannot be recorded does not move (the call fails closed with "audit log unavailable").
+//! Nothing here blocks a thread: the only locks are the session table's and the tool-header
+//! cache's, held for a map operation.
 
 mod error;
+mod record;
 mod reply;
 mod session;
 
@@ -20,13 +24,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub use error::{RelayError, code};
+pub use record::RECEIPT_KEY;
+use record::Scope;
 use reply::{Ctx, Watch, render, render_first};
 pub use session::{Session, SessionUpstream, Sessions};
 
+use crate::audit::{Appended, Audit, Direction, Kind as EntryKind};
 use crate::config::{Config, UpstreamConfig};
 use crate::mcp::headers::{self, MCP_PROTOCOL_VERSION, ParamHeader};
 use crate::mcp::message::{Body, Kind, Message};
@@ -59,22 +66,13 @@ pub enum Outcome {
     },
     /// A status with no body.
     Status(StatusCode),
-    /// A refusal or failure; `id` is the request it answers, if any.
+    /// A refusal or failure (already recorded when an endpoint is known); `id` is the request
+    /// it answers, if any.
     Error {
         error: RelayError,
         id: Option<Value>,
         session: Option<Arc<str>>,
     },
-}
-
-impl Outcome {
-    fn error(error: RelayError, id: Option<&Value>) -> Self {
-        Outcome::Error {
-            error,
-            id: id.cloned(),
-            session: None,
-        }
-    }
 }
 
 enum Upstream {
@@ -171,6 +169,7 @@ pub struct Relay {
     endpoints: HashMap<String, Arc<Endpoint>>,
     known: String,
     pub limits: Limits,
+    pub audit: Arc<Audit>,
     session_idle: Duration,
     /// Cancelled when shutdown begins: long-lived streams end.
     closing: CancellationToken,
@@ -179,7 +178,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(config: &Config) -> Arc<Self> {
+    pub fn new(config: &Config, audit: Arc<Audit>) -> Arc<Self> {
         let limits = Limits {
             max_body: config.server.max_body_bytes,
             max_depth: config.server.max_json_depth,
@@ -215,6 +214,7 @@ impl Relay {
             known: names.join(", "),
             endpoints,
             limits,
+            audit,
             session_idle: config.server.session_idle_timeout,
             closing: CancellationToken::new(),
             force: CancellationToken::new(),
@@ -239,11 +239,22 @@ impl Relay {
         self.endpoints.values()
     }
 
-    fn ctx(&self, ep: &Arc<Endpoint>, ids: Vec<Value>, session: Option<Arc<Session>>) -> Ctx {
+    fn scope(&self, ep: &Arc<Endpoint>, session: Option<Arc<str>>) -> Scope {
+        Scope::new(&self.audit, &ep.name, session)
+    }
+
+    fn ctx(
+        &self,
+        ep: &Arc<Endpoint>,
+        requests: Vec<(Value, Appended)>,
+        session: Option<Arc<Session>>,
+        scope: Scope,
+    ) -> Ctx {
         Ctx {
             endpoint: ep.clone(),
-            ids,
+            requests,
             session,
+            scope,
             watch: Watch::Nothing,
             long_lived: false,
             closing: self.closing.clone(),
@@ -252,28 +263,83 @@ impl Relay {
         }
     }
 
+    /// Records a refusal of input for a known endpoint and returns it as the answer.
+    pub async fn refuse(
+        &self,
+        ep: &Arc<Endpoint>,
+        headers: &HeaderMap,
+        error: RelayError,
+        incoming: Option<&Message>,
+        raw: Option<Bytes>,
+    ) -> Outcome {
+        let session = headers
+            .get(headers::MCP_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::<str>::from);
+        let id = incoming.and_then(Message::id).cloned();
+        let scope = self.scope(ep, session);
+        let error = match scope.refusal(incoming, raw, &error, id.as_ref()).await {
+            Ok(_) => error,
+            Err(audit) => audit,
+        };
+        Outcome::Error {
+            error,
+            id,
+            session: None,
+        }
+    }
+
+    /// Records a client message before it is forwarded.
+    async fn record_client(&self, scope: &Scope, msg: &Message) -> Result<Appended, RelayError> {
+        scope.message(msg, Direction::ClientToUpstream, None).await
+    }
+
     /// A POSTed body.
     pub async fn post(&self, ep: &Arc<Endpoint>, headers: &HeaderMap, body: Body) -> Outcome {
-        let first_id = match &body {
-            Body::Single(m) => m.id().cloned(),
+        let single = match &body {
+            Body::Single(m) => Some(m),
             Body::Batch(_) => None,
+        };
+        let raw_batch = || match &body {
+            Body::Batch(ms) => Some(Bytes::from(
+                serde_json::to_vec(&ms.iter().map(Message::value).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            )),
+            Body::Single(_) => None,
         };
         let version_header = match headers::get(headers, MCP_PROTOCOL_VERSION).transpose() {
             Ok(v) => v.map(str::to_string),
-            Err(e) => return Outcome::error(e.into(), first_id.as_ref()),
+            Err(e) => {
+                return self
+                    .refuse(ep, headers, e.into(), single, raw_batch())
+                    .await;
+            }
         };
-        if let Some(v) = &version_header
-            && version::generation(v).is_none()
-        {
-            return Outcome::error(RelayError::UnsupportedVersion(v.clone()), first_id.as_ref());
+        if let Some(v) = &version_header {
+            if version::generation(v).is_none() {
+                return self
+                    .refuse(
+                        ep,
+                        headers,
+                        RelayError::UnsupportedVersion(v.clone()),
+                        single,
+                        raw_batch(),
+                    )
+                    .await;
+            }
         }
         if let Some(sid) = headers.get(headers::MCP_SESSION_ID) {
             let session = sid.to_str().ok().and_then(|sid| ep.sessions.get(sid));
             let Some(session) = session else {
-                return Outcome::error(
-                    RelayError::SessionNotFound(String::new()),
-                    first_id.as_ref(),
-                );
+                return self
+                    .refuse(
+                        ep,
+                        headers,
+                        RelayError::SessionNotFound(String::new()),
+                        single,
+                        raw_batch(),
+                    )
+                    .await;
             };
             return self
                 .session_post(ep, session, headers, version_header, body)
@@ -293,11 +359,26 @@ impl Relay {
             {
                 self.stateless_post(ep, headers, version_header, m).await
             }
-            Body::Batch(_) if header_gen == Some(Generation::Stateless) => Outcome::error(
-                RelayError::BatchNotAllowed(version_header.unwrap_or_default()),
-                None,
-            ),
-            _ => Outcome::error(RelayError::SessionRequired, first_id.as_ref()),
+            Body::Batch(_) if header_gen == Some(Generation::Stateless) => {
+                let raw = raw_batch();
+                self.refuse(
+                    ep,
+                    headers,
+                    RelayError::BatchNotAllowed(version_header.unwrap_or_default()),
+                    None,
+                    raw,
+                )
+                .await
+            }
+            Body::Single(m) => {
+                self.refuse(ep, headers, RelayError::SessionRequired, Some(&m), None)
+                    .await
+            }
+            Body::Batch(_) => {
+                let raw = raw_batch();
+                self.refuse(ep, headers, RelayError::SessionRequired, None, raw)
+                    .await
+            }
         }
     }
 
@@ -315,6 +396,16 @@ impl Relay {
             .and_then(Value::as_str)
             .unwrap_or(version::DEFAULT_SESSION_VERSION)
             .to_string();
+        // The session id exists before the handshake so that both of its entries carry it; the
+        // session itself exists only if the upstream accepts.
+        let sid = session::new_id();
+        let scope = self.scope(ep, Some(sid.clone()));
+        let recorded = match self.record_client(&scope, &msg).await {
+            Ok(a) => a,
+            Err(e) => return error_outcome(e, id, None),
+        };
+        let requests: Vec<(Value, Appended)> =
+            id.clone().map(|i| (i, recorded)).into_iter().collect();
         match &ep.upstream {
             Upstream::Http(up) => {
                 let out = Outbound {
@@ -325,41 +416,56 @@ impl Relay {
                 let (reply, upstream_sid) = match up.post(out, msg.to_bytes()).await {
                     Ok(r) => r,
                     Err(e) => {
-                        return Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref());
+                        let ctx = self.ctx(ep, requests, None, scope);
+                        return fail(&ctx, RelayError::upstream(&ep.name, e), id).await;
                     }
                 };
                 let opened = matches!(&reply, Reply::Stream(_))
                     || matches!(&reply, Reply::Message(m) if m.kind() == Kind::Response);
-                let session = opened.then(|| {
-                    ep.sessions.insert(
+                let session = if opened {
+                    if let Err(e) = scope
+                        .event(
+                            EntryKind::SessionOpened,
+                            json!({ "protocol_version": requested }),
+                        )
+                        .await
+                    {
+                        return error_outcome(e, id, None);
+                    }
+                    Some(ep.sessions.insert(
+                        sid,
                         SessionUpstream::Http {
                             session: upstream_sid,
                         },
                         &requested,
-                    )
-                });
-                let mut ctx = self.ctx(ep, id.into_iter().collect(), session);
+                    ))
+                } else {
+                    None
+                };
+                let mut ctx = self.ctx(ep, requests, session, scope);
                 ctx.watch = Watch::Initialize;
-                render(reply, ctx)
+                render(reply, ctx).await
             }
             Upstream::Stdio(up) => {
                 let child = match up.spawn() {
                     Ok(c) => c,
                     Err(e) => {
-                        return Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref());
+                        let ctx = self.ctx(ep, requests, None, scope);
+                        return fail(&ctx, RelayError::upstream(&ep.name, e), id).await;
                     }
                 };
                 let events = match child.request(msg, false).await {
                     Ok(s) => s,
                     Err(e) => {
                         child.stop().await;
-                        return Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref());
+                        let ctx = self.ctx(ep, requests, None, scope);
+                        return fail(&ctx, RelayError::upstream(&ep.name, e), id).await;
                     }
                 };
-                let session = ep
-                    .sessions
-                    .insert(SessionUpstream::Stdio(child.clone()), &requested);
-                let mut ctx = self.ctx(ep, id.into_iter().collect(), Some(session.clone()));
+                let session =
+                    ep.sessions
+                        .insert(sid, SessionUpstream::Stdio(child.clone()), &requested);
+                let mut ctx = self.ctx(ep, requests, Some(session.clone()), scope.clone());
                 ctx.watch = Watch::Initialize;
                 let outcome = render_first(events, ctx).await;
                 // A failed handshake leaves no session behind.
@@ -386,6 +492,17 @@ impl Relay {
                         other => other,
                     };
                 }
+                if let Err(e) = scope
+                    .event(
+                        EntryKind::SessionOpened,
+                        json!({ "protocol_version": requested }),
+                    )
+                    .await
+                {
+                    ep.sessions.remove(&session.id);
+                    child.stop().await;
+                    return error_outcome(e, id, None);
+                }
                 outcome
             }
         }
@@ -400,22 +517,49 @@ impl Relay {
         body: Body,
     ) -> Outcome {
         let version = version_header.unwrap_or_else(|| session.version());
+        let scope = self.scope(ep, Some(session.id.clone()));
         let messages = match body {
             Body::Single(m) => vec![m],
             Body::Batch(ms) => {
                 if session.version() != BATCH_VERSION {
-                    return Outcome::error(RelayError::BatchNotAllowed(session.version()), None);
+                    let raw = Bytes::from(
+                        serde_json::to_vec(&ms.iter().map(Message::value).collect::<Vec<_>>())
+                            .unwrap_or_default(),
+                    );
+                    return self
+                        .refuse(
+                            ep,
+                            headers,
+                            RelayError::BatchNotAllowed(session.version()),
+                            None,
+                            Some(raw),
+                        )
+                        .await;
                 }
                 ms
             }
         };
         let is_batch = messages.len() > 1;
-        let ids: Vec<Value> = messages
-            .iter()
-            .filter(|m| m.is_request())
-            .filter_map(|m| m.id().cloned())
-            .collect();
-        let single_id = if is_batch { None } else { ids.first().cloned() };
+        let single_id = if is_batch {
+            None
+        } else {
+            messages[0]
+                .id()
+                .cloned()
+                .filter(|_| messages[0].is_request())
+        };
+        // Write-ahead: every message is recorded before any is forwarded.
+        let mut requests = Vec::new();
+        for m in &messages {
+            match self.record_client(&scope, m).await {
+                Ok(a) => {
+                    if let (true, Some(id)) = (m.is_request(), m.id()) {
+                        requests.push((id.clone(), a));
+                    }
+                }
+                Err(e) => return error_outcome(e, single_id, Some(session.id.clone())),
+            }
+        }
         let watch = if !is_batch && messages[0].method() == Some("tools/list") {
             Watch::ToolsList
         } else {
@@ -441,32 +585,48 @@ impl Relay {
                 };
                 match up.post(out, body).await {
                     Ok((reply, _)) => {
-                        let mut ctx = self.ctx(ep, ids, Some(session));
+                        let mut ctx = self.ctx(ep, requests, Some(session), scope);
                         ctx.watch = watch;
-                        render(reply, ctx)
+                        render(reply, ctx).await
                     }
                     Err(UpstreamError::SessionGone) => {
                         ep.sessions.remove(&session.id);
-                        Outcome::error(
-                            RelayError::SessionNotFound(" (the upstream ended it)".into()),
-                            single_id.as_ref(),
-                        )
+                        let _ = scope
+                            .event(
+                                EntryKind::SessionClosed,
+                                json!({ "reason": "the upstream ended it" }),
+                            )
+                            .await;
+                        let ctx = self.ctx(ep, requests, None, scope);
+                        let error = RelayError::SessionNotFound(" (the upstream ended it)".into());
+                        match single_id {
+                            Some(id) => fail(&ctx, error, Some(id)).await,
+                            None => error_outcome(error, None, None),
+                        }
                     }
-                    Err(e) => Outcome::Error {
-                        error: RelayError::upstream(&ep.name, e),
-                        id: single_id,
-                        session: Some(session.id.clone()),
-                    },
+                    Err(e) => {
+                        let ctx = self.ctx(ep, requests, Some(session), scope);
+                        fail(&ctx, RelayError::upstream(&ep.name, e), single_id).await
+                    }
                 }
             }
             (_, SessionUpstream::Stdio(child)) => {
                 if !child.is_alive() {
                     ep.sessions.remove(&session.id);
                     child.stop().await;
-                    return Outcome::error(
-                        RelayError::SessionNotFound(" (its upstream process exited)".into()),
-                        single_id.as_ref(),
-                    );
+                    let _ = scope
+                        .event(
+                            EntryKind::SessionClosed,
+                            json!({ "reason": "its upstream process exited" }),
+                        )
+                        .await;
+                    let ctx = self.ctx(ep, requests, None, scope);
+                    let error =
+                        RelayError::SessionNotFound(" (its upstream process exited)".into());
+                    return match single_id {
+                        Some(id) => fail(&ctx, error, Some(id)).await,
+                        None => error_outcome(error, None, None),
+                    };
                 }
                 let mut streams = Vec::new();
                 for m in messages {
@@ -479,11 +639,8 @@ impl Relay {
                         Ok(Some(s)) => streams.push(s),
                         Ok(None) => {}
                         Err(e) => {
-                            return Outcome::Error {
-                                error: RelayError::upstream(&ep.name, e),
-                                id: single_id,
-                                session: Some(session.id.clone()),
-                            };
+                            let ctx = self.ctx(ep, requests, Some(session), scope);
+                            return fail(&ctx, RelayError::upstream(&ep.name, e), single_id).await;
                         }
                     }
                 }
@@ -493,7 +650,7 @@ impl Relay {
                     };
                 }
                 let events = futures_util::stream::select_all(streams);
-                let mut ctx = self.ctx(ep, ids, Some(session));
+                let mut ctx = self.ctx(ep, requests, Some(session), scope);
                 ctx.watch = watch;
                 render_first(Box::pin(events), ctx).await
             }
@@ -512,13 +669,24 @@ impl Relay {
     ) -> Outcome {
         let id = msg.id().cloned();
         if let Err(e) = headers::check_mirrored(headers, &msg, &ep.param_headers(&msg)) {
-            return Outcome::error(e.into(), id.as_ref());
+            return self.refuse(ep, headers, e.into(), Some(&msg), None).await;
         }
-        if msg.is_request()
-            && let Err(e) = check_request_meta(&msg)
-        {
-            return Outcome::error(e, id.as_ref());
+        if msg.is_request() {
+            if let Err(e) = check_request_meta(&msg) {
+                return self.refuse(ep, headers, e, Some(&msg), None).await;
+            }
         }
+        let scope = self.scope(ep, None);
+        let recorded = match self.record_client(&scope, &msg).await {
+            Ok(a) => a,
+            Err(e) => return error_outcome(e, id, None),
+        };
+        let requests: Vec<(Value, Appended)> = id
+            .clone()
+            .filter(|_| msg.is_request())
+            .map(|i| (i, recorded))
+            .into_iter()
+            .collect();
         let watch = if msg.method() == Some("tools/list") {
             Watch::ToolsList
         } else {
@@ -534,12 +702,15 @@ impl Relay {
                 };
                 match up.post(out, msg.to_bytes()).await {
                     Ok((reply, _)) => {
-                        let mut ctx = self.ctx(ep, id.into_iter().collect(), None);
+                        let mut ctx = self.ctx(ep, requests, None, scope);
                         ctx.watch = watch;
                         ctx.long_lived = long_lived;
-                        render(reply, ctx)
+                        render(reply, ctx).await
                     }
-                    Err(e) => Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref()),
+                    Err(e) => {
+                        let ctx = self.ctx(ep, requests, None, scope);
+                        fail(&ctx, RelayError::upstream(&ep.name, e), id).await
+                    }
                 }
             }
             Upstream::Stdio(up) => {
@@ -552,15 +723,15 @@ impl Relay {
                     Ok(child) => child.request(msg, true).await,
                     Err(e) => Err(e),
                 };
+                let mut ctx = self.ctx(ep, requests, None, scope);
                 match events {
                     Ok(events) => {
-                        let mut ctx = self.ctx(ep, id.into_iter().collect(), None);
                         ctx.watch = watch;
                         ctx.long_lived = long_lived;
                         ctx.stateless_status = true;
                         render_first(events, ctx).await
                     }
-                    Err(e) => Outcome::error(RelayError::upstream(&ep.name, e), id.as_ref()),
+                    Err(e) => fail(&ctx, RelayError::upstream(&ep.name, e), id).await,
                 }
             }
         }
@@ -568,13 +739,28 @@ impl Relay {
 
     /// A GET: the standalone server stream of a session.
     pub async fn get(&self, ep: &Arc<Endpoint>, headers: &HeaderMap) -> Outcome {
-        let Some(sid) = headers.get(headers::MCP_SESSION_ID) else {
-            return Outcome::error(RelayError::MethodNotAllowed("GET"), None);
+        if headers.get(headers::MCP_SESSION_ID).is_none() {
+            return self
+                .refuse(ep, headers, RelayError::MethodNotAllowed("GET"), None, None)
+                .await;
+        }
+        let session = headers
+            .get(headers::MCP_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|sid| ep.sessions.get(sid));
+        let Some(session) = session else {
+            return self
+                .refuse(
+                    ep,
+                    headers,
+                    RelayError::SessionNotFound(String::new()),
+                    None,
+                    None,
+                )
+                .await;
         };
-        let Some(session) = sid.to_str().ok().and_then(|sid| ep.sessions.get(sid)) else {
-            return Outcome::error(RelayError::SessionNotFound(String::new()), None);
-        };
-        let mut ctx = self.ctx(ep, Vec::new(), Some(session.clone()));
+        let scope = self.scope(ep, Some(session.id.clone()));
+        let mut ctx = self.ctx(ep, Vec::new(), Some(session.clone()), scope.clone());
         ctx.long_lived = true;
         match (&ep.upstream, &session.upstream) {
             (
@@ -593,23 +779,30 @@ impl Relay {
                     headers,
                 };
                 match up.get(out, headers.get(headers::LAST_EVENT_ID)).await {
-                    Ok(reply) => render(reply, ctx),
+                    Ok(reply) => render(reply, ctx).await,
                     Err(UpstreamError::SessionGone) => {
                         ep.sessions.remove(&session.id);
-                        Outcome::error(
+                        let _ = scope
+                            .event(
+                                EntryKind::SessionClosed,
+                                json!({ "reason": "the upstream ended it" }),
+                            )
+                            .await;
+                        error_outcome(
                             RelayError::SessionNotFound(" (the upstream ended it)".into()),
+                            None,
                             None,
                         )
                     }
                     Err(UpstreamError::Status(status, _)) => Outcome::Status(
                         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                     ),
-                    Err(e) => Outcome::error(RelayError::upstream(&ep.name, e), None),
+                    Err(e) => error_outcome(RelayError::upstream(&ep.name, e), None, None),
                 }
             }
             (_, SessionUpstream::Stdio(child)) => match child.standalone() {
-                Ok(events) => render(Reply::Stream(events), ctx),
-                Err(e) => Outcome::error(RelayError::upstream(&ep.name, e), None),
+                Ok(events) => render(Reply::Stream(events), ctx).await,
+                Err(e) => error_outcome(RelayError::upstream(&ep.name, e), None, None),
             },
             (Upstream::Stdio(_), SessionUpstream::Http { .. }) => {
                 unreachable!("sessions are created by their endpoint's own upstream kind")
@@ -619,14 +812,55 @@ impl Relay {
 
     /// A DELETE: ends a session here and upstream.
     pub async fn delete(&self, ep: &Arc<Endpoint>, headers: &HeaderMap) -> Outcome {
-        let Some(sid) = headers.get(headers::MCP_SESSION_ID) else {
-            return Outcome::error(RelayError::MethodNotAllowed("DELETE"), None);
-        };
-        let Some(session) = sid.to_str().ok().and_then(|sid| ep.sessions.remove(sid)) else {
-            return Outcome::error(RelayError::SessionNotFound(String::new()), None);
+        if headers.get(headers::MCP_SESSION_ID).is_none() {
+            return self
+                .refuse(
+                    ep,
+                    headers,
+                    RelayError::MethodNotAllowed("DELETE"),
+                    None,
+                    None,
+                )
+                .await;
+        }
+        let session = headers
+            .get(headers::MCP_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|sid| ep.sessions.remove(sid));
+        let Some(session) = session else {
+            return self
+                .refuse(
+                    ep,
+                    headers,
+                    RelayError::SessionNotFound(String::new()),
+                    None,
+                    None,
+                )
+                .await;
         };
         ep.close_session(&session).await;
+        let scope = self.scope(ep, Some(session.id.clone()));
+        if let Err(e) = scope
+            .event(
+                EntryKind::SessionClosed,
+                json!({ "reason": "deleted by the client" }),
+            )
+            .await
+        {
+            return error_outcome(e, None, None);
+        }
         Outcome::Status(StatusCode::OK)
+    }
+
+    async fn close(&self, ep: &Arc<Endpoint>, session: &Session, reason: &str) {
+        ep.close_session(session).await;
+        let scope = self.scope(ep, Some(session.id.clone()));
+        if let Err(e) = scope
+            .event(EntryKind::SessionClosed, json!({ "reason": reason }))
+            .await
+        {
+            tracing::error!(endpoint = %ep.name, session = %session.id, "couldn't record the session's end: {e}");
+        }
     }
 
     /// Closes sessions idle longer than the configured timeout and idle pooled processes.
@@ -634,7 +868,7 @@ impl Relay {
         for ep in self.endpoints.values() {
             for session in ep.sessions.take_idle(self.session_idle) {
                 tracing::info!(endpoint = %ep.name, session = %session.id, "closing idle session");
-                ep.close_session(&session).await;
+                self.close(ep, &session, "idle").await;
             }
             if let Upstream::Stdio(up) = &ep.upstream {
                 up.reap_idle().await;
@@ -655,7 +889,7 @@ impl Relay {
         for ep in self.endpoints.values() {
             for session in ep.sessions.drain() {
                 let ep = ep.clone();
-                closing.push(async move { ep.close_session(&session).await });
+                closing.push(async move { self.close(&ep, &session, "the gateway stopped").await });
             }
         }
         futures_util::future::join_all(closing).await;
@@ -664,6 +898,27 @@ impl Relay {
                 up.shutdown().await;
             }
         }
+    }
+}
+
+fn error_outcome(error: RelayError, id: Option<Value>, session: Option<Arc<str>>) -> Outcome {
+    Outcome::Error { error, id, session }
+}
+
+/// Answers a recorded request with a failure, recording the answer.
+async fn fail(ctx: &Ctx, error: RelayError, id: Option<Value>) -> Outcome {
+    let request = id
+        .as_ref()
+        .and_then(|i| ctx.requests.iter().find(|(r, _)| r == i))
+        .map(|(_, a)| a.index);
+    let error = match ctx.scope.failure(&error, id.as_ref(), request).await {
+        Ok(_) => error,
+        Err(audit) => audit,
+    };
+    Outcome::Error {
+        error,
+        id,
+        session: ctx.session.as_ref().map(|s| s.id.clone()),
     }
 }
 

@@ -26,6 +26,19 @@ async fn embedded_default_serves_the_demo_and_stops_on_sigterm() {
         .strip_prefix("custody listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
         .to_string();
+    let audit_line = lines.next().unwrap().unwrap();
+    assert!(
+        audit_line.contains("audit log") && audit_line.contains("custody-data/log.sqlite"),
+        "{audit_line}"
+    );
+    let key_line = lines.next().unwrap().unwrap();
+    let key = key_line
+        .trim()
+        .strip_prefix("verifier key")
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(tlog::Verifier::from_key_string(&key).is_ok(), "{key_line}");
     let endpoint_line = lines.next().unwrap().unwrap();
     assert!(endpoint_line.contains("/mcp/demo"), "{endpoint_line}");
 

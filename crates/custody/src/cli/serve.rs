@@ -54,6 +54,14 @@ pub async fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let base = format!("http://{}", running.addr);
     println!("custody listening on {base}");
+    let audit = &running.relay.audit;
+    println!(
+        "  audit log      {} (origin {}, {} entries)",
+        config.server.data_dir.join("log.sqlite").display(),
+        audit.origin(),
+        audit.head().size
+    );
+    println!("  verifier key   {}", audit.verifier().to_key_string());
     for ep in &config.endpoints {
         let upstream = match &ep.upstream {
             UpstreamConfig::Http(h) => h.url.to_string(),

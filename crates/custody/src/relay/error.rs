@@ -23,6 +23,7 @@ pub mod code {
     pub const UPSTREAM_TIMEOUT: i64 = -32011;
     pub const UPSTREAM_PROTOCOL: i64 = -32012;
     pub const UPSTREAM_CLOSED: i64 = -32013;
+    pub const AUDIT_UNAVAILABLE: i64 = -32015;
     pub const HEADER_MISMATCH: i64 = -32020;
     pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
@@ -68,6 +69,8 @@ pub enum RelayError {
         "{0} is not served here: the 2026-07-28 generation has no sessions, and older ones need an Mcp-Session-Id"
     )]
     MethodNotAllowed(&'static str),
+    #[error("the audit log is unavailable ({0}); the call was not forwarded")]
+    AuditUnavailable(String),
     #[error("upstream of endpoint {endpoint:?} failed: {error}")]
     Upstream {
         endpoint: String,
@@ -96,6 +99,7 @@ impl RelayError {
             RelayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RelayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            RelayError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RelayError::Upstream { error, .. } => match error {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::SessionGone => StatusCode::NOT_FOUND,
@@ -120,6 +124,7 @@ impl RelayError {
             RelayError::UnsupportedVersion(_) => code::UNSUPPORTED_PROTOCOL_VERSION,
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
             RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
+            RelayError::AuditUnavailable(_) => code::AUDIT_UNAVAILABLE,
             RelayError::Upstream { error, .. } => match error {
                 UpstreamError::Timeout(_) => code::UPSTREAM_TIMEOUT,
                 UpstreamError::Protocol(_) => code::UPSTREAM_PROTOCOL,
@@ -163,7 +168,11 @@ impl RelayError {
     /// failures do: the JSON-RPC error is the answer to that call. Everything the gateway
     /// refuses before relaying keeps its own status.
     pub fn answers_request(&self) -> bool {
-        matches!(self, RelayError::Upstream { error, .. } if !matches!(error, UpstreamError::SessionGone))
+        match self {
+            RelayError::Upstream { error, .. } => !matches!(error, UpstreamError::SessionGone),
+            RelayError::AuditUnavailable(_) => true,
+            _ => false,
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Turning what an upstream answered into what the client receives: JSON, or an SSE stream
-//! relayed event by event, ending once every request it carries is answered.
+//! relayed event by event, ending once every request it carries is answered. Every message is
+//! recorded before the client gets it; one that cannot be recorded is withheld and the request
+//! it answers gets an "audit log unavailable" error instead.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -12,8 +14,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::error::RelayError;
+use super::record::{Scope, add_receipt};
 use super::session::Session;
 use super::{Endpoint, Outcome};
+use crate::audit::{Appended, Direction};
 use crate::mcp::message::{Kind, Message, id_key};
 use crate::mcp::sse;
 use crate::mcp::upstream::{Event, EventStream, Reply, UpstreamError};
@@ -30,9 +34,10 @@ pub(super) enum Watch {
 
 pub(super) struct Ctx {
     pub endpoint: Arc<Endpoint>,
-    /// Requests this answer must settle; empty for a GET stream.
-    pub ids: Vec<Value>,
+    /// Requests this answer must settle, with where each is in the log.
+    pub requests: Vec<(Value, Appended)>,
     pub session: Option<Arc<Session>>,
+    pub scope: Scope,
     pub watch: Watch,
     /// A stream that does not end by itself (GET, `subscriptions/listen`): it closes as soon
     /// as shutdown begins instead of being waited for.
@@ -76,31 +81,110 @@ impl Ctx {
     fn upstream_error(&self, e: UpstreamError) -> RelayError {
         RelayError::upstream(&self.endpoint.name, e)
     }
+
+    fn request_of(&self, msg: &Message) -> Option<Appended> {
+        let id = msg.id()?;
+        self.requests
+            .iter()
+            .find(|(rid, _)| rid == id)
+            .map(|(_, a)| *a)
+    }
+
+    /// Records a message from the upstream and adds the receipt to a result.
+    async fn record(&self, mut msg: Message) -> Result<Message, RelayError> {
+        let request = if matches!(msg.kind(), Kind::Response | Kind::Error) {
+            self.request_of(&msg)
+        } else {
+            None
+        };
+        let appended = self
+            .scope
+            .message(&msg, Direction::UpstreamToClient, request.map(|r| r.index))
+            .await?;
+        if request.is_some() {
+            add_receipt(&mut msg, self.scope.audit.origin(), request, appended);
+        }
+        Ok(msg)
+    }
+
+    /// The answer when the upstream (or the log) failed a request of this call.
+    async fn failed(&self, error: RelayError, id: Value) -> Outcome {
+        let request = self
+            .requests
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map(|(_, a)| a.index);
+        let error = match self.scope.failure(&error, Some(&id), request).await {
+            Ok(_) => error,
+            Err(audit) => audit,
+        };
+        Outcome::Error {
+            error,
+            id: Some(id),
+            session: self.session_id(),
+        }
+    }
 }
 
 pub(super) fn is_final(msg: &Message) -> bool {
     matches!(msg.kind(), Kind::Response | Kind::Error)
 }
 
+fn single_id(ctx: &Ctx) -> Option<Value> {
+    match ctx.requests.as_slice() {
+        [(id, _)] => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// One JSON answer: recorded, then relayed.
+async fn json(ctx: &Ctx, m: Message, status: StatusCode) -> Outcome {
+    ctx.observe(&m);
+    match ctx.record(m).await {
+        Ok(m) => Outcome::Json {
+            status,
+            body: m.to_bytes(),
+            session: ctx.session_id(),
+        },
+        Err(e) => match single_id(ctx) {
+            Some(id) => Outcome::Error {
+                error: e,
+                id: Some(id),
+                session: ctx.session_id(),
+            },
+            None => Outcome::Error {
+                error: e,
+                id: None,
+                session: ctx.session_id(),
+            },
+        },
+    }
+}
+
 /// Renders an upstream's reply.
-pub(super) fn render(reply: Reply, ctx: Ctx) -> Outcome {
+pub(super) async fn render(reply: Reply, ctx: Ctx) -> Outcome {
     match reply {
         Reply::Accepted => Outcome::Accepted {
             session: ctx.session_id(),
         },
-        Reply::Message(m) => {
-            ctx.observe(&m);
-            Outcome::Json {
-                status: StatusCode::OK,
-                body: m.to_bytes(),
-                session: ctx.session_id(),
-            }
-        }
+        Reply::Message(m) => json(&ctx, m, StatusCode::OK).await,
         Reply::Batch(ms) => {
-            let values: Vec<&Value> = ms.iter().map(Message::value).collect();
+            let mut out = Vec::with_capacity(ms.len());
+            for m in ms {
+                match ctx.record(m).await {
+                    Ok(m) => out.push(m.into_value()),
+                    Err(e) => {
+                        return Outcome::Error {
+                            error: e,
+                            id: None,
+                            session: ctx.session_id(),
+                        };
+                    }
+                }
+            }
             Outcome::Json {
                 status: StatusCode::OK,
-                body: Bytes::from(serde_json::to_vec(&values).unwrap_or_default()),
+                body: Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
                 session: ctx.session_id(),
             }
         }
@@ -108,12 +192,46 @@ pub(super) fn render(reply: Reply, ctx: Ctx) -> Outcome {
             status,
             content_type,
             body,
-        } => Outcome::Passthrough {
-            status,
-            content_type,
-            body,
-            session: ctx.session_id(),
-        },
+        } => {
+            // The upstream refused with its own HTTP status and a JSON body: recorded as it is.
+            match Message::parse(body.clone(), usize::MAX) {
+                Ok(m) => {
+                    if let Err(e) = ctx.record(m).await {
+                        return Outcome::Error {
+                            error: e,
+                            id: single_id(&ctx),
+                            session: ctx.session_id(),
+                        };
+                    }
+                }
+                Err(_) => {
+                    let error = RelayError::upstream(
+                        &ctx.endpoint.name,
+                        UpstreamError::Status(
+                            status.as_u16(),
+                            String::from_utf8_lossy(&body).into_owned(),
+                        ),
+                    );
+                    if let Err(e) = ctx
+                        .scope
+                        .failure(&error, single_id(&ctx).as_ref(), None)
+                        .await
+                    {
+                        return Outcome::Error {
+                            error: e,
+                            id: single_id(&ctx),
+                            session: ctx.session_id(),
+                        };
+                    }
+                }
+            }
+            Outcome::Passthrough {
+                status,
+                content_type,
+                body,
+                session: ctx.session_id(),
+            }
+        }
         Reply::Stream(s) => stream(s, ctx, Vec::new()),
     }
 }
@@ -121,55 +239,43 @@ pub(super) fn render(reply: Reply, ctx: Ctx) -> Outcome {
 /// Renders a stream from a process, which has no JSON-or-SSE choice of its own: a request
 /// answered before anything else is said gets JSON; otherwise the client gets a stream.
 pub(super) async fn render_first(mut events: EventStream, ctx: Ctx) -> Outcome {
-    let single = ctx.ids.len() == 1;
+    let single = single_id(&ctx);
     let first = tokio::select! {
         first = events.next() => first,
         () = ctx.force.cancelled() => Some(Err(UpstreamError::Closed("the gateway is shutting down".into()))),
     };
-    match first {
-        Some(Ok(Event {
-            message: Some(m),
-            id: None,
-            ..
-        })) if single && is_final(&m) => {
-            ctx.observe(&m);
+    match (first, single) {
+        (
+            Some(Ok(Event {
+                message: Some(m),
+                id: None,
+                ..
+            })),
+            Some(_),
+        ) if is_final(&m) => {
             let status = match m.value().pointer("/error/code").and_then(Value::as_i64) {
                 Some(code) if ctx.stateless_status => super::error::stateless_status(code),
                 _ => StatusCode::OK,
             };
-            Outcome::Json {
-                status,
-                body: m.to_bytes(),
-                session: ctx.session_id(),
-            }
+            json(&ctx, m, status).await
         }
-        Some(Ok(first)) => stream(events, ctx, vec![first]),
-        Some(Err(e)) if single => {
-            let session = ctx.session_id();
-            let id = ctx.ids[0].clone();
-            Outcome::Error {
-                error: ctx.upstream_error(e),
-                id: Some(id),
-                session,
-            }
+        (Some(Ok(first)), _) => stream(events, ctx, vec![first]),
+        (Some(Err(e)), Some(id)) => {
+            let error = ctx.upstream_error(e);
+            ctx.failed(error, id).await
         }
-        Some(Err(e)) => stream(
+        (Some(Err(e)), None) => stream(
             futures_util::stream::iter([Err(e)]).boxed(),
             ctx,
             Vec::new(),
         ),
-        None if single => {
-            let id = ctx.ids[0].clone();
-            let session = ctx.session_id();
-            Outcome::Error {
-                error: ctx.upstream_error(UpstreamError::Closed(
-                    "the upstream closed the stream before answering".into(),
-                )),
-                id: Some(id),
-                session,
-            }
+        (None, Some(id)) => {
+            let error = ctx.upstream_error(UpstreamError::Closed(
+                "the upstream closed the stream before answering".into(),
+            ));
+            ctx.failed(error, id).await
         }
-        None => stream(futures_util::stream::empty().boxed(), ctx, Vec::new()),
+        (None, None) => stream(futures_util::stream::empty().boxed(), ctx, Vec::new()),
     }
 }
 
@@ -178,16 +284,20 @@ struct State {
     ctx: Ctx,
     ahead: std::vec::IntoIter<Event>,
     pending: HashSet<String>,
-    ids: Vec<Value>,
+    ids: HashMap<String, Value>,
     resumable: bool,
     done: bool,
 }
 
 fn stream(upstream: EventStream, ctx: Ctx, ahead: Vec<Event>) -> Outcome {
     let session = ctx.session_id();
-    let ids = ctx.ids.clone();
+    let ids: HashMap<String, Value> = ctx
+        .requests
+        .iter()
+        .map(|(id, _)| (id_key(id), id.clone()))
+        .collect();
     let state = State {
-        pending: ids.iter().map(id_key).collect(),
+        pending: ids.keys().cloned().collect(),
         ids,
         upstream,
         ctx,
@@ -217,16 +327,28 @@ async fn step(mut st: State) -> Option<(Bytes, State)> {
         }
     };
     match next {
-        Some(Ok(event)) => {
+        Some(Ok(mut event)) => {
             if event.id.is_some() {
                 st.resumable = true;
             }
-            if let Some(m) = &event.message {
-                st.ctx.observe(m);
-                if is_final(m)
-                    && let Some(id) = m.id()
-                {
-                    st.pending.remove(&id_key(id));
+            if let Some(m) = event.message.take() {
+                st.ctx.observe(&m);
+                let answered = if is_final(&m) {
+                    m.id().map(id_key)
+                } else {
+                    None
+                };
+                match st.ctx.record(m).await {
+                    Ok(m) => event.message = Some(m),
+                    Err(e) => {
+                        // Not recorded, so not relayed: the requests still open fail instead.
+                        let bytes = unanswered(&st.ids, &st.pending, &e);
+                        st.done = true;
+                        return Some((bytes, st));
+                    }
+                }
+                if let Some(key) = answered {
+                    st.pending.remove(&key);
                 }
             }
             let bytes = sse::encode(&event);
@@ -240,7 +362,8 @@ async fn step(mut st: State) -> Option<(Bytes, State)> {
                 tracing::debug!(endpoint = %st.ctx.endpoint.name, "upstream stream ended: {e}");
                 return None;
             }
-            let bytes = unanswered(&st, &e);
+            let error = st.ctx.upstream_error(e);
+            let bytes = failures(&st.ctx, &st.ids, &st.pending, error).await;
             st.done = true;
             Some((bytes, st))
         }
@@ -250,22 +373,60 @@ async fn step(mut st: State) -> Option<(Bytes, State)> {
             if st.pending.is_empty() || st.resumable {
                 return None;
             }
-            let e = UpstreamError::Closed("the upstream closed the stream before answering".into());
-            let bytes = unanswered(&st, &e);
+            let error = st.ctx.upstream_error(UpstreamError::Closed(
+                "the upstream closed the stream before answering".into(),
+            ));
+            let bytes = failures(&st.ctx, &st.ids, &st.pending, error).await;
             st.done = true;
             Some((bytes, st))
         }
     }
 }
 
-/// Error events answering every request of the stream that is still open.
-fn unanswered(st: &State, e: &UpstreamError) -> Bytes {
-    let error = st.ctx.upstream_error(e.clone());
+/// Records and encodes the error answering every request of the stream still open.
+async fn failures(
+    ctx: &Ctx,
+    ids: &HashMap<String, Value>,
+    pending: &HashSet<String>,
+    error: RelayError,
+) -> Bytes {
     let mut out = BytesMut::new();
-    for id in st.ids.iter().filter(|id| st.pending.contains(&id_key(id))) {
-        let msg = Message::from_value(error.to_json(Some(id)))
-            .unwrap_or_else(|_| unreachable!("error responses are JSON-RPC"));
-        out.extend_from_slice(&sse::encode(&Event::message(msg)));
+    for (key, id) in ids {
+        if !pending.contains(key) {
+            continue;
+        }
+        let request = ctx
+            .requests
+            .iter()
+            .find(|(r, _)| r == id)
+            .map(|(_, a)| a.index);
+        if ctx.scope.failure(&error, Some(id), request).await.is_err() {
+            let unrecorded =
+                RelayError::AuditUnavailable("the failure could not be recorded".into());
+            return unanswered(ids, pending, &unrecorded);
+        }
+        out.extend_from_slice(&encode_error(&error, id));
     }
     out.freeze()
+}
+
+/// Error events for every request still open, when even recording failed.
+fn unanswered(
+    ids: &HashMap<String, Value>,
+    pending: &HashSet<String>,
+    error: &RelayError,
+) -> Bytes {
+    let mut out = BytesMut::new();
+    for (key, id) in ids {
+        if pending.contains(key) {
+            out.extend_from_slice(&encode_error(error, id));
+        }
+    }
+    out.freeze()
+}
+
+fn encode_error(error: &RelayError, id: &Value) -> Bytes {
+    let msg = Message::from_value(error.to_json(Some(id)))
+        .unwrap_or_else(|_| unreachable!("error responses are JSON-RPC"));
+    sse::encode(&Event::message(msg))
 }

@@ -70,9 +70,10 @@ impl Sessions {
         self.epoch.elapsed().as_secs()
     }
 
-    pub fn insert(&self, upstream: SessionUpstream, version: &str) -> Arc<Session> {
+    /// Adds a session under `id` (from [`new_id`]).
+    pub fn insert(&self, id: Arc<str>, upstream: SessionUpstream, version: &str) -> Arc<Session> {
         let session = Arc::new(Session {
-            id: new_id(),
+            id,
             upstream,
             version: Mutex::new(version.to_string()),
             last_used: AtomicU64::new(self.now()),
@@ -149,7 +150,11 @@ mod tests {
     #[test]
     fn idle_sessions_expire() {
         let s = Sessions::default();
-        let kept = s.insert(SessionUpstream::Http { session: None }, "2025-11-25");
+        let kept = s.insert(
+            new_id(),
+            SessionUpstream::Http { session: None },
+            "2025-11-25",
+        );
         assert!(s.get(&kept.id).is_some());
         assert!(s.take_idle(Duration::from_secs(60)).is_empty());
         let gone = s.take_idle(Duration::ZERO);

@@ -51,17 +51,29 @@ pub async fn serve_router(app: axum::Router) -> String {
 pub struct Gateway {
     pub addr: SocketAddr,
     pub running: Option<Running>,
+    pub data: tempfile::TempDir,
 }
 
 impl Gateway {
-    /// Starts a gateway with `[server]` settings (besides `listen`) and endpoint tables.
+    /// Starts a gateway with `[server]` settings (besides `listen` and `data_dir`) and endpoint
+    /// tables (which may include an `[audit]` table).
     pub async fn start(server: &str, endpoints: &str) -> Self {
-        let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{endpoints}");
+        let data = tempfile::tempdir().unwrap();
+        Self::start_in(data, server, endpoints).await
+    }
+
+    /// Starts a gateway on an existing data directory (a restart).
+    pub async fn start_in(data: tempfile::TempDir, server: &str, endpoints: &str) -> Self {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{server}\n{endpoints}",
+            data.path().display()
+        );
         let config = Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
         let running = custody::http::start(&config).await.unwrap();
         Self {
             addr: running.addr,
             running: Some(running),
+            data,
         }
     }
 
@@ -73,10 +85,12 @@ impl Gateway {
         Client::new(self.url(endpoint))
     }
 
-    pub async fn shutdown(mut self) {
+    /// Shuts down and returns the data directory.
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+        self.data
     }
 }
 

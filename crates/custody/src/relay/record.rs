@@ -1,0 +1,143 @@
+//! Turning what crosses the relay into audit entries, and receipts into answers.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::error::RelayError;
+use crate::audit::{ANONYMOUS, Appended, Audit, Direction, Draft, Kind, now_ns};
+use crate::mcp::message::{Kind as MessageKind, Message};
+
+/// The `_meta` key of the receipt custody adds to every result it relays.
+pub const RECEIPT_KEY: &str = "dev.custody/receipt";
+
+/// Who and where, for the entries of one call.
+#[derive(Clone)]
+pub struct Scope {
+    pub audit: Arc<Audit>,
+    pub endpoint: Arc<str>,
+    pub session: Option<Arc<str>>,
+    pub caller: Arc<str>,
+}
+
+impl Scope {
+    pub fn new(audit: &Arc<Audit>, endpoint: &Arc<str>, session: Option<Arc<str>>) -> Self {
+        Self {
+            audit: audit.clone(),
+            endpoint: endpoint.clone(),
+            session,
+            caller: ANONYMOUS.into(),
+        }
+    }
+
+    fn draft(&self, kind: Kind, direction: Direction) -> Draft {
+        Draft {
+            kind,
+            direction,
+            time_ns: now_ns(),
+            endpoint: self.endpoint.clone(),
+            session: self.session.clone(),
+            id: None,
+            method: None,
+            target: None,
+            caller: self.caller.clone(),
+            request: None,
+            detail: String::new(),
+            message: bytes::Bytes::new(),
+        }
+    }
+
+    /// Records a message crossing the gateway; `request` is the index of the request it answers.
+    ///
+    /// # Errors
+    /// [`RelayError::AuditUnavailable`]: the message must not move on.
+    pub async fn message(
+        &self,
+        msg: &Message,
+        direction: Direction,
+        request: Option<u64>,
+    ) -> Result<Appended, RelayError> {
+        let kind = match msg.kind() {
+            MessageKind::Request => Kind::Request,
+            MessageKind::Notification => Kind::Notification,
+            MessageKind::Response => Kind::Response,
+            MessageKind::Error => Kind::Error,
+        };
+        let mut d = self.draft(kind, direction);
+        d.id = msg.id().map(Value::to_string);
+        d.method = msg.method().map(str::to_string);
+        d.target = msg.target_name().map(str::to_string);
+        d.request = request.filter(|_| kind.answers());
+        d.message = msg.to_bytes();
+        self.append(d).await
+    }
+
+    /// Records a refusal of the gateway: the input it refused (if it parsed) and the error the
+    /// client gets.
+    pub async fn refusal(
+        &self,
+        incoming: Option<&Message>,
+        raw: Option<bytes::Bytes>,
+        error: &RelayError,
+        id: Option<&Value>,
+    ) -> Result<Appended, RelayError> {
+        let mut d = self.draft(Kind::Rejected, Direction::ClientToUpstream);
+        d.id = id.map(Value::to_string);
+        d.method = incoming.and_then(Message::method).map(str::to_string);
+        d.target = incoming.and_then(Message::target_name).map(str::to_string);
+        d.detail =
+            json!({ "status": error.status().as_u16(), "error": error.to_json(id)["error"] })
+                .to_string();
+        d.message = incoming.map(Message::to_bytes).or(raw).unwrap_or_default();
+        self.append(d).await
+    }
+
+    /// Records an error the gateway answers a recorded request with (the upstream failed).
+    pub async fn failure(
+        &self,
+        error: &RelayError,
+        id: Option<&Value>,
+        request: Option<u64>,
+    ) -> Result<Appended, RelayError> {
+        let mut d = self.draft(Kind::Error, Direction::Gateway);
+        d.id = id.map(Value::to_string);
+        d.request = request;
+        d.message = bytes::Bytes::from(error.to_json(id).to_string());
+        self.append(d).await
+    }
+
+    /// Records a gateway event of this scope (a session opened or closed).
+    pub async fn event(&self, kind: Kind, detail: Value) -> Result<Appended, RelayError> {
+        let mut d = self.draft(kind, Direction::Gateway);
+        d.detail = detail.to_string();
+        self.append(d).await
+    }
+
+    async fn append(&self, d: Draft) -> Result<Appended, RelayError> {
+        self.audit
+            .append(d)
+            .await
+            .map_err(|e| RelayError::AuditUnavailable(e.to_string()))
+    }
+}
+
+/// Adds the receipt to a result: the log, and where the request and this response are in it.
+pub fn add_receipt(msg: &mut Message, origin: &str, request: Option<Appended>, response: Appended) {
+    if msg.kind() != MessageKind::Response {
+        return;
+    }
+    let entry = |a: Appended| json!({ "index": a.index, "leaf": a.leaf.to_hex() });
+    let receipt = json!({
+        "log": origin,
+        "request": request.map(entry),
+        "response": entry(response),
+    });
+    msg.edit(|v| {
+        if let Some(result) = v.get_mut("result").and_then(Value::as_object_mut) {
+            let meta = result.entry("_meta").or_insert_with(|| json!({}));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert(RECEIPT_KEY.into(), receipt);
+            }
+        }
+    });
+}
