@@ -315,18 +315,18 @@ impl Relay {
                     .await;
             }
         };
-        if let Some(v) = &version_header {
-            if version::generation(v).is_none() {
-                return self
-                    .refuse(
-                        ep,
-                        headers,
-                        RelayError::UnsupportedVersion(v.clone()),
-                        single,
-                        raw_batch(),
-                    )
-                    .await;
-            }
+        if let Some(v) = &version_header
+            && version::generation(v).is_none()
+        {
+            return self
+                .refuse(
+                    ep,
+                    headers,
+                    RelayError::UnsupportedVersion(v.clone()),
+                    single,
+                    raw_batch(),
+                )
+                .await;
         }
         if let Some(sid) = headers.get(headers::MCP_SESSION_ID) {
             let session = sid.to_str().ok().and_then(|sid| ep.sessions.get(sid));
@@ -671,10 +671,10 @@ impl Relay {
         if let Err(e) = headers::check_mirrored(headers, &msg, &ep.param_headers(&msg)) {
             return self.refuse(ep, headers, e.into(), Some(&msg), None).await;
         }
-        if msg.is_request() {
-            if let Err(e) = check_request_meta(&msg) {
-                return self.refuse(ep, headers, e, Some(&msg), None).await;
-            }
+        if msg.is_request()
+            && let Err(e) = check_request_meta(&msg)
+        {
+            return self.refuse(ep, headers, e, Some(&msg), None).await;
         }
         let scope = self.scope(ep, None);
         let recorded = match self.record_client(&scope, &msg).await {
