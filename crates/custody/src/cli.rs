@@ -2,7 +2,9 @@
 //! non-zero status; everything below reports typed errors.
 
 mod demo;
+mod keys;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +23,22 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Check a proof offline with only the log's verifier key.
+    Verify {
+        /// The log's verifier key (`name+keyid+base64`).
+        #[arg(long)]
+        key: String,
+        /// The leaf hash the receipt in the response's _meta names (hex); default: the one in
+        /// the proof.
+        #[arg(long)]
+        leaf: Option<String>,
+        /// The tlog-proof file.
+        proof: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -45,6 +63,37 @@ enum Command {
     CheckConfig {
         #[arg(long, short, env = "CUSTODY_CONFIG")]
         config: PathBuf,
+    },
+    /// Verify an audit log: every leaf hash, the tree, every checkpoint's signature, every entry
+    /// and request/response pair. Exits 1 naming the first bad entry.
+    Verify {
+        /// The gateway's data directory.
+        #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// The log's verifier key (`name+keyid+base64`); default: the one stored with the log.
+        #[arg(long)]
+        key: Option<String>,
+        /// A checkpoint kept elsewhere (a signed note, or a copy of checkpoints.jsonl) that
+        /// the log must still match. Repeatable.
+        #[arg(long)]
+        trusted: Vec<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a log signing key (mode 0600) and print its verifier key.
+    Keygen {
+        /// The log's name (`host/path`, no spaces or '+').
+        #[arg(long)]
+        origin: String,
+        /// Where to write the key; the verifier key goes to FILE.pub.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Work with receipts (C2SP tlog-proof files from /api/v1/log/proof).
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
     },
     /// Run the built-in MCP server (the embedded default's upstream) on stdio or HTTP.
     #[command(hide = true)]
@@ -90,6 +139,31 @@ pub fn main() -> ExitCode {
             runtime(cfg.server.worker_threads)?.block_on(serve::run(cfg, config.is_none()))
         }),
         Command::CheckConfig { config } => serve::check(&config),
+        Command::Verify {
+            data,
+            key,
+            trusted,
+            json,
+        } => {
+            match verify::run(&verify::Options {
+                data,
+                key,
+                trusted,
+                json,
+            }) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Keygen { origin, out } => keys::keygen(&origin, &out),
+        Command::Receipt {
+            command: ReceiptCommand::Verify { key, leaf, proof },
+        } => match keys::receipt_verify(&key, &proof, leaf.as_deref()) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::DemoServer { conformance, http } => {
             runtime(1).and_then(|rt| rt.block_on(demo::run(conformance, http)))
         }

@@ -25,7 +25,7 @@ pub async fn checkpoint(State(app): State<Arc<App>>) -> Response {
         Some(cp) => text(StatusCode::OK, cp.note),
         None => text(
             StatusCode::NOT_FOUND,
-            "no checkpoint has been signed yet\\n".into(),
+            "no checkpoint has been signed yet\n".into(),
         ),
     }
 }
@@ -34,7 +34,7 @@ pub async fn checkpoint(State(app): State<Arc<App>>) -> Response {
 pub async fn key(State(app): State<Arc<App>>) -> Response {
     text(
         StatusCode::OK,
-        format!("{}\\n", app.relay.audit.verifier().to_key_string()),
+        format!("{}\n", app.relay.audit.verifier().to_key_string()),
     )
 }
 
@@ -48,7 +48,7 @@ pub async fn proof(State(app): State<Arc<App>>, Query(q): Query<ProofQuery>) -> 
     let Some(index) = q.index.as_deref().and_then(|i| i.parse::<u64>().ok()) else {
         return text(
             StatusCode::BAD_REQUEST,
-            "give the entry as ?index=N (a non-negative integer)\\n".into(),
+            "give the entry as ?index=N (a non-negative integer)\n".into(),
         );
     };
     match app.relay.audit.proof(index).await {
@@ -56,12 +56,12 @@ pub async fn proof(State(app): State<Arc<App>>, Query(q): Query<ProofQuery>) -> 
         Err(e @ AuditError::NotYetCheckpointed { size, .. })
             if index < app.relay.audit.head().size || size == 0 =>
         {
-            text(StatusCode::CONFLICT, format!("{e}\\n"))
+            text(StatusCode::CONFLICT, format!("{e}\n"))
         }
         Err(AuditError::NotYetCheckpointed { .. }) => text(
             StatusCode::NOT_FOUND,
-            format!("there is no entry {index} in the log\\n"),
+            format!("there is no entry {index} in the log\n"),
         ),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }

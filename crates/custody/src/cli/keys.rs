@@ -1,0 +1,50 @@
+//! `custody keygen` and `custody receipt verify`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tlog::{Hash, InclusionReceipt, Verifier};
+
+use crate::audit::keys;
+
+pub fn keygen(origin: &str, out: &Path) -> anyhow::Result<()> {
+    tlog::note::check_key_name(origin).context("--origin")?;
+    let signer = keys::create(out, origin)?;
+    println!(
+        "wrote the log key {} (mode 0600) and {}",
+        out.display(),
+        keys::public_path(out).display()
+    );
+    println!("verifier key: {}", signer.verifier().to_key_string());
+    println!("use it with: [audit] key_file = \"{}\"", out.display());
+    Ok(())
+}
+
+/// Verifies a tlog-proof offline. `Ok(false)` when it does not verify (already reported).
+pub fn receipt_verify(key: &str, proof: &Path, leaf: Option<&str>) -> anyhow::Result<bool> {
+    let verifier = Verifier::from_key_string(key).context("the --key verifier key")?;
+    let bytes = std::fs::read(proof).with_context(|| format!("reading {}", proof.display()))?;
+    let expected = leaf
+        .map(|h| Hash::from_hex(h).context("--leaf must be 64 hex digits"))
+        .transpose()?;
+    let receipt = match InclusionReceipt::parse(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("custody receipt verify: FAILED: {}: {e}", proof.display());
+            return Ok(false);
+        }
+    };
+    match receipt.verify(&verifier, expected) {
+        Ok(v) => {
+            println!(
+                "custody receipt verify: OK: entry {} (leaf {}) is in log {} at tree size {}",
+                v.index, v.leaf, v.checkpoint.origin, v.checkpoint.size
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("custody receipt verify: FAILED: {e}");
+            Ok(false)
+        }
+    }
+}
