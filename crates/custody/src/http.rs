@@ -85,6 +85,17 @@ pub enum StartError {
 /// [`StartError`]: the address cannot be bound, or the audit log cannot be opened or written.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let opened = Audit::open(&config.server.data_dir, &config.audit)?;
+    start_with(config, opened).await
+}
+
+/// Starts serving with an audit log already opened (over any store).
+///
+/// # Errors
+/// As [`start`], but for opening the log.
+pub async fn start_with(
+    config: &Config,
+    opened: crate::audit::Opened,
+) -> Result<Running, StartError> {
     let audit = opened.audit;
     if audit.durability() == Durability::None {
         tracing::warn!(

@@ -177,3 +177,109 @@ async fn checkpoints_cover_the_head_and_verify() {
         "nothing new to sign"
     );
 }
+
+/// A gateway over a store that fails on demand, in front of an upstream that counts calls.
+mod fail_closed {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::config::Config;
+
+    async fn counting_upstream() -> (String, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |body: String| {
+                let seen = seen.clone();
+                async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let req: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    let reply = serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "result": {"tools": []}});
+                    ([("content-type", "application/json")], reply.to_string())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/mcp"), calls)
+    }
+
+    async fn call(addr: std::net::SocketAddr, id: u64) -> serde_json::Value {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}});
+        reqwest::Client::new()
+            .post(format!("http://{addr}/mcp/up"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/list")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_call_that_cannot_be_recorded_is_not_forwarded() {
+        let (url, calls) = counting_upstream().await;
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[endpoints.up.upstream]\ntransport = \"http\"\nurl = \"{url}\"\n",
+            dir.path().display()
+        );
+        let config = Config::parse(&text, "t.toml").unwrap();
+        let store = FaultyStore::default();
+        let signer = Signer::new("test/log", [5; 32]).unwrap();
+        let opened =
+            Audit::with_store(store.clone(), signer, true, dir.path(), &config.audit).unwrap();
+        let running = crate::http::start_with(&config, opened).await.unwrap();
+        let addr = running.addr;
+
+        let ok = call(addr, 1).await;
+        assert!(ok["result"].is_object(), "{ok}");
+        assert!(
+            ok["result"]["_meta"][crate::relay::RECEIPT_KEY]["response"]["index"].is_u64(),
+            "{ok}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // The request's entry cannot be made durable: the upstream never sees the call.
+        store.0.lock().unwrap().faults = vec![Fault::NotPersisted];
+        let refused = call(addr, 2).await;
+        assert_eq!(refused["error"]["code"], -32015, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("audit log is unavailable"),
+            "{refused}"
+        );
+        assert_eq!(refused["id"], 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "nothing was forwarded");
+
+        // The request is recorded but its answer cannot be: the client does not get it.
+        store.0.lock().unwrap().faults = vec![Fault::None, Fault::NotPersisted];
+        let withheld = call(addr, 3).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the recorded request went upstream"
+        );
+        assert_eq!(
+            withheld["error"]["code"], -32015,
+            "the unrecorded answer is withheld: {withheld}"
+        );
+        assert!(withheld.get("result").is_none());
+
+        // And the log goes on once storage works again.
+        let again = call(addr, 4).await;
+        assert!(again["result"].is_object(), "{again}");
+        running.shutdown().await;
+    }
+}
