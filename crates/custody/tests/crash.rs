@@ -82,7 +82,7 @@ async fn kill_9_loses_nothing_a_client_saw() {
         let _ = c.await;
     }
     let seen = receipts.lock().unwrap().clone();
-    assert!(seen.len() > 50, "the load ran: {} answers", seen.len());
+    assert!(seen.len() > 10, "the load ran: {} answers", seen.len());
 
     // The gateway restarts on the same log and serves.
     let (mut again, base) = start(dir.path(), &upstream);

@@ -6,6 +6,14 @@ use anyhow::Context;
 
 use crate::config::{Config, UpstreamConfig};
 
+/// Prints a line to stdout, ignoring a closed stdout (the gateway keeps serving).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Loads the configuration named, or the embedded default.
 pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
@@ -20,7 +28,7 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
 
 pub fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    println!(
+    say!(
         "{}: ok ({} endpoint{})",
         path.display(),
         config.endpoints.len(),
@@ -53,23 +61,24 @@ pub async fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let base = format!("http://{}", running.addr);
-    println!("custody listening on {base}");
+    say!("custody listening on {base}");
     let audit = &running.relay.audit;
-    println!(
+    say!(
         "  audit log      {} (origin {}, {} entries)",
         config.server.data_dir.join("log.sqlite").display(),
         audit.origin(),
         audit.head().size
     );
-    println!("  verifier key   {}", audit.verifier().to_key_string());
+    say!("  verifier key   {}", audit.verifier().to_key_string());
     for ep in &config.endpoints {
         let upstream = match &ep.upstream {
             UpstreamConfig::Http(h) => h.url.to_string(),
             UpstreamConfig::Stdio(s) => format!("stdio: {}", s.command.display()),
         };
-        println!(
+        say!(
             "  endpoint {:<16} {base}/mcp/{}  ->  {upstream}",
-            ep.name, ep.name
+            ep.name,
+            ep.name
         );
     }
     let stop = running.stop_token();
