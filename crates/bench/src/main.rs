@@ -7,6 +7,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod audit;
 mod load;
 mod procstat;
 
@@ -39,6 +40,41 @@ enum Cmd {
         #[arg(long, default_value_t = 5000)]
         calls: usize,
         /// Throughput rounds (each: direct, then through the gateway).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Durable audit appends with group commit: entries/s.
+    Append {
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Entry size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// `custody verify` on a large log.
+    Verify {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
+    /// Time from start to serving with a large log.
+    Restart {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
+    /// The relay with the audit log durable (fsync) against `durability = "none"`.
+    AuditRelay {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3000)]
+        calls: usize,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
@@ -85,6 +121,24 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Cmd::Gateway { .. } => unreachable!("handled above"),
+        Cmd::Append {
+            writers,
+            size,
+            seconds,
+        } => rt.block_on(audit::append(writers, size, seconds)),
+        Cmd::Verify { entries, size } => rt.block_on(audit::verify(entries, size)),
+        Cmd::Restart { entries, size } => rt.block_on(restart(entries, size)),
+        Cmd::AuditRelay {
+            clients,
+            seconds,
+            calls,
+            rounds,
+        } => rt.block_on(audit_relay(
+            clients,
+            Duration::from_secs(seconds),
+            calls,
+            rounds.max(1),
+        )),
         Cmd::Load {
             addr,
             path,
@@ -144,6 +198,7 @@ async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
     anyhow::bail!("nothing listening on {addr}")
 }
 
+#[derive(Clone, Copy)]
 struct Phase {
     calls: u64,
     wall: Duration,
@@ -325,5 +380,171 @@ async fn relay(clients: usize, time: Duration, calls: usize, rounds: usize) -> a
     drop(gateway);
     drop(upstream);
     let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn gateway_config(
+    path: &std::path::Path,
+    listen: SocketAddr,
+    data: &std::path::Path,
+    upstream: SocketAddr,
+    durability: &str,
+) -> anyhow::Result<()> {
+    std::fs::write(
+        path,
+        format!(
+            "[server]\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n\n[audit]\ndurability = \"{durability}\"\norigin = \"bench.custody/log\"\n\n[endpoints.bench.upstream]\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n",
+            data.display()
+        ),
+    )?;
+    Ok(())
+}
+
+async fn restart(entries: u64, size: usize) -> anyhow::Result<()> {
+    eprintln!("filling a log of {entries} entries of {size} bytes…");
+    let dir = audit::fill(entries, size).await?;
+    let up_addr = free_addr()?;
+    let gw_addr = free_addr()?;
+    let config = dir.path().join("custody.toml");
+    gateway_config(&config, gw_addr, dir.path(), up_addr, "fsync")?;
+    let started = Instant::now();
+    let gateway = spawn_self(&["gateway", config.to_str().unwrap_or_default()])?;
+    let serving = loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(gw_addr).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+                .await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            if out.starts_with("HTTP/1.1 200") {
+                break started.elapsed();
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the gateway did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    drop(gateway);
+    println!("custody restart benchmark: start to serving (/readyz 200) with an existing log");
+    println!(
+        "command: cargo run --release -p custody-bench -- restart --entries {entries} --size {size}"
+    );
+    println!(
+        "  log of {entries} entries: serving {:.0} ms after the process started",
+        serving.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+async fn audit_relay(
+    clients: usize,
+    time: Duration,
+    calls: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let work = tempfile::tempdir_in(std::env::current_dir()?)?;
+    let up_addr = free_addr()?;
+    let upstream = spawn_self(&["upstream", &up_addr.to_string()])?;
+    wait_listening(up_addr).await?;
+    let mut gateways = Vec::new();
+    let mut addrs = Vec::new();
+    for mode in ["none", "fsync"] {
+        let addr = free_addr()?;
+        let data = work.path().join(mode);
+        std::fs::create_dir_all(&data)?;
+        let config = work.path().join(format!("{mode}.toml"));
+        gateway_config(&config, addr, &data, up_addr, mode)?;
+        gateways.push(spawn_self(&[
+            "gateway",
+            config.to_str().unwrap_or_default(),
+        ])?);
+        wait_listening(addr).await?;
+        addrs.push(addr);
+    }
+    let (none, fsync) = (addrs[0], addrs[1]);
+    let (gw_none, gw_fsync) = (gateways[0].0.id(), gateways[1].0.id());
+    let (mut lat_none, mut lat_fsync) =
+        load::latencies((none, "/mcp/bench"), (fsync, "/mcp/bench"), 300, calls).await?;
+    lat_none.sort();
+    lat_fsync.sort();
+    let mut runs = Vec::new();
+    for _ in 0..rounds {
+        let a = measure(none, "/mcp/bench", clients, time, gw_none, upstream.0.id()).await?;
+        let b = measure(
+            fsync,
+            "/mcp/bench",
+            clients,
+            time,
+            gw_fsync,
+            upstream.0.id(),
+        )
+        .await?;
+        runs.push((a, b));
+    }
+    let rate = |p: &Phase| p.calls as f64 / p.wall.as_secs_f64();
+    let ratio = |(a, b): &(Phase, Phase)| rate(b) / rate(a);
+    runs.sort_by(|x, y| ratio(x).total_cmp(&ratio(y)));
+    let each: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            format!(
+                "{:.0}/{:.0} ({:.0}%)",
+                rate(&r.0),
+                rate(&r.1),
+                ratio(r) * 100.0
+            )
+        })
+        .collect();
+    let (a, b) = &runs[runs.len() / 2];
+    let fsync_p50 = audit::fsync_p50(work.path())?;
+    let (p50n, p50f) = (
+        load::percentile(&lat_none, 0.5),
+        load::percentile(&lat_fsync, 0.5),
+    );
+    println!(
+        "custody audit relay benchmark: tools/call through custody, audit log durable (fsync) against durability = \"none\""
+    );
+    println!(
+        "command: cargo run --release -p custody-bench -- audit-relay --clients {clients} --seconds {} --calls {calls} --rounds {rounds}",
+        time.as_secs()
+    );
+    println!("\nlatency, 1 client, {calls} calls     none       fsync      added");
+    println!(
+        "  p50                             {:>8}   {:>8}   +{}   (budget: two fsyncs + 0.5 ms = {})",
+        us(p50n),
+        us(p50f),
+        us(p50f.saturating_sub(p50n)),
+        us(fsync_p50 * 2 + Duration::from_micros(500))
+    );
+    println!(
+        "  p99                             {:>8}   {:>8}   +{}",
+        us(load::percentile(&lat_none, 0.99)),
+        us(load::percentile(&lat_fsync, 0.99)),
+        us(load::percentile(&lat_fsync, 0.99).saturating_sub(load::percentile(&lat_none, 0.99)))
+    );
+    println!(
+        "\nthroughput, {clients} clients, {rounds} rounds of {} s (the median round)",
+        time.as_secs()
+    );
+    println!(
+        "  calls/s: none {:.0}, fsync {:.0}: {:.0}%",
+        rate(a),
+        rate(b),
+        ratio(&(*a, *b)) * 100.0
+    );
+    println!("  each round, none/fsync calls/s: {}", each.join(", "));
+    println!(
+        "  custody CPU per call: none {:.1} µs, fsync {:.1} µs",
+        a.cpu_gateway.as_secs_f64() * 1e6 / a.calls as f64,
+        b.cpu_gateway.as_secs_f64() * 1e6 / b.calls as f64
+    );
+    println!(
+        "  this disk: 4 KiB write + fdatasync p50 {:.2} ms",
+        fsync_p50.as_secs_f64() * 1e3
+    );
+    drop(gateways);
+    drop(upstream);
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod keys;
 mod sequencer;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

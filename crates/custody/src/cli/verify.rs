@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 use tlog::Verifier;
-use tlog::check::{LogCheck, Problem, Summary};
+use tlog::check::Summary;
 
 use crate::audit::keys;
-use crate::store::{LogReader, SqliteReader, StoreError};
+use crate::store::SqliteReader;
 
 pub struct Options {
     pub data: PathBuf,
@@ -22,7 +22,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let (verifier, key_source) = verifier(opts)?;
     let reader = SqliteReader::open(&opts.data)
         .with_context(|| format!("opening the log in {}", opts.data.display()))?;
-    let result = check(&reader, verifier.clone(), &opts.trusted);
+    let result = crate::audit::verify::check(&reader, verifier.clone(), &opts.trusted);
     match (&result, opts.json) {
         (Ok(s), true) => println!("{}", summary_json(s, &verifier, &key_source)),
         (Ok(s), false) => print_summary(s, &verifier, &key_source, &opts.data),
@@ -55,81 +55,6 @@ fn verifier(opts: &Options) -> anyhow::Result<(Verifier, String)> {
     let v = Verifier::from_key_string(&text)
         .with_context(|| format!("the verifier key in {}", path.display()))?;
     Ok((v, path.display().to_string()))
-}
-
-/// Trusted checkpoints from a file: one signed note, or a checkpoints.jsonl as the gateway writes.
-fn trusted_notes(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if text.trim_start().starts_with('{') {
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, l)| {
-                let v: serde_json::Value = serde_json::from_str(l)
-                    .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
-                v.get("note")
-                    .and_then(|n| n.as_str())
-                    .map(str::to_string)
-                    .with_context(|| format!("{}:{}: no \"note\"", path.display(), i + 1))
-            })
-            .collect()
-    } else {
-        Ok(vec![text])
-    }
-}
-
-enum Stop {
-    Problem(Problem),
-    Store(StoreError),
-}
-
-impl From<StoreError> for Stop {
-    fn from(e: StoreError) -> Self {
-        Stop::Store(e)
-    }
-}
-
-fn check(
-    reader: &SqliteReader,
-    verifier: Verifier,
-    trusted: &[PathBuf],
-) -> Result<Summary, Problem> {
-    let mut c = LogCheck::new(verifier);
-    let stored = reader.checkpoints().map_err(|e| Problem {
-        index: None,
-        message: format!("reading checkpoints: {e}"),
-    })?;
-    for cp in &stored {
-        c.add_checkpoint(
-            cp.note.as_bytes(),
-            &format!("the stored checkpoint at size {}", cp.size),
-            false,
-        )?;
-    }
-    for path in trusted {
-        let notes = trusted_notes(path).map_err(|e| Problem {
-            index: None,
-            message: format!("{e:#}"),
-        })?;
-        for (i, note) in notes.iter().enumerate() {
-            c.add_checkpoint(
-                note.as_bytes(),
-                &format!("trusted checkpoint {} #{}", path.display(), i + 1),
-                true,
-            )?;
-        }
-    }
-    let scanned = reader
-        .for_each_entry(|idx, leaf, data| c.push(idx, data, Some(leaf)).map_err(Stop::Problem));
-    match scanned {
-        Ok(()) => c.finish(),
-        Err(Stop::Problem(p)) => Err(p),
-        Err(Stop::Store(e)) => Err(Problem {
-            index: None,
-            message: format!("reading entries: {e}"),
-        }),
-    }
 }
 
 fn summary_json(s: &Summary, v: &Verifier, key: &str) -> serde_json::Value {

@@ -1,0 +1,186 @@
+//! Audit-log benchmarks: group-commit append throughput, verification of a large log, and
+//! restart time with a large log.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use custody::audit::{Audit, Direction, Draft, Kind, now_ns};
+use custody::config::{AuditConfig, Durability};
+
+pub fn audit_config(dir: &Path, durability: Durability) -> AuditConfig {
+    AuditConfig {
+        durability,
+        origin: Some("bench.custody/log".into()),
+        key_file: dir.join("log.key"),
+        checkpoint_interval: Duration::from_secs(1),
+        heartbeat_interval: Duration::from_secs(60),
+    }
+}
+
+/// A request entry whose message is `size` bytes of JSON.
+pub fn draft(size: usize, n: u64) -> Draft {
+    let pad = size.saturating_sub(120);
+    let message = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{n},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"text\":\"{}\"}}}}}}",
+        "x".repeat(pad)
+    );
+    Draft {
+        kind: Kind::Request,
+        direction: Direction::ClientToUpstream,
+        time_ns: now_ns(),
+        endpoint: "bench".into(),
+        session: Some("0123456789abcdef0123456789abcdef".into()),
+        id: Some(n.to_string()),
+        method: Some("tools/call".into()),
+        target: Some("echo".into()),
+        caller: custody::audit::ANONYMOUS.into(),
+        request: None,
+        detail: String::new(),
+        message: Bytes::from(message),
+    }
+}
+
+/// `writers` tasks appending `size`-byte entries for `time`; returns entries appended.
+pub async fn append_load(
+    audit: &Arc<Audit>,
+    writers: usize,
+    size: usize,
+    time: Duration,
+) -> anyhow::Result<u64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (audit, done, stop) = (audit.clone(), done.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = w as u64 * 1_000_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    audit.append(draft(size, n)).await?;
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(time).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed))
+}
+
+/// p50 of a 4 KiB write + fdatasync on the filesystem of `dir`.
+pub fn fsync_p50(dir: &Path) -> anyhow::Result<Duration> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let buf = vec![7u8; 4096];
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        f.write_all(&buf)?;
+        f.sync_data()?;
+        lat.push(t.elapsed());
+    }
+    std::fs::remove_file(&path)?;
+    lat.sort();
+    Ok(lat[lat.len() / 2])
+}
+
+pub async fn append(writers: usize, size: usize, seconds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
+    let opened = Audit::open(dir.path(), &audit_config(dir.path(), Durability::Fsync))?;
+    let audit = opened.audit;
+    // Warm up the database file.
+    append_load(&audit, writers, size, Duration::from_millis(500)).await?;
+    let started = Instant::now();
+    let n = append_load(&audit, writers, size, Duration::from_secs(seconds)).await?;
+    let elapsed = started.elapsed();
+    audit.close().await;
+    let fsync = fsync_p50(dir.path())?;
+    println!(
+        "custody audit append benchmark: durable appends (SQLite WAL, synchronous=FULL, group commit)"
+    );
+    println!(
+        "command: cargo run --release -p custody-bench -- append --writers {writers} --size {size} --seconds {seconds}"
+    );
+    println!("  entries of {size} bytes, {writers} concurrent writers, {seconds} s");
+    println!(
+        "  {:.0} entries/s ({n} entries)",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  this disk: 4 KiB write + fdatasync p50 {:.2} ms",
+        fsync.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// Fills a log of `entries` entries of `size` bytes (fsync off while filling), with a
+/// checkpoint every 100,000 entries and one at the end. Returns the data directory.
+pub async fn fill(entries: u64, size: usize) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
+    let opened = Audit::open(dir.path(), &audit_config(dir.path(), Durability::None))?;
+    let audit = opened.audit;
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (audit, next) = (audit.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= entries {
+                        return anyhow::Ok(());
+                    }
+                    audit.append(draft(size, n)).await?;
+                    if (n + 1) % 100_000 == 0 {
+                        audit.checkpoint().await?;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    audit.checkpoint().await?;
+    audit.close().await;
+    Ok(dir)
+}
+
+pub async fn verify(entries: u64, size: usize) -> anyhow::Result<()> {
+    eprintln!("filling a log of {entries} entries of {size} bytes…");
+    let started = Instant::now();
+    let dir = fill(entries, size).await?;
+    eprintln!("filled in {:.1} s", started.elapsed().as_secs_f64());
+    let verifier =
+        tlog::Verifier::from_key_string(&std::fs::read_to_string(dir.path().join("log.key.pub"))?)?;
+    let reader = custody::store::SqliteReader::open(dir.path())?;
+    let started = Instant::now();
+    let summary = custody::audit::verify::check(&reader, verifier, &[])
+        .map_err(|p| anyhow::anyhow!("{p}"))?;
+    let elapsed = started.elapsed();
+    let bytes = std::fs::metadata(dir.path().join("log.sqlite"))?.len();
+    println!(
+        "custody verify benchmark: the check `custody verify` runs, on a log of {entries} entries"
+    );
+    println!(
+        "command: cargo run --release -p custody-bench -- verify --entries {entries} --size {size}"
+    );
+    println!(
+        "  {} entries ({:.0} MB on disk), {} checkpoints: verified in {:.2} s",
+        summary.entries,
+        bytes as f64 / 1e6,
+        summary.checkpoints,
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
