@@ -166,6 +166,34 @@ pub enum OpenError {
     Key(#[from] keys::KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "the stored log no longer matches the checkpoint it signed at size {size}: {why}; refusing to extend it (run `custody verify` to find what changed)"
+    )]
+    Diverged { size: u64, why: String },
+}
+
+/// A log must never sign a checkpoint inconsistent with one it signed before: before
+/// appending, check that the stored tree extends the latest stored checkpoint.
+fn check_continues(
+    reader: &SqliteReader,
+    cp: &StoredCheckpoint,
+    verifier: &Verifier,
+    size: u64,
+    root: Hash,
+) -> Result<(), OpenError> {
+    let diverged = |why: String| OpenError::Diverged { size: cp.size, why };
+    let (checkpoint, _) = tlog::Checkpoint::open(cp.note.as_bytes(), verifier).map_err(|e| {
+        diverged(format!(
+            "the checkpoint does not verify with the log's key ({e})"
+        ))
+    })?;
+    if checkpoint.size > size {
+        return Err(diverged(format!("the log holds only {size} entries")));
+    }
+    let proof = tlog::proof::consistency_proof(reader, checkpoint.size, size)
+        .map_err(|e| diverged(format!("couldn't read the tree ({e})")))?;
+    tlog::proof::verify_consistency(checkpoint.size, size, &proof, &checkpoint.root, &root)
+        .map_err(|e| diverged(format!("the entries it covers changed ({e})")))
 }
 
 impl Audit {
@@ -192,13 +220,23 @@ impl Audit {
         config: &AuditConfig,
     ) -> Result<Opened, OpenError> {
         let range = store.state()?;
+        let latest = match SqliteReader::open(data_dir) {
+            Ok(reader) => {
+                let latest = reader.latest_checkpoint()?;
+                if let Some(cp) = &latest {
+                    check_continues(&reader, cp, &signer.verifier(), range.size(), range.root())?;
+                }
+                latest
+            }
+            Err(_) => None,
+        };
         let entries = range.size();
         let (head_tx, head) = watch::channel(Head {
             size: range.size(),
             root: range.root(),
         });
         let (jobs, rx) = mpsc::channel(65_536);
-        let latest = Arc::new(RwLock::new(None));
+        let latest = Arc::new(RwLock::new(latest));
         let files = sequencer::Files::new(data_dir, config.durability);
         let handle = sequencer::spawn(store, range, rx, head_tx, files);
         let audit = Arc::new(Self {
@@ -212,14 +250,7 @@ impl Audit {
             config: config.clone(),
             sequencer: std::sync::Mutex::new(Some(handle)),
         });
-        if let Ok(reader) = SqliteReader::open(data_dir)
-            && let Ok(cp) = reader.latest_checkpoint()
-        {
-            *audit
-                .latest
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = cp;
-        }
+
         Ok(Opened {
             audit,
             key_created,

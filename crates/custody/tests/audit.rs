@@ -418,11 +418,6 @@ async fn a_log_reforged_with_the_real_key_fails_against_a_trusted_checkpoint() {
         params![range.size() as i64, note],
     )
     .unwrap();
-    db.execute(
-        "UPDATE tree SET size = ?1, compact = ?2",
-        params![range.size() as i64, range.to_bytes()],
-    )
-    .unwrap();
     drop(db);
 
     let (ok, out, err) = verify(dir.path(), &[]);
@@ -490,4 +485,27 @@ async fn durability_none_is_recorded() {
         .unwrap();
     let detail: Value = serde_json::from_str(&started.detail).unwrap();
     assert_eq!(detail["durability"], "none");
+}
+
+#[tokio::test]
+async fn a_gateway_refuses_to_extend_a_log_that_no_longer_matches_its_checkpoints() {
+    let dir = fresh_log().await;
+    tamper(
+        dir.path(),
+        "DELETE FROM entries WHERE idx >= (SELECT max(idx) - 2 FROM entries)",
+    );
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
+        dir.path().display(),
+        stdio_fixture("f", "")
+    );
+    let config = custody::config::Config::parse(&text, "t.toml").unwrap();
+    let err = match custody::http::start(&config).await {
+        Ok(_) => panic!("the gateway started on a truncated log"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("no longer matches the checkpoint") && err.contains("holds only"),
+        "{err}"
+    );
 }

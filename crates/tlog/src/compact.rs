@@ -79,6 +79,31 @@ impl CompactRange {
         nodes.fold(*first, |right, left| node_hash(left, &right))
     }
 
+    /// A compact range from its parts: `nodes` are the roots of the perfect subtrees of a tree
+    /// of `size` leaves, one per set bit of `size`, largest first.
+    ///
+    /// # Errors
+    /// When the number of nodes does not match the set bits of `size`.
+    pub fn from_parts(size: u64, nodes: Vec<Hash>) -> Result<Self, DecodeError> {
+        if nodes.len() != size.count_ones() as usize {
+            return Err(DecodeError("node count does not match the size"));
+        }
+        Ok(Self { size, nodes })
+    }
+
+    /// The perfect subtrees of a tree of `size` leaves, largest first, as (level, index).
+    pub fn subtrees(size: u64) -> impl Iterator<Item = (u32, u64)> {
+        let mut start = 0u64;
+        (0..64u32)
+            .rev()
+            .filter(move |l| size & (1u64 << l) != 0)
+            .map(move |level| {
+                let index = start >> level;
+                start += 1u64 << level;
+                (level, index)
+            })
+    }
+
     /// `size` (8 bytes, big-endian) followed by the node hashes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + 32 * self.nodes.len());
@@ -155,6 +180,28 @@ mod tests {
             let end = start + (1usize << n.level);
             assert_eq!(n.hash, mth(&leaves[start..end]), "{n:?}");
         }
+    }
+
+    #[test]
+    fn rebuilds_from_its_subtrees() {
+        let mut c = CompactRange::new();
+        let mut leaves = Vec::new();
+        for i in 0..37u32 {
+            let l = leaf_hash(&i.to_be_bytes());
+            leaves.push(l);
+            c.append(l, |_| {});
+        }
+        let nodes: Vec<Hash> = CompactRange::subtrees(37)
+            .map(|(level, index)| {
+                let start = (index << level) as usize;
+                mth(&leaves[start..start + (1 << level)])
+            })
+            .collect();
+        assert_eq!(
+            CompactRange::subtrees(37).collect::<Vec<_>>(),
+            [(5, 0), (2, 8), (0, 36)]
+        );
+        assert_eq!(CompactRange::from_parts(37, nodes).unwrap(), c);
     }
 
     #[test]

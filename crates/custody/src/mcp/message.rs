@@ -190,6 +190,45 @@ impl Message {
         self.value = OnceLock::from(value);
     }
 
+    /// Adds `key: value` to `result._meta` of a result, without building the document when
+    /// `result` is an object with no `_meta` yet (the common case): the member is spliced into
+    /// the wire bytes. Otherwise the value is edited.
+    pub fn add_result_meta(&mut self, key: &str, value: &Value) {
+        if self.kind != Kind::Response {
+            return;
+        }
+        if let Some(raw) = &self.raw {
+            if let Some(at) = result_object_start(raw) {
+                let member = serde_json::json!({ key: value }).to_string();
+                // `{"key":value}` → `"_meta":{"key":value}` followed by `,` unless `{}`.
+                let empty = raw[at + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+                let mut out = Vec::with_capacity(raw.len() + member.len() + 10);
+                out.extend_from_slice(&raw[..=at]);
+                out.extend_from_slice(b"\"_meta\":");
+                out.extend_from_slice(member.as_bytes());
+                if !empty {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&raw[at + 1..]);
+                self.raw = Some(Bytes::from(out));
+                self.value = OnceLock::new();
+                return;
+            }
+        }
+        let key = key.to_string();
+        let value = value.clone();
+        self.edit(|v| {
+            if let Some(result) = v.get_mut("result").and_then(Value::as_object_mut) {
+                let meta = result
+                    .entry("_meta")
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(meta) = meta.as_object_mut() {
+                    meta.insert(key, value);
+                }
+            }
+        });
+    }
+
     pub fn into_value(self) -> Value {
         self.value();
         self.value.into_inner().unwrap_or(Value::Null)
@@ -249,6 +288,51 @@ fn classify(head: &Head) -> Result<Kind, ParseError> {
             )),
         },
     }
+}
+
+/// The byte offset of the `{` opening `result`, when `result` is an object without a
+/// top-level `_meta` member; `None` otherwise.
+fn result_object_start(raw: &[u8]) -> Option<usize> {
+    #[derive(serde::Deserialize)]
+    struct View<'a> {
+        #[serde(borrow)]
+        result: Option<&'a serde_json::value::RawValue>,
+    }
+    struct HasMeta(bool);
+    impl<'de> Deserialize<'de> for HasMeta {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = HasMeta;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<HasMeta, A::Error> {
+                    let mut found = false;
+                    while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                        found |= k == "_meta";
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                    Ok(HasMeta(found))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let view: View<'_> = serde_json::from_slice(raw).ok()?;
+    let result = view.result?.get();
+    if !result.starts_with('{') {
+        return None;
+    }
+    let HasMeta(has) = serde_json::from_str(result).ok()?;
+    if has {
+        return None;
+    }
+    // `result` borrows from `raw`: its offset is the distance between the two.
+    (result.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)
 }
 
 /// Rejects JSON nested deeper than `max` before it is parsed, so that depth cannot be used to
@@ -364,6 +448,37 @@ mod tests {
         assert_eq!(
             m.to_bytes(),
             r#"{"jsonrpc":"2.0","id":2,"method":"x","params":{"b":1,"a":2}}"#.as_bytes()
+        );
+    }
+
+    #[test]
+    fn result_meta_is_spliced_or_merged() {
+        let add = |text: &'static str| {
+            let mut m = Message::parse(Bytes::from_static(text.as_bytes()), 64).unwrap();
+            m.add_result_meta("k", &json!({"i": 1}));
+            let v: Value = serde_json::from_slice(&m.to_bytes()).unwrap();
+            assert_eq!(v["result"]["_meta"]["k"]["i"], 1, "{text}");
+            v
+        };
+        let v = add(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#);
+        assert_eq!(v["result"]["content"], json!([]));
+        add(r#"{"jsonrpc":"2.0","id":1,"result":{ }}"#);
+        let v = add(r#"{"jsonrpc":"2.0","id":1,"result":{"_meta":{"other":true},"x":1}}"#);
+        assert_eq!(
+            v["result"]["_meta"]["other"], true,
+            "an existing _meta is kept"
+        );
+        assert_eq!(v["result"]["x"], 1);
+        add(r#"{"result":{"a":"}{\"_meta\""},"id":"s","jsonrpc":"2.0"}"#);
+        let mut err = Message::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#),
+            64,
+        )
+        .unwrap();
+        err.add_result_meta("k", &json!(1));
+        assert!(
+            !String::from_utf8_lossy(&err.to_bytes()).contains("_meta"),
+            "errors carry no receipt"
         );
     }
 

@@ -123,21 +123,11 @@ impl Scope {
 
 /// Adds the receipt to a result: the log, and where the request and this response are in it.
 pub fn add_receipt(msg: &mut Message, origin: &str, request: Option<Appended>, response: Appended) {
-    if msg.kind() != MessageKind::Response {
-        return;
-    }
     let entry = |a: Appended| json!({ "index": a.index, "leaf": a.leaf.to_hex() });
     let receipt = json!({
         "log": origin,
         "request": request.map(entry),
         "response": entry(response),
     });
-    msg.edit(|v| {
-        if let Some(result) = v.get_mut("result").and_then(Value::as_object_mut) {
-            let meta = result.entry("_meta").or_insert_with(|| json!({}));
-            if let Some(meta) = meta.as_object_mut() {
-                meta.insert(RECEIPT_KEY.into(), receipt);
-            }
-        }
-    });
+    msg.add_result_meta(RECEIPT_KEY, &receipt);
 }

@@ -25,11 +25,6 @@ CREATE TABLE IF NOT EXISTS nodes (
     hash  BLOB NOT NULL,
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tree (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    size    INTEGER NOT NULL,
-    compact BLOB NOT NULL
-);
 CREATE TABLE IF NOT EXISTS checkpoints (
     size      INTEGER PRIMARY KEY,
     note      TEXT NOT NULL,
@@ -121,41 +116,41 @@ impl Store for SqliteStore {
                 node.execute(params![n.level, i64_of(n.index), &n.hash.0[..]])
                     .map_err(StoreError::sql("insert a tree node"))?;
             }
-            tx.prepare_cached("INSERT INTO tree (id, size, compact) VALUES (1, ?1, ?2) ON CONFLICT (id) DO UPDATE SET size = ?1, compact = ?2")
-                .map_err(StoreError::sql("prepare the tree update"))?
-                .execute(params![i64_of(state.size()), state.to_bytes()])
-                .map_err(StoreError::sql("update the tree state"))?;
         }
+        // The tree state needs no row of its own: the perfect subtrees it consists of are the
+        // stored nodes (levels ≥ NODE_LEVEL) and at most 255 leaves (see `state`). Not writing
+        // it spares every commit a page.
+        let _ = state;
         // The point of no return: once this commit returns, the batch is durable and the
         // sequencer may acknowledge every entry in it.
         tx.commit().map_err(StoreError::sql("commit the batch"))
     }
 
     fn state(&mut self) -> Result<CompactRange, StoreError> {
-        let row: Option<(i64, Vec<u8>)> = self
-            .conn
-            .query_row("SELECT size, compact FROM tree WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(StoreError::sql("read the tree state"))?;
         let last: Option<i64> = self
             .conn
             .query_row("SELECT max(idx) FROM entries", [], |r| r.get(0))
             .map_err(StoreError::sql("read the last entry index"))?;
-        let range = match row {
-            None => CompactRange::new(),
-            Some((_, bytes)) => CompactRange::from_bytes(&bytes)
-                .map_err(|e| StoreError::Inconsistent(e.to_string()))?,
-        };
-        let entries = last.map_or(0, |l| u64::try_from(l).unwrap_or(0) + 1);
-        if entries != range.size() {
+        let size = last.map_or(0, |l| u64::try_from(l).unwrap_or(0) + 1);
+        let count: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM entries WHERE idx >= ?1",
+                params![i64_of(size.saturating_sub(256))],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::sql("count the last entries"))?;
+        if u64::try_from(count).unwrap_or(0) != size.min(256) {
             return Err(StoreError::Inconsistent(format!(
-                "the tree state covers {} entries but the log holds {entries}",
-                range.size()
+                "entries are missing below index {size}"
             )));
         }
-        Ok(range)
+        // The tree of `size` leaves is the perfect subtrees of its set bits: stored nodes for
+        // the large ones, a few leaves hashed for the small ones. O(log n) reads.
+        let nodes = CompactRange::subtrees(size)
+            .map(|(level, index)| node(&self.conn, level, index))
+            .collect::<Result<Vec<Hash>, StoreError>>()?;
+        CompactRange::from_parts(size, nodes).map_err(|e| StoreError::Inconsistent(e.to_string()))
     }
 
     fn put_checkpoint(&mut self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
@@ -190,26 +185,46 @@ impl SqliteReader {
         })?;
         Ok(Self { conn })
     }
+}
 
-    fn leaves(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT leaf FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
-            .map_err(StoreError::sql("prepare the leaf query"))?;
-        let rows = stmt
-            .query_map(params![i64_of(from), i64_of(to)], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })
-            .map_err(StoreError::sql("read leaf hashes"))?;
-        let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
-        for r in rows {
-            out.push(hash_of(&r.map_err(StoreError::sql("read a leaf hash"))?)?);
-        }
-        if out.len() as u64 != to - from {
-            return Err(StoreError::NotFound(from + out.len() as u64));
-        }
-        Ok(out)
+fn leaves(conn: &Connection, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT leaf FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
+        .map_err(StoreError::sql("prepare the leaf query"))?;
+    let rows = stmt
+        .query_map(params![i64_of(from), i64_of(to)], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .map_err(StoreError::sql("read leaf hashes"))?;
+    let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+    for r in rows {
+        out.push(hash_of(&r.map_err(StoreError::sql("read a leaf hash"))?)?);
     }
+    if out.len() as u64 != to - from {
+        return Err(StoreError::NotFound(from + out.len() as u64));
+    }
+    Ok(out)
+}
+
+/// The root of the perfect subtree `level`/`index`: stored at level ≥ [`NODE_LEVEL`], hashed
+/// from at most 255 leaves below it.
+fn node(conn: &Connection, level: u32, index: u64) -> Result<Hash, StoreError> {
+    if level >= NODE_LEVEL {
+        let stored: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT hash FROM nodes WHERE level = ?1 AND idx = ?2")
+            .map_err(StoreError::sql("prepare the node query"))?
+            .query_row(params![level, i64_of(index)], |r| r.get(0))
+            .optional()
+            .map_err(StoreError::sql("read a tree node"))?;
+        return match stored {
+            Some(h) => hash_of(&h),
+            None => Err(StoreError::Inconsistent(format!(
+                "tree node {level}/{index} is missing"
+            ))),
+        };
+    }
+    let start = index << level;
+    Ok(fold(&leaves(conn, start, start + (1u64 << level))?))
 }
 
 fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
@@ -286,24 +301,7 @@ impl HashStore for SqliteReader {
     type Error = StoreError;
 
     fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
-        if level >= NODE_LEVEL {
-            let stored: Option<Vec<u8>> = self
-                .conn
-                .prepare_cached("SELECT hash FROM nodes WHERE level = ?1 AND idx = ?2")
-                .map_err(StoreError::sql("prepare the node query"))?
-                .query_row(params![level, i64_of(index)], |r| r.get(0))
-                .optional()
-                .map_err(StoreError::sql("read a tree node"))?;
-            return match stored {
-                Some(h) => hash_of(&h),
-                None => Err(StoreError::Inconsistent(format!(
-                    "tree node {level}/{index} is missing"
-                ))),
-            };
-        }
-        let start = index << level;
-        let leaves = self.leaves(start, start + (1u64 << level))?;
-        Ok(fold(&leaves))
+        node(&self.conn, level, index)
     }
 }
 
