@@ -197,23 +197,23 @@ impl Message {
         if self.kind != Kind::Response {
             return;
         }
-        if let Some(raw) = &self.raw {
-            if let Some(at) = result_object_start(raw) {
-                let member = serde_json::json!({ key: value }).to_string();
-                // `{"key":value}` → `"_meta":{"key":value}` followed by `,` unless `{}`.
-                let empty = raw[at + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-                let mut out = Vec::with_capacity(raw.len() + member.len() + 10);
-                out.extend_from_slice(&raw[..=at]);
-                out.extend_from_slice(b"\"_meta\":");
-                out.extend_from_slice(member.as_bytes());
-                if !empty {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&raw[at + 1..]);
-                self.raw = Some(Bytes::from(out));
-                self.value = OnceLock::new();
-                return;
+        if let Some(raw) = &self.raw
+            && let Some(at) = result_object_start(raw)
+        {
+            let member = serde_json::json!({ key: value }).to_string();
+            // `{"key":value}` → `"_meta":{"key":value}` followed by `,` unless `{}`.
+            let empty = raw[at + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+            let mut out = Vec::with_capacity(raw.len() + member.len() + 10);
+            out.extend_from_slice(&raw[..=at]);
+            out.extend_from_slice(b"\"_meta\":");
+            out.extend_from_slice(member.as_bytes());
+            if !empty {
+                out.push(b',');
             }
+            out.extend_from_slice(&raw[at + 1..]);
+            self.raw = Some(Bytes::from(out));
+            self.value = OnceLock::new();
+            return;
         }
         let key = key.to_string();
         let value = value.clone();
