@@ -134,7 +134,8 @@ check "inspector: tools/call on server-filesystem" inspector "hello from the fil
 quick_port=$(free_port)
 mkdir -p "$work/quickstart"
 (cd "$work/quickstart" && exec "$custody" serve --listen "127.0.0.1:$quick_port") >"$work/quickstart.log" 2>&1 &
-pids+=($!)
+quick_pid=$!
+pids+=($quick_pid)
 wait_http "http://127.0.0.1:$quick_port/healthz" "custody (embedded default)" "$work/quickstart.log"
 quickstart() {
   local out
@@ -143,6 +144,14 @@ quickstart() {
   grep -q "echo: hello through custody" <<<"$out" && grep -q "add: 42" <<<"$out"
 }
 check "README quick start: examples/quickstart.py against the embedded default" quickstart
+quickstart_verify() {
+  kill -TERM "$quick_pid" && wait "$quick_pid" || true
+  local out
+  out=$(cd "$work/quickstart" && "$custody" verify 2>&1) || { echo "$out"; return 1; }
+  echo "$out" | head -n 4
+  grep -q "custody verify: OK" <<<"$out" && grep -q "request 4" <<<"$out"
+}
+check "README quick start: custody verify on the log it left" quickstart_verify
 
 if ((failures > 0)); then
   echo

@@ -42,6 +42,9 @@ enum Cmd {
         /// Throughput rounds (each: direct, then through the gateway).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// The gateway's audit durability: fsync (the default) or none.
+        #[arg(long, default_value = "fsync")]
+        durability: String,
     },
     /// Durable audit appends with group commit: entries/s.
     Append {
@@ -155,11 +158,13 @@ fn main() -> anyhow::Result<()> {
             seconds,
             calls,
             rounds,
+            durability,
         } => rt.block_on(relay(
             clients,
             Duration::from_secs(seconds),
             calls,
             rounds.max(1),
+            &durability,
         )),
     }
 }
@@ -254,7 +259,13 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-async fn relay(clients: usize, time: Duration, calls: usize, rounds: usize) -> anyhow::Result<()> {
+async fn relay(
+    clients: usize,
+    time: Duration,
+    calls: usize,
+    rounds: usize,
+    durability: &str,
+) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("custody-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let up_addr = free_addr()?;
@@ -264,13 +275,7 @@ async fn relay(clients: usize, time: Duration, calls: usize, rounds: usize) -> a
         .context("starting the upstream")?;
     let gw_addr = free_addr()?;
     let config = work.join("custody.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"{gw_addr}\"\ndata_dir = \"{}\"\n\n[endpoints.bench.upstream]\ntransport = \"http\"\nurl = \"http://{up_addr}/mcp\"\n",
-            work.join("data").display()
-        ),
-    )?;
+    gateway_config(&config, gw_addr, &work.join("data"), up_addr, durability)?;
     let gateway = spawn_self(&["gateway", config.to_str().unwrap_or_default()])?;
     wait_listening(gw_addr)
         .await
@@ -322,10 +327,10 @@ async fn relay(clients: usize, time: Duration, calls: usize, rounds: usize) -> a
     );
 
     println!(
-        "custody relay benchmark: tools/call (2026-07-28, JSON answers) to the conformance fixture over HTTP"
+        "custody relay benchmark: tools/call (2026-07-28, JSON answers) to the conformance fixture over HTTP, audit durability {durability}"
     );
     println!(
-        "command: cargo run --release -p custody-bench -- relay --clients {clients} --seconds {} --calls {calls} --rounds {rounds}",
+        "command: cargo run --release -p custody-bench -- relay --clients {clients} --seconds {} --calls {calls} --rounds {rounds} --durability {durability}",
         time.as_secs()
     );
     println!("machine: {cores} CPUs, shared by the load generator, custody and the upstream\n");

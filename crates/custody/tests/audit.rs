@@ -509,3 +509,43 @@ async fn a_gateway_refuses_to_extend_a_log_that_no_longer_matches_its_checkpoint
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_idle_log_keeps_signing_over_heartbeats() {
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[audit]\ncheckpoint_interval = \"50ms\"\nheartbeat_interval = \"200ms\"\n{}",
+            stdio_fixture("f", "")
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let latest = gw
+        .running
+        .as_ref()
+        .unwrap()
+        .relay
+        .audit
+        .latest_checkpoint()
+        .unwrap();
+    let dir = gw.shutdown().await;
+    let log = entries(dir.path());
+    let beats = log.iter().filter(|e| e.kind == Kind::Heartbeat).count();
+    assert!(
+        beats >= 2,
+        "{beats} heartbeats in {:?}",
+        log.iter().map(|e| e.kind).collect::<Vec<_>>()
+    );
+    assert!(
+        latest.size >= 3,
+        "checkpoints follow the heartbeats: {}",
+        latest.size
+    );
+    let lines = std::fs::read_to_string(dir.path().join("checkpoints.jsonl")).unwrap();
+    assert!(
+        lines.lines().count() >= 3,
+        "every checkpoint is appended to checkpoints.jsonl"
+    );
+    assert!(verify(dir.path(), &[]).0);
+}

@@ -138,3 +138,54 @@ fn missing_config_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn keygen_makes_a_key_the_gateway_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("keys/ci.key");
+    let out = Command::new(custody_bin())
+        .args(["keygen", "--origin", "ci.example.com/custody", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let verifier = std::fs::read_to_string(dir.path().join("keys/ci.key.pub")).unwrap();
+    assert!(printed.contains(verifier.trim()), "{printed}");
+    assert!(verifier.starts_with("ci.example.com/custody+"));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = Command::new(custody_bin())
+        .args(["keygen", "--origin", "x/y", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "keygen never overwrites a key");
+    let bad = Command::new(custody_bin())
+        .args(["keygen", "--origin", "has space", "--out"])
+        .arg(dir.path().join("other.key"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[audit]\nkey_file = \"{}\"\n{}",
+            key.display(),
+            stdio_fixture("f", "")
+        ),
+    )
+    .await;
+    let running = gw.running.as_ref().unwrap();
+    assert_eq!(
+        running.relay.audit.verifier().to_key_string(),
+        verifier.trim()
+    );
+    assert_eq!(running.relay.audit.origin(), "ci.example.com/custody");
+    gw.shutdown().await;
+}
