@@ -737,19 +737,36 @@ impl Relay {
         }
     }
 
-    /// A GET: the standalone server stream of a session.
-    pub async fn get(&self, ep: &Arc<Endpoint>, headers: &HeaderMap) -> Outcome {
-        if headers.get(headers::MCP_SESSION_ID).is_none() {
-            return self
-                .refuse(ep, headers, RelayError::MethodNotAllowed("GET"), None, None)
-                .await;
-        }
-        let session = headers
-            .get(headers::MCP_SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|sid| ep.sessions.get(sid));
-        let Some(session) = session else {
-            return self
+    /// The session a GET or DELETE names (taken out of the table for DELETE), or the refusal.
+    async fn named_session(
+        &self,
+        ep: &Arc<Endpoint>,
+        headers: &HeaderMap,
+        method: &'static str,
+        take: bool,
+    ) -> Result<Arc<Session>, Outcome> {
+        let Some(sid) = headers.get(headers::MCP_SESSION_ID) else {
+            return Err(self
+                .refuse(
+                    ep,
+                    headers,
+                    RelayError::MethodNotAllowed(method),
+                    None,
+                    None,
+                )
+                .await);
+        };
+        let sid = sid.to_str().ok();
+        let found = sid.and_then(|sid| {
+            if take {
+                ep.sessions.remove(sid)
+            } else {
+                ep.sessions.get(sid)
+            }
+        });
+        match found {
+            Some(session) => Ok(session),
+            None => Err(self
                 .refuse(
                     ep,
                     headers,
@@ -757,7 +774,15 @@ impl Relay {
                     None,
                     None,
                 )
-                .await;
+                .await),
+        }
+    }
+
+    /// A GET: the standalone server stream of a session.
+    pub async fn get(&self, ep: &Arc<Endpoint>, headers: &HeaderMap) -> Outcome {
+        let session = match self.named_session(ep, headers, "GET", false).await {
+            Ok(s) => s,
+            Err(refused) => return refused,
         };
         let scope = self.scope(ep, Some(session.id.clone()));
         let mut ctx = self.ctx(ep, Vec::new(), Some(session.clone()), scope.clone());
@@ -812,31 +837,9 @@ impl Relay {
 
     /// A DELETE: ends a session here and upstream.
     pub async fn delete(&self, ep: &Arc<Endpoint>, headers: &HeaderMap) -> Outcome {
-        if headers.get(headers::MCP_SESSION_ID).is_none() {
-            return self
-                .refuse(
-                    ep,
-                    headers,
-                    RelayError::MethodNotAllowed("DELETE"),
-                    None,
-                    None,
-                )
-                .await;
-        }
-        let session = headers
-            .get(headers::MCP_SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|sid| ep.sessions.remove(sid));
-        let Some(session) = session else {
-            return self
-                .refuse(
-                    ep,
-                    headers,
-                    RelayError::SessionNotFound(String::new()),
-                    None,
-                    None,
-                )
-                .await;
+        let session = match self.named_session(ep, headers, "DELETE", true).await {
+            Ok(s) => s,
+            Err(refused) => return refused,
         };
         ep.close_session(&session).await;
         let scope = self.scope(ep, Some(session.id.clone()));
