@@ -192,24 +192,36 @@ impl Message {
 
     /// Adds `key: value` to `result._meta` of a result, without building the document when
     /// `result` is an object with no `_meta` yet (the common case): the member is spliced into
-    /// the wire bytes. Otherwise the value is edited.
+    /// the wire bytes. Otherwise the value is edited. An empty result (`{}`, the answer to
+    /// `ping` or `logging/setLevel`) stays empty: the protocol defines it so, and a relay must
+    /// not change what an answer means.
     pub fn add_result_meta(&mut self, key: &str, value: &Value) {
         if self.kind != Kind::Response {
+            return;
+        }
+        let empty = match &self.raw {
+            Some(raw) => result_object_start(raw).is_some_and(|at| {
+                raw[at + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}')
+            }),
+            None => self
+                .value()
+                .get("result")
+                .and_then(Value::as_object)
+                .is_some_and(serde_json::Map::is_empty),
+        };
+        if empty {
             return;
         }
         if let Some(raw) = &self.raw
             && let Some(at) = result_object_start(raw)
         {
             let member = serde_json::json!({ key: value }).to_string();
-            // `{"key":value}` → `"_meta":{"key":value}` followed by `,` unless `{}`.
-            let empty = raw[at + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+            // `{…}` → `{"_meta":{"key":value},…}` (the result is not empty here).
             let mut out = Vec::with_capacity(raw.len() + member.len() + 10);
             out.extend_from_slice(&raw[..=at]);
             out.extend_from_slice(b"\"_meta\":");
             out.extend_from_slice(member.as_bytes());
-            if !empty {
-                out.push(b',');
-            }
+            out.push(b',');
             out.extend_from_slice(&raw[at + 1..]);
             self.raw = Some(Bytes::from(out));
             self.value = OnceLock::new();
@@ -462,7 +474,17 @@ mod tests {
         };
         let v = add(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#);
         assert_eq!(v["result"]["content"], json!([]));
-        add(r#"{"jsonrpc":"2.0","id":1,"result":{ }}"#);
+        let mut empty = Message::parse(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{ }}"#),
+            64,
+        )
+        .unwrap();
+        empty.add_result_meta("k", &json!(1));
+        assert_eq!(
+            &empty.to_bytes()[..],
+            br#"{"jsonrpc":"2.0","id":1,"result":{ }}"#,
+            "an empty result stays empty"
+        );
         let v = add(r#"{"jsonrpc":"2.0","id":1,"result":{"_meta":{"other":true},"x":1}}"#);
         assert_eq!(
             v["result"]["_meta"]["other"], true,
