@@ -529,3 +529,68 @@ mod tests {
         assert_eq!(m.target_name(), None);
     }
 }
+
+#[cfg(test)]
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn jsonish() -> impl Strategy<Value = String> {
+        // Fragments of JSON-RPC in random order: more likely than random bytes to get deep.
+        let parts = prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"jsonrpc\"",
+            "\"2.0\"",
+            "\"id\"",
+            "\"method\"",
+            "\"params\"",
+            "\"result\"",
+            "\"error\"",
+            "\"_meta\"",
+            "\"name\"",
+            "\"uri\"",
+            "1",
+            "-1",
+            "1.5",
+            "null",
+            "true",
+            "\"x\"",
+            "\"\\u00e9\"",
+            "\"\\\"\"",
+            " ",
+            "\"io.modelcontextprotocol/protocolVersion\"",
+        ]);
+        prop::collection::vec(parts, 0..60).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn parsing_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = check_depth(&bytes, 8);
+            if let Ok(Body::Single(m)) = Body::parse(Bytes::from(bytes), 64) {
+                let _ = (m.id(), m.method(), m.target_name(), m.meta_protocol_version(), m.value());
+            }
+        }
+
+        #[test]
+        fn parsing_jsonish_text(text in jsonish()) {
+            match Body::parse(Bytes::from(text.clone()), 16) {
+                Ok(Body::Single(mut m)) => {
+                    let _ = (m.id(), m.method(), m.target_name(), m.meta_protocol_version());
+                    m.add_result_meta("k", &serde_json::json!(1));
+                    let again: Result<Value, _> = serde_json::from_slice(&m.to_bytes());
+                    prop_assert!(again.is_ok(), "a receipt keeps the message valid JSON: {text}");
+                }
+                Ok(Body::Batch(_)) | Err(_) => {}
+            }
+        }
+    }
+}
