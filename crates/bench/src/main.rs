@@ -398,7 +398,7 @@ fn gateway_config(
     std::fs::write(
         path,
         format!(
-            "[server]\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n\n[audit]\ndurability = \"{durability}\"\norigin = \"bench.custody/log\"\n\n[endpoints.bench.upstream]\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n",
+            "[server]\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n\n[audit]\ndurability = \"{durability}\"\norigin = \"bench.custody/log\"\n\n[auth]\nanonymous = true\n\n[endpoints.bench.upstream]\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n",
             data.display()
         ),
     )?;

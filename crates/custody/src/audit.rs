@@ -30,8 +30,11 @@ use tlog::{Hash, Signer, Verifier};
 use crate::config::{AuditConfig, Durability};
 use crate::store::{LogReader, SqliteReader, SqliteStore, Store, StoreError, StoredCheckpoint};
 
-/// The caller of every entry until identity is checked: nobody in particular.
+/// The caller of entries made for a call without a token (where `auth.anonymous` allows it).
 pub const ANONYMOUS: &str = r#"{"kind":"anonymous"}"#;
+
+/// The caller of the gateway's own entries (start, stop, heartbeats).
+pub const GATEWAY: &str = r#"{"kind":"gateway"}"#;
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
@@ -86,7 +89,7 @@ impl Draft {
             id: None,
             method: None,
             target: None,
-            caller: ANONYMOUS.into(),
+            caller: GATEWAY.into(),
             request: None,
             detail,
             message: Bytes::new(),

@@ -4,6 +4,7 @@
 mod demo;
 mod keys;
 mod serve;
+mod token;
 mod verify;
 
 use std::path::PathBuf;
@@ -38,6 +39,16 @@ enum ReceiptCommand {
         leaf: Option<String>,
         /// The tlog-proof file.
         proof: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new static token and the `[[auth.static]]` lines that accept it. The token is
+    /// shown once; the config holds only its SHA-256.
+    Create {
+        /// The principal's name, as it appears in the audit log (e.g. `alice`, `nightly-job`).
+        name: String,
     },
 }
 
@@ -94,6 +105,11 @@ enum Command {
     Receipt {
         #[command(subcommand)]
         command: ReceiptCommand,
+    },
+    /// Static bearer tokens for local use and for people without an identity provider.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Run the built-in MCP server (the embedded default's upstream) on stdio or HTTP.
     #[command(hide = true)]
@@ -164,6 +180,9 @@ pub fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Token {
+            command: TokenCommand::Create { name },
+        } => token::create(&name),
         Command::DemoServer { conformance, http } => {
             runtime(1).and_then(|rt| rt.block_on(demo::run(conformance, http)))
         }

@@ -2,8 +2,11 @@
 //! then resolves and validates it into the types the gateway runs on, failing at start-up with
 //! the file, line, key path and what is wrong.
 
+mod auth;
 mod locate;
 pub mod raw;
+
+pub use auth::{AuthConfig, NameTemplate, OidcConfig, Preset, StaticToken, is_fetchable};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,6 +48,7 @@ impl fmt::Display for ConfigError {
 pub struct Config {
     pub server: ServerConfig,
     pub audit: AuditConfig,
+    pub auth: AuthConfig,
     pub endpoints: Vec<EndpointConfig>,
 }
 
@@ -68,6 +72,8 @@ pub struct AuditConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The gateway's URL as clients reach it (no trailing slash), when configured.
+    pub public_url: Option<String>,
     pub data_dir: PathBuf,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<OriginPattern>,
@@ -209,7 +215,8 @@ impl Config {
     }
 
     /// The embedded default: one endpoint, `demo`, backed by the built-in demo server run as a
-    /// child process of `program` (the `custody` binary itself).
+    /// child process of `program` (the `custody` binary itself). It accepts nobody until a
+    /// static token is added (`custody serve` adds its dev token).
     pub fn embedded(program: PathBuf) -> Self {
         let resolver = Resolver {
             text: "",
@@ -224,6 +231,10 @@ impl Config {
         Self {
             server,
             audit,
+            auth: AuthConfig {
+                anonymous: false,
+                ..AuthConfig::anonymous()
+            },
             endpoints: vec![EndpointConfig {
                 name: "demo".into(),
                 description: Some("custody's built-in demo MCP server".into()),
@@ -309,9 +320,11 @@ impl Resolver<'_> {
             .into_iter()
             .map(|(name, ep)| self.endpoint(name, ep))
             .collect::<Result<Vec<_>, _>>()?;
+        let auth = self.auth(raw.auth)?;
         Ok(Config {
             server,
             audit,
+            auth,
             endpoints,
         })
     }
@@ -415,8 +428,26 @@ impl Resolver<'_> {
         if !(8..=512).contains(&max_json_depth) {
             return Err(self.err("server.max_json_depth", "must be between 8 and 512"));
         }
+        let public_url = match raw.public_url {
+            Some(u) => {
+                let parsed = url::Url::parse(&u).ok().filter(|p| {
+                    matches!(p.scheme(), "http" | "https")
+                        && p.host().is_some()
+                        && p.query().is_none()
+                });
+                if parsed.is_none() {
+                    return Err(self.err(
+                        "server.public_url",
+                        format!("{u:?} must be an absolute http:// or https:// URL, like \"https://custody.example.com\""),
+                    ));
+                }
+                Some(u.trim_end_matches('/').to_string())
+            }
+            None => None,
+        };
         Ok(ServerConfig {
             listen,
+            public_url,
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),

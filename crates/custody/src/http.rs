@@ -4,6 +4,7 @@
 
 mod api;
 mod guard;
+mod metadata;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,13 +27,16 @@ pub use guard::Guard;
 
 use crate::audit::{Audit, Draft, Kind as EntryKind};
 use crate::config::{Config, Durability};
+use crate::identity::{Identity, Principal};
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::message::Body;
-use crate::relay::{Outcome, Relay, RelayError};
+use crate::relay::{Endpoint, Outcome, Relay, RelayError};
 
 struct App {
     relay: Arc<Relay>,
     guard: Guard,
+    identity: Arc<Identity>,
+    public_url: Option<String>,
     shutting_down: CancellationToken,
 }
 
@@ -132,16 +136,25 @@ pub async fn start_with(
     audit.checkpoint().await.map_err(StartError::Record)?;
     let relay = Relay::new(config, audit.clone());
     let stop = CancellationToken::new();
+    let identity = Arc::new(Identity::new(&config.auth));
+    let key_loaders = identity.start(&stop).await;
     let checkpointer = audit.start_checkpointer(stop.clone());
     let app = Arc::new(App {
         relay: relay.clone(),
         guard: Guard::new(&config.server),
+        identity,
+        public_url: config.server.public_url.clone(),
         shutting_down: stop.clone(),
     });
     let router = Router::new()
         .route(
             "/mcp/{endpoint}",
             post(mcp_post).get(mcp_get).delete(mcp_delete),
+        )
+        .route(metadata::WELL_KNOWN, get(metadata::root))
+        .route(
+            &format!("{}/mcp/{{endpoint}}", metadata::WELL_KNOWN),
+            get(metadata::endpoint),
         )
         .route("/api/v1/log/checkpoint", get(api::checkpoint))
         .route("/api/v1/log/proof", get(api::proof))
@@ -195,6 +208,9 @@ pub async fn start_with(
                 }
             }
             reaper.abort();
+            for loader in key_loaders {
+                loader.abort();
+            }
             relay.finish_shutdown().await;
             let _ = checkpointer.await;
             let audit = &relay.audit;
@@ -241,6 +257,40 @@ fn unrecorded(error: RelayError) -> Outcome {
     }
 }
 
+/// Checks the caller's token; a refusal is recorded and becomes a 401 (503 while the issuer's
+/// keys cannot be had) with a `WWW-Authenticate` challenge.
+async fn authenticate(
+    app: &App,
+    ep: &Arc<Endpoint>,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Result<Arc<Principal>, Response> {
+    match app.identity.authenticate(headers).await {
+        Ok(p) => Ok(p),
+        Err(refused) => {
+            let temporary = refused.error.is_temporary();
+            let description = refused.error.to_string();
+            let outcome = app
+                .relay
+                .unauthorized(ep, headers, refused, method.as_str())
+                .await;
+            let mut resp = respond(&ep.name, outcome);
+            let base = metadata::base_url(app.public_url.as_deref(), headers);
+            let url = metadata::url_for(&base, &ep.name);
+            if temporary {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            } else if resp.status() == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    metadata::challenge(&url, &description),
+                );
+            }
+            Err(resp)
+        }
+    }
+}
+
 async fn mcp_post(State(app): Shared, Path(name): Path<String>, request: Request) -> Response {
     // Taking the request whole avoids copying its headers into extractors.
     let (parts, body) = request.into_parts();
@@ -249,10 +299,21 @@ async fn mcp_post(State(app): Shared, Path(name): Path<String>, request: Request
         Ok(ep) => ep,
         Err(e) => return respond(&name, unrecorded(e)),
     };
+    let nobody = Principal::anonymous();
+    if let Err(error) = app.guard.check(&parts.uri, &headers) {
+        return respond(
+            &name,
+            app.relay
+                .refuse(&ep, &nobody, &headers, error, None, None)
+                .await,
+        );
+    }
+    // Identity before the body: an unauthenticated caller cannot make the gateway read it.
+    let caller = match authenticate(&app, &ep, &headers, &parts.method).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
     let checked = async {
-        app.guard
-            .check(&parts.uri, &headers)
-            .map_err(|e| (e, None))?;
         guard::post_media(&headers).map_err(|e| (e, None))?;
         let bytes = read_body(body, &headers, app.relay.limits.max_body)
             .await
@@ -261,8 +322,12 @@ async fn mcp_post(State(app): Shared, Path(name): Path<String>, request: Request
     }
     .await;
     let outcome = match checked {
-        Ok(body) => app.relay.post(&ep, &headers, body).await,
-        Err((error, raw)) => app.relay.refuse(&ep, &headers, error, None, raw).await,
+        Ok(body) => app.relay.post(&ep, &caller, &headers, body).await,
+        Err((error, raw)) => {
+            app.relay
+                .refuse(&ep, &caller, &headers, error, None, raw)
+                .await
+        }
     };
     respond(&name, outcome)
 }
@@ -277,13 +342,26 @@ async fn mcp_get(
         Ok(ep) => ep,
         Err(e) => return respond(&name, unrecorded(e)),
     };
-    let outcome = match app
-        .guard
-        .check(&uri, &headers)
-        .and_then(|()| guard::get_media(&headers))
-    {
-        Ok(()) => app.relay.get(&ep, &headers).await,
-        Err(error) => app.relay.refuse(&ep, &headers, error, None, None).await,
+    let nobody = Principal::anonymous();
+    if let Err(error) = app.guard.check(&uri, &headers) {
+        return respond(
+            &name,
+            app.relay
+                .refuse(&ep, &nobody, &headers, error, None, None)
+                .await,
+        );
+    }
+    let caller = match authenticate(&app, &ep, &headers, &Method::GET).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let outcome = match guard::get_media(&headers) {
+        Ok(()) => app.relay.get(&ep, &caller, &headers).await,
+        Err(error) => {
+            app.relay
+                .refuse(&ep, &caller, &headers, error, None, None)
+                .await
+        }
     };
     respond(&name, outcome)
 }
@@ -298,11 +376,20 @@ async fn mcp_delete(
         Ok(ep) => ep,
         Err(e) => return respond(&name, unrecorded(e)),
     };
-    let outcome = match app.guard.check(&uri, &headers) {
-        Ok(()) => app.relay.delete(&ep, &headers).await,
-        Err(error) => app.relay.refuse(&ep, &headers, error, None, None).await,
+    let nobody = Principal::anonymous();
+    if let Err(error) = app.guard.check(&uri, &headers) {
+        return respond(
+            &name,
+            app.relay
+                .refuse(&ep, &nobody, &headers, error, None, None)
+                .await,
+        );
+    }
+    let caller = match authenticate(&app, &ep, &headers, &Method::DELETE).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
     };
-    respond(&name, outcome)
+    respond(&name, app.relay.delete(&ep, &caller, &headers).await)
 }
 
 /// Reads the body up to `max` bytes; a declared length over the limit is refused unread.

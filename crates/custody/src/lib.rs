@@ -1,7 +1,7 @@
 //! custody: a gateway in the data path between CI/CD pipelines and MCP servers.
 //!
 //! The parts, in the order a call meets them (see `docs/architecture.md`):
-//! [`http`] receives and checks a request, [`relay`] runs the per-endpoint pipeline, [`mcp`]
+//! [`http`] receives and checks a request, [`identity`] says who sent it, [`relay`] runs the per-endpoint pipeline, [`mcp`]
 //! knows the protocol and talks to upstream servers, [`config`] says what to serve.
 
 #![forbid(unsafe_code)]
@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod identity;
 pub mod mcp;
 pub mod relay;
 pub mod store;

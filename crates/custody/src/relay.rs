@@ -35,6 +35,7 @@ pub use session::{Session, SessionUpstream, Sessions};
 
 use crate::audit::{Appended, Audit, Direction, Kind as EntryKind};
 use crate::config::{Config, UpstreamConfig};
+use crate::identity::{Principal, Refused};
 use crate::mcp::headers::{self, MCP_PROTOCOL_VERSION, ParamHeader};
 use crate::mcp::message::{Body, Kind, Message};
 use crate::mcp::upstream::http::{HttpUpstream, Outbound};
@@ -239,8 +240,8 @@ impl Relay {
         self.endpoints.values()
     }
 
-    fn scope(&self, ep: &Arc<Endpoint>, session: Option<Arc<str>>) -> Scope {
-        Scope::new(&self.audit, &ep.name, session)
+    fn scope(&self, ep: &Arc<Endpoint>, session: Option<Arc<str>>, caller: &Principal) -> Scope {
+        Scope::new(&self.audit, &ep.name, session, caller)
     }
 
     fn ctx(
@@ -267,6 +268,7 @@ impl Relay {
     pub async fn refuse(
         &self,
         ep: &Arc<Endpoint>,
+        caller: &Principal,
         headers: &HeaderMap,
         error: RelayError,
         incoming: Option<&Message>,
@@ -277,7 +279,7 @@ impl Relay {
             .and_then(|v| v.to_str().ok())
             .map(Arc::<str>::from);
         let id = incoming.and_then(Message::id).cloned();
-        let scope = self.scope(ep, session);
+        let scope = self.scope(ep, session, caller);
         let error = match scope.refusal(incoming, raw, &error, id.as_ref()).await {
             Ok(_) => error,
             Err(audit) => audit,
@@ -289,13 +291,45 @@ impl Relay {
         }
     }
 
+    /// Records a request refused for its credentials and returns the refusal.
+    pub async fn unauthorized(
+        &self,
+        ep: &Arc<Endpoint>,
+        headers: &HeaderMap,
+        refused: Refused,
+        http_method: &str,
+    ) -> Outcome {
+        let session = headers
+            .get(headers::MCP_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::<str>::from);
+        let nobody = Principal::anonymous();
+        let scope = self.scope(ep, session, &nobody);
+        let error = RelayError::Unauthorized(refused.error.clone());
+        let error = match scope.auth_failure(&refused, &error, http_method).await {
+            Ok(_) => error,
+            Err(audit) => audit,
+        };
+        Outcome::Error {
+            error,
+            id: None,
+            session: None,
+        }
+    }
+
     /// Records a client message before it is forwarded.
     async fn record_client(&self, scope: &Scope, msg: &Message) -> Result<Appended, RelayError> {
         scope.message(msg, Direction::ClientToUpstream, None).await
     }
 
     /// A POSTed body.
-    pub async fn post(&self, ep: &Arc<Endpoint>, headers: &HeaderMap, body: Body) -> Outcome {
+    pub async fn post(
+        &self,
+        ep: &Arc<Endpoint>,
+        caller: &Arc<Principal>,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Outcome {
         let single = match &body {
             Body::Single(m) => Some(m),
             Body::Batch(_) => None,
@@ -311,7 +345,7 @@ impl Relay {
             Ok(v) => v.map(str::to_string),
             Err(e) => {
                 return self
-                    .refuse(ep, headers, e.into(), single, raw_batch())
+                    .refuse(ep, caller, headers, e.into(), single, raw_batch())
                     .await;
             }
         };
@@ -321,6 +355,7 @@ impl Relay {
             return self
                 .refuse(
                     ep,
+                    caller,
                     headers,
                     RelayError::UnsupportedVersion(v.clone()),
                     single,
@@ -329,11 +364,15 @@ impl Relay {
                 .await;
         }
         if let Some(sid) = headers.get(headers::MCP_SESSION_ID) {
-            let session = sid.to_str().ok().and_then(|sid| ep.sessions.get(sid));
+            let session = sid
+                .to_str()
+                .ok()
+                .and_then(|sid| ep.sessions.get(sid, &caller.binding));
             let Some(session) = session else {
                 return self
                     .refuse(
                         ep,
+                        caller,
                         headers,
                         RelayError::SessionNotFound(String::new()),
                         single,
@@ -342,7 +381,7 @@ impl Relay {
                     .await;
             };
             return self
-                .session_post(ep, session, headers, version_header, body)
+                .session_post(ep, caller, session, headers, version_header, body)
                 .await;
         }
         let header_gen = version_header.as_deref().and_then(version::generation);
@@ -351,18 +390,21 @@ impl Relay {
                 if m.method() == Some("initialize")
                     && header_gen != Some(Generation::Stateless) =>
             {
-                self.initialize(ep, headers, version_header, m).await
+                self.initialize(ep, caller, headers, version_header, m)
+                    .await
             }
             Body::Single(m)
                 if header_gen == Some(Generation::Stateless)
                     || (header_gen.is_none() && m.meta_protocol_version().is_some()) =>
             {
-                self.stateless_post(ep, headers, version_header, m).await
+                self.stateless_post(ep, caller, headers, version_header, m)
+                    .await
             }
             Body::Batch(_) if header_gen == Some(Generation::Stateless) => {
                 let raw = raw_batch();
                 self.refuse(
                     ep,
+                    caller,
                     headers,
                     RelayError::BatchNotAllowed(version_header.unwrap_or_default()),
                     None,
@@ -371,12 +413,19 @@ impl Relay {
                 .await
             }
             Body::Single(m) => {
-                self.refuse(ep, headers, RelayError::SessionRequired, Some(&m), None)
-                    .await
+                self.refuse(
+                    ep,
+                    caller,
+                    headers,
+                    RelayError::SessionRequired,
+                    Some(&m),
+                    None,
+                )
+                .await
             }
             Body::Batch(_) => {
                 let raw = raw_batch();
-                self.refuse(ep, headers, RelayError::SessionRequired, None, raw)
+                self.refuse(ep, caller, headers, RelayError::SessionRequired, None, raw)
                     .await
             }
         }
@@ -385,6 +434,7 @@ impl Relay {
     async fn initialize(
         &self,
         ep: &Arc<Endpoint>,
+        caller: &Arc<Principal>,
         headers: &HeaderMap,
         version_header: Option<String>,
         msg: Message,
@@ -399,7 +449,7 @@ impl Relay {
         // The session id exists before the handshake so that both of its entries carry it; the
         // session itself exists only if the upstream accepts.
         let sid = session::new_id();
-        let scope = self.scope(ep, Some(sid.clone()));
+        let scope = self.scope(ep, Some(sid.clone()), caller);
         let recorded = match self.record_client(&scope, &msg).await {
             Ok(a) => a,
             Err(e) => return error_outcome(e, id, None),
@@ -438,6 +488,7 @@ impl Relay {
                             session: upstream_sid,
                         },
                         &requested,
+                        caller.clone(),
                     ))
                 } else {
                     None
@@ -462,9 +513,12 @@ impl Relay {
                         return fail(&ctx, RelayError::upstream(&ep.name, e), id).await;
                     }
                 };
-                let session =
-                    ep.sessions
-                        .insert(sid, SessionUpstream::Stdio(child.clone()), &requested);
+                let session = ep.sessions.insert(
+                    sid,
+                    SessionUpstream::Stdio(child.clone()),
+                    &requested,
+                    caller.clone(),
+                );
                 let mut ctx = self.ctx(ep, requests, Some(session.clone()), scope.clone());
                 ctx.watch = Watch::Initialize;
                 let outcome = render_first(events, ctx).await;
@@ -511,13 +565,14 @@ impl Relay {
     async fn session_post(
         &self,
         ep: &Arc<Endpoint>,
+        caller: &Principal,
         session: Arc<Session>,
         headers: &HeaderMap,
         version_header: Option<String>,
         body: Body,
     ) -> Outcome {
         let version = version_header.unwrap_or_else(|| session.version());
-        let scope = self.scope(ep, Some(session.id.clone()));
+        let scope = self.scope(ep, Some(session.id.clone()), caller);
         let messages = match body {
             Body::Single(m) => vec![m],
             Body::Batch(ms) => {
@@ -529,6 +584,7 @@ impl Relay {
                     return self
                         .refuse(
                             ep,
+                            caller,
                             headers,
                             RelayError::BatchNotAllowed(session.version()),
                             None,
@@ -663,20 +719,23 @@ impl Relay {
     async fn stateless_post(
         &self,
         ep: &Arc<Endpoint>,
+        caller: &Principal,
         headers: &HeaderMap,
         version_header: Option<String>,
         msg: Message,
     ) -> Outcome {
         let id = msg.id().cloned();
         if let Err(e) = headers::check_mirrored(headers, &msg, &ep.param_headers(&msg)) {
-            return self.refuse(ep, headers, e.into(), Some(&msg), None).await;
+            return self
+                .refuse(ep, caller, headers, e.into(), Some(&msg), None)
+                .await;
         }
         if msg.is_request()
             && let Err(e) = check_request_meta(&msg)
         {
-            return self.refuse(ep, headers, e, Some(&msg), None).await;
+            return self.refuse(ep, caller, headers, e, Some(&msg), None).await;
         }
-        let scope = self.scope(ep, None);
+        let scope = self.scope(ep, None, caller);
         let recorded = match self.record_client(&scope, &msg).await {
             Ok(a) => a,
             Err(e) => return error_outcome(e, id, None),
@@ -741,6 +800,7 @@ impl Relay {
     async fn named_session(
         &self,
         ep: &Arc<Endpoint>,
+        caller: &Principal,
         headers: &HeaderMap,
         method: &'static str,
         take: bool,
@@ -749,6 +809,7 @@ impl Relay {
             return Err(self
                 .refuse(
                     ep,
+                    caller,
                     headers,
                     RelayError::MethodNotAllowed(method),
                     None,
@@ -759,9 +820,9 @@ impl Relay {
         let sid = sid.to_str().ok();
         let found = sid.and_then(|sid| {
             if take {
-                ep.sessions.remove(sid)
+                ep.sessions.remove_owned(sid, &caller.binding)
             } else {
-                ep.sessions.get(sid)
+                ep.sessions.get(sid, &caller.binding)
             }
         });
         match found {
@@ -769,6 +830,7 @@ impl Relay {
             None => Err(self
                 .refuse(
                     ep,
+                    caller,
                     headers,
                     RelayError::SessionNotFound(String::new()),
                     None,
@@ -779,12 +841,17 @@ impl Relay {
     }
 
     /// A GET: the standalone server stream of a session.
-    pub async fn get(&self, ep: &Arc<Endpoint>, headers: &HeaderMap) -> Outcome {
-        let session = match self.named_session(ep, headers, "GET", false).await {
+    pub async fn get(
+        &self,
+        ep: &Arc<Endpoint>,
+        caller: &Principal,
+        headers: &HeaderMap,
+    ) -> Outcome {
+        let session = match self.named_session(ep, caller, headers, "GET", false).await {
             Ok(s) => s,
             Err(refused) => return refused,
         };
-        let scope = self.scope(ep, Some(session.id.clone()));
+        let scope = self.scope(ep, Some(session.id.clone()), caller);
         let mut ctx = self.ctx(ep, Vec::new(), Some(session.clone()), scope.clone());
         ctx.long_lived = true;
         match (&ep.upstream, &session.upstream) {
@@ -836,13 +903,21 @@ impl Relay {
     }
 
     /// A DELETE: ends a session here and upstream.
-    pub async fn delete(&self, ep: &Arc<Endpoint>, headers: &HeaderMap) -> Outcome {
-        let session = match self.named_session(ep, headers, "DELETE", true).await {
+    pub async fn delete(
+        &self,
+        ep: &Arc<Endpoint>,
+        caller: &Principal,
+        headers: &HeaderMap,
+    ) -> Outcome {
+        let session = match self
+            .named_session(ep, caller, headers, "DELETE", true)
+            .await
+        {
             Ok(s) => s,
             Err(refused) => return refused,
         };
         ep.close_session(&session).await;
-        let scope = self.scope(ep, Some(session.id.clone()));
+        let scope = self.scope(ep, Some(session.id.clone()), caller);
         if let Err(e) = scope
             .event(
                 EntryKind::SessionClosed,
@@ -857,7 +932,7 @@ impl Relay {
 
     async fn close(&self, ep: &Arc<Endpoint>, session: &Session, reason: &str) {
         ep.close_session(session).await;
-        let scope = self.scope(ep, Some(session.id.clone()));
+        let scope = self.scope(ep, Some(session.id.clone()), &session.owner);
         if let Err(e) = scope
             .event(EntryKind::SessionClosed, json!({ "reason": reason }))
             .await

@@ -495,7 +495,7 @@ async fn a_gateway_refuses_to_extend_a_log_that_no_longer_matches_its_checkpoint
         "DELETE FROM entries WHERE idx >= (SELECT max(idx) - 2 FROM entries)",
     );
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n{}",
         dir.path().display(),
         stdio_fixture("f", "")
     );

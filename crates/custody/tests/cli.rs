@@ -39,10 +39,24 @@ async fn embedded_default_serves_the_demo_and_stops_on_sigterm() {
         .trim()
         .to_string();
     assert!(tlog::Verifier::from_key_string(&key).is_ok(), "{key_line}");
+    let token_line = lines.next().unwrap().unwrap();
+    let token = token_line
+        .trim()
+        .strip_prefix("dev token")
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no dev token: {token_line}"))
+        .to_string();
+    assert!(token.starts_with("cst_"), "{token_line}");
     let endpoint_line = lines.next().unwrap().unwrap();
     assert!(endpoint_line.contains("/mcp/demo"), "{endpoint_line}");
 
-    let mut c = Client::new(format!("{base}/mcp/demo"));
+    let nobody = Client::new(format!("{base}/mcp/demo"));
+    let refused = nobody.call("tools/list", json!({})).await;
+    assert_eq!(
+        refused.status, 401,
+        "the embedded default is not open: {refused:#?}"
+    );
+    let mut c = Client::new(format!("{base}/mcp/demo")).with_token(&token);
     c.initialize().await;
     let a = c
         .call(
@@ -70,6 +84,10 @@ async fn embedded_default_serves_the_demo_and_stops_on_sigterm() {
     let data = dir.path().join("custody-data");
     let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the data directory is private");
+    let token_file = data.join("dev-token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the dev token is private");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
 
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -109,7 +127,7 @@ fn check_config_reports_file_line_and_key() {
 
     std::fs::write(
         &path,
-        "[endpoints.api.upstream]\ntransport = \"http\"\nurl = \"http://h/mcp\"\n",
+        "[auth]\nanonymous = true\n[endpoints.api.upstream]\ntransport = \"http\"\nurl = \"http://h/mcp\"\n",
     )
     .unwrap();
     let out = Command::new(custody_bin())

@@ -17,7 +17,7 @@ fn start(dir: &std::path::Path, upstream: &str) -> (Child, String) {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n{}",
             dir.join("data").display(),
             http_upstream("f", upstream, "")
         ),

@@ -37,12 +37,17 @@ async fn recording_upstream() -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
 #[tokio::test]
 async fn caller_credentials_and_hop_by_hop_headers_stay_at_the_gateway() {
     let (url, seen) = recording_upstream().await;
+    let token = "cst_ci-token-must-not-leak";
     let gw = Gateway::start(
         "",
-        &http_upstream(
-            "rec",
-            &url,
-            "headers = { \"X-Api-Key\" = \"upstream-key\" }",
+        &format!(
+            "[[auth.static]]\nname = \"ci\"\nsha256 = \"{}\"\n{}",
+            hex::encode(custody::identity::token_hash(token)),
+            http_upstream(
+                "rec",
+                &url,
+                "headers = { \"X-Api-Key\" = \"upstream-key\" }",
+            )
         ),
     )
     .await;
@@ -50,7 +55,7 @@ async fn caller_credentials_and_hop_by_hop_headers_stay_at_the_gateway() {
     let body = c.request_body("tools/list", json!({}));
     let a = Client::send(
         c.with_mirrored(c.post_builder(), &body)
-            .header("authorization", "Bearer ci-token-must-not-leak")
+            .header("authorization", format!("Bearer {token}"))
             .header("cookie", "session=abc")
             .header("connection", "keep-alive, x-hop")
             .header("x-hop", "hop-by-hop by Connection")

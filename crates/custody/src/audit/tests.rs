@@ -230,7 +230,7 @@ mod fail_closed {
         let (url, calls) = counting_upstream().await;
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[endpoints.up.upstream]\ntransport = \"http\"\nurl = \"{url}\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n[endpoints.up.upstream]\ntransport = \"http\"\nurl = \"{url}\"\n",
             dir.path().display()
         );
         let config = Config::parse(&text, "t.toml").unwrap();

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{Config, StaticToken, UpstreamConfig};
 
 /// Prints a line to stdout, ignoring a closed stdout (the gateway keeps serving).
 macro_rules! say {
@@ -50,13 +50,23 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, embedded: bool) -> anyhow::Result<()> {
     if embedded {
         tracing::info!(
             "no --config given: running the embedded default (one endpoint, `demo`, backed by the built-in demo server)"
         );
     }
     prepare_data_dir(&config.server.data_dir)?;
+    let dev_token = if embedded {
+        let token = super::token::dev_token(&config.server.data_dir)?;
+        config.auth.static_tokens.push(StaticToken {
+            name: "dev".into(),
+            sha256: crate::identity::token_hash(&token),
+        });
+        Some(token)
+    } else {
+        None
+    };
     let running = crate::http::start(&config)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
@@ -70,6 +80,12 @@ pub async fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
         audit.head().size
     );
     say!("  verifier key   {}", audit.verifier().to_key_string());
+    if let Some(token) = &dev_token {
+        say!(
+            "  dev token      {token}  (also in {}; send it as `Authorization: Bearer <token>`)",
+            config.server.data_dir.join("dev-token").display()
+        );
+    }
     for ep in &config.endpoints {
         let upstream = match &ep.upstream {
             UpstreamConfig::Http(h) => h.url.to_string(),

@@ -26,6 +26,26 @@ pub fn find_key(text: &str, path: &str) -> Option<usize> {
         }
         match value.get_ref() {
             DeValue::Table(t) => table = t,
+            // `[[a.b]]` arrays of tables: the next part is an index.
+            DeValue::Array(items) => {
+                let Some(item) = parts
+                    .next()
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .and_then(|i| items.get(i))
+                else {
+                    break;
+                };
+                match item.get_ref() {
+                    DeValue::Table(t) => {
+                        found = Some(item.span().start);
+                        table = t;
+                    }
+                    _ => {
+                        found = Some(item.span().start);
+                        break;
+                    }
+                }
+            }
             _ => break,
         }
     }
@@ -43,5 +63,9 @@ mod tests {
         assert_eq!(line_col(text, at), (6, 1));
         let at = find_key(text, "server.listen").unwrap();
         assert_eq!(line_col(text, at), (2, 1));
+        let text =
+            "[[auth.oidc]]\nissuer = \"a\"\n\n[[auth.oidc]]\nissuer = \"b\"\naudiences = []\n";
+        let at = find_key(text, "auth.oidc.1.audiences").unwrap();
+        assert_eq!(line_col(text, at), (6, 1));
     }
 }

@@ -17,9 +17,83 @@ pub struct RawConfig {
     /// The audit log.
     #[serde(default)]
     pub audit: RawAudit,
+    /// Who may call: OIDC issuers and static tokens. Required; see [`RawAuth`].
+    pub auth: Option<RawAuth>,
     /// MCP endpoints by name; each is served at `/mcp/{name}`.
     #[serde(default)]
     pub endpoints: BTreeMap<String, RawEndpoint>,
+}
+
+/// `[auth]`: every call presents a bearer token that one of these accepts. A file without
+/// `[auth]` is refused: the gateway never runs open by omission.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Accept calls without an `Authorization` header, as the anonymous principal. A token that
+    /// is sent is still checked. Default `false`; for local testing only.
+    pub anonymous: Option<bool>,
+    /// `[[auth.oidc]]`: OIDC issuers (GitHub Actions, GitLab, any other) whose JWTs are accepted.
+    #[serde(default)]
+    pub oidc: Vec<RawOidc>,
+    /// `[[auth.static]]`: static bearer tokens, kept only as SHA-256 hashes
+    /// (`custody token create NAME` makes one).
+    #[serde(default, rename = "static")]
+    pub static_tokens: Vec<RawStaticToken>,
+    /// Verified tokens remembered (by hash, until they expire) so a repeated token skips the
+    /// signature check. Default 10000; 0 turns the cache off.
+    pub token_cache_size: Option<usize>,
+}
+
+/// `[[auth.oidc]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    /// `"github-actions"`, `"gitlab"` or `"generic"` (default): fills in the issuer, the
+    /// claims kept on the principal and its name.
+    pub preset: Option<String>,
+    /// The `iss` of the tokens; required for `generic`.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; a token must name at least one. Required.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Where the issuer's keys are. Default: the `jwks_uri` of its OIDC discovery document.
+    pub jwks_uri: Option<String>,
+    /// Accepted signature algorithms. Default `["RS256"]` for the presets; `["RS256", "ES256"]`
+    /// for `generic`. `none` and HMAC (`HS*`) are never accepted.
+    pub algorithms: Option<Vec<String>>,
+    /// Clock difference tolerated on `exp`, `nbf` and `iat`. Default `60s`.
+    #[serde(default, with = "humantime_serde")]
+    pub clock_skew: Option<Duration>,
+    /// Claims a token must carry with these values: a string, number or boolean, or a list of
+    /// accepted values (e.g. `repository_owner = "acme"`).
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, toml::Value>,
+    /// Claims kept on the principal and written to every audit entry. Default: the preset's
+    /// list (none for `generic`).
+    pub claims: Option<Vec<String>>,
+    /// The principal's display name, with `{claim}` placeholders. Default: the preset's
+    /// (`{sub}` for `generic`).
+    pub name: Option<String>,
+    /// Claims that must keep their values for a session to continue with a fresh token, on top
+    /// of `iss` and `sub`. Default: `["run_id", "run_attempt"]` for GitHub Actions,
+    /// `["pipeline_id"]` for GitLab, none for `generic`.
+    pub session_binding: Option<Vec<String>>,
+    /// Least time between two key refreshes caused by an unknown `kid`. Default `10s`.
+    #[serde(default, with = "humantime_serde")]
+    pub jwks_min_refresh: Option<Duration>,
+    /// Keys are fetched again at least this often, so a removed key stops working. Default `1h`.
+    #[serde(default, with = "humantime_serde")]
+    pub jwks_max_age: Option<Duration>,
+}
+
+/// `[[auth.static]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaticToken {
+    /// The principal's name (its subject), e.g. `alice` or `nightly-job`.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits.
+    pub sha256: String,
 }
 
 /// `[audit]`
@@ -48,6 +122,9 @@ pub struct RawAudit {
 pub struct RawServer {
     /// Address to listen on, `host:port`. Default `127.0.0.1:8080`.
     pub listen: Option<String>,
+    /// The URL clients use to reach the gateway (`https://custody.example.com`), when it differs
+    /// from what they send in `Host` (behind a proxy). Used in RFC 9728 metadata.
+    pub public_url: Option<String>,
     /// Where the gateway keeps its state. Default `./custody-data`.
     pub data_dir: Option<PathBuf>,
     /// `Host` header values accepted (DNS-rebinding protection), with or without a port.

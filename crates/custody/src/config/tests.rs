@@ -5,6 +5,9 @@ const GOOD: &str = r#"
 listen = "127.0.0.1:9000"
 session_idle_timeout = "5m"
 
+[auth]
+anonymous = true
+
 [endpoints.everything.upstream]
 transport = "http"
 url = "http://127.0.0.1:3001/mcp"

@@ -4,6 +4,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use crate::identity::AuthError;
 use crate::mcp::headers::HeaderError;
 use crate::mcp::message::{ParseError, error_response};
 use crate::mcp::upstream::UpstreamError;
@@ -18,6 +19,8 @@ pub mod code {
     /// A request the gateway rejects at the HTTP layer (content type, Accept, size, session).
     pub const BAD_REQUEST: i64 = -32000;
     pub const SESSION_NOT_FOUND: i64 = -32001;
+    /// No acceptable credential: the HTTP answer is 401 (or 503 while keys cannot be had).
+    pub const UNAUTHORIZED: i64 = -32004;
     pub const ENDPOINT_NOT_FOUND: i64 = -32003;
     pub const UPSTREAM_UNREACHABLE: i64 = -32010;
     pub const UPSTREAM_TIMEOUT: i64 = -32011;
@@ -41,6 +44,8 @@ pub enum RelayError {
         "Origin {0:?} is not allowed; add it to server.allowed_origins to accept browser clients from it"
     )]
     OriginNotAllowed(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(AuthError),
     #[error("Content-Type must be application/json (got {0:?})")]
     UnsupportedMediaType(String),
     #[error("Accept must list {0}")]
@@ -95,6 +100,8 @@ impl RelayError {
             RelayError::HostNotAllowed(_) | RelayError::OriginNotAllowed(_) => {
                 StatusCode::FORBIDDEN
             }
+            RelayError::Unauthorized(e) if e.is_temporary() => StatusCode::SERVICE_UNAVAILABLE,
+            RelayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             RelayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RelayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -121,6 +128,7 @@ impl RelayError {
             RelayError::Parse(_) | RelayError::BatchNotAllowed(_) => code::INVALID_REQUEST,
             RelayError::UnknownEndpoint { .. } => code::ENDPOINT_NOT_FOUND,
             RelayError::SessionNotFound(_) => code::SESSION_NOT_FOUND,
+            RelayError::Unauthorized(_) => code::UNAUTHORIZED,
             RelayError::UnsupportedVersion(_) => code::UNSUPPORTED_PROTOCOL_VERSION,
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
             RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
@@ -143,6 +151,7 @@ impl RelayError {
             RelayError::UnsupportedVersion(v) => Some(json!({
                 "requested": v, "supported": version::supported()
             })),
+            RelayError::Unauthorized(e) => Some(json!({ "reason": e.reason() })),
             RelayError::Upstream { endpoint, error } => Some(json!({
                 "endpoint": endpoint,
                 "reason": match error {

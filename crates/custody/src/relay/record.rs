@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::error::RelayError;
-use crate::audit::{ANONYMOUS, Appended, Audit, Direction, Draft, Kind, now_ns};
+use crate::audit::{Appended, Audit, Direction, Draft, Kind, now_ns};
+use crate::identity::{Principal, Refused, unverified};
 use crate::mcp::message::{Kind as MessageKind, Message};
 
 /// The `_meta` key of the receipt custody adds to every result it relays.
@@ -21,12 +22,17 @@ pub struct Scope {
 }
 
 impl Scope {
-    pub fn new(audit: &Arc<Audit>, endpoint: &Arc<str>, session: Option<Arc<str>>) -> Self {
+    pub fn new(
+        audit: &Arc<Audit>,
+        endpoint: &Arc<str>,
+        session: Option<Arc<str>>,
+        caller: &Principal,
+    ) -> Self {
         Self {
             audit: audit.clone(),
             endpoint: endpoint.clone(),
             session,
-            caller: ANONYMOUS.into(),
+            caller: caller.audit.clone(),
         }
     }
 
@@ -89,6 +95,26 @@ impl Scope {
             json!({ "status": error.status().as_u16(), "error": error.to_json(id)["error"] })
                 .to_string();
         d.message = incoming.map(Message::to_bytes).or(raw).unwrap_or_default();
+        self.append(d).await
+    }
+
+    /// Records a request refused for its credentials: what the token claimed (unverified),
+    /// the reason, never the token.
+    pub async fn auth_failure(
+        &self,
+        refused: &Refused,
+        error: &RelayError,
+        http_method: &str,
+    ) -> Result<Appended, RelayError> {
+        let mut d = self.draft(Kind::AuthFailure, Direction::ClientToUpstream);
+        d.caller = unverified(refused.issuer.as_deref(), refused.subject.as_deref()).into();
+        d.detail = json!({
+            "status": error.status().as_u16(),
+            "reason": refused.error.reason(),
+            "error": refused.error.to_string(),
+            "http_method": http_method,
+        })
+        .to_string();
         self.append(d).await
     }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 
+use crate::identity::Principal;
 use crate::mcp::upstream::stdio::Child;
 
 /// Where a session lives upstream.
@@ -21,6 +22,8 @@ pub enum SessionUpstream {
 
 pub struct Session {
     pub id: Arc<str>,
+    /// The principal that opened it; only the same principal may use it.
+    pub owner: Arc<Principal>,
     pub upstream: SessionUpstream,
     /// The protocol version the client asked for in `initialize`, then the one the upstream
     /// agreed to once its answer has been seen.
@@ -71,9 +74,16 @@ impl Sessions {
     }
 
     /// Adds a session under `id` (from [`new_id`]).
-    pub fn insert(&self, id: Arc<str>, upstream: SessionUpstream, version: &str) -> Arc<Session> {
+    pub fn insert(
+        &self,
+        id: Arc<str>,
+        upstream: SessionUpstream,
+        version: &str,
+        owner: Arc<Principal>,
+    ) -> Arc<Session> {
         let session = Arc::new(Session {
             id,
+            owner,
             upstream,
             version: Mutex::new(version.to_string()),
             last_used: AtomicU64::new(self.now()),
@@ -82,16 +92,28 @@ impl Sessions {
         session
     }
 
-    /// Looks a session up and marks it used.
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+    /// Looks up a session of the principal bound as `binding` and marks it used. Another
+    /// principal's session is not found, exactly as if it did not exist.
+    pub fn get(&self, id: &str, binding: &str) -> Option<Arc<Session>> {
         let session = self
             .map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
+            .filter(|s| *s.owner.binding == *binding)
             .cloned()?;
         session.last_used.store(self.now(), Ordering::Relaxed);
         Some(session)
+    }
+
+    /// Takes out a session of the principal bound as `binding`.
+    pub fn remove_owned(&self, id: &str, binding: &str) -> Option<Arc<Session>> {
+        let mut map = self.write();
+        if map.get(id).is_some_and(|s| *s.owner.binding == *binding) {
+            map.remove(id)
+        } else {
+            None
+        }
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
@@ -150,15 +172,39 @@ mod tests {
     #[test]
     fn idle_sessions_expire() {
         let s = Sessions::default();
+        let owner = Arc::new(Principal::anonymous());
         let kept = s.insert(
             new_id(),
             SessionUpstream::Http { session: None },
             "2025-11-25",
+            owner.clone(),
         );
-        assert!(s.get(&kept.id).is_some());
+        assert!(s.get(&kept.id, &owner.binding).is_some());
         assert!(s.take_idle(Duration::from_secs(60)).is_empty());
         let gone = s.take_idle(Duration::ZERO);
         assert_eq!(gone.len(), 1);
-        assert!(s.get(&kept.id).is_none());
+        assert!(s.get(&kept.id, &owner.binding).is_none());
+    }
+
+    #[test]
+    fn a_session_is_found_only_by_its_owner() {
+        let s = Sessions::default();
+        let alice = Arc::new(Principal::static_token("alice"));
+        let bob = Principal::static_token("bob");
+        let id = s
+            .insert(
+                new_id(),
+                SessionUpstream::Http { session: None },
+                "2025-11-25",
+                alice.clone(),
+            )
+            .id
+            .clone();
+        assert!(s.get(&id, &bob.binding).is_none());
+        assert!(s.remove_owned(&id, &bob.binding).is_none());
+        assert_eq!(s.len(), 1, "a stranger's DELETE leaves the session alone");
+        let again = Principal::static_token("alice");
+        assert!(s.get(&id, &again.binding).is_some());
+        assert!(s.remove_owned(&id, &again.binding).is_some());
     }
 }

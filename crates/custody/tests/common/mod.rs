@@ -64,8 +64,14 @@ impl Gateway {
 
     /// Starts a gateway on an existing data directory (a restart).
     pub async fn start_in(data: tempfile::TempDir, server: &str, endpoints: &str) -> Self {
+        // Tests that are not about identity call anonymously.
+        let auth = if endpoints.contains("[auth") {
+            ""
+        } else {
+            "[auth]\nanonymous = true\n"
+        };
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{server}\n{endpoints}",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{server}\n{auth}{endpoints}",
             data.path().display()
         );
         let config = Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -165,6 +171,8 @@ pub struct Client {
     pub url: String,
     pub session: Option<String>,
     pub version: String,
+    /// Sent as `Authorization: Bearer`.
+    pub token: Option<String>,
     next_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -178,7 +186,21 @@ impl Client {
             url,
             session: None,
             version: SESSION_VERSION.into(),
+            token: None,
             next_id: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }
+    }
+
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// Adds the bearer token, if any.
+    pub fn authed(&self, b: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => b.bearer_auth(t),
+            None => b,
         }
     }
 
@@ -195,8 +217,7 @@ impl Client {
     /// A POST builder with the standard headers (session, version, media types).
     pub fn post_builder(&self) -> reqwest::RequestBuilder {
         let mut b = self
-            .http
-            .post(&self.url)
+            .authed(self.http.post(&self.url))
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", &self.version);
@@ -280,7 +301,7 @@ impl Client {
     }
 
     pub async fn delete(&self) -> u16 {
-        let mut b = self.http.delete(&self.url);
+        let mut b = self.authed(self.http.delete(&self.url));
         if let Some(s) = &self.session {
             b = b.header("mcp-session-id", s);
         }

@@ -1,0 +1,267 @@
+//! An issuer's signing keys: found by OIDC discovery, fetched from its JWKS, cached, and
+//! refreshed when a token names a key not yet seen. One fetch at a time per issuer; callers
+//! that arrive during a fetch wait for it instead of starting their own; forced refreshes are
+//! rate-limited; a failed refresh keeps the keys already held.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+use super::fetch::Fetcher;
+
+/// One usable public key.
+pub struct Key {
+    pub kid: Option<String>,
+    /// The only algorithm this key may be used with, when the JWKS says.
+    pub alg: Option<Algorithm>,
+    kind: KeyKind,
+    pub decoding: DecodingKey,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+impl Key {
+    /// Can this key check a signature made with `alg`?
+    pub fn fits(&self, alg: Algorithm) -> bool {
+        if self.alg.is_some_and(|a| a != alg) {
+            return false;
+        }
+        matches!(
+            (self.kind, alg),
+            (
+                KeyKind::Rsa,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ) | (KeyKind::P256, Algorithm::ES256)
+                | (KeyKind::P384, Algorithm::ES384)
+                | (KeyKind::Ed25519, Algorithm::EdDSA)
+        )
+    }
+
+    /// Reads one JWK; `None` (with the reason) for keys that cannot verify signatures here.
+    fn from_jwk(value: Value) -> Result<Self, String> {
+        let jwk: Jwk = serde_json::from_value(value).map_err(|e| format!("not a JWK: {e}"))?;
+        if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+            return Err("its use is not \"sig\"".into());
+        }
+        let kind = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => KeyKind::Rsa,
+            AlgorithmParameters::EllipticCurve(p) => match p.curve {
+                EllipticCurve::P256 => KeyKind::P256,
+                EllipticCurve::P384 => KeyKind::P384,
+                _ => return Err("unsupported curve".into()),
+            },
+            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                KeyKind::Ed25519
+            }
+            AlgorithmParameters::OctetKey(_) => {
+                return Err("a symmetric key (kty oct) is never used".into());
+            }
+            _ => return Err("unsupported key type".into()),
+        };
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(a) => Some(Algorithm::try_from(a).map_err(|_| format!("unsupported alg {a}"))?),
+        };
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
+        let key = Self {
+            kid: jwk.common.key_id,
+            alg,
+            kind,
+            decoding,
+        };
+        if let Some(a) = alg
+            && !key.fits(a)
+        {
+            return Err(format!("its alg {a:?} does not fit its key type"));
+        }
+        Ok(key)
+    }
+}
+
+/// The keys held for an issuer.
+#[derive(Default)]
+pub struct KeySet {
+    pub keys: Vec<Key>,
+    /// When they were fetched; `None` until the first fetch succeeds.
+    pub fetched: Option<Instant>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document; keys that cannot be used are skipped with a warning.
+    ///
+    /// # Errors
+    /// The document is not a JWKS, or holds no usable key.
+    pub fn parse(doc: Value, url: &str) -> Result<Vec<Key>, String> {
+        let Some(Value::Array(list)) = doc.get("keys").cloned() else {
+            return Err(format!("{url} is not a JWKS: it has no \"keys\" array"));
+        };
+        let mut keys = Vec::new();
+        for (i, value) in list.into_iter().enumerate() {
+            let kid = value.get("kid").and_then(Value::as_str).map(str::to_string);
+            match Key::from_jwk(value) {
+                Ok(k) => keys.push(k),
+                Err(why) => {
+                    tracing::warn!(jwks = url, key = i, kid, "skipping a key: {why}");
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(format!("{url} holds no usable signing key"));
+        }
+        Ok(keys)
+    }
+
+    pub fn has(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+/// Where an issuer's keys are.
+#[derive(Clone)]
+pub enum Source {
+    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery { issuer: String },
+    /// A configured `jwks_uri`.
+    Jwks(String),
+}
+
+struct Attempt {
+    at: Option<Instant>,
+    error: Option<String>,
+}
+
+/// The cached keys of one issuer.
+pub struct KeyCache {
+    source: Source,
+    fetcher: Fetcher,
+    set: RwLock<Arc<KeySet>>,
+    /// Counts finished fetch attempts, so a caller that waited for another's fetch can tell.
+    attempts: AtomicU64,
+    last: Mutex<Attempt>,
+    /// Held while fetching: one fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
+    min_refresh: Duration,
+    /// Counts fetches that changed the keys.
+    pub generation: AtomicU64,
+}
+
+impl KeyCache {
+    pub fn new(source: Source, fetcher: Fetcher, min_refresh: Duration) -> Self {
+        Self {
+            source,
+            fetcher,
+            set: RwLock::new(Arc::new(KeySet::default())),
+            attempts: AtomicU64::new(0),
+            last: Mutex::new(Attempt {
+                at: None,
+                error: None,
+            }),
+            fetching: tokio::sync::Mutex::new(()),
+            min_refresh,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The keys held now.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.set
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Why the last fetch failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .error
+            .clone()
+    }
+
+    /// Fetches the keys unless another caller's fetch finished while this one waited, or (when
+    /// not `forced`) one was attempted less than `min_refresh` ago. Returns the keys held
+    /// afterwards.
+    pub async fn refresh(&self, forced: bool) -> Arc<KeySet> {
+        let seen = self.attempts.load(Ordering::Acquire);
+        let _guard = self.fetching.lock().await;
+        if self.attempts.load(Ordering::Acquire) != seen {
+            return self.current();
+        }
+        if !forced {
+            let last = self.last.lock().unwrap_or_else(PoisonError::into_inner).at;
+            if last.is_some_and(|t| t.elapsed() < self.min_refresh) {
+                return self.current();
+            }
+        }
+        let result = self.fetch().await;
+        let error = match result {
+            Ok(keys) => {
+                let set = Arc::new(KeySet {
+                    keys,
+                    fetched: Some(Instant::now()),
+                });
+                *self.set.write().unwrap_or_else(PoisonError::into_inner) = set;
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Attempt {
+            at: Some(Instant::now()),
+            error,
+        };
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        self.current()
+    }
+
+    async fn fetch(&self) -> Result<Vec<Key>, String> {
+        let url = match &self.source {
+            Source::Jwks(u) => u.clone(),
+            Source::Discovery { issuer } => self.discover(issuer).await?,
+        };
+        let doc = self.fetcher.json(&url).await?;
+        KeySet::parse(doc, &url)
+    }
+
+    async fn discover(&self, issuer: &str) -> Result<String, String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let doc = self.fetcher.json(&url).await?;
+        match doc.get("issuer").and_then(Value::as_str) {
+            Some(i) if i == issuer => {}
+            Some(i) => {
+                return Err(format!(
+                    "{url} names issuer {i:?}, not {issuer:?}: the discovery document must name the configured issuer exactly"
+                ));
+            }
+            None => return Err(format!("{url} has no \"issuer\"")),
+        }
+        let Some(jwks) = doc.get("jwks_uri").and_then(Value::as_str) else {
+            return Err(format!("{url} has no \"jwks_uri\""));
+        };
+        if !crate::config::is_fetchable(jwks) {
+            return Err(format!(
+                "{url} points to keys at {jwks:?}, which is not https:// (or http:// to this machine)"
+            ));
+        }
+        Ok(jwks.to_string())
+    }
+}
