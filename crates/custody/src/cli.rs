@@ -3,6 +3,7 @@
 
 mod demo;
 mod keys;
+mod log;
 mod serve;
 mod token;
 mod verify;
@@ -92,6 +93,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print audit entries as JSON lines (caller, message, detail embedded as JSON). Reading
+    /// only; `custody verify` checks integrity.
+    Log {
+        /// The gateway's data directory.
+        #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// Only entries of this kind (request, response, auth_failure, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Start at this index.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Print at most this many entries.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
     /// Create a log signing key (mode 0600) and print its verifier key.
     Keygen {
         /// The log's name (`host/path`, no spaces or '+').
@@ -172,6 +189,12 @@ pub fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::Log {
+            data,
+            kind,
+            from,
+            limit,
+        } => log::run(&data, &log::Filter { kind, from, limit }),
         Command::Keygen { origin, out } => keys::keygen(&origin, &out),
         Command::Receipt {
             command: ReceiptCommand::Verify { key, leaf, proof },

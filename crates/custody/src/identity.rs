@@ -185,7 +185,11 @@ impl Identity {
         let alg = issuer.algorithm(alg)?;
         match issuer.signature(token, alg).await {
             Ok(()) => {}
-            Err(e @ (AuthError::UnknownKid { .. } | AuthError::NoUsableKey { .. })) => {
+            Err(
+                e @ (AuthError::UnknownKid { .. }
+                | AuthError::NoUsableKey { .. }
+                | AuthError::BadSignature(_)),
+            ) => {
                 return Err(self.signed_elsewhere(index, token, alg).unwrap_or(e));
             }
             Err(e) => return Err(e),

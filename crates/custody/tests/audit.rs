@@ -32,15 +32,6 @@ fn verify(dir: &Path, extra: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn entries(dir: &Path) -> Vec<Entry<'static>> {
-    let db = Connection::open(dir.join("log.sqlite")).unwrap();
-    let mut stmt = db.prepare("SELECT data FROM entries ORDER BY idx").unwrap();
-    stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
-        .unwrap()
-        .map(|d| Entry::decode(&d.unwrap()).unwrap().into_owned())
-        .collect()
-}
-
 /// Runs a session with a plain call and a streamed one, then shuts down.
 async fn some_traffic() -> tempfile::TempDir {
     let gw = gateway().await;

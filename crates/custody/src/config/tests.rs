@@ -165,3 +165,115 @@ fn embedded_default_is_the_demo() {
     assert_eq!(c.server.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
     assert_eq!(c.endpoints[0].name, "demo");
 }
+
+const EP: &str = "[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n";
+
+#[test]
+fn a_config_without_auth_is_refused_with_what_to_add() {
+    let e = err(EP);
+    assert_eq!(e.key.as_deref(), Some("auth"));
+    let text = e.to_string();
+    assert!(
+        text.contains("[[auth.oidc]]") && text.contains("anonymous = true"),
+        "{text}"
+    );
+    let e = err(&format!("[auth]\n{EP}"));
+    assert!(e.to_string().contains("accepts nobody"), "{e}");
+}
+
+#[test]
+fn presets_fill_in_the_issuer_claims_and_name() {
+    let c = Config::parse(
+        &format!("[[auth.oidc]]\npreset = \"github-actions\"\naudiences = [\"custody\"]\n[auth.oidc.required_claims]\nrepository_owner = \"acme\"\nrun_attempt = [1, \"1\"]\n{EP}"),
+        "custody.toml",
+    )
+    .unwrap();
+    let o = &c.auth.oidc[0];
+    assert_eq!(o.issuer, "https://token.actions.githubusercontent.com");
+    assert!(o.claims.iter().any(|c| c == "job_workflow_ref"));
+    assert_eq!(o.algorithms, [jsonwebtoken::Algorithm::RS256]);
+    assert_eq!(o.session_binding, ["run_id", "run_attempt"]);
+    assert_eq!(
+        o.required_claims[0],
+        ("repository_owner".into(), vec![serde_json::json!("acme")])
+    );
+    assert_eq!(
+        o.required_claims[1].1,
+        [serde_json::json!(1), serde_json::json!("1")]
+    );
+    let claims = serde_json::json!({"repository": "acme/api", "ref": "refs/heads/main"});
+    assert_eq!(
+        o.name.render(claims.as_object().unwrap()),
+        "acme/api@refs/heads/main"
+    );
+    let c = Config::parse(
+        &format!("[[auth.oidc]]\npreset = \"gitlab\"\naudiences = [\"custody\"]\n{EP}"),
+        "custody.toml",
+    )
+    .unwrap();
+    assert_eq!(c.auth.oidc[0].issuer, "https://gitlab.com");
+    assert!(c.auth.oidc[0].claims.iter().any(|c| c == "project_path"));
+}
+
+#[test]
+fn unsafe_or_incomplete_issuers_are_refused_at_their_line() {
+    let oidc = |body: &str| format!("[[auth.oidc]]\n{body}\n{EP}");
+    let e = err(&oidc(
+        "issuer = \"https://i.example\"\naudiences = [\"c\"]\nalgorithms = [\"RS256\", \"none\"]",
+    ));
+    assert_eq!(e.key.as_deref(), Some("auth.oidc.0.algorithms.1"));
+    assert!(e.to_string().starts_with("custody.toml:4:"), "{e}");
+    assert!(e.to_string().contains("never accepted"), "{e}");
+    let e = err(&oidc(
+        "issuer = \"https://i.example\"\naudiences = [\"c\"]\nalgorithms = [\"HS256\"]",
+    ));
+    assert!(e.to_string().contains("HMAC"), "{e}");
+    let e = err(&oidc("audiences = [\"c\"]"));
+    assert!(e.to_string().contains("needs `issuer`"), "{e}");
+    let e = err(&oidc(
+        "issuer = \"http://issuer.example\"\naudiences = [\"c\"]",
+    ));
+    assert_eq!(e.key.as_deref(), Some("auth.oidc.0.issuer"));
+    assert!(e.to_string().contains("https://"), "{e}");
+    let e = err(&oidc("issuer = \"https://i.example\""));
+    assert_eq!(e.key.as_deref(), Some("auth.oidc.0.audiences"));
+    let e = err(&oidc("preset = \"jenkins\"\naudiences = [\"c\"]"));
+    assert!(e.to_string().contains("not a preset"), "{e}");
+    let e = err(&oidc(
+        "issuer = \"https://i.example\"\naudiences = [\"c\"]\nname = \"{repo\"",
+    ));
+    assert!(e.to_string().contains("never closed"), "{e}");
+    let e = err(&oidc(
+        "issuer = \"https://i.example\"\naudiences = [\"c\"]\nclock_skew = \"1h\"",
+    ));
+    assert!(e.to_string().contains("at most 10m"), "{e}");
+    let e = err(&oidc(
+        "issuer = \"https://i.example\"\naudiences = [\"c\"]\n[auth.oidc.required_claims]\nlevel = 1.5",
+    ));
+    assert_eq!(e.key.as_deref(), Some("auth.oidc.0.required_claims.level"));
+    let e = err(&format!(
+        "[[auth.oidc]]\nissuer = \"https://i.example\"\naudiences = [\"c\"]\n[[auth.oidc]]\nissuer = \"https://i.example\"\naudiences = [\"d\"]\n{EP}"
+    ));
+    assert!(e.to_string().contains("configured twice"), "{e}");
+}
+
+#[test]
+fn static_tokens_are_hashes_and_unique() {
+    let e = err(&format!(
+        "[[auth.static]]\nname = \"alice\"\nsha256 = \"cst_plaintext\"\n{EP}"
+    ));
+    assert_eq!(e.key.as_deref(), Some("auth.static.0.sha256"));
+    assert!(e.to_string().contains("never the token itself"), "{e}");
+    let h = "a".repeat(64);
+    let e = err(&format!(
+        "[[auth.static]]\nname = \"alice\"\nsha256 = \"{h}\"\n[[auth.static]]\nname = \"bob\"\nsha256 = \"{h}\"\n{EP}"
+    ));
+    assert_eq!(e.key.as_deref(), Some("auth.static.1.sha256"));
+    let c = Config::parse(
+        &format!("[[auth.static]]\nname = \"alice\"\nsha256 = \"{h}\"\n{EP}"),
+        "custody.toml",
+    )
+    .unwrap();
+    assert_eq!(c.auth.static_tokens[0].sha256, [0xaa; 32]);
+    assert!(!c.auth.anonymous);
+}

@@ -141,7 +141,8 @@ pub enum Source {
 }
 
 struct Attempt {
-    at: Option<Instant>,
+    /// The last fetch a token caused (an unknown `kid`): these are rate-limited.
+    on_demand: Option<Instant>,
     error: Option<String>,
 }
 
@@ -168,7 +169,7 @@ impl KeyCache {
             set: RwLock::new(Arc::new(KeySet::default())),
             attempts: AtomicU64::new(0),
             last: Mutex::new(Attempt {
-                at: None,
+                on_demand: None,
                 error: None,
             }),
             fetching: tokio::sync::Mutex::new(()),
@@ -194,9 +195,9 @@ impl KeyCache {
             .clone()
     }
 
-    /// Fetches the keys unless another caller's fetch finished while this one waited, or (when
-    /// not `forced`) one was attempted less than `min_refresh` ago. Returns the keys held
-    /// afterwards.
+    /// Fetches the keys unless another caller's fetch finished while this one waited, or (for
+    /// a fetch a token causes, `forced` false) the last such fetch was less than `min_refresh`
+    /// ago. Returns the keys held afterwards.
     pub async fn refresh(&self, forced: bool) -> Arc<KeySet> {
         let seen = self.attempts.load(Ordering::Acquire);
         let _guard = self.fetching.lock().await;
@@ -204,10 +205,14 @@ impl KeyCache {
             return self.current();
         }
         if !forced {
-            let last = self.last.lock().unwrap_or_else(PoisonError::into_inner).at;
-            if last.is_some_and(|t| t.elapsed() < self.min_refresh) {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if last
+                .on_demand
+                .is_some_and(|t| t.elapsed() < self.min_refresh)
+            {
                 return self.current();
             }
+            last.on_demand = Some(Instant::now());
         }
         let result = self.fetch().await;
         let error = match result {
@@ -222,10 +227,10 @@ impl KeyCache {
             }
             Err(e) => Some(e),
         };
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Attempt {
-            at: Some(Instant::now()),
-            error,
-        };
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .error = error;
         self.attempts.fetch_add(1, Ordering::AcqRel);
         self.current()
     }

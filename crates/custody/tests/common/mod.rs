@@ -14,6 +14,16 @@ use serde_json::{Value, json};
 pub const SESSION_VERSION: &str = "2025-11-25";
 pub const STATELESS_VERSION: &str = "2026-07-28";
 
+/// Every entry of the log in `dir`, read straight from the database.
+pub fn entries(dir: &std::path::Path) -> Vec<tlog::Entry<'static>> {
+    let db = rusqlite::Connection::open(dir.join("log.sqlite")).unwrap();
+    let mut stmt = db.prepare("SELECT data FROM entries ORDER BY idx").unwrap();
+    stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|d| tlog::Entry::decode(&d.unwrap()).unwrap().into_owned())
+        .collect()
+}
+
 /// The `custody` binary built for these tests.
 pub fn custody_bin() -> &'static str {
     env!("CARGO_BIN_EXE_custody")
