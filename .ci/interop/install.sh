@@ -12,6 +12,7 @@ npm_packages=(
   @modelcontextprotocol/server-everything@2026.8.31
   @modelcontextprotocol/server-filesystem@2026.8.31
   @modelcontextprotocol/inspector@2.12.0
+  oauth2-mock-server@8.2.3
 )
 pip_packages=(mcp==2.3.0)
 

@@ -17,9 +17,22 @@ pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
     path: String,
     body: Bytes,
+    /// `Authorization` value, if the calls carry a token.
+    authorization: Option<hyper::header::HeaderValue>,
 }
 
 impl Conn {
+    /// A connection whose calls carry `Authorization: Bearer <token>`.
+    pub async fn open_with_token(
+        addr: SocketAddr,
+        path: &str,
+        token: &str,
+    ) -> anyhow::Result<Self> {
+        let mut conn = Self::open(addr, path).await?;
+        conn.authorization = Some(format!("Bearer {token}").parse()?);
+        Ok(conn)
+    }
+
     pub async fn open(addr: SocketAddr, path: &str) -> anyhow::Result<Self> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
@@ -36,12 +49,13 @@ impl Conn {
             sender,
             path: path.to_string(),
             body: Bytes::from(body.to_string()),
+            authorization: None,
         })
     }
 
     /// One round trip; returns its latency.
     pub async fn call(&mut self) -> anyhow::Result<Duration> {
-        let req = Request::post(&self.path)
+        let mut req = Request::post(&self.path)
             .header("host", "127.0.0.1")
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
@@ -49,6 +63,10 @@ impl Conn {
             .header("mcp-method", "tools/call")
             .header("mcp-name", "test_simple_text")
             .body(Full::new(self.body.clone()))?;
+        if let Some(a) = &self.authorization {
+            req.headers_mut()
+                .insert(hyper::header::AUTHORIZATION, a.clone());
+        }
         let started = Instant::now();
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;

@@ -8,6 +8,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit;
+mod auth;
 mod load;
 mod procstat;
 
@@ -81,6 +82,12 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Authentication: token-cache hits, full signature checks per algorithm, and the
+    /// difference a token makes to a round trip through the gateway.
+    Auth {
+        #[arg(long, default_value_t = 5000)]
+        calls: usize,
+    },
     /// (internal) The conformance fixture over HTTP.
     #[command(hide = true)]
     Upstream { addr: SocketAddr },
@@ -129,6 +136,7 @@ fn main() -> anyhow::Result<()> {
             size,
             seconds,
         } => rt.block_on(audit::append(writers, size, seconds)),
+        Cmd::Auth { calls } => rt.block_on(auth::run(calls)),
         Cmd::Verify { entries, size } => rt.block_on(audit::verify(entries, size)),
         Cmd::Restart { entries, size } => rt.block_on(restart(entries, size)),
         Cmd::AuditRelay {

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
 use super::fetch::Fetcher;
@@ -18,16 +20,15 @@ pub struct Key {
     pub kid: Option<String>,
     /// The only algorithm this key may be used with, when the JWKS says.
     pub alg: Option<Algorithm>,
-    kind: KeyKind,
-    pub decoding: DecodingKey,
+    public: Public,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum KeyKind {
-    Rsa,
-    P256,
-    P384,
-    Ed25519,
+/// The key material, in the form `ring` verifies with.
+enum Public {
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    P256(Vec<u8>),
+    P384(Vec<u8>),
+    Ed25519(Vec<u8>),
 }
 
 impl Key {
@@ -37,36 +38,84 @@ impl Key {
             return false;
         }
         matches!(
-            (self.kind, alg),
+            (&self.public, alg),
             (
-                KeyKind::Rsa,
+                Public::Rsa { .. },
                 Algorithm::RS256
                     | Algorithm::RS384
                     | Algorithm::RS512
                     | Algorithm::PS256
                     | Algorithm::PS384
                     | Algorithm::PS512
-            ) | (KeyKind::P256, Algorithm::ES256)
-                | (KeyKind::P384, Algorithm::ES384)
-                | (KeyKind::Ed25519, Algorithm::EdDSA)
+            ) | (Public::P256(_), Algorithm::ES256)
+                | (Public::P384(_), Algorithm::ES384)
+                | (Public::Ed25519(_), Algorithm::EdDSA)
         )
     }
 
-    /// Reads one JWK; `None` (with the reason) for keys that cannot verify signatures here.
+    /// Checks `signature` over `message` made with `alg` (which must fit this key).
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        use ring::signature as sig;
+        let checked = match (&self.public, alg) {
+            (Public::Rsa { n, e }, _) => {
+                let params = match alg {
+                    Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                    Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                    Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                    Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                    Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                    Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+                    _ => return false,
+                };
+                sig::RsaPublicKeyComponents { n, e }.verify(params, message, signature)
+            }
+            (Public::P256(point), Algorithm::ES256) => {
+                sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(message, signature)
+            }
+            (Public::P384(point), Algorithm::ES384) => {
+                sig::UnparsedPublicKey::new(&sig::ECDSA_P384_SHA384_FIXED, point)
+                    .verify(message, signature)
+            }
+            (Public::Ed25519(x), Algorithm::EdDSA) => {
+                sig::UnparsedPublicKey::new(&sig::ED25519, x).verify(message, signature)
+            }
+            _ => return false,
+        };
+        checked.is_ok()
+    }
+
+    /// Reads one JWK, or says why it cannot verify signatures here.
     fn from_jwk(value: Value) -> Result<Self, String> {
         let jwk: Jwk = serde_json::from_value(value).map_err(|e| format!("not a JWK: {e}"))?;
         if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
             return Err("its use is not \"sig\"".into());
         }
-        let kind = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => KeyKind::Rsa,
-            AlgorithmParameters::EllipticCurve(p) => match p.curve {
-                EllipticCurve::P256 => KeyKind::P256,
-                EllipticCurve::P384 => KeyKind::P384,
-                _ => return Err("unsupported curve".into()),
+        let bytes = |field: &str, b64: &str| {
+            URL_SAFE_NO_PAD
+                .decode(b64)
+                .map_err(|_| format!("its {field} is not base64url"))
+        };
+        let public = match &jwk.algorithm {
+            AlgorithmParameters::RSA(p) => Public::Rsa {
+                n: bytes("n", &p.n)?,
+                e: bytes("e", &p.e)?,
             },
+            AlgorithmParameters::EllipticCurve(p) => {
+                let mut point = vec![4u8];
+                point.extend(bytes("x", &p.x)?);
+                point.extend(bytes("y", &p.y)?);
+                match p.curve {
+                    EllipticCurve::P256 if point.len() == 65 => Public::P256(point),
+                    EllipticCurve::P384 if point.len() == 97 => Public::P384(point),
+                    EllipticCurve::P256 | EllipticCurve::P384 => {
+                        return Err("its x and y do not fit its curve".into());
+                    }
+                    _ => return Err("unsupported curve".into()),
+                }
+            }
             AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-                KeyKind::Ed25519
+                Public::Ed25519(bytes("x", &p.x)?)
             }
             AlgorithmParameters::OctetKey(_) => {
                 return Err("a symmetric key (kty oct) is never used".into());
@@ -77,12 +126,10 @@ impl Key {
             None => None,
             Some(a) => Some(Algorithm::try_from(a).map_err(|_| format!("unsupported alg {a}"))?),
         };
-        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
         let key = Self {
             kid: jwk.common.key_id,
             alg,
-            kind,
-            decoding,
+            public,
         };
         if let Some(a) = alg
             && !key.fits(a)

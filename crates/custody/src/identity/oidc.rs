@@ -8,7 +8,10 @@ use serde_json::{Map, Value};
 
 use super::error::AuthError;
 use super::fetch::Fetcher;
-use super::jwks::{Key, KeyCache, KeySet, Source};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::jwks::{KeyCache, KeySet, Source};
 use super::jwt::Compact;
 use super::principal::Principal;
 use crate::config::OidcConfig;
@@ -74,6 +77,9 @@ impl Issuer {
 
     /// Checks the signature against the keys of `set`.
     pub fn check_signature(set: &KeySet, token: &Compact<'_>, alg: Algorithm) -> KeyMatch {
+        let Ok(signature) = URL_SAFE_NO_PAD.decode(token.signature) else {
+            return KeyMatch::BadSignature;
+        };
         let kid = token.header.kid.as_deref();
         let candidates = set
             .keys
@@ -85,7 +91,7 @@ impl Issuer {
                 continue;
             }
             found = true;
-            if verify(key, token, alg) {
+            if key.verify(alg, token.signing_input.as_bytes(), &signature) {
                 return KeyMatch::Verified;
             }
         }
@@ -209,16 +215,6 @@ impl Issuer {
         let principal = Principal::oidc(&self.config.issuer, subject, name, kept, &binding);
         Ok((principal, exp.saturating_add(skew)))
     }
-}
-
-fn verify(key: &Key, token: &Compact<'_>, alg: Algorithm) -> bool {
-    jsonwebtoken::crypto::verify(
-        token.signature,
-        token.signing_input.as_bytes(),
-        &key.decoding,
-        alg,
-    )
-    .unwrap_or(false)
 }
 
 /// A NumericDate: whole seconds, or a fraction (rounded down).
