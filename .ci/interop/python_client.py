@@ -1,12 +1,14 @@
 """The official Python MCP client through the gateway, in both protocol generations.
 
-usage: python_client.py URL TOOL ARGS_JSON EXPECT
+usage: python_client.py URL TOOL ARGS_JSON EXPECT [--session-only]
 Lists tools, checks TOOL is among them, calls it with ARGS_JSON and checks the text of the
-result contains EXPECT. Exits non-zero with a message on any failure.
+result contains EXPECT. Sends $CUSTODY_TOKEN as a bearer token when set. Exits non-zero with a
+message on any failure.
 """
 
 import asyncio
 import json
+import os
 import sys
 
 import httpx2
@@ -17,8 +19,8 @@ from mcp.client.streamable_http import streamable_http_client
 async def run(url: str, tool: str, args: dict, expect: str, modern: bool) -> None:
     generation = "2026-07-28 (stateless)" if modern else "session-based"
     headers = {}
-    if len(sys.argv) > 5:
-        headers["Authorization"] = f"Bearer {sys.argv[5]}"
+    if os.environ.get("CUSTODY_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['CUSTODY_TOKEN']}"
     async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
