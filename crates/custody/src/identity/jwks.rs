@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::fetch::Fetcher;
 
 /// One usable public key.
+#[derive(Debug)]
 pub struct Key {
     pub kid: Option<String>,
     /// The only algorithm this key may be used with, when the JWKS says.
@@ -24,6 +25,7 @@ pub struct Key {
 }
 
 /// The key material, in the form `ring` verifies with.
+#[derive(Debug)]
 enum Public {
     Rsa { n: Vec<u8>, e: Vec<u8> },
     P256(Vec<u8>),
@@ -97,10 +99,19 @@ impl Key {
                 .map_err(|_| format!("its {field} is not base64url"))
         };
         let public = match &jwk.algorithm {
-            AlgorithmParameters::RSA(p) => Public::Rsa {
-                n: bytes("n", &p.n)?,
-                e: bytes("e", &p.e)?,
-            },
+            AlgorithmParameters::RSA(p) => {
+                let n = bytes("n", &p.n)?;
+                let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
+                if bits < 2048 {
+                    return Err(format!(
+                        "an RSA key of about {bits} bits is too weak (at least 2048)"
+                    ));
+                }
+                Public::Rsa {
+                    n,
+                    e: bytes("e", &p.e)?,
+                }
+            }
             AlgorithmParameters::EllipticCurve(p) => {
                 let mut point = vec![4u8];
                 point.extend(bytes("x", &p.x)?);
@@ -315,5 +326,46 @@ impl KeyCache {
             ));
         }
         Ok(jwks.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn b64(n: usize, byte: u8) -> String {
+        URL_SAFE_NO_PAD.encode(vec![byte; n])
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped_and_a_set_without_usable_keys_is_an_error() {
+        let doc = json!({"keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            {"kty": "RSA", "n": b64(128, 0xc1), "e": "AQAB", "kid": "rsa-1024"},
+            {"kty": "RSA", "n": b64(256, 0xc1), "e": "AQAB", "kid": "enc", "use": "enc"},
+            {"kty": "EC", "crv": "P-256", "x": b64(31, 1), "y": b64(32, 2), "kid": "short"},
+            {"kty": "EC", "crv": "P-256", "x": b64(32, 1), "y": b64(32, 2), "kid": "rs-alg", "alg": "RS256"},
+            {"kty": "RSA", "n": b64(256, 0xc1), "e": "AQAB", "kid": "good-rsa", "alg": "RS256"},
+            {"kty": "EC", "crv": "P-256", "x": b64(32, 1), "y": b64(32, 2), "kid": "good-ec"},
+        ]});
+        let keys = KeySet::parse(doc, "test").unwrap();
+        let kids: Vec<_> = keys.iter().filter_map(|k| k.kid.as_deref()).collect();
+        assert_eq!(kids, ["good-rsa", "good-ec"]);
+        assert!(keys[0].fits(Algorithm::RS256) && !keys[0].fits(Algorithm::PS256));
+        assert!(keys[1].fits(Algorithm::ES256) && !keys[1].fits(Algorithm::RS256));
+
+        let none = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
+        assert!(
+            KeySet::parse(none, "u")
+                .unwrap_err()
+                .contains("no usable signing key")
+        );
+        let garbage = json!({"issuer": "x"});
+        assert!(
+            KeySet::parse(garbage, "u")
+                .unwrap_err()
+                .contains("not a JWKS")
+        );
     }
 }
