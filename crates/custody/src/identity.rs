@@ -174,7 +174,7 @@ impl Identity {
         if alg.eq_ignore_ascii_case("none") {
             return Err(AuthError::AlgNone);
         }
-        if alg.len() >= 2 && alg[..2].eq_ignore_ascii_case("HS") {
+        if alg.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("HS")) {
             return Err(AuthError::Hmac(alg.to_string()));
         }
         let iss = token.str_claim("iss").ok_or(AuthError::NoIssuer)?;
@@ -297,5 +297,104 @@ async fn keep_keys(issuer: Arc<Issuer>, stop: CancellationToken) {
                 (!ok).then_some(backoff),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StaticToken;
+
+    fn identity(anonymous: bool) -> Identity {
+        Identity::new(&AuthConfig {
+            anonymous,
+            static_tokens: vec![StaticToken {
+                name: "alice".into(),
+                sha256: token_hash("cst_alice"),
+            }],
+            ..AuthConfig::anonymous()
+        })
+    }
+
+    async fn refuse(id: &Identity, authorization: Option<&[u8]>) -> String {
+        let mut h = HeaderMap::new();
+        if let Some(a) = authorization {
+            h.insert(
+                header::AUTHORIZATION,
+                http::HeaderValue::from_bytes(a).unwrap(),
+            );
+        }
+        match id.authenticate(&h).await {
+            Ok(p) => panic!("accepted as {}", p.name),
+            Err(r) => r.error.reason().to_string(),
+        }
+    }
+
+    fn jwt(header: &str, claims: &str) -> String {
+        format!(
+            "Bearer {}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        )
+    }
+
+    #[tokio::test]
+    async fn headers_are_read_without_panicking_on_odd_input() {
+        let id = identity(false);
+        assert_eq!(refuse(&id, None).await, "no_token");
+        assert_eq!(refuse(&id, Some(b"Bearer")).await, "not_bearer");
+        assert_eq!(refuse(&id, Some(b"Bearer   ")).await, "no_token");
+        assert_eq!(refuse(&id, Some(b"Basic YTpi")).await, "not_bearer");
+        assert_eq!(refuse(&id, Some(b"Bearer \xff\xfe")).await, "not_bearer");
+        assert_eq!(
+            refuse(&id, Some(b"Bearer cst_bob")).await,
+            "unknown_static_token"
+        );
+        let multibyte = jwt(r#"{"alg":"\u00e9\u00e9"}"#, r#"{"iss":"x"}"#);
+        assert_eq!(
+            refuse(&id, Some(multibyte.as_bytes())).await,
+            "unknown_issuer"
+        );
+        let e = jwt(r#"{"alg":"\u00e9"}"#, "{}");
+        assert_eq!(refuse(&id, Some(e.as_bytes())).await, "no_issuer");
+        let none = jwt(r#"{"alg":"NONE"}"#, "{}");
+        assert_eq!(refuse(&id, Some(none.as_bytes())).await, "alg_none");
+        let hs = jwt(r#"{"alg":"hs512"}"#, "{}");
+        assert_eq!(refuse(&id, Some(hs.as_bytes())).await, "alg_hmac");
+        let config = crate::config::Config::parse(
+            "[[auth.oidc]]\nissuer = \"https://issuer.example\"\naudiences = [\"c\"]\n[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let oidc = Identity::new(&config.auth);
+        let near = jwt(r#"{"alg":"RS256"}"#, r#"{"iss":"https://Issuer.example/"}"#);
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, near.parse().unwrap());
+        let refused = oidc.authenticate(&h).await.unwrap_err();
+        assert!(
+            refused
+                .error
+                .to_string()
+                .contains("did you mean \"https://issuer.example\"?"),
+            "{}",
+            refused.error
+        );
+        assert_eq!(refused.issuer.as_deref(), Some("https://Issuer.example/"));
+    }
+
+    #[tokio::test]
+    async fn static_and_anonymous_principals() {
+        let id = identity(true);
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            id.authenticate(&h).await.unwrap().kind,
+            PrincipalKind::Anonymous
+        );
+        h.insert(header::AUTHORIZATION, "bearer cst_alice".parse().unwrap());
+        let p = id.authenticate(&h).await.unwrap();
+        assert_eq!((p.kind, p.name.as_str()), (PrincipalKind::Static, "alice"));
+        assert!(!p.audit.contains("cst_alice"));
+        let closed = identity(false);
+        assert_eq!(refuse(&closed, None).await, "no_token");
     }
 }

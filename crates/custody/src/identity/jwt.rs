@@ -117,4 +117,15 @@ mod tests {
         assert!(msg(&format!("{crit}.e30.x")).contains("crit"));
         assert!(msg(&"a".repeat(MAX_TOKEN + 1)).contains("16 KiB"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_parsed_or_refused_never_a_panic(
+            h in ".{0,40}", p in ".{0,60}", sig in "[A-Za-z0-9_.-]{0,20}"
+        ) {
+            let t = format!("{}.{}.{sig}", URL_SAFE_NO_PAD.encode(&h), URL_SAFE_NO_PAD.encode(&p));
+            let _ = Compact::parse(&t);
+            let _ = Compact::parse(&h);
+        }
+    }
 }
