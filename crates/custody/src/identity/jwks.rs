@@ -215,8 +215,6 @@ pub struct KeyCache {
     /// Held while fetching: one fetch at a time.
     fetching: tokio::sync::Mutex<()>,
     min_refresh: Duration,
-    /// Counts fetches that changed the keys.
-    pub generation: AtomicU64,
 }
 
 impl KeyCache {
@@ -232,7 +230,6 @@ impl KeyCache {
             }),
             fetching: tokio::sync::Mutex::new(()),
             min_refresh,
-            generation: AtomicU64::new(0),
         }
     }
 
@@ -280,7 +277,6 @@ impl KeyCache {
                     fetched: Some(Instant::now()),
                 });
                 *self.set.write().unwrap_or_else(PoisonError::into_inner) = set;
-                self.generation.fetch_add(1, Ordering::AcqRel);
                 None
             }
             Err(e) => Some(e),
