@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
-use raw::{RawAudit, RawConfig, RawEndpoint, RawServer, RawUpstream};
+use raw::{RawAudit, RawConfig, RawEndpoint, RawPolicy, RawServer, RawUpstream};
 
 /// A configuration error: where it is and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,41 @@ pub struct Config {
     pub server: ServerConfig,
     pub audit: AuditConfig,
     pub auth: AuthConfig,
+    pub policy: PolicyConfig,
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// The embedded default's policy: permissive, for the demo only.
+pub const EMBEDDED_POLICY: &str = r#"// The embedded default's demo policy. It is PERMISSIVE: every caller with the dev token may
+// call everything, except that the demo's `deploy` tool needs a human approval. Write your own
+// policy files and name them in [policy] files = [...] for anything real.
+
+@id("demo-permit-all")
+permit(principal, action, resource);
+
+@id("demo-deploy-needs-approval")
+@approval("required")
+permit(principal, action == Action::"tools/call", resource)
+when { resource.name == "deploy" };
+"#;
+
+/// Where the access policy comes from.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    /// Cedar files, resolved against the config file's directory. Empty: no policy, every
+    /// authenticated caller may call everything.
+    pub files: Vec<PathBuf>,
+    /// Policy text built into the binary (the embedded default's demo policy).
+    pub builtin: Option<&'static str>,
+    /// Reload when a file changes.
+    pub watch: bool,
+}
+
+impl PolicyConfig {
+    /// Is any policy configured (so calls are denied unless permitted)?
+    pub fn is_enabled(&self) -> bool {
+        !self.files.is_empty() || self.builtin.is_some()
+    }
 }
 
 /// Whether an entry is on stable storage before its message moves on.
@@ -235,6 +269,11 @@ impl Config {
                 anonymous: false,
                 ..AuthConfig::anonymous()
             },
+            policy: PolicyConfig {
+                files: Vec::new(),
+                builtin: Some(EMBEDDED_POLICY),
+                watch: false,
+            },
             endpoints: vec![EndpointConfig {
                 name: "demo".into(),
                 description: Some("custody's built-in demo MCP server".into()),
@@ -297,6 +336,24 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    fn policy(&self, raw: Option<RawPolicy>) -> Result<PolicyConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(PolicyConfig::default());
+        };
+        if raw.files.is_empty() {
+            return Err(self.err(
+                "policy.files",
+                "list at least one Cedar policy file, or remove [policy] to allow every authenticated caller everything",
+            ));
+        }
+        let base = Path::new(self.file).parent().unwrap_or(Path::new(""));
+        Ok(PolicyConfig {
+            files: raw.files.iter().map(|f| base.join(f)).collect(),
+            builtin: None,
+            watch: raw.watch.unwrap_or(true),
+        })
+    }
+
     fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.into(),
@@ -321,10 +378,12 @@ impl Resolver<'_> {
             .map(|(name, ep)| self.endpoint(name, ep))
             .collect::<Result<Vec<_>, _>>()?;
         let auth = self.auth(raw.auth)?;
+        let policy = self.policy(raw.policy)?;
         Ok(Config {
             server,
             audit,
             auth,
+            policy,
             endpoints,
         })
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body as AxumBody;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -30,7 +30,8 @@ use crate::config::{Config, Durability};
 use crate::identity::{Identity, Principal};
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::message::Body;
-use crate::relay::{Endpoint, Outcome, Relay, RelayError};
+use crate::policy::Engine;
+use crate::relay::{Caller, Endpoint, Outcome, Relay, RelayError};
 
 struct App {
     relay: Arc<Relay>,
@@ -79,6 +80,8 @@ pub enum StartError {
     },
     #[error("couldn't open the audit log: {0}")]
     Audit(#[from] crate::audit::OpenError),
+    #[error("the access policy is invalid:\n{0}")]
+    Policy(#[from] crate::policy::PolicyErrors),
     #[error("couldn't record the gateway's start: {0}")]
     Record(crate::audit::AuditError),
 }
@@ -101,6 +104,21 @@ pub async fn start_with(
     opened: crate::audit::Opened,
 ) -> Result<Running, StartError> {
     let audit = opened.audit;
+    let policy = Engine::new(&config.policy, &config.auth)?;
+    match &policy {
+        None => tracing::warn!(
+            "no [policy]: every authenticated caller may call every tool, resource and prompt of every endpoint"
+        ),
+        Some(engine) if config.policy.builtin.is_some() => tracing::warn!(
+            policies = engine.summary().1,
+            "running the embedded demo policy: it permits every caller with the dev token everything except the demo's `deploy` tool; use your own [policy] for anything real"
+        ),
+        Some(engine) => tracing::info!(
+            policies = engine.summary().1,
+            hash = %engine.summary().0,
+            "access policy loaded"
+        ),
+    }
     if audit.durability() == Durability::None {
         tracing::warn!(
             "audit.durability = \"none\": entries are not fsynced and can be lost in a crash; use this for benchmarks only"
@@ -123,6 +141,10 @@ pub async fn start_with(
         "durability": match audit.durability() { Durability::Fsync => "fsync", Durability::None => "none" },
         "endpoints": endpoints,
         "key_created": opened.key_created,
+        "policy": policy.as_ref().map(|p| {
+            let (hash, count) = p.summary();
+            serde_json::json!({ "hash": hash, "policies": count })
+        }),
         "verifier_key": audit.verifier().to_key_string(),
     });
     audit
@@ -134,8 +156,11 @@ pub async fn start_with(
         .await
         .map_err(StartError::Record)?;
     audit.checkpoint().await.map_err(StartError::Record)?;
-    let relay = Relay::new(config, audit.clone());
+    let relay = Relay::new(config, audit.clone(), policy.clone());
     let stop = CancellationToken::new();
+    let reloader = policy.map(|engine| {
+        crate::policy::reload::spawn(engine, audit.clone(), config.policy.watch, stop.clone())
+    });
     let identity = Arc::new(Identity::new(&config.auth));
     let key_loaders = identity.start(&stop).await;
     let checkpointer = audit.start_checkpointer(stop.clone());
@@ -191,9 +216,12 @@ pub async fn start_with(
                     relay.begin_shutdown();
                 }
             };
-            let server = axum::serve(listener, router)
-                .with_graceful_shutdown(signal)
-                .into_future();
+            let server = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(signal)
+            .into_future();
             tokio::pin!(server);
             tokio::select! {
                 result = &mut server => {
@@ -210,6 +238,9 @@ pub async fn start_with(
             reaper.abort();
             for loader in key_loaders {
                 loader.abort();
+            }
+            if let Some(r) = reloader {
+                r.abort();
             }
             relay.finish_shutdown().await;
             let _ = checkpointer.await;
@@ -291,7 +322,12 @@ async fn authenticate(
     }
 }
 
-async fn mcp_post(State(app): Shared, Path(name): Path<String>, request: Request) -> Response {
+async fn mcp_post(
+    State(app): Shared,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
     // Taking the request whole avoids copying its headers into extractors.
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
@@ -310,7 +346,10 @@ async fn mcp_post(State(app): Shared, Path(name): Path<String>, request: Request
     }
     // Identity before the body: an unauthenticated caller cannot make the gateway read it.
     let caller = match authenticate(&app, &ep, &headers, &parts.method).await {
-        Ok(p) => p,
+        Ok(principal) => Caller {
+            principal,
+            address: peer.to_string(),
+        },
         Err(resp) => return resp,
     };
     let checked = async {
@@ -325,7 +364,7 @@ async fn mcp_post(State(app): Shared, Path(name): Path<String>, request: Request
         Ok(body) => app.relay.post(&ep, &caller, &headers, body).await,
         Err((error, raw)) => {
             app.relay
-                .refuse(&ep, &caller, &headers, error, None, raw)
+                .refuse(&ep, &caller.principal, &headers, error, None, raw)
                 .await
         }
     };
@@ -335,6 +374,7 @@ async fn mcp_post(State(app): Shared, Path(name): Path<String>, request: Request
 async fn mcp_get(
     State(app): Shared,
     Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
@@ -352,14 +392,17 @@ async fn mcp_get(
         );
     }
     let caller = match authenticate(&app, &ep, &headers, &Method::GET).await {
-        Ok(p) => p,
+        Ok(principal) => Caller {
+            principal,
+            address: peer.to_string(),
+        },
         Err(resp) => return resp,
     };
     let outcome = match guard::get_media(&headers) {
         Ok(()) => app.relay.get(&ep, &caller, &headers).await,
         Err(error) => {
             app.relay
-                .refuse(&ep, &caller, &headers, error, None, None)
+                .refuse(&ep, &caller.principal, &headers, error, None, None)
                 .await
         }
     };
@@ -369,6 +412,7 @@ async fn mcp_get(
 async fn mcp_delete(
     State(app): Shared,
     Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
@@ -386,7 +430,10 @@ async fn mcp_delete(
         );
     }
     let caller = match authenticate(&app, &ep, &headers, &Method::DELETE).await {
-        Ok(p) => p,
+        Ok(principal) => Caller {
+            principal,
+            address: peer.to_string(),
+        },
         Err(resp) => return resp,
     };
     respond(&name, app.relay.delete(&ep, &caller, &headers).await)

@@ -12,5 +12,6 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod mcp;
+pub mod policy;
 pub mod relay;
 pub mod store;

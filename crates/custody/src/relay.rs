@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::{RelayError, code};
 pub use record::RECEIPT_KEY;
 use record::Scope;
-use reply::{Ctx, Watch, render, render_first};
+use reply::{Ctx, ListFilter, Watch, render, render_first};
 pub use session::{Session, SessionUpstream, Sessions};
 
 use crate::audit::{Appended, Audit, Direction, Kind as EntryKind};
@@ -42,6 +42,14 @@ use crate::mcp::upstream::http::{HttpUpstream, Outbound};
 use crate::mcp::upstream::stdio::StdioUpstream;
 use crate::mcp::upstream::{Reply, UpstreamError};
 use crate::mcp::version::{self, BATCH_VERSION, Generation};
+use crate::policy::{self, Call, Decision, Engine, Verdict};
+
+/// Who is calling, from where.
+pub struct Caller {
+    pub principal: Arc<Principal>,
+    /// The client's address, `ip:port`.
+    pub address: String,
+}
 
 /// What the client gets.
 pub enum Outcome {
@@ -171,6 +179,8 @@ pub struct Relay {
     known: String,
     pub limits: Limits,
     pub audit: Arc<Audit>,
+    /// The access policy; `None` when none is configured.
+    pub policy: Option<Arc<Engine>>,
     session_idle: Duration,
     /// Cancelled when shutdown begins: long-lived streams end.
     closing: CancellationToken,
@@ -179,7 +189,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(config: &Config, audit: Arc<Audit>) -> Arc<Self> {
+    pub fn new(config: &Config, audit: Arc<Audit>, policy: Option<Arc<Engine>>) -> Arc<Self> {
         let limits = Limits {
             max_body: config.server.max_body_bytes,
             max_depth: config.server.max_json_depth,
@@ -216,6 +226,7 @@ impl Relay {
             endpoints,
             limits,
             audit,
+            policy,
             session_idle: config.server.session_idle_timeout,
             closing: CancellationToken::new(),
             force: CancellationToken::new(),
@@ -240,8 +251,8 @@ impl Relay {
         self.endpoints.values()
     }
 
-    fn scope(&self, ep: &Arc<Endpoint>, session: Option<Arc<str>>, caller: &Principal) -> Scope {
-        Scope::new(&self.audit, &ep.name, session, caller)
+    fn scope(&self, ep: &Arc<Endpoint>, session: Option<Arc<str>>, who: &Principal) -> Scope {
+        Scope::new(&self.audit, &ep.name, session, who)
     }
 
     fn ctx(
@@ -261,14 +272,120 @@ impl Relay {
             closing: self.closing.clone(),
             force: self.force.clone(),
             stateless_status: false,
+            filter: None,
         }
+    }
+
+    /// What policy says about a client request; `None` without policies or for a message
+    /// that is not a request.
+    fn authorize(
+        &self,
+        ep: &Endpoint,
+        caller: &Caller,
+        msg: &Message,
+        version: &str,
+    ) -> Option<Decision> {
+        let engine = self.policy.as_ref()?;
+        if !msg.is_request() {
+            return None;
+        }
+        let method = msg.method()?;
+        let arguments = match method {
+            "tools/call" | "prompts/get" => msg.params().and_then(|p| p.get("arguments")),
+            _ => None,
+        };
+        Some(engine.decide(&Call {
+            principal: &caller.principal,
+            endpoint: &ep.name,
+            method,
+            target: msg.target_name(),
+            arguments,
+            protocol_version: version,
+            client_address: &caller.address,
+        }))
+    }
+
+    /// The list filter for the list requests among `messages`, when policies are configured.
+    fn list_filter(
+        &self,
+        caller: &Caller,
+        messages: &[&Message],
+        version: &str,
+    ) -> Option<ListFilter> {
+        let engine = self.policy.as_ref()?;
+        let requests: Vec<(Value, &'static str)> = messages
+            .iter()
+            .filter_map(|m| {
+                let method = policy::LIST_METHODS
+                    .into_iter()
+                    .find(|x| Some(*x) == m.method())?;
+                Some((m.id()?.clone(), method))
+            })
+            .collect();
+        if requests.is_empty() {
+            return None;
+        }
+        Some(ListFilter {
+            engine: engine.clone(),
+            principal: caller.principal.clone(),
+            address: caller.address.clone(),
+            version: version.to_string(),
+            requests,
+        })
+    }
+
+    /// Refuses a request policy did not allow, recording the decision.
+    async fn deny(
+        &self,
+        ep: &Arc<Endpoint>,
+        caller: &Caller,
+        msg: &Message,
+        decision: &Decision,
+        session: Option<Arc<str>>,
+    ) -> Outcome {
+        let action = policy::action_of(msg.method().unwrap_or(""));
+        let target = msg.target_name().map(str::to_string);
+        let endpoint = ep.name.to_string();
+        let policies = decision.policies.clone();
+        let error = if decision.verdict == Verdict::NeedsApproval {
+            RelayError::ApprovalRequired {
+                action,
+                target,
+                endpoint,
+                policies,
+            }
+        } else {
+            RelayError::Denied {
+                action,
+                target,
+                endpoint,
+                policies,
+            }
+        };
+        tracing::info!(endpoint = %ep.name, caller = %caller.principal.name, "{error}");
+        let id = msg.id().cloned();
+        let scope = self.scope(ep, session.clone(), &caller.principal);
+        let error = match scope
+            .refusal_with(
+                Some(msg),
+                None,
+                &error,
+                id.as_ref(),
+                Some(decision.to_json()),
+            )
+            .await
+        {
+            Ok(_) => error,
+            Err(audit) => audit,
+        };
+        Outcome::Error { error, id, session }
     }
 
     /// Records a refusal of input for a known endpoint and returns it as the answer.
     pub async fn refuse(
         &self,
         ep: &Arc<Endpoint>,
-        caller: &Principal,
+        who: &Principal,
         headers: &HeaderMap,
         error: RelayError,
         incoming: Option<&Message>,
@@ -279,7 +396,7 @@ impl Relay {
             .and_then(|v| v.to_str().ok())
             .map(Arc::<str>::from);
         let id = incoming.and_then(Message::id).cloned();
-        let scope = self.scope(ep, session, caller);
+        let scope = self.scope(ep, session, who);
         let error = match scope.refusal(incoming, raw, &error, id.as_ref()).await {
             Ok(_) => error,
             Err(audit) => audit,
@@ -317,16 +434,26 @@ impl Relay {
         }
     }
 
-    /// Records a client message before it is forwarded.
-    async fn record_client(&self, scope: &Scope, msg: &Message) -> Result<Appended, RelayError> {
-        scope.message(msg, Direction::ClientToUpstream, None).await
+    /// Records a client message before it is forwarded, with the policy decision on it.
+    async fn record_client(
+        &self,
+        scope: &Scope,
+        msg: &Message,
+        decision: Option<&Decision>,
+    ) -> Result<Appended, RelayError> {
+        let detail = decision
+            .map(|d| json!({ "policy": d.to_json() }).to_string())
+            .unwrap_or_default();
+        scope
+            .message_with(msg, Direction::ClientToUpstream, None, detail)
+            .await
     }
 
     /// A POSTed body.
     pub async fn post(
         &self,
         ep: &Arc<Endpoint>,
-        caller: &Arc<Principal>,
+        caller: &Caller,
         headers: &HeaderMap,
         body: Body,
     ) -> Outcome {
@@ -345,7 +472,14 @@ impl Relay {
             Ok(v) => v.map(str::to_string),
             Err(e) => {
                 return self
-                    .refuse(ep, caller, headers, e.into(), single, raw_batch())
+                    .refuse(
+                        ep,
+                        &caller.principal,
+                        headers,
+                        e.into(),
+                        single,
+                        raw_batch(),
+                    )
                     .await;
             }
         };
@@ -355,7 +489,7 @@ impl Relay {
             return self
                 .refuse(
                     ep,
-                    caller,
+                    &caller.principal,
                     headers,
                     RelayError::UnsupportedVersion(v.clone()),
                     single,
@@ -367,12 +501,12 @@ impl Relay {
             let session = sid
                 .to_str()
                 .ok()
-                .and_then(|sid| ep.sessions.get(sid, &caller.binding));
+                .and_then(|sid| ep.sessions.get(sid, &caller.principal.binding));
             let Some(session) = session else {
                 return self
                     .refuse(
                         ep,
-                        caller,
+                        &caller.principal,
                         headers,
                         RelayError::SessionNotFound(String::new()),
                         single,
@@ -404,7 +538,7 @@ impl Relay {
                 let raw = raw_batch();
                 self.refuse(
                     ep,
-                    caller,
+                    &caller.principal,
                     headers,
                     RelayError::BatchNotAllowed(version_header.unwrap_or_default()),
                     None,
@@ -415,7 +549,7 @@ impl Relay {
             Body::Single(m) => {
                 self.refuse(
                     ep,
-                    caller,
+                    &caller.principal,
                     headers,
                     RelayError::SessionRequired,
                     Some(&m),
@@ -425,8 +559,15 @@ impl Relay {
             }
             Body::Batch(_) => {
                 let raw = raw_batch();
-                self.refuse(ep, caller, headers, RelayError::SessionRequired, None, raw)
-                    .await
+                self.refuse(
+                    ep,
+                    &caller.principal,
+                    headers,
+                    RelayError::SessionRequired,
+                    None,
+                    raw,
+                )
+                .await
             }
         }
     }
@@ -434,7 +575,7 @@ impl Relay {
     async fn initialize(
         &self,
         ep: &Arc<Endpoint>,
-        caller: &Arc<Principal>,
+        caller: &Caller,
         headers: &HeaderMap,
         version_header: Option<String>,
         msg: Message,
@@ -446,11 +587,15 @@ impl Relay {
             .and_then(Value::as_str)
             .unwrap_or(version::DEFAULT_SESSION_VERSION)
             .to_string();
+        let decision = self.authorize(ep, caller, &msg, &requested);
+        if let Some(d) = decision.as_ref().filter(|d| d.verdict != Verdict::Allow) {
+            return self.deny(ep, caller, &msg, d, None).await;
+        }
         // The session id exists before the handshake so that both of its entries carry it; the
         // session itself exists only if the upstream accepts.
         let sid = session::new_id();
-        let scope = self.scope(ep, Some(sid.clone()), caller);
-        let recorded = match self.record_client(&scope, &msg).await {
+        let scope = self.scope(ep, Some(sid.clone()), &caller.principal);
+        let recorded = match self.record_client(&scope, &msg, decision.as_ref()).await {
             Ok(a) => a,
             Err(e) => return error_outcome(e, id, None),
         };
@@ -488,7 +633,7 @@ impl Relay {
                             session: upstream_sid,
                         },
                         &requested,
-                        caller.clone(),
+                        caller.principal.clone(),
                     ))
                 } else {
                     None
@@ -517,7 +662,7 @@ impl Relay {
                     sid,
                     SessionUpstream::Stdio(child.clone()),
                     &requested,
-                    caller.clone(),
+                    caller.principal.clone(),
                 );
                 let mut ctx = self.ctx(ep, requests, Some(session.clone()), scope.clone());
                 ctx.watch = Watch::Initialize;
@@ -565,14 +710,14 @@ impl Relay {
     async fn session_post(
         &self,
         ep: &Arc<Endpoint>,
-        caller: &Principal,
+        caller: &Caller,
         session: Arc<Session>,
         headers: &HeaderMap,
         version_header: Option<String>,
         body: Body,
     ) -> Outcome {
         let version = version_header.unwrap_or_else(|| session.version());
-        let scope = self.scope(ep, Some(session.id.clone()), caller);
+        let scope = self.scope(ep, Some(session.id.clone()), &caller.principal);
         let messages = match body {
             Body::Single(m) => vec![m],
             Body::Batch(ms) => {
@@ -584,7 +729,7 @@ impl Relay {
                     return self
                         .refuse(
                             ep,
-                            caller,
+                            &caller.principal,
                             headers,
                             RelayError::BatchNotAllowed(session.version()),
                             None,
@@ -604,10 +749,23 @@ impl Relay {
                 .cloned()
                 .filter(|_| messages[0].is_request())
         };
+        // Policy first: a batch with a request policy does not allow is refused whole.
+        let decisions: Vec<Option<Decision>> = messages
+            .iter()
+            .map(|m| self.authorize(ep, caller, m, &version))
+            .collect();
+        if let Some((m, d)) = messages.iter().zip(&decisions).find_map(|(m, d)| {
+            d.as_ref()
+                .filter(|d| d.verdict != Verdict::Allow)
+                .map(|d| (m, d))
+        }) {
+            return self.deny(ep, caller, m, d, Some(session.id.clone())).await;
+        }
+        let filter = self.list_filter(caller, &messages.iter().collect::<Vec<_>>(), &version);
         // Write-ahead: every message is recorded before any is forwarded.
         let mut requests = Vec::new();
-        for m in &messages {
-            match self.record_client(&scope, m).await {
+        for (m, d) in messages.iter().zip(&decisions) {
+            match self.record_client(&scope, m, d.as_ref()).await {
                 Ok(a) => {
                     if let (true, Some(id)) = (m.is_request(), m.id()) {
                         requests.push((id.clone(), a));
@@ -643,6 +801,7 @@ impl Relay {
                     Ok((reply, _)) => {
                         let mut ctx = self.ctx(ep, requests, Some(session), scope);
                         ctx.watch = watch;
+                        ctx.filter = filter;
                         render(reply, ctx).await
                     }
                     Err(UpstreamError::SessionGone) => {
@@ -708,6 +867,7 @@ impl Relay {
                 let events = futures_util::stream::select_all(streams);
                 let mut ctx = self.ctx(ep, requests, Some(session), scope);
                 ctx.watch = watch;
+                ctx.filter = filter;
                 render_first(Box::pin(events), ctx).await
             }
             (Upstream::Stdio(_), SessionUpstream::Http { .. }) => {
@@ -719,7 +879,7 @@ impl Relay {
     async fn stateless_post(
         &self,
         ep: &Arc<Endpoint>,
-        caller: &Principal,
+        caller: &Caller,
         headers: &HeaderMap,
         version_header: Option<String>,
         msg: Message,
@@ -727,16 +887,27 @@ impl Relay {
         let id = msg.id().cloned();
         if let Err(e) = headers::check_mirrored(headers, &msg, &ep.param_headers(&msg)) {
             return self
-                .refuse(ep, caller, headers, e.into(), Some(&msg), None)
+                .refuse(ep, &caller.principal, headers, e.into(), Some(&msg), None)
                 .await;
         }
         if msg.is_request()
             && let Err(e) = check_request_meta(&msg)
         {
-            return self.refuse(ep, caller, headers, e, Some(&msg), None).await;
+            return self
+                .refuse(ep, &caller.principal, headers, e, Some(&msg), None)
+                .await;
         }
-        let scope = self.scope(ep, None, caller);
-        let recorded = match self.record_client(&scope, &msg).await {
+        let version = version_header
+            .clone()
+            .or_else(|| msg.meta_protocol_version().map(str::to_string))
+            .unwrap_or_default();
+        let decision = self.authorize(ep, caller, &msg, &version);
+        if let Some(d) = decision.as_ref().filter(|d| d.verdict != Verdict::Allow) {
+            return self.deny(ep, caller, &msg, d, None).await;
+        }
+        let filter = self.list_filter(caller, &[&msg], &version);
+        let scope = self.scope(ep, None, &caller.principal);
+        let recorded = match self.record_client(&scope, &msg, decision.as_ref()).await {
             Ok(a) => a,
             Err(e) => return error_outcome(e, id, None),
         };
@@ -764,6 +935,7 @@ impl Relay {
                         let mut ctx = self.ctx(ep, requests, None, scope);
                         ctx.watch = watch;
                         ctx.long_lived = long_lived;
+                        ctx.filter = filter;
                         render(reply, ctx).await
                     }
                     Err(e) => {
@@ -788,6 +960,7 @@ impl Relay {
                         ctx.watch = watch;
                         ctx.long_lived = long_lived;
                         ctx.stateless_status = true;
+                        ctx.filter = filter;
                         render_first(events, ctx).await
                     }
                     Err(e) => fail(&ctx, RelayError::upstream(&ep.name, e), id).await,
@@ -800,7 +973,7 @@ impl Relay {
     async fn named_session(
         &self,
         ep: &Arc<Endpoint>,
-        caller: &Principal,
+        caller: &Caller,
         headers: &HeaderMap,
         method: &'static str,
         take: bool,
@@ -809,7 +982,7 @@ impl Relay {
             return Err(self
                 .refuse(
                     ep,
-                    caller,
+                    &caller.principal,
                     headers,
                     RelayError::MethodNotAllowed(method),
                     None,
@@ -820,9 +993,9 @@ impl Relay {
         let sid = sid.to_str().ok();
         let found = sid.and_then(|sid| {
             if take {
-                ep.sessions.remove_owned(sid, &caller.binding)
+                ep.sessions.remove_owned(sid, &caller.principal.binding)
             } else {
-                ep.sessions.get(sid, &caller.binding)
+                ep.sessions.get(sid, &caller.principal.binding)
             }
         });
         match found {
@@ -830,7 +1003,7 @@ impl Relay {
             None => Err(self
                 .refuse(
                     ep,
-                    caller,
+                    &caller.principal,
                     headers,
                     RelayError::SessionNotFound(String::new()),
                     None,
@@ -841,17 +1014,12 @@ impl Relay {
     }
 
     /// A GET: the standalone server stream of a session.
-    pub async fn get(
-        &self,
-        ep: &Arc<Endpoint>,
-        caller: &Principal,
-        headers: &HeaderMap,
-    ) -> Outcome {
+    pub async fn get(&self, ep: &Arc<Endpoint>, caller: &Caller, headers: &HeaderMap) -> Outcome {
         let session = match self.named_session(ep, caller, headers, "GET", false).await {
             Ok(s) => s,
             Err(refused) => return refused,
         };
-        let scope = self.scope(ep, Some(session.id.clone()), caller);
+        let scope = self.scope(ep, Some(session.id.clone()), &caller.principal);
         let mut ctx = self.ctx(ep, Vec::new(), Some(session.clone()), scope.clone());
         ctx.long_lived = true;
         match (&ep.upstream, &session.upstream) {
@@ -906,7 +1074,7 @@ impl Relay {
     pub async fn delete(
         &self,
         ep: &Arc<Endpoint>,
-        caller: &Principal,
+        caller: &Caller,
         headers: &HeaderMap,
     ) -> Outcome {
         let session = match self
@@ -917,7 +1085,7 @@ impl Relay {
             Err(refused) => return refused,
         };
         ep.close_session(&session).await;
-        let scope = self.scope(ep, Some(session.id.clone()), caller);
+        let scope = self.scope(ep, Some(session.id.clone()), &caller.principal);
         if let Err(e) = scope
             .event(
                 EntryKind::SessionClosed,

@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub audit: RawAudit,
     /// Who may call: OIDC issuers and static tokens. Required; see [`RawAuth`].
     pub auth: Option<RawAuth>,
+    /// Access policy: Cedar files. Without it every authenticated caller may call everything.
+    pub policy: Option<RawPolicy>,
     /// MCP endpoints by name; each is served at `/mcp/{name}`.
     #[serde(default)]
     pub endpoints: BTreeMap<String, RawEndpoint>,
@@ -42,6 +44,18 @@ pub struct RawAuth {
     /// Verified tokens remembered (by hash, until they expire) so a repeated token skips the
     /// signature check. Default 10000; 0 turns the cache off.
     pub token_cache_size: Option<usize>,
+}
+
+/// `[policy]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Cedar policy files, relative to this config file. Calls are denied unless a policy
+    /// permits them.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// Reload when a file changes (checked every second). Default `true`. SIGHUP always reloads.
+    pub watch: Option<bool>,
 }
 
 /// `[[auth.oidc]]`

@@ -28,6 +28,10 @@ pub mod code {
     pub const UPSTREAM_CLOSED: i64 = -32013;
     pub const AUDIT_UNAVAILABLE: i64 = -32015;
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// Policy denies the call.
+    pub const POLICY_DENIED: i64 = -32030;
+    /// Policy allows the call only once a person approves it.
+    pub const APPROVAL_REQUIRED: i64 = -32031;
     pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
@@ -46,6 +50,24 @@ pub enum RelayError {
     OriginNotAllowed(String),
     #[error("unauthorized: {0}")]
     Unauthorized(AuthError),
+    #[error("denied by policy: {}", denial(.action, .target, .endpoint, .policies))]
+    Denied {
+        action: &'static str,
+        target: Option<String>,
+        endpoint: String,
+        policies: Vec<String>,
+    },
+    #[error(
+        "approval required: {action}{} on endpoint {endpoint:?} is permitted by {} only once a person approves it; approvals are not available in this version, so the call was not forwarded",
+        target.as_ref().map(|t| format!(" of {t:?}")).unwrap_or_default(),
+        policies.join(", ")
+    )]
+    ApprovalRequired {
+        action: &'static str,
+        target: Option<String>,
+        endpoint: String,
+        policies: Vec<String>,
+    },
     #[error("Content-Type must be application/json (got {0:?})")]
     UnsupportedMediaType(String),
     #[error("Accept must list {0}")]
@@ -102,6 +124,9 @@ impl RelayError {
             }
             RelayError::Unauthorized(e) if e.is_temporary() => StatusCode::SERVICE_UNAVAILABLE,
             RelayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            RelayError::Denied { .. } | RelayError::ApprovalRequired { .. } => {
+                StatusCode::FORBIDDEN
+            }
             RelayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RelayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -129,6 +154,8 @@ impl RelayError {
             RelayError::UnknownEndpoint { .. } => code::ENDPOINT_NOT_FOUND,
             RelayError::SessionNotFound(_) => code::SESSION_NOT_FOUND,
             RelayError::Unauthorized(_) => code::UNAUTHORIZED,
+            RelayError::Denied { .. } => code::POLICY_DENIED,
+            RelayError::ApprovalRequired { .. } => code::APPROVAL_REQUIRED,
             RelayError::UnsupportedVersion(_) => code::UNSUPPORTED_PROTOCOL_VERSION,
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
             RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
@@ -152,6 +179,24 @@ impl RelayError {
                 "requested": v, "supported": version::supported()
             })),
             RelayError::Unauthorized(e) => Some(json!({ "reason": e.reason() })),
+            RelayError::Denied {
+                action,
+                target,
+                endpoint,
+                policies,
+            } => Some(json!({
+                "decision": "deny", "action": action, "target": target,
+                "endpoint": endpoint, "policies": policies,
+            })),
+            RelayError::ApprovalRequired {
+                action,
+                target,
+                endpoint,
+                policies,
+            } => Some(json!({
+                "decision": "needs_approval", "action": action, "target": target,
+                "endpoint": endpoint, "policies": policies,
+            })),
             RelayError::Upstream { endpoint, error } => Some(json!({
                 "endpoint": endpoint,
                 "reason": match error {
@@ -179,9 +224,23 @@ impl RelayError {
     pub fn answers_request(&self) -> bool {
         match self {
             RelayError::Upstream { error, .. } => !matches!(error, UpstreamError::SessionGone),
-            RelayError::AuditUnavailable(_) => true,
+            RelayError::AuditUnavailable(_)
+            | RelayError::Denied { .. }
+            | RelayError::ApprovalRequired { .. } => true,
             _ => false,
         }
+    }
+}
+
+fn denial(action: &str, target: &Option<String>, endpoint: &str, policies: &[String]) -> String {
+    let what = match target {
+        Some(t) => format!("{action} of {t:?} on endpoint {endpoint:?}"),
+        None => format!("{action} on endpoint {endpoint:?}"),
+    };
+    if policies.is_empty() {
+        format!("no policy permits {what}")
+    } else {
+        format!("{what} is forbidden by {}", policies.join(", "))
     }
 }
 

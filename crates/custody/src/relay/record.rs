@@ -53,15 +53,17 @@ impl Scope {
         }
     }
 
-    /// Records a message crossing the gateway; `request` is the index of the request it answers.
+    /// Records a message crossing the gateway; `request` is the index of the request it answers,
+    /// `detail` a JSON object (the policy decision, what was filtered) or empty.
     ///
     /// # Errors
     /// [`RelayError::AuditUnavailable`]: the message must not move on.
-    pub async fn message(
+    pub async fn message_with(
         &self,
         msg: &Message,
         direction: Direction,
         request: Option<u64>,
+        detail: String,
     ) -> Result<Appended, RelayError> {
         let kind = match msg.kind() {
             MessageKind::Request => Kind::Request,
@@ -75,6 +77,7 @@ impl Scope {
         d.target = msg.target_name().map(str::to_string);
         d.request = request.filter(|_| kind.answers());
         d.message = msg.to_bytes();
+        d.detail = detail;
         self.append(d).await
     }
 
@@ -87,13 +90,28 @@ impl Scope {
         error: &RelayError,
         id: Option<&Value>,
     ) -> Result<Appended, RelayError> {
+        self.refusal_with(incoming, raw, error, id, None).await
+    }
+
+    /// As [`Scope::refusal`], with the policy decision that refused it.
+    pub async fn refusal_with(
+        &self,
+        incoming: Option<&Message>,
+        raw: Option<bytes::Bytes>,
+        error: &RelayError,
+        id: Option<&Value>,
+        policy: Option<Value>,
+    ) -> Result<Appended, RelayError> {
         let mut d = self.draft(Kind::Rejected, Direction::ClientToUpstream);
         d.id = id.map(Value::to_string);
         d.method = incoming.and_then(Message::method).map(str::to_string);
         d.target = incoming.and_then(Message::target_name).map(str::to_string);
-        d.detail =
-            json!({ "status": error.status().as_u16(), "error": error.to_json(id)["error"] })
-                .to_string();
+        let mut detail =
+            json!({ "status": error.status().as_u16(), "error": error.to_json(id)["error"] });
+        if let Some(p) = policy {
+            detail["policy"] = p;
+        }
+        d.detail = detail.to_string();
         d.message = incoming.map(Message::to_bytes).or(raw).unwrap_or_default();
         self.append(d).await
     }

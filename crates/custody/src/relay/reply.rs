@@ -18,9 +18,11 @@ use super::record::{Scope, add_receipt};
 use super::session::Session;
 use super::{Endpoint, Outcome};
 use crate::audit::{Appended, Direction};
+use crate::identity::Principal;
 use crate::mcp::message::{Kind, Message, id_key};
 use crate::mcp::sse;
 use crate::mcp::upstream::{Event, EventStream, Reply, UpstreamError};
+use crate::policy::{Call, Engine};
 
 /// What to learn from answers passing through.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,45 @@ pub(super) enum Watch {
     Initialize,
     /// The answer to `tools/list`: learn the tools' `x-mcp-header` parameters.
     ToolsList,
+}
+
+/// Filters the answers to list requests down to what the caller may use.
+pub(super) struct ListFilter {
+    pub engine: Arc<Engine>,
+    pub principal: Arc<Principal>,
+    pub address: String,
+    pub version: String,
+    /// The list requests of this call: id and method.
+    pub requests: Vec<(Value, &'static str)>,
+}
+
+impl ListFilter {
+    /// Filters `msg` if it answers one of the list requests; returns the `detail` to record.
+    fn apply(&self, endpoint: &str, msg: &mut Message) -> String {
+        let Some(method) = msg
+            .id()
+            .and_then(|id| self.requests.iter().find(|(r, _)| r == id))
+            .map(|(_, m)| *m)
+        else {
+            return String::new();
+        };
+        let call = Call {
+            principal: &self.principal,
+            endpoint,
+            method,
+            target: None,
+            arguments: None,
+            protocol_version: &self.version,
+            client_address: &self.address,
+        };
+        let mut removed = Vec::new();
+        msg.edit(|v| removed = self.engine.filter_list(&call, v));
+        if removed.is_empty() {
+            String::new()
+        } else {
+            serde_json::json!({ "policy_filtered": removed }).to_string()
+        }
+    }
 }
 
 pub(super) struct Ctx {
@@ -47,6 +88,8 @@ pub(super) struct Ctx {
     /// The upstream has no HTTP status of its own (stdio) and the client is stateless: give
     /// JSON-RPC errors the status the 2026-07-28 transport assigns them.
     pub stateless_status: bool,
+    /// List answers to filter by policy.
+    pub filter: Option<ListFilter>,
 }
 
 impl Ctx {
@@ -97,9 +140,18 @@ impl Ctx {
         } else {
             None
         };
+        let detail = match (&self.filter, msg.kind()) {
+            (Some(f), Kind::Response) => f.apply(&self.endpoint.name, &mut msg),
+            _ => String::new(),
+        };
         let appended = self
             .scope
-            .message(&msg, Direction::UpstreamToClient, request.map(|r| r.index))
+            .message_with(
+                &msg,
+                Direction::UpstreamToClient,
+                request.map(|r| r.index),
+                detail,
+            )
             .await?;
         if request.is_some() {
             add_receipt(&mut msg, self.scope.audit.origin(), request, appended);

@@ -1,0 +1,448 @@
+//! Who may call what: Cedar policies over the verified principal, the endpoint and the tool,
+//! resource or prompt a call touches. Default deny once policies are configured; a permit
+//! annotated `@approval("required")` turns its allow into "needs approval".
+//!
+//! The policy set in force is swapped whole on reload ([`Engine::reload`]): a call sees the old
+//! set or the new one, never a mix.
+
+pub mod load;
+pub mod reload;
+pub mod schema;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Request, RestrictedExpression, Schema,
+};
+use serde_json::{Value, json};
+
+pub use load::{Loaded, PolicyError, PolicyErrors, Source};
+
+use crate::config::{AuthConfig, PolicyConfig};
+use crate::identity::Principal;
+
+/// What policy says about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// Allowed once a person approves it.
+    NeedsApproval,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::NeedsApproval => "needs_approval",
+        }
+    }
+}
+
+/// A verdict and the policies that decided it: the permits that allowed it (those asking for
+/// approval, when it needs one), or the forbids that denied it (none: nothing permitted it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub policies: Vec<String>,
+}
+
+impl Decision {
+    /// For the audit entry.
+    pub fn to_json(&self) -> Value {
+        json!({ "decision": self.verdict.as_str(), "policies": self.policies })
+    }
+}
+
+/// One call, as policy sees it.
+pub struct Call<'a> {
+    pub principal: &'a Principal,
+    pub endpoint: &'a str,
+    pub method: &'a str,
+    /// The tool or prompt name, or the resource URI.
+    pub target: Option<&'a str>,
+    pub arguments: Option<&'a Value>,
+    pub protocol_version: &'a str,
+    pub client_address: &'a str,
+}
+
+/// The action a method maps to: its own, or `other`.
+pub fn action_of(method: &str) -> &'static str {
+    schema::ACTIONS
+        .iter()
+        .find(|(a, _)| *a == method)
+        .map_or(schema::OTHER, |(a, _)| *a)
+}
+
+/// A policy set in force.
+struct Policies {
+    loaded: Loaded,
+}
+
+/// Evaluates calls against the policy set in force, and reloads it.
+pub struct Engine {
+    schema: Schema,
+    schema_text: String,
+    claims: BTreeSet<String>,
+    action_entities: Vec<Entity>,
+    files: Vec<PathBuf>,
+    builtin: Option<&'static str>,
+    current: RwLock<Arc<Policies>>,
+    authorizer: Authorizer,
+}
+
+fn uid(kind: &str, id: &str) -> EntityUid {
+    // Entity type names here are fixed identifiers of the schema: parsing cannot fail.
+    let t = EntityTypeName::from_str(kind).unwrap_or_else(|_| unreachable!("{kind}"));
+    EntityUid::from_type_name_and_id(t, EntityId::new(id))
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_string())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Engine {
+    /// Loads the configured policies; `Ok(None)` when none are configured.
+    ///
+    /// # Errors
+    /// Every problem in the policy files, with file:line:col.
+    pub fn new(
+        policy: &PolicyConfig,
+        auth: &AuthConfig,
+    ) -> Result<Option<Arc<Self>>, PolicyErrors> {
+        if !policy.is_enabled() {
+            return Ok(None);
+        }
+        let schema_text = schema::text(auth);
+        let (schema, _) = Schema::from_cedarschema_str(&schema_text).map_err(|e| {
+            PolicyErrors(vec![PolicyError {
+                file: "custody's schema".into(),
+                position: None,
+                message: e.to_string(),
+            }])
+        })?;
+        let action_entities = schema
+            .action_entities()
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default();
+        let sources = read_sources(&policy.files, policy.builtin)?;
+        let loaded = load::load(&sources, &schema)?;
+        Ok(Some(Arc::new(Self {
+            schema,
+            schema_text,
+            claims: schema::claim_attributes(auth),
+            action_entities,
+            files: policy.files.clone(),
+            builtin: policy.builtin,
+            current: RwLock::new(Arc::new(Policies { loaded })),
+            authorizer: Authorizer::new(),
+        })))
+    }
+
+    /// The schema policies are validated against, in Cedar's schema syntax.
+    pub fn schema_text(&self) -> &str {
+        &self.schema_text
+    }
+
+    /// The files policies are read from.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    fn current(&self) -> Arc<Policies> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The hash of the policy set in force and how many policies it has.
+    pub fn summary(&self) -> (String, usize) {
+        let p = self.current();
+        (p.loaded.hash.clone(), p.loaded.set.num_of_policies())
+    }
+
+    /// Reads and validates the files again; a good set replaces the one in force at once, a bad
+    /// one changes nothing.
+    ///
+    /// # Errors
+    /// Every problem in the new files; the old set stays in force.
+    pub fn reload(&self) -> Result<(String, usize), PolicyErrors> {
+        let sources = read_sources(&self.files, self.builtin)?;
+        let loaded = load::load(&sources, &self.schema)?;
+        let summary = (loaded.hash.clone(), loaded.set.num_of_policies());
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(Policies { loaded });
+        Ok(summary)
+    }
+
+    fn principal_entity(&self, p: &Principal) -> Option<Entity> {
+        let mut attrs = vec![
+            ("kind".to_string(), string(p.kind.as_str())),
+            (
+                "issuer".to_string(),
+                string(p.issuer.as_deref().unwrap_or("")),
+            ),
+            ("subject".to_string(), string(&p.subject)),
+            ("name".to_string(), string(&p.name)),
+        ];
+        for (claim, value) in &p.claims {
+            if !self.claims.contains(claim) {
+                continue;
+            }
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(_) | Value::Bool(_) => value.to_string(),
+                _ => continue,
+            };
+            attrs.push((claim.clone(), RestrictedExpression::new_string(text)));
+        }
+        Entity::new(
+            uid("Principal", &p.subject),
+            attrs.into_iter().collect(),
+            Default::default(),
+        )
+        .ok()
+    }
+
+    /// Decides `call`. An evaluation that cannot be set up (which the schema rules out) denies.
+    pub fn decide(&self, call: &Call<'_>) -> Decision {
+        let deny = Decision {
+            verdict: Verdict::Deny,
+            policies: Vec::new(),
+        };
+        let action = action_of(call.method);
+        let endpoint_uid = uid("Endpoint", call.endpoint);
+        let endpoint = Entity::new(
+            endpoint_uid.clone(),
+            [("name".to_string(), string(call.endpoint))]
+                .into_iter()
+                .collect(),
+            Default::default(),
+        );
+        let target = call.target.unwrap_or("");
+        let resource = schema::ACTIONS
+            .iter()
+            .find(|(a, _)| *a == action)
+            .map(|(_, r)| *r)
+            .filter(|r| *r != "Endpoint")
+            .map(|kind| {
+                let key = if kind == "Resource" { "uri" } else { "name" };
+                let r_uid = uid(kind, &format!("{}/{target}", call.endpoint));
+                let entity = Entity::new(
+                    r_uid.clone(),
+                    [
+                        (key.to_string(), string(target)),
+                        ("endpoint".to_string(), string(call.endpoint)),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    [endpoint_uid.clone()].into_iter().collect(),
+                );
+                (r_uid, entity)
+            });
+        let args_uid = uid("Arguments", "call");
+        let tags: Vec<(String, RestrictedExpression)> = call
+            .arguments
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        let text = match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        (k.clone(), RestrictedExpression::new_string(text))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Ok(arguments) = Entity::new_with_tags(args_uid.clone(), [], [], tags) else {
+            return deny;
+        };
+        let (Some(principal), Ok(endpoint)) = (self.principal_entity(call.principal), endpoint)
+        else {
+            return deny;
+        };
+        let principal_uid = principal.uid();
+        let mut entities = vec![principal, endpoint, arguments];
+        let resource_uid = match resource {
+            Some((r_uid, Ok(entity))) => {
+                entities.push(entity);
+                r_uid
+            }
+            Some((_, Err(_))) => return deny,
+            None => endpoint_uid,
+        };
+        entities.extend(self.action_entities.iter().cloned());
+        let Ok(entities) = Entities::from_entities(entities, None) else {
+            return deny;
+        };
+        let context = Context::from_pairs([
+            ("method".to_string(), string(call.method)),
+            (
+                "arguments".to_string(),
+                RestrictedExpression::new_entity_uid(args_uid),
+            ),
+            (
+                "arguments_json".to_string(),
+                string(
+                    &call
+                        .arguments
+                        .map(Value::to_string)
+                        .unwrap_or_else(|| "{}".into()),
+                ),
+            ),
+            (
+                "protocol_version".to_string(),
+                string(call.protocol_version),
+            ),
+            ("client_address".to_string(), string(call.client_address)),
+            (
+                "time".to_string(),
+                RestrictedExpression::new_long(unix_now()),
+            ),
+        ]);
+        let Ok(context) = context else {
+            return deny;
+        };
+        let Ok(request) = Request::new(
+            principal_uid,
+            uid("Action", action),
+            resource_uid,
+            context,
+            None,
+        ) else {
+            return deny;
+        };
+        let policies = self.current();
+        let response = self
+            .authorizer
+            .is_authorized(&request, &policies.loaded.set, &entities);
+        for e in response.diagnostics().errors() {
+            tracing::debug!(
+                endpoint = call.endpoint,
+                method = call.method,
+                "policy evaluation error: {e}"
+            );
+        }
+        let reasons: Vec<&cedar_policy::PolicyId> = response.diagnostics().reason().collect();
+        match response.decision() {
+            CedarDecision::Deny => Decision {
+                verdict: Verdict::Deny,
+                policies: reasons.iter().map(ToString::to_string).collect(),
+            },
+            CedarDecision::Allow => {
+                let approvals: Vec<String> = reasons
+                    .iter()
+                    .filter(|id| policies.loaded.approval.contains(**id))
+                    .map(ToString::to_string)
+                    .collect();
+                if approvals.is_empty() {
+                    Decision {
+                        verdict: Verdict::Allow,
+                        policies: reasons.iter().map(ToString::to_string).collect(),
+                    }
+                } else {
+                    Decision {
+                        verdict: Verdict::NeedsApproval,
+                        policies: approvals,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads the policy files (and the built-in text).
+fn read_sources(
+    files: &[PathBuf],
+    builtin: Option<&'static str>,
+) -> Result<Vec<Source>, PolicyErrors> {
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    if let Some(text) = builtin {
+        sources.push(Source {
+            name: "<embedded demo policy>".into(),
+            text: text.to_string(),
+        });
+    }
+    for f in files {
+        let name = f.display().to_string();
+        match std::fs::read_to_string(f) {
+            Ok(text) => sources.push(Source { name, text }),
+            Err(e) => errors.push(PolicyError {
+                file: name,
+                position: None,
+                message: format!("cannot read the policy file: {e}"),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(sources)
+    } else {
+        Err(PolicyErrors(errors))
+    }
+}
+
+/// The list methods whose answers are filtered by policy.
+pub const LIST_METHODS: [&str; 3] = ["tools/list", "resources/list", "prompts/list"];
+
+/// What a list method lists: the result's array, the item's key field, and the action using
+/// an item needs.
+pub fn listed(method: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    match method {
+        "tools/list" => Some(("tools", "name", "tools/call")),
+        "resources/list" => Some(("resources", "uri", "resources/read")),
+        "prompts/list" => Some(("prompts", "name", "prompts/get")),
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Removes from the answer to list method `call.method` the items the principal may not use
+    /// (policy denies the action on them; items needing approval stay). Returns the removed
+    /// items' names or URIs.
+    pub fn filter_list(&self, call: &Call<'_>, answer: &mut Value) -> Vec<String> {
+        let Some((array, key, action)) = listed(call.method) else {
+            return Vec::new();
+        };
+        let Some(items) = answer
+            .pointer_mut(&format!("/result/{array}"))
+            .and_then(Value::as_array_mut)
+        else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        items.retain(|item| {
+            let name = item.get(key).and_then(Value::as_str).unwrap_or("");
+            let verdict = self
+                .decide(&Call {
+                    method: action,
+                    target: Some(name),
+                    arguments: None,
+                    ..*call
+                })
+                .verdict;
+            if verdict == Verdict::Deny {
+                removed.push(name.to_string());
+                false
+            } else {
+                true
+            }
+        });
+        removed
+    }
+}

@@ -1,0 +1,191 @@
+//! Reading policy files: parse, name every policy, check annotations, validate against the
+//! schema. Every problem is reported as `file:line:col: what`, all of them at once.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use cedar_policy::{Effect, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+use sha2::{Digest, Sha256};
+
+/// One policy file's name (as given in config) and text.
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// A problem in a policy file.
+#[derive(Debug, Clone)]
+pub struct PolicyError {
+    pub file: String,
+    /// 1-based line and column.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((l, c)) => write!(f, "{}:{l}:{c}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Every problem found, one per line.
+#[derive(Debug, Clone)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
+
+/// A validated policy set.
+pub struct Loaded {
+    pub set: PolicySet,
+    /// Permit policies annotated `@approval("required")`.
+    pub approval: HashSet<PolicyId>,
+    /// SHA-256 over the files' names and texts, hex: identifies the set in the audit log.
+    pub hash: String,
+    pub files: Vec<String>,
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn from_diagnostic(file: &str, text: &str, d: &dyn Diagnostic, message: String) -> PolicyError {
+    let offset = d.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    let message = match d.help() {
+        Some(help) => format!("{message} ({help})"),
+        None => message,
+    };
+    PolicyError {
+        file: file.to_string(),
+        position: offset.map(|o| line_col(text, o)),
+        message,
+    }
+}
+
+/// Parses and validates `sources` against `schema`.
+///
+/// # Errors
+/// Every syntax error, duplicate or malformed annotation, and schema violation.
+pub fn load(sources: &[Source], schema: &Schema) -> Result<Loaded, PolicyErrors> {
+    let mut errors = Vec::new();
+    let mut set = PolicySet::new();
+    let mut approval = HashSet::new();
+    // Where each policy is: its file and byte offset, for validation errors.
+    let mut origin: HashMap<PolicyId, (usize, usize)> = HashMap::new();
+    let mut hasher = Sha256::new();
+    for (index, source) in sources.iter().enumerate() {
+        hasher.update(source.name.as_bytes());
+        hasher.update([0]);
+        hasher.update(source.text.as_bytes());
+        hasher.update([0]);
+        let parsed: PolicySet = match source.text.parse() {
+            Ok(p) => p,
+            Err(e) => {
+                let e: cedar_policy::ParseErrors = e;
+                for one in e.iter() {
+                    errors.push(from_diagnostic(
+                        &source.name,
+                        &source.text,
+                        one,
+                        one.to_string(),
+                    ));
+                }
+                continue;
+            }
+        };
+        if parsed.templates().next().is_some() {
+            errors.push(PolicyError {
+                file: source.name.clone(),
+                position: None,
+                message: "policy templates (?principal, ?resource slots) are not supported; write static policies".into(),
+            });
+            continue;
+        }
+        let mut cursor = 0;
+        for policy in parsed.policies() {
+            let text = policy.to_string();
+            let offset = source.text[cursor..]
+                .find(text.as_str())
+                .map_or(cursor, |o| cursor + o);
+            cursor = offset + text.len().min(source.text.len() - offset);
+            let (line, col) = line_col(&source.text, offset);
+            let at = |message: String| PolicyError {
+                file: source.name.clone(),
+                position: Some((line, col)),
+                message,
+            };
+            let id = match policy.annotation("id") {
+                Some(id) if !id.trim().is_empty() => id.to_string(),
+                Some(_) => {
+                    errors.push(at("@id(\"...\") must not be empty".into()));
+                    continue;
+                }
+                None => format!("{}:{line}", source.name),
+            };
+            let id = PolicyId::new(id);
+            match policy.annotation("approval") {
+                None => {}
+                Some("required") if policy.effect() == Effect::Permit => {
+                    approval.insert(id.clone());
+                }
+                Some("required") => errors.push(at(
+                    "@approval(\"required\") only applies to permit policies: a forbid cannot be approved".into(),
+                )),
+                Some(other) => errors.push(at(format!(
+                    "@approval({other:?}) is not understood; the only form is @approval(\"required\")"
+                ))),
+            }
+            if origin.contains_key(&id) {
+                errors.push(at(format!("policy id {id:?} is used twice")));
+                continue;
+            }
+            origin.insert(id.clone(), (index, offset));
+            if let Err(e) = set.add(policy.new_id(id)) {
+                errors.push(at(e.to_string()));
+            }
+        }
+    }
+    if errors.is_empty() {
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        for e in result.validation_errors() {
+            let (index, start) = origin.get(e.policy_id()).copied().unwrap_or((0, 0));
+            let source = &sources[index];
+            let mut pe = from_diagnostic(&source.name, &source.text, e, e.to_string());
+            if pe.position.is_none() {
+                pe.position = Some(line_col(&source.text, start));
+            }
+            errors.push(pe);
+        }
+        for w in result.validation_warnings() {
+            tracing::warn!("policy {}: {w}", w.policy_id());
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    Ok(Loaded {
+        set,
+        approval,
+        hash: hex::encode(hasher.finalize()),
+        files: sources.iter().map(|s| s.name.clone()).collect(),
+    })
+}
