@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit;
 mod auth;
 mod load;
+mod policy;
 mod procstat;
 
 use std::net::SocketAddr;
@@ -88,6 +89,13 @@ enum Cmd {
         #[arg(long, default_value_t = 5000)]
         calls: usize,
     },
+    /// Authorization: one policy decision with many policies loaded.
+    Policy {
+        #[arg(long, default_value_t = 1000)]
+        policies: usize,
+        #[arg(long, default_value_t = 10000)]
+        calls: usize,
+    },
     /// (internal) The conformance fixture over HTTP.
     #[command(hide = true)]
     Upstream { addr: SocketAddr },
@@ -137,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
         } => rt.block_on(audit::append(writers, size, seconds)),
         Cmd::Auth { calls } => rt.block_on(auth::run(calls)),
+        Cmd::Policy { policies, calls } => policy::run(policies, calls),
         Cmd::Verify { entries, size } => rt.block_on(audit::verify(entries, size)),
         Cmd::Restart { entries, size } => rt.block_on(restart(entries, size)),
         Cmd::AuditRelay {

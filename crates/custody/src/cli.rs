@@ -4,6 +4,7 @@
 mod demo;
 mod keys;
 mod log;
+mod policy;
 mod serve;
 mod token;
 mod verify;
@@ -50,6 +51,46 @@ enum TokenCommand {
     Create {
         /// The principal's name, as it appears in the audit log (e.g. `alice`, `nightly-job`).
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policy files named in the config against custody's schema.
+    Check {
+        #[arg(long, short, env = "CUSTODY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print the Cedar schema policies are validated against.
+    Schema {
+        #[arg(long, short, env = "CUSTODY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Decide one call and print the decision and the deciding policies.
+    Eval {
+        #[arg(long, short, env = "CUSTODY_CONFIG")]
+        config: PathBuf,
+        /// A JSON file of token claims (`iss`, `sub`, `repository`, ...); without `iss`, a
+        /// static token's principal named `sub`.
+        #[arg(long)]
+        principal: PathBuf,
+        #[arg(long)]
+        endpoint: String,
+        /// The MCP method, e.g. `tools/call`.
+        #[arg(long)]
+        method: String,
+        /// The tool (tools/call), prompt (prompts/get) or resource URI (resources/read).
+        #[arg(long, alias = "target")]
+        tool: Option<String>,
+        /// The call's arguments, a JSON object.
+        #[arg(long)]
+        args: Option<String>,
+        /// Exit 1 unless the decision is this: allow, deny or needs_approval.
+        #[arg(long)]
+        expect: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -122,6 +163,11 @@ enum Command {
     Receipt {
         #[command(subcommand)]
         command: ReceiptCommand,
+    },
+    /// Work with the access policy: check, schema, eval.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Static bearer tokens for local use and for people without an identity provider.
     Token {
@@ -202,6 +248,33 @@ pub fn main() -> ExitCode {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
+        },
+        Command::Policy { command } => match command {
+            PolicyCommand::Check { config } => policy::check(&config),
+            PolicyCommand::Schema { config } => policy::schema(&config),
+            PolicyCommand::Eval {
+                config,
+                principal,
+                endpoint,
+                method,
+                tool,
+                args,
+                expect,
+                json,
+            } => match policy::eval(&policy::EvalArgs {
+                config: &config,
+                principal: &principal,
+                endpoint: &endpoint,
+                method: &method,
+                target: tool.as_deref(),
+                args: args.as_deref(),
+                expect: expect.as_deref(),
+                json,
+            }) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            },
         },
         Command::Token {
             command: TokenCommand::Create { name },

@@ -8,6 +8,7 @@
 pub mod load;
 pub mod reload;
 pub mod schema;
+mod slice;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -83,6 +84,16 @@ pub fn action_of(method: &str) -> &'static str {
 /// A policy set in force.
 struct Policies {
     loaded: Loaded,
+    slicer: slice::Slicer,
+}
+
+impl Policies {
+    fn new(loaded: Loaded) -> Self {
+        Self {
+            slicer: slice::Slicer::new(&loaded.set),
+            loaded,
+        }
+    }
 }
 
 /// Evaluates calls against the policy set in force, and reloads it.
@@ -146,7 +157,7 @@ impl Engine {
             action_entities,
             files: policy.files.clone(),
             builtin: policy.builtin,
-            current: RwLock::new(Arc::new(Policies { loaded })),
+            current: RwLock::new(Arc::new(Policies::new(loaded))),
             authorizer: Authorizer::new(),
         })))
     }
@@ -184,37 +195,37 @@ impl Engine {
         let loaded = load::load(&sources, &self.schema)?;
         let summary = (loaded.hash.clone(), loaded.set.num_of_policies());
         *self.current.write().unwrap_or_else(PoisonError::into_inner) =
-            Arc::new(Policies { loaded });
+            Arc::new(Policies::new(loaded));
         Ok(summary)
     }
 
-    fn principal_entity(&self, p: &Principal) -> Option<Entity> {
-        let mut attrs = vec![
-            ("kind".to_string(), string(p.kind.as_str())),
-            (
-                "issuer".to_string(),
-                string(p.issuer.as_deref().unwrap_or("")),
-            ),
-            ("subject".to_string(), string(&p.subject)),
-            ("name".to_string(), string(&p.name)),
-        ];
-        for (claim, value) in &p.claims {
-            if !self.claims.contains(claim) {
-                continue;
-            }
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(_) | Value::Bool(_) => value.to_string(),
-                _ => continue,
-            };
-            attrs.push((claim.clone(), RestrictedExpression::new_string(text)));
+    /// A principal attribute's value: the base attributes, or a kept claim as a string ("" when
+    /// the token lacked it, or it is not a string, number or boolean).
+    fn attribute(p: &Principal, name: &str) -> String {
+        match name {
+            "kind" => p.kind.as_str().to_string(),
+            "issuer" => p.issuer.clone().unwrap_or_default(),
+            "subject" => p.subject.clone(),
+            "name" => p.name.clone(),
+            claim => match p.claims.get(claim) {
+                Some(Value::String(s)) => s.clone(),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+                _ => String::new(),
+            },
         }
-        Entity::new(
-            uid("Principal", &p.subject),
-            attrs.into_iter().collect(),
-            Default::default(),
-        )
-        .ok()
+    }
+
+    fn principal_entity(&self, p: &Principal) -> Option<Entity> {
+        let attrs = schema::BASE_ATTRIBUTES
+            .iter()
+            .map(|a| (*a).to_string())
+            .chain(self.claims.iter().cloned())
+            .map(|a| {
+                let v = RestrictedExpression::new_string(Self::attribute(p, &a));
+                (a, v)
+            })
+            .collect();
+        Entity::new(uid("Principal", &p.subject), attrs, Default::default()).ok()
     }
 
     /// Decides `call`. An evaluation that cannot be set up (which the schema rules out) denies.
@@ -328,9 +339,14 @@ impl Engine {
             return deny;
         };
         let policies = self.current();
-        let response = self
-            .authorizer
-            .is_authorized(&request, &policies.loaded.set, &entities);
+        let values = policies
+            .slicer
+            .attributes()
+            .iter()
+            .map(|a| Self::attribute(call.principal, a))
+            .collect();
+        let slice = policies.slicer.slice(action, values);
+        let response = self.authorizer.is_authorized(&request, &slice, &entities);
         for e in response.diagnostics().errors() {
             tracing::debug!(
                 endpoint = call.endpoint,

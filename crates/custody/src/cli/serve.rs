@@ -28,6 +28,9 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
 
 pub fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    if let Err(errors) = crate::policy::Engine::new(&config.policy, &config.auth) {
+        anyhow::bail!("the access policy is invalid:\n{errors}");
+    }
     say!(
         "{}: ok ({} endpoint{})",
         path.display(),

@@ -180,6 +180,7 @@ pub fn load(sources: &[Source], schema: &Schema) -> Result<Loaded, PolicyErrors>
         }
     }
     if !errors.is_empty() {
+        errors.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
         return Err(PolicyErrors(errors));
     }
     Ok(Loaded {

@@ -45,7 +45,7 @@ pub fn claim_attributes(auth: &AuthConfig) -> BTreeSet<String> {
 pub fn text(auth: &AuthConfig) -> String {
     let claims: String = claim_attributes(auth)
         .iter()
-        .map(|c| format!("    {}?: String,\n", quote(c)))
+        .map(|c| format!("    {}: String,\n", quote(c)))
         .collect();
     let list_actions = ACTIONS
         .iter()
@@ -64,8 +64,8 @@ pub fn text(auth: &AuthConfig) -> String {
         r#"// custody's Cedar schema: what policies can refer to.
 
 // Who calls: a verified identity. `kind` is "oidc", "static" or "anonymous"; `issuer` is ""
-// except for OIDC. The claims each issuer keeps are attributes too, as strings, present when
-// the token had them.
+// except for OIDC. The claims the issuers keep are attributes too, as strings: "" when the
+// token did not have the claim.
 entity Principal = {{
     "kind": String,
     "issuer": String,
@@ -116,7 +116,7 @@ mod tests {
         for (a, _) in ACTIONS {
             assert!(actions.iter().any(|x| x.contains(a)), "{a} in {actions:?}");
         }
-        assert!(text.contains("\"repository\"?: String"));
-        assert!(text.contains("\"project_path\"?: String"));
+        assert!(text.contains("\"repository\": String"));
+        assert!(text.contains("\"project_path\": String"));
     }
 }
