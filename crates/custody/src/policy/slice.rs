@@ -101,13 +101,16 @@ fn conjuncts(expr: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// A slice's key: the action and the principal's values of the indexed attributes.
+type SliceKey = (&'static str, Vec<String>);
+
 /// The index over a policy set.
 pub struct Slicer {
     /// Every policy, with what it needs.
     policies: Vec<(Policy, Needs)>,
     /// The attributes some policy requires equal to a literal.
     attributes: Vec<String>,
-    slices: Mutex<HashMap<(&'static str, Vec<String>), Arc<PolicySet>>>,
+    slices: Mutex<HashMap<SliceKey, Arc<PolicySet>>>,
 }
 
 impl Slicer {
