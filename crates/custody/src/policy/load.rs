@@ -155,7 +155,7 @@ pub fn load(sources: &[Source], schema: &Schema) -> Result<Loaded, PolicyErrors>
                 ))),
             }
             if origin.contains_key(&id) {
-                errors.push(at(format!("policy id {id:?} is used twice")));
+                errors.push(at(format!("policy id \"{id}\" is used twice")));
                 continue;
             }
             origin.insert(id.clone(), (index, offset));
@@ -164,7 +164,8 @@ pub fn load(sources: &[Source], schema: &Schema) -> Result<Loaded, PolicyErrors>
             }
         }
     }
-    if errors.is_empty() {
+    // Whatever parsed is validated too, so one run reports every problem.
+    {
         let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
         for e in result.validation_errors() {
             let (index, start) = origin.get(e.policy_id()).copied().unwrap_or((0, 0));
@@ -189,4 +190,88 @@ pub fn load(sources: &[Source], schema: &Schema) -> Result<Loaded, PolicyErrors>
         hash: hex::encode(hasher.finalize()),
         files: sources.iter().map(|s| s.name.clone()).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthConfig;
+
+    fn schema() -> Schema {
+        let text = crate::policy::schema::text(&AuthConfig::anonymous());
+        Schema::from_cedarschema_str(&text).unwrap().0
+    }
+
+    fn errors(files: &[(&str, &str)]) -> Vec<String> {
+        let sources: Vec<Source> = files
+            .iter()
+            .map(|(n, t)| Source {
+                name: (*n).into(),
+                text: (*t).into(),
+            })
+            .collect();
+        match load(&sources, &schema()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn good_policies_get_ids_and_approvals() {
+        let sources = [Source {
+            name: "a.cedar".into(),
+            text: "permit(principal, action, resource);\n\n@id(\"x\")\n@approval(\"required\")\npermit(principal, action == Action::\"tools/call\", resource);\n".into(),
+        }];
+        let loaded = load(&sources, &schema()).unwrap();
+        let ids: Vec<String> = loaded.set.policies().map(|p| p.id().to_string()).collect();
+        assert!(
+            ids.contains(&"a.cedar:1".to_string()) && ids.contains(&"x".to_string()),
+            "{ids:?}"
+        );
+        assert!(loaded.approval.contains(&PolicyId::new("x")));
+        assert_eq!(loaded.hash.len(), 64);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_place() {
+        let e = errors(&[("a.cedar", "permit(principal, action, resource)\n")]);
+        assert!(e[0].starts_with("a.cedar:"), "{e:?}");
+        let e = errors(&[
+            (
+                "a.cedar",
+                "@id(\"p\")\npermit(principal, action, resource);\n",
+            ),
+            (
+                "b.cedar",
+                "\n@id(\"p\")\nforbid(principal, action, resource);\n",
+            ),
+        ]);
+        assert_eq!(e, ["b.cedar:2:1: policy id \"p\" is used twice"]);
+        let e = errors(&[(
+            "a.cedar",
+            "@approval(\"required\")\nforbid(principal, action, resource);\n",
+        )]);
+        assert!(e[0].contains("only applies to permit"), "{e:?}");
+        let e = errors(&[(
+            "a.cedar",
+            "permit(principal == ?principal, action, resource);\n",
+        )]);
+        assert!(e[0].contains("templates"), "{e:?}");
+        let e = errors(&[(
+            "a.cedar",
+            "permit(principal, action == Action::\"tools/delete\", resource);\n",
+        )]);
+        assert!(
+            e[0].starts_with("a.cedar:1:") && e[0].contains("tools/delete"),
+            "{e:?}"
+        );
+        let e = errors(&[(
+            "a.cedar",
+            "permit(principal, action, resource) when { context.nope == 1 };\n",
+        )]);
+        assert!(
+            e[0].starts_with("a.cedar:1:") && e[0].contains("nope"),
+            "{e:?}"
+        );
+    }
 }
