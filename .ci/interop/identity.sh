@@ -10,6 +10,19 @@ pids+=($!)
 wait_http "http://127.0.0.1:$issuer_port/.well-known/openid-configuration" "oauth2-mock-server" "$work/issuer.log"
 issuer_url=$(head -n 1 "$work/issuer.log")
 
+# The strict gateway also enforces an access policy (checked first with custody policy check).
+cat >"$work/strict.cedar" <<'CEDAR'
+@id("acme-ci")
+permit(principal, action, resource) when { principal.repository_owner == "acme" };
+
+@id("interop-operator")
+permit(principal, action, resource) when { principal.kind == "static" && principal.name == "interop" };
+
+@id("no-images")
+forbid(principal, action == Action::"tools/call", resource)
+when { resource.name == "test_image_content" };
+CEDAR
+
 strict_port=$(free_port)
 cat >"$work/strict.toml" <<TOML
 [server]
@@ -27,10 +40,15 @@ repository_owner = "acme"
 
 $(grep -v '^#' "$work/static-token.txt" | tail -n +2)
 
+[policy]
+files = ["strict.cedar"]
+
 [endpoints.fixture.upstream]
 transport = "http"
 url = "$fixture"
 TOML
+check "policy: custody policy check accepts the strict gateway's policy" \
+  "$custody" policy check --config "$work/strict.toml"
 "$custody" serve --config "$work/strict.toml" >"$work/strict.log" 2>&1 &
 strict_pid=$!
 pids+=($strict_pid)
@@ -49,6 +67,14 @@ check "identity: static token from custody token create, python client" \
   env CUSTODY_TOKEN="$static_token" "$python" "$here/python_client.py" "$strict" test_simple_text '{}' "simple text response" --session-only
 check "identity: static token, inspector CLI" \
   inspector '"name": "test_simple_text"' "$strict" --method tools/list
+
+check "policy: a denied tool reaches the python client as a clear error" \
+  env CUSTODY_TOKEN="$github_token" "$python" "$here/python_denied.py" "$strict" test_image_content \
+  'denied by policy: tools/call of "test_image_content" on endpoint "fixture" is forbidden by no-images'
+echo '{"iss": "'"$issuer_url"'", "sub": "repo:acme/api:ref:refs/heads/main", "repository_owner": "acme", "repository": "acme/api"}' >"$work/claims.json"
+check "policy: custody policy eval predicts the same decision" \
+  "$custody" policy eval --config "$work/strict.toml" --principal "$work/claims.json" \
+  --endpoint fixture --method tools/call --tool test_image_content --expect deny
 
 refused() { # EXPECT [TOKEN]: the call is refused with 401, the challenge and the reason
   local expect=$1 token=${2:-} headers
@@ -106,6 +132,9 @@ for e in github:
     assert c["claims"] == want, c
 static = [e for e in entries if e["kind"] == "request" and e["caller"].get("kind") == "static"]
 assert static and all(e["caller"]["name"] == "interop" for e in static), static
+denied = [e for e in entries if e["kind"] == "rejected" and e["detail"].get("policy")]
+assert [d["detail"]["policy"] for d in denied] == [{"decision": "deny", "policies": ["no-images"]}], denied
+assert all(e["detail"]["policy"]["decision"] == "allow" for e in github), github
 failures = [e for e in entries if e["kind"] == "auth_failure"]
 reasons = sorted(e["detail"]["reason"] for e in failures)
 assert reasons == ["claim_missing", "no_token", "wrong_audience"], reasons

@@ -81,6 +81,19 @@ async fn embedded_default_serves_the_demo_and_stops_on_sigterm() {
         "{a:#?}"
     );
 
+    // The embedded demo policy permits everything but holds `deploy` for an approval.
+    let held = s
+        .call(
+            "tools/call",
+            json!({"name": "deploy", "arguments": {"service": "api", "version": "1.0.0", "environment": "staging"}}),
+        )
+        .await;
+    assert_eq!(held.error_code(), -32031, "{held:#?}");
+    assert!(
+        held.error_message().contains("demo-deploy-needs-approval"),
+        "{held:#?}"
+    );
+
     let data = dir.path().join("custody-data");
     let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the data directory is private");
