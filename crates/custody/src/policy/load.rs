@@ -275,3 +275,55 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod docs {
+    use super::*;
+    use crate::config::AuthConfig;
+
+    fn cedar_blocks(doc: &str) -> (String, usize) {
+        let mut text = String::new();
+        let mut blocks = 0;
+        let mut inside = false;
+        for line in doc.lines() {
+            match (inside, line.trim()) {
+                (false, "```cedar") => {
+                    inside = true;
+                    blocks += 1;
+                }
+                (true, "```") => inside = false,
+                (true, _) => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                _ => {}
+            }
+        }
+        (text, blocks)
+    }
+
+    /// The worked examples in docs/policy.md and the README validate against the schema.
+    #[test]
+    fn the_documented_policies_are_valid() {
+        let schema_text = crate::policy::schema::text(&AuthConfig::anonymous());
+        let schema = Schema::from_cedarschema_str(&schema_text).unwrap().0;
+        for (name, doc, at_least) in [
+            (
+                "docs/policy.md",
+                include_str!("../../../../docs/policy.md"),
+                10,
+            ),
+            ("README.md", include_str!("../../../../README.md"), 1),
+        ] {
+            let (text, blocks) = cedar_blocks(doc);
+            assert!(blocks >= at_least, "{name}: found {blocks} cedar blocks");
+            let sources = [Source {
+                name: name.into(),
+                text,
+            }];
+            if let Err(e) = load(&sources, &schema) {
+                panic!("{e}");
+            }
+        }
+    }
+}
