@@ -224,6 +224,13 @@ async fn each_action_and_principal_is_decided_by_the_policies() {
             Want::Deny(&[]),
         ),
         (
+            "stranger may not list templates",
+            &stranger,
+            "resources/templates/list",
+            json!({}),
+            Want::Deny(&[]),
+        ),
+        (
             "gitlab lists resources",
             &infra,
             "resources/list",
