@@ -62,7 +62,11 @@ pub struct Loaded {
 
 /// 1-based line and column of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
@@ -123,10 +127,17 @@ pub fn load(sources: &[Source], schema: &Schema) -> Result<Loaded, PolicyErrors>
         let mut cursor = 0;
         for policy in parsed.policies() {
             let text = policy.to_string();
-            let offset = source.text[cursor..]
-                .find(text.as_str())
-                .map_or(cursor, |o| cursor + o);
-            cursor = offset + text.len().min(source.text.len() - offset);
+            let found = source
+                .text
+                .get(cursor..)
+                .and_then(|rest| rest.find(text.as_str()));
+            let offset = match found {
+                Some(o) => {
+                    cursor += o + text.len();
+                    cursor - text.len()
+                }
+                None => cursor,
+            };
             let (line, col) = line_col(&source.text, offset);
             let at = |message: String| PolicyError {
                 file: source.name.clone(),
@@ -263,6 +274,14 @@ mod tests {
         )]);
         assert!(
             e[0].starts_with("a.cedar:1:") && e[0].contains("tools/delete"),
+            "{e:?}"
+        );
+        let e = errors(&[(
+            "a.cedar",
+            "// caf\u{e9} \u{2615}\npermit(principal, action, resource) when { principal.nope == \"\u{e9}\" };\n",
+        )]);
+        assert!(
+            e[0].starts_with("a.cedar:2:") && e[0].contains("nope"),
             "{e:?}"
         );
         let e = errors(&[(
