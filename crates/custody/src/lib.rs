@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod mask;
 pub mod mcp;
 pub mod policy;
 pub mod relay;

@@ -1,0 +1,377 @@
+//! Masking: what the client receives and what the audit log stores, with sensitive values
+//! replaced. Two sets per endpoint: the client set (`mask_client`) and the audit set
+//! (`mask_audit`), applied on top of the client set, so the log never holds what the client
+//! was spared. JSONPath rules (RFC 9535) with an action each, built-in secret detectors, and
+//! the upstream credentials the gateway holds, scrubbed by value in both copies always.
+//!
+//! Every masking leaves a mark (the JSON pointer and the rule or detector that fired, never the
+//! value), which the audit entry carries as its masking report.
+
+pub mod detect;
+pub mod key;
+
+use serde_json::{Value, json};
+use serde_json_path::JsonPath;
+
+pub use key::MaskKey;
+
+/// What replaces a redacted value.
+pub const REDACTED: &str = "[masked]";
+/// What replaces a credential the gateway holds.
+pub const CREDENTIAL: &str = "[custody:credential]";
+
+/// What a rule does to the values it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Replace with [`REDACTED`].
+    Redact,
+    /// Replace with `hmac-sha256:<keyid>:<hex>` of the value: equal values stay linkable.
+    Hmac,
+    /// Keep the last N characters.
+    Partial(usize),
+}
+
+/// A JSONPath rule.
+#[derive(Debug, Clone)]
+pub struct PathRule {
+    /// The path as written, for reports.
+    pub source: String,
+    pub path: JsonPath,
+    pub action: Action,
+}
+
+/// One copy's rules.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub paths: Vec<PathRule>,
+    /// Which detectors run, by index in [`detect::names`].
+    pub detectors: [bool; 8],
+}
+
+impl RuleSet {
+    fn detects(&self) -> bool {
+        self.detectors.iter().any(|d| *d)
+    }
+}
+
+/// What was masked where: a JSON pointer (`/(json)` steps into JSON inside a string) and the
+/// rule or detector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub path: String,
+    pub by: String,
+}
+
+/// The masking report for an audit entry.
+pub fn report(marks: &[Mark]) -> Value {
+    Value::Array(
+        marks
+            .iter()
+            .map(|m| json!({ "path": m.path, "by": m.by }))
+            .collect(),
+    )
+}
+
+/// An endpoint's masking.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    pub client: RuleSet,
+    pub audit: RuleSet,
+    /// Values of the upstream credentials the gateway holds (header values, environment).
+    pub credentials: Vec<String>,
+    pub key: Option<std::sync::Arc<MaskKey>>,
+}
+
+/// The copies of one message.
+pub struct Copies {
+    /// What the client receives, when it differs from the original.
+    pub client: Option<Value>,
+    /// What the log stores, when it differs from the original.
+    pub audit: Option<Value>,
+    pub marks: Vec<Mark>,
+}
+
+impl Masker {
+    /// Masks a message for the log only (it goes to the upstream, or it is the client's own):
+    /// the client set then the audit set. `None` when nothing was masked.
+    pub fn audit_copy(&self, original: &Value) -> Option<(Value, Vec<Mark>)> {
+        let mut v = original.clone();
+        let mut marks = Vec::new();
+        self.apply(&self.client, &mut v, "", &mut marks);
+        self.apply(&self.audit, &mut v, "", &mut marks);
+        (!marks.is_empty()).then_some((v, marks))
+    }
+
+    /// Masks a message on its way to the client: the client copy, and the audit copy (the
+    /// client copy with the audit set applied on top).
+    pub fn copies(&self, original: &Value) -> Copies {
+        let mut client = original.clone();
+        let mut marks = Vec::new();
+        self.apply(&self.client, &mut client, "", &mut marks);
+        let client_marks = marks.len();
+        let mut audit = client.clone();
+        self.apply(&self.audit, &mut audit, "", &mut marks);
+        let audit = if marks.len() > client_marks {
+            Some(audit)
+        } else if client_marks > 0 {
+            Some(client.clone())
+        } else {
+            None
+        };
+        Copies {
+            client: (client_marks > 0).then_some(client),
+            audit,
+            marks,
+        }
+    }
+
+    fn act(&self, action: Action, node: &Value) -> String {
+        let text = match node {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match action {
+            Action::Redact => REDACTED.to_string(),
+            Action::Hmac => match &self.key {
+                Some(k) => k.tag(&text),
+                None => REDACTED.to_string(),
+            },
+            Action::Partial(n) => {
+                let count = text.chars().count();
+                if count <= n {
+                    REDACTED.to_string()
+                } else {
+                    let kept: String = text.chars().skip(count - n).collect();
+                    format!("****{kept}")
+                }
+            }
+        }
+    }
+
+    /// Applies `set` (and credential scrubbing) to `v`; `base` prefixes the reported paths.
+    fn apply(&self, set: &RuleSet, v: &mut Value, base: &str, marks: &mut Vec<Mark>) {
+        for rule in &set.paths {
+            let pointers: Vec<String> = rule
+                .path
+                .query_located(v)
+                .locations()
+                .map(|l| l.to_json_pointer())
+                .collect();
+            for p in pointers {
+                if let Some(node) = v.pointer_mut(&p) {
+                    if node.as_str().is_some_and(is_marker) {
+                        continue;
+                    }
+                    *node = Value::String(self.act(rule.action, node));
+                    marks.push(Mark {
+                        path: format!("{base}{p}"),
+                        by: format!("rule {}", rule.source),
+                    });
+                }
+            }
+        }
+        let mut pointer = base.to_string();
+        self.walk(set, v, &mut pointer, marks);
+    }
+
+    fn walk(&self, set: &RuleSet, v: &mut Value, pointer: &mut String, marks: &mut Vec<Mark>) {
+        match v {
+            Value::String(s) => {
+                let t = s.trim_start();
+                if (t.starts_with('{') || t.starts_with('['))
+                    && let Ok(mut inner @ (Value::Object(_) | Value::Array(_))) =
+                        serde_json::from_str::<Value>(s)
+                {
+                    let before = marks.len();
+                    self.apply(set, &mut inner, &format!("{pointer}/(json)"), marks);
+                    if marks.len() > before {
+                        *s = inner.to_string();
+                    }
+                    return;
+                }
+                self.scrub(set, s, pointer, marks);
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let len = pointer.len();
+                    pointer.push('/');
+                    pointer.push_str(&i.to_string());
+                    self.walk(set, item, pointer, marks);
+                    pointer.truncate(len);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map.iter_mut() {
+                    let len = pointer.len();
+                    pointer.push('/');
+                    pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    self.walk(set, item, pointer, marks);
+                    pointer.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn scrub(&self, set: &RuleSet, s: &mut String, pointer: &str, marks: &mut Vec<Mark>) {
+        for c in &self.credentials {
+            if s.contains(c.as_str()) {
+                *s = s.replace(c.as_str(), CREDENTIAL);
+                marks.push(Mark {
+                    path: pointer.to_string(),
+                    by: "credential".into(),
+                });
+            }
+        }
+        if !set.detects() {
+            return;
+        }
+        let found = detect::scan(s, &set.detectors);
+        if found.is_empty() {
+            return;
+        }
+        let mut out = String::with_capacity(s.len());
+        let mut at = 0;
+        for f in &found {
+            out.push_str(&s[at..f.start]);
+            out.push_str(&format!("[custody:{}]", f.detector));
+            at = f.end;
+            marks.push(Mark {
+                path: pointer.to_string(),
+                by: format!("detector {}", f.detector),
+            });
+        }
+        out.push_str(&s[at..]);
+        *s = out;
+    }
+}
+
+/// Is this one of the markers masking leaves (so it is not masked twice)?
+fn is_marker(s: &str) -> bool {
+    s == REDACTED
+        || s == CREDENTIAL
+        || s.starts_with("hmac-sha256:")
+        || (s.starts_with("[custody:") && s.ends_with(']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(path: &str, action: Action) -> PathRule {
+        PathRule {
+            source: path.into(),
+            path: JsonPath::parse(path).unwrap(),
+            action,
+        }
+    }
+
+    fn masker() -> Masker {
+        Masker {
+            client: RuleSet {
+                paths: vec![
+                    rule("$..password", Action::Redact),
+                    rule(
+                        "$.result.structuredContent.rows[*].email",
+                        Action::Partial(4),
+                    ),
+                ],
+                detectors: [false; 8],
+            },
+            audit: RuleSet {
+                paths: vec![rule("$..customer_id", Action::Hmac)],
+                detectors: [true; 8],
+            },
+            credentials: vec!["upstream-api-key-123".into()],
+            key: Some(std::sync::Arc::new(MaskKey::from_secret([7; 32]))),
+        }
+    }
+
+    #[test]
+    fn client_and_audit_copies_mask_what_their_sets_say() {
+        let m = masker();
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "result": {
+            "structuredContent": {"rows": [{"email": "ada@example.com", "customer_id": "c-42"}]},
+            "content": [{"type": "text", "text": "{\"password\":\"pw1\",\"note\":\"AKIAIOSFODNN7EXAMPLE\"}"}],
+            "debug": "called with upstream-api-key-123",
+        }});
+        let c = m.copies(&msg);
+        let client = c.client.unwrap();
+        let audit = c.audit.unwrap();
+        let rows = &client["result"]["structuredContent"]["rows"][0];
+        assert_eq!(rows["email"], "****.com");
+        assert_eq!(
+            rows["customer_id"], "c-42",
+            "the audit set does not touch the client copy"
+        );
+        let text: Value =
+            serde_json::from_str(client["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(text["password"], REDACTED);
+        assert_eq!(
+            text["note"], "AKIAIOSFODNN7EXAMPLE",
+            "detectors are off for the client here"
+        );
+        assert_eq!(
+            client["result"]["debug"],
+            "called with [custody:credential]"
+        );
+
+        let arow = &audit["result"]["structuredContent"]["rows"][0];
+        assert_eq!(
+            arow["email"], "****.com",
+            "the audit copy includes the client set"
+        );
+        assert_eq!(arow["customer_id"], m.key.as_ref().unwrap().tag("c-42"));
+        let atext: Value =
+            serde_json::from_str(audit["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(atext["note"], "[custody:aws_access_key]");
+        let paths: Vec<(&str, &str)> = c
+            .marks
+            .iter()
+            .map(|m| (m.path.as_str(), m.by.as_str()))
+            .collect();
+        assert!(
+            paths.contains(&("/result/content/0/text/(json)/password", "rule $..password")),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&("/result/debug", "credential")),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&(
+                "/result/content/0/text/(json)/note",
+                "detector aws_access_key"
+            )),
+            "{paths:?}"
+        );
+        assert!(
+            !report(&c.marks).to_string().contains("c-42"),
+            "reports hold no values"
+        );
+    }
+
+    #[test]
+    fn nothing_to_mask_leaves_no_copies() {
+        let c = masker().copies(&json!({"jsonrpc": "2.0", "id": 1, "result": {"ok": true}}));
+        assert!(c.client.is_none() && c.audit.is_none() && c.marks.is_empty());
+        let a = masker().audit_copy(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "login", "arguments": {"password": "pw"}}}));
+        let (v, marks) = a.unwrap();
+        assert_eq!(v["params"]["arguments"]["password"], REDACTED);
+        assert_eq!(marks.len(), 1);
+    }
+
+    #[test]
+    fn partial_and_hmac_handle_short_and_non_string_values() {
+        let m = masker();
+        assert_eq!(m.act(Action::Partial(4), &json!("abc")), REDACTED);
+        assert_eq!(m.act(Action::Partial(2), &json!(12345)), "****45");
+        assert_eq!(
+            m.act(Action::Hmac, &json!(7)),
+            m.key.as_ref().unwrap().tag("7")
+        );
+        let keyless = Masker::default();
+        assert_eq!(keyless.act(Action::Hmac, &json!("x")), REDACTED);
+    }
+}
