@@ -4,6 +4,7 @@
 
 mod auth;
 mod locate;
+mod mask;
 pub mod raw;
 
 pub use auth::{AuthConfig, NameTemplate, OidcConfig, Preset, StaticToken, is_fetchable};
@@ -50,6 +51,8 @@ pub struct Config {
     pub audit: AuditConfig,
     pub auth: AuthConfig,
     pub policy: PolicyConfig,
+    /// The masking key's file.
+    pub mask_key_file: PathBuf,
     pub endpoints: Vec<EndpointConfig>,
 }
 
@@ -190,6 +193,10 @@ pub struct EndpointConfig {
     pub name: String,
     pub description: Option<String>,
     pub upstream: UpstreamConfig,
+    /// What the client receives masked.
+    pub mask_client: crate::mask::RuleSet,
+    /// What the log stores masked, on top of `mask_client`.
+    pub mask_audit: crate::mask::RuleSet,
 }
 
 #[derive(Debug, Clone)]
@@ -274,7 +281,13 @@ impl Config {
                 builtin: Some(EMBEDDED_POLICY),
                 watch: false,
             },
+            mask_key_file: PathBuf::from(DEFAULT_DATA_DIR).join("mask.key"),
             endpoints: vec![EndpointConfig {
+                mask_client: crate::mask::RuleSet::default(),
+                mask_audit: crate::mask::RuleSet {
+                    paths: Vec::new(),
+                    detectors: [true; 8],
+                },
                 name: "demo".into(),
                 description: Some("custody's built-in demo MCP server".into()),
                 upstream: UpstreamConfig::Stdio(StdioUpstreamConfig {
@@ -379,11 +392,16 @@ impl Resolver<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let auth = self.auth(raw.auth)?;
         let policy = self.policy(raw.policy)?;
+        let mask_key_file = raw
+            .masking
+            .key_file
+            .unwrap_or_else(|| server.data_dir.join("mask.key"));
         Ok(Config {
             server,
             audit,
             auth,
             policy,
+            mask_key_file,
             endpoints,
         })
     }
@@ -623,10 +641,26 @@ impl Resolver<'_> {
                 })
             }
         };
+        let mask_client = self.mask_rules(
+            &format!("{key}.mask_client"),
+            raw.mask_client,
+            raw.detectors_client,
+            &format!("{key}.detectors_client"),
+            false,
+        )?;
+        let mask_audit = self.mask_rules(
+            &format!("{key}.mask_audit"),
+            raw.mask_audit,
+            raw.detectors_audit,
+            &format!("{key}.detectors_audit"),
+            true,
+        )?;
         Ok(EndpointConfig {
             name,
             description: raw.description,
             upstream,
+            mask_client,
+            mask_audit,
         })
     }
 }

@@ -28,6 +28,7 @@ pub use guard::Guard;
 use crate::audit::{Audit, Draft, Kind as EntryKind};
 use crate::config::{Config, Durability};
 use crate::identity::{Identity, Principal};
+use crate::mask::MaskKey;
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::message::Body;
 use crate::policy::Engine;
@@ -80,6 +81,8 @@ pub enum StartError {
     },
     #[error("couldn't open the audit log: {0}")]
     Audit(#[from] crate::audit::OpenError),
+    #[error("couldn't load the masking key: {0}")]
+    MaskKey(#[from] crate::mask::key::KeyError),
     #[error("the access policy is invalid:\n{0}")]
     Policy(#[from] crate::policy::PolicyErrors),
     #[error("couldn't record the gateway's start: {0}")]
@@ -156,7 +159,13 @@ pub async fn start_with(
         .await
         .map_err(StartError::Record)?;
     audit.checkpoint().await.map_err(StartError::Record)?;
-    let relay = Relay::new(config, audit.clone(), policy.clone());
+    let mask_key = MaskKey::load(&config.mask_key_file, true)?;
+    let relay = Relay::new(
+        config,
+        audit.clone(),
+        policy.clone(),
+        Some(Arc::new(mask_key)),
+    );
     let stop = CancellationToken::new();
     let reloader = policy.map(|engine| {
         crate::policy::reload::spawn(engine, audit.clone(), config.policy.watch, stop.clone())

@@ -33,9 +33,10 @@ use record::Scope;
 use reply::{Ctx, ListFilter, Watch, render, render_first};
 pub use session::{Session, SessionUpstream, Sessions};
 
-use crate::audit::{Appended, Audit, Direction, Kind as EntryKind};
+use crate::audit::{Appended, Audit, Kind as EntryKind};
 use crate::config::{Config, UpstreamConfig};
 use crate::identity::{Principal, Refused};
+use crate::mask::{MaskKey, Masker};
 use crate::mcp::headers::{self, MCP_PROTOCOL_VERSION, ParamHeader};
 use crate::mcp::message::{Body, Kind, Message};
 use crate::mcp::upstream::http::{HttpUpstream, Outbound};
@@ -96,6 +97,8 @@ pub struct Endpoint {
     sessions: Sessions,
     /// `x-mcp-header` parameters of the upstream's tools, learned from `tools/list` answers.
     tool_headers: RwLock<HashMap<String, Vec<ParamHeader>>>,
+    /// What the client and the log get masked.
+    pub mask: Arc<Masker>,
 }
 
 impl Endpoint {
@@ -189,7 +192,12 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(config: &Config, audit: Arc<Audit>, policy: Option<Arc<Engine>>) -> Arc<Self> {
+    pub fn new(
+        config: &Config,
+        audit: Arc<Audit>,
+        policy: Option<Arc<Engine>>,
+        mask_key: Option<Arc<MaskKey>>,
+    ) -> Arc<Self> {
         let limits = Limits {
             max_body: config.server.max_body_bytes,
             max_depth: config.server.max_json_depth,
@@ -215,6 +223,12 @@ impl Relay {
                     upstream,
                     sessions: Sessions::default(),
                     tool_headers: RwLock::new(HashMap::new()),
+                    mask: Arc::new(Masker {
+                        client: ep.mask_client.clone(),
+                        audit: ep.mask_audit.clone(),
+                        credentials: credentials(&ep.upstream),
+                        key: mask_key.clone(),
+                    }),
                 };
                 (ep.name.clone(), Arc::new(endpoint))
             })
@@ -252,7 +266,7 @@ impl Relay {
     }
 
     fn scope(&self, ep: &Arc<Endpoint>, session: Option<Arc<str>>, who: &Principal) -> Scope {
-        Scope::new(&self.audit, &ep.name, session, who)
+        Scope::new(&self.audit, &ep.name, session, who, &ep.mask)
     }
 
     fn ctx(
@@ -441,12 +455,11 @@ impl Relay {
         msg: &Message,
         decision: Option<&Decision>,
     ) -> Result<Appended, RelayError> {
-        let detail = decision
-            .map(|d| json!({ "policy": d.to_json() }).to_string())
-            .unwrap_or_default();
-        scope
-            .message_with(msg, Direction::ClientToUpstream, None, detail)
-            .await
+        let mut detail = serde_json::Map::new();
+        if let Some(d) = decision {
+            detail.insert("policy".into(), d.to_json());
+        }
+        scope.client_message(msg, detail).await
     }
 
     /// A POSTed body.
@@ -1145,6 +1158,24 @@ impl Relay {
             }
         }
     }
+}
+
+/// The secrets the gateway holds for an upstream: its header values and environment values,
+/// scrubbed from everything by value (short values would mask ordinary text and are left).
+fn credentials(upstream: &UpstreamConfig) -> Vec<String> {
+    let values: Vec<String> = match upstream {
+        UpstreamConfig::Http(h) => h
+            .headers
+            .iter()
+            .filter_map(|(_, v)| v.to_str().ok().map(str::to_string))
+            .collect(),
+        UpstreamConfig::Stdio(s) => s.env.values().cloned().collect(),
+    };
+    let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= 8).collect();
+    // Longest first, so a credential containing another is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.dedup();
+    values
 }
 
 fn error_outcome(error: RelayError, id: Option<Value>, session: Option<Arc<str>>) -> Outcome {

@@ -19,6 +19,9 @@ pub struct RawConfig {
     pub audit: RawAudit,
     /// Who may call: OIDC issuers and static tokens. Required; see [`RawAuth`].
     pub auth: Option<RawAuth>,
+    /// Masking: where the masking key is.
+    #[serde(default)]
+    pub masking: RawMasking,
     /// Access policy: Cedar files. Without it every authenticated caller may call everything.
     pub policy: Option<RawPolicy>,
     /// MCP endpoints by name; each is served at `/mcp/{name}`.
@@ -172,6 +175,46 @@ pub struct RawEndpoint {
     pub description: Option<String>,
     /// The MCP server behind this endpoint.
     pub upstream: RawUpstream,
+    /// `[[endpoints.NAME.mask_client]]`: what the client receives masked (and the log too).
+    #[serde(default)]
+    pub mask_client: Vec<RawMaskRule>,
+    /// `[[endpoints.NAME.mask_audit]]`: masked in the log only, on top of `mask_client`.
+    #[serde(default)]
+    pub mask_audit: Vec<RawMaskRule>,
+    /// Secret detectors on what the client receives: `true`, `false` (default) or a list of
+    /// detector names.
+    pub detectors_client: Option<RawDetectors>,
+    /// Secret detectors on what the log stores: `true` (default), `false` or a list.
+    pub detectors_audit: Option<RawDetectors>,
+}
+
+/// A masking rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaskRule {
+    /// An RFC 9535 JSONPath over the whole JSON-RPC message, e.g. `$..password`.
+    pub path: String,
+    /// `redact` (default), `hmac` or `partial`.
+    pub action: Option<String>,
+    /// For `partial`: how many trailing characters stay. Default 4.
+    pub keep: Option<usize>,
+}
+
+/// `true`/`false`, or the detectors by name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawDetectors {
+    All(bool),
+    Named(Vec<String>),
+}
+
+/// `[masking]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMasking {
+    /// The HMAC key of `hmac` rules and `custody audit-hash`. Default `<data_dir>/mask.key`,
+    /// created (mode 0600) on first start.
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[endpoints.NAME.upstream]`, chosen by `transport`.

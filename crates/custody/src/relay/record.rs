@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::error::RelayError;
 use crate::audit::{Appended, Audit, Direction, Draft, Kind, now_ns};
 use crate::identity::{Principal, Refused, unverified};
+use crate::mask::{self, Masker};
 use crate::mcp::message::{Kind as MessageKind, Message};
 
 /// The `_meta` key of the receipt custody adds to every result it relays.
@@ -19,6 +20,8 @@ pub struct Scope {
     pub endpoint: Arc<str>,
     pub session: Option<Arc<str>>,
     pub caller: Arc<str>,
+    /// The endpoint's masking, for what this scope records.
+    pub mask: Arc<Masker>,
 }
 
 impl Scope {
@@ -27,12 +30,39 @@ impl Scope {
         endpoint: &Arc<str>,
         session: Option<Arc<str>>,
         caller: &Principal,
+        mask: &Arc<Masker>,
     ) -> Self {
         Self {
             audit: audit.clone(),
             endpoint: endpoint.clone(),
             session,
             caller: caller.audit.clone(),
+            mask: mask.clone(),
+        }
+    }
+
+    /// Records a message from the client before it is forwarded (unmasked) to the upstream:
+    /// the log stores its audit copy. `detail` is a JSON object, to which the masking report
+    /// is added.
+    ///
+    /// # Errors
+    /// [`RelayError::AuditUnavailable`]: the message must not move on.
+    pub async fn client_message(
+        &self,
+        msg: &Message,
+        mut detail: serde_json::Map<String, Value>,
+    ) -> Result<Appended, RelayError> {
+        match self.mask.audit_copy(msg.value()) {
+            Some((copy, marks)) => {
+                detail.insert("mask".into(), mask::report(&marks));
+                let copy = Message::from_value(copy).unwrap_or_else(|_| msg.clone());
+                self.message_with(&copy, Direction::ClientToUpstream, None, json_text(detail))
+                    .await
+            }
+            None => {
+                self.message_with(msg, Direction::ClientToUpstream, None, json_text(detail))
+                    .await
+            }
         }
     }
 
@@ -111,8 +141,27 @@ impl Scope {
         if let Some(p) = policy {
             detail["policy"] = p;
         }
+        // What was refused is stored as its audit copy; bytes that are not JSON are masked as
+        // one string.
+        let original = match (incoming, &raw) {
+            (Some(m), _) => Some(m.value().clone()),
+            (None, Some(bytes)) => Some(
+                serde_json::from_slice(bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
+            ),
+            (None, None) => None,
+        };
+        d.message = match original.as_ref().and_then(|v| self.mask.audit_copy(v)) {
+            Some((copy, marks)) => {
+                detail["mask"] = mask::report(&marks);
+                match copy {
+                    Value::String(s) => bytes::Bytes::from(s),
+                    v => bytes::Bytes::from(v.to_string()),
+                }
+            }
+            None => incoming.map(Message::to_bytes).or(raw).unwrap_or_default(),
+        };
         d.detail = detail.to_string();
-        d.message = incoming.map(Message::to_bytes).or(raw).unwrap_or_default();
         self.append(d).await
     }
 
@@ -162,6 +211,15 @@ impl Scope {
             .append(d)
             .await
             .map_err(|e| RelayError::AuditUnavailable(e.to_string()))
+    }
+}
+
+/// A detail object as text; empty for an empty object.
+pub fn json_text(detail: serde_json::Map<String, Value>) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        Value::Object(detail).to_string()
     }
 }
 

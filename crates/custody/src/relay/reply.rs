@@ -14,11 +14,12 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::error::RelayError;
-use super::record::{Scope, add_receipt};
+use super::record::{Scope, add_receipt, json_text};
 use super::session::Session;
 use super::{Endpoint, Outcome};
 use crate::audit::{Appended, Direction};
 use crate::identity::Principal;
+use crate::mask;
 use crate::mcp::message::{Kind, Message, id_key};
 use crate::mcp::sse;
 use crate::mcp::upstream::{Event, EventStream, Reply, UpstreamError};
@@ -45,14 +46,14 @@ pub(super) struct ListFilter {
 }
 
 impl ListFilter {
-    /// Filters `msg` if it answers one of the list requests; returns the `detail` to record.
-    fn apply(&self, endpoint: &str, msg: &mut Message) -> String {
+    /// Filters `msg` if it answers one of the list requests; returns what was removed.
+    fn apply(&self, endpoint: &str, msg: &mut Message) -> Option<Value> {
         let Some(method) = msg
             .id()
             .and_then(|id| self.requests.iter().find(|(r, _)| r == id))
             .map(|(_, m)| *m)
         else {
-            return String::new();
+            return None;
         };
         let call = Call {
             principal: &self.principal,
@@ -65,11 +66,7 @@ impl ListFilter {
         };
         let mut removed = Vec::new();
         msg.edit(|v| removed = self.engine.filter_list(&call, v));
-        if removed.is_empty() {
-            String::new()
-        } else {
-            serde_json::json!({ "policy_filtered": removed }).to_string()
-        }
+        (!removed.is_empty()).then(|| serde_json::json!(removed))
     }
 }
 
@@ -140,17 +137,29 @@ impl Ctx {
         } else {
             None
         };
-        let detail = match (&self.filter, msg.kind()) {
-            (Some(f), Kind::Response) => f.apply(&self.endpoint.name, &mut msg),
-            _ => String::new(),
-        };
+        let mut detail = serde_json::Map::new();
+        if let (Some(f), Kind::Response) = (&self.filter, msg.kind())
+            && let Some(removed) = f.apply(&self.endpoint.name, &mut msg)
+        {
+            detail.insert("policy_filtered".into(), removed);
+        }
+        // The client gets its copy; the log stores the audit copy (the client copy with the
+        // audit rules on top); the receipt names the entry the log holds.
+        let copies = self.scope.mask.copies(msg.value());
+        if !copies.marks.is_empty() {
+            detail.insert("mask".into(), mask::report(&copies.marks));
+        }
+        let audit_copy = copies.audit.and_then(|v| Message::from_value(v).ok());
+        if let Some(client) = copies.client.and_then(|v| Message::from_value(v).ok()) {
+            msg = client;
+        }
         let appended = self
             .scope
             .message_with(
-                &msg,
+                audit_copy.as_ref().unwrap_or(&msg),
                 Direction::UpstreamToClient,
                 request.map(|r| r.index),
-                detail,
+                json_text(detail),
             )
             .await?;
         if request.is_some() {
