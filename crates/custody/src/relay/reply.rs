@@ -48,13 +48,10 @@ pub(super) struct ListFilter {
 impl ListFilter {
     /// Filters `msg` if it answers one of the list requests; returns what was removed.
     fn apply(&self, endpoint: &str, msg: &mut Message) -> Option<Value> {
-        let Some(method) = msg
+        let method = msg
             .id()
             .and_then(|id| self.requests.iter().find(|(r, _)| r == id))
-            .map(|(_, m)| *m)
-        else {
-            return None;
-        };
+            .map(|(_, m)| *m)?;
         let call = Call {
             principal: &self.principal,
             endpoint,
