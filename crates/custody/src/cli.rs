@@ -150,6 +150,14 @@ enum Command {
         #[arg(long)]
         limit: Option<u64>,
     },
+    /// Print the HMAC a `hmac` masking rule stores for VALUE, to check whether that value
+    /// appears in the log without the log holding it.
+    AuditHash {
+        #[arg(long, short, env = "CUSTODY_CONFIG")]
+        config: PathBuf,
+        /// The value, exactly as it appeared (a string's text; other JSON values as JSON).
+        value: String,
+    },
     /// Create a log signing key (mode 0600) and print its verifier key.
     Keygen {
         /// The log's name (`host/path`, no spaces or '+').
@@ -241,6 +249,12 @@ pub fn main() -> ExitCode {
             from,
             limit,
         } => log::run(&data, &log::Filter { kind, from, limit }),
+        Command::AuditHash { config, value } => (|| {
+            let config = crate::config::Config::load(&config)?;
+            let key = crate::mask::MaskKey::load(&config.mask_key_file, false)?;
+            println!("{}", key.tag(&value));
+            anyhow::Ok(())
+        })(),
         Command::Keygen { origin, out } => keys::keygen(&origin, &out),
         Command::Receipt {
             command: ReceiptCommand::Verify { key, leaf, proof },

@@ -375,3 +375,160 @@ mod tests {
         assert_eq!(keyless.act(Action::Hmac, &json!("x")), REDACTED);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const CREDENTIAL_VALUE: &str = "upstream-Secret-9f8e7d6c";
+
+    /// Secrets every copy must lose: the credential, and one of each detector's kind.
+    fn secrets() -> Vec<String> {
+        vec![
+            CREDENTIAL_VALUE.to_string(),
+            "AKIAIOSFODNN7EXAMPLE".into(),
+            format!("ghp_{}", "Zx9Q".repeat(9)),
+            "glpat-AbCdEfGhIjKlMnOpQrSt".into(),
+            "xoxb-1234567890-AbCdEfGhIj".into(),
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.SflKxwRJSMeKKF2QT4fw".into(),
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----".into(),
+            "4111 1111 1111 1111".into(),
+            "5500-0000-0000-0004".into(),
+        ]
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z ]{0,12}".prop_map(Value::String),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z_]{1,8}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Puts `secret` into a string somewhere in `v` (creating one if there is none), maybe
+    /// inside JSON text, maybe as a `password=` pair.
+    fn plant(v: &mut Value, secret: &str, choice: usize, as_json_text: bool) {
+        let planted = if as_json_text {
+            json!({ "inner": [format!("see {secret} here")] }).to_string()
+        } else {
+            format!("x {secret} y")
+        };
+        let mut strings: Vec<String> = Vec::new();
+        collect(v, &mut String::new(), &mut strings);
+        if strings.is_empty() {
+            *v = json!({ "planted": planted });
+            return;
+        }
+        let target = strings[choice % strings.len()].clone();
+        if let Some(Value::String(s)) = v.pointer_mut(&target) {
+            s.push(' ');
+            s.push_str(&planted);
+        }
+    }
+
+    fn collect(v: &Value, at: &mut String, out: &mut Vec<String>) {
+        match v {
+            Value::String(_) => out.push(at.clone()),
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("/{i}"));
+                    collect(x, at, out);
+                    at.truncate(len);
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let len = at.len();
+                    at.push_str(&format!("/{k}"));
+                    collect(x, at, out);
+                    at.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn masker() -> Masker {
+        Masker {
+            client: RuleSet {
+                paths: Vec::new(),
+                detectors: [true; 8],
+            },
+            audit: RuleSet {
+                paths: Vec::new(),
+                detectors: [true; 8],
+            },
+            credentials: vec![CREDENTIAL_VALUE.into()],
+            key: None,
+        }
+    }
+
+    /// Wraps a body as each kind of message a copy can hold.
+    fn as_message(kind: usize, body: Value) -> Value {
+        match kind % 4 {
+            0 => {
+                json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}], "structuredContent": body}})
+            }
+            1 => {
+                json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "failed", "data": body}})
+            }
+            2 => {
+                json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": body}})
+            }
+            _ => {
+                json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "t", "arguments": body}})
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn no_planted_secret_survives_in_either_copy(
+            body in tree(),
+            which in 0usize..9,
+            choice in 0usize..64,
+            as_json_text in any::<bool>(),
+            kind in 0usize..4,
+            also_error_message in any::<bool>(),
+        ) {
+            let secret = secrets()[which].clone();
+            let mut body = body;
+            plant(&mut body, &secret, choice, as_json_text);
+            let mut msg = as_message(kind, body);
+            if also_error_message && kind % 4 == 1 {
+                msg["error"]["message"] = json!(format!("upstream said {secret}"));
+            }
+            let m = masker();
+            let copies = m.copies(&msg);
+            let client = copies.client.clone().unwrap_or_else(|| msg.clone()).to_string();
+            let audit = copies.audit.clone().unwrap_or_else(|| msg.clone()).to_string();
+            let escaped = serde_json::to_string(&secret).unwrap();
+            let escaped = escaped.trim_matches('"');
+            for copy in [&client, &audit] {
+                prop_assert!(!copy.contains(escaped), "{secret:?} survived in {copy}");
+            }
+            let (log_only, _) = m.audit_copy(&msg).unwrap_or((msg.clone(), Vec::new()));
+            prop_assert!(!log_only.to_string().contains(escaped));
+            prop_assert!(!copies.marks.is_empty());
+            let report = report(&copies.marks).to_string();
+            prop_assert!(!report.contains(escaped), "the report holds the value");
+        }
+    }
+}
