@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit;
 mod auth;
 mod load;
+mod mask;
 mod policy;
 mod procstat;
 
@@ -96,6 +97,13 @@ enum Cmd {
         #[arg(long, default_value_t = 10000)]
         calls: usize,
     },
+    /// Masking: a tool result of SIZE bytes through both copies with every detector on.
+    Mask {
+        #[arg(long, default_value_t = 65536)]
+        size: usize,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
     /// (internal) The conformance fixture over HTTP.
     #[command(hide = true)]
     Upstream { addr: SocketAddr },
@@ -145,6 +153,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
         } => rt.block_on(audit::append(writers, size, seconds)),
         Cmd::Auth { calls } => rt.block_on(auth::run(calls)),
+        Cmd::Mask { size, rounds } => mask::run(size, rounds),
         Cmd::Policy { policies, calls } => policy::run(policies, calls),
         Cmd::Verify { entries, size } => rt.block_on(audit::verify(entries, size)),
         Cmd::Restart { entries, size } => rt.block_on(restart(entries, size)),

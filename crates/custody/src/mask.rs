@@ -10,6 +10,8 @@
 pub mod detect;
 pub mod key;
 
+use std::fmt::Write as _;
+
 use serde_json::{Value, json};
 use serde_json_path::JsonPath;
 
@@ -109,10 +111,18 @@ impl Masker {
         let mut marks = Vec::new();
         self.apply(&self.client, &mut client, "", &mut marks);
         let client_marks = marks.len();
-        let mut audit = client.clone();
-        self.apply(&self.audit, &mut audit, "", &mut marks);
+        // The audit copy starts from the client copy, which the client's detectors and the
+        // credentials have been through already: only what the audit set adds runs again.
+        let extra = self.audit_extra();
+        let mut audit = if !extra.paths.is_empty() || extra.detects() {
+            let mut a = client.clone();
+            self.apply(&extra, &mut a, "", &mut marks);
+            Some(a)
+        } else {
+            None
+        };
         let audit = if marks.len() > client_marks {
-            Some(audit)
+            audit.take()
         } else if client_marks > 0 {
             Some(client.clone())
         } else {
@@ -122,6 +132,18 @@ impl Masker {
             client: (client_marks > 0).then_some(client),
             audit,
             marks,
+        }
+    }
+
+    /// The audit set without the detectors the client set already ran.
+    fn audit_extra(&self) -> RuleSet {
+        let mut detectors = self.audit.detectors;
+        for (d, c) in detectors.iter_mut().zip(self.client.detectors) {
+            *d = *d && !c;
+        }
+        RuleSet {
+            paths: self.audit.paths.clone(),
+            detectors,
         }
     }
 
@@ -194,8 +216,7 @@ impl Masker {
             Value::Array(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
                     let len = pointer.len();
-                    pointer.push('/');
-                    pointer.push_str(&i.to_string());
+                    let _ = write!(pointer, "/{i}");
                     self.walk(set, item, pointer, marks);
                     pointer.truncate(len);
                 }
@@ -204,7 +225,11 @@ impl Masker {
                 for (k, item) in map.iter_mut() {
                     let len = pointer.len();
                     pointer.push('/');
-                    pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    if k.contains(['~', '/']) {
+                        pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    } else {
+                        pointer.push_str(k);
+                    }
                     self.walk(set, item, pointer, marks);
                     pointer.truncate(len);
                 }
@@ -215,7 +240,7 @@ impl Masker {
 
     fn scrub(&self, set: &RuleSet, s: &mut String, pointer: &str, marks: &mut Vec<Mark>) {
         for c in &self.credentials {
-            if s.contains(c.as_str()) {
+            if s.len() >= c.len() && s.contains(c.as_str()) {
                 *s = s.replace(c.as_str(), CREDENTIAL);
                 marks.push(Mark {
                     path: pointer.to_string(),
@@ -234,7 +259,9 @@ impl Masker {
         let mut at = 0;
         for f in &found {
             out.push_str(&s[at..f.start]);
-            out.push_str(&format!("[custody:{}]", f.detector));
+            out.push_str("[custody:");
+            out.push_str(f.detector);
+            out.push(']');
             at = f.end;
             marks.push(Mark {
                 path: pointer.to_string(),

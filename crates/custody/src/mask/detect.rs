@@ -83,7 +83,12 @@ pub struct Found {
 pub fn scan(text: &str, enabled: &[bool; 8]) -> Vec<Found> {
     let re = combined();
     let mut found = Vec::new();
-    for caps in re.captures_iter(text) {
+    // Finding is a DFA pass with no capture bookkeeping; only the (rare) matches are captured
+    // to learn which detector fired.
+    for m in re.find_iter(text) {
+        let Some(caps) = re.captures_at(text, m.start()) else {
+            continue;
+        };
         for (i, (name, _)) in DETECTORS.iter().enumerate() {
             let Some(m) = caps.name(name) else {
                 continue;
