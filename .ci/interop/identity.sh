@@ -46,6 +46,26 @@ files = ["strict.cedar"]
 [endpoints.fixture.upstream]
 transport = "http"
 url = "$fixture"
+
+# The demo server's customer record, masked: the email for the client, the name in the log.
+[endpoints.demo.upstream]
+transport = "stdio"
+command = "$custody"
+args = ["demo-server"]
+
+[[endpoints.demo.mask_client]]
+path = "\$..email"
+action = "partial"
+keep = 4
+
+[[endpoints.demo.mask_audit]]
+path = "\$.result.structuredContent.name"
+action = "hmac"
+
+# The same record as JSON text: there the text's own value is the root.
+[[endpoints.demo.mask_audit]]
+path = "\$.name"
+action = "hmac"
 TOML
 check "policy: custody policy check accepts the strict gateway's policy" \
   "$custody" policy check --config "$work/strict.toml"
@@ -68,6 +88,9 @@ check "identity: static token from custody token create, python client" \
 check "identity: static token, inspector CLI" \
   inspector '"name": "test_simple_text"' "$strict" --method tools/list
 
+check "masking: the python client receives the customer's email masked" \
+  env CUSTODY_TOKEN="$github_token" "$python" "$here/python_client.py" "http://127.0.0.1:$strict_port/mcp/demo" \
+  lookup_customer '{"id": "c-1"}' '"email":"****.com"' --session-only
 check "policy: a denied tool reaches the python client as a clear error" \
   env CUSTODY_TOKEN="$github_token" "$python" "$here/python_denied.py" "$strict" test_image_content \
   'denied by policy: tools/call of "test_image_content" on endpoint "fixture" is forbidden by no-images'
@@ -135,6 +158,15 @@ assert static and all(e["caller"]["name"] == "interop" for e in static), static
 denied = [e for e in entries if e["kind"] == "rejected" and e["detail"].get("policy")]
 assert [d["detail"]["policy"] for d in denied] == [{"decision": "deny", "policies": ["no-images"]}], denied
 assert all(e["detail"]["policy"]["decision"] == "allow" for e in github), github
+masked = [e for e in entries if e["kind"] == "response" and e["detail"].get("mask")]
+assert masked, "no masked response"
+report = {(m["path"], m["by"]) for m in masked[0]["detail"]["mask"]}
+assert ("/result/structuredContent/email", "rule $..email") in report, report
+assert ("/result/structuredContent/name", "rule $.result.structuredContent.name") in report, report
+assert ("/result/structuredContent/card_number", "detector card_number") in report, report
+stored = masked[0]["message"]["result"]["structuredContent"]
+assert stored["email"] == "****.com" and stored["name"].startswith("hmac-sha256:"), stored
+assert "ada@example.com" not in open(sys.argv[1]).read() and "Ada Lovelace" not in open(sys.argv[1]).read()
 failures = [e for e in entries if e["kind"] == "auth_failure"]
 reasons = sorted(e["detail"]["reason"] for e in failures)
 assert reasons == ["claim_missing", "no_token", "wrong_audience"], reasons
