@@ -17,6 +17,9 @@ use serde_json_path::JsonPath;
 
 pub use key::MaskKey;
 
+/// Members of a JSON-RPC message that masking never changes.
+const ENVELOPE: [&str; 3] = ["jsonrpc", "id", "method"];
+
 /// What replaces a redacted value.
 pub const REDACTED: &str = "[masked]";
 /// What replaces a credential the gateway holds.
@@ -180,6 +183,10 @@ impl Masker {
                 .map(|l| l.to_json_pointer())
                 .collect();
             for p in pointers {
+                // The JSON-RPC envelope stays: a masked id could not be matched to its request.
+                if base.is_empty() && ENVELOPE.iter().any(|e| p == format!("/{e}")) {
+                    continue;
+                }
                 if let Some(node) = v.pointer_mut(&p) {
                     if node.as_str().is_some_and(is_marker) {
                         continue;
@@ -222,7 +229,11 @@ impl Masker {
                 }
             }
             Value::Object(map) => {
+                let root = pointer.is_empty();
                 for (k, item) in map.iter_mut() {
+                    if root && ENVELOPE.contains(&k.as_str()) {
+                        continue;
+                    }
                     let len = pointer.len();
                     pointer.push('/');
                     if k.contains(['~', '/']) {
@@ -387,6 +398,35 @@ mod tests {
         let (v, marks) = a.unwrap();
         assert_eq!(v["params"]["arguments"]["password"], REDACTED);
         assert_eq!(marks.len(), 1);
+    }
+
+    #[test]
+    fn the_json_rpc_envelope_is_never_masked() {
+        let mut m = masker();
+        m.client.paths.push(rule("$..id", Action::Hmac));
+        m.client.paths.push(rule("$..method", Action::Redact));
+        let msg = json!({"jsonrpc": "2.0", "id": 7, "result": {"id": "c-1", "method": "card"}});
+        let c = m.copies(&msg);
+        let client = c.client.unwrap();
+        assert_eq!(client["id"], 7);
+        assert_eq!(client["jsonrpc"], "2.0");
+        assert_eq!(client["result"]["method"], REDACTED);
+        assert!(
+            client["result"]["id"]
+                .as_str()
+                .unwrap()
+                .starts_with("hmac-sha256:")
+        );
+        let text = json!({"jsonrpc": "2.0", "id": 8, "result": {"content": [{"type": "text",
+            "text": "{\"id\":\"c-2\"}"}]}});
+        let inner = m.copies(&text).client.unwrap();
+        assert!(
+            inner["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("hmac-sha256:"),
+            "inside JSON text, `id` is data"
+        );
     }
 
     #[test]

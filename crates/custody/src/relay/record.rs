@@ -55,9 +55,14 @@ impl Scope {
         match self.mask.audit_copy(msg.value()) {
             Some((copy, marks)) => {
                 detail.insert("mask".into(), mask::report(&marks));
-                let copy = Message::from_value(copy).unwrap_or_else(|_| msg.clone());
-                self.message_with(&copy, Direction::ClientToUpstream, None, json_text(detail))
-                    .await
+                self.masked_copy(
+                    msg,
+                    &copy,
+                    Direction::ClientToUpstream,
+                    None,
+                    json_text(detail),
+                )
+                .await
             }
             None => {
                 self.message_with(msg, Direction::ClientToUpstream, None, json_text(detail))
@@ -107,6 +112,41 @@ impl Scope {
         d.target = msg.target_name().map(str::to_string);
         d.request = request.filter(|_| kind.answers());
         d.message = msg.to_bytes();
+        d.detail = detail;
+        self.append(d).await
+    }
+
+    /// Records the masked copy of `original`: its kind from the original, everything else
+    /// (id, method, target, bytes) from the copy, so nothing a rule masked reaches the entry,
+    /// even where the copy is no longer valid JSON-RPC (a rule masked `jsonrpc` or `id`).
+    pub async fn masked_copy(
+        &self,
+        original: &Message,
+        copy: &Value,
+        direction: Direction,
+        request: Option<u64>,
+        detail: String,
+    ) -> Result<Appended, RelayError> {
+        let kind = match original.kind() {
+            MessageKind::Request => Kind::Request,
+            MessageKind::Notification => Kind::Notification,
+            MessageKind::Response => Kind::Response,
+            MessageKind::Error => Kind::Error,
+        };
+        let mut d = self.draft(kind, direction);
+        d.id = copy.get("id").map(Value::to_string);
+        d.method = copy
+            .get("method")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        d.target = copy
+            .pointer("/params/name")
+            .or_else(|| copy.pointer("/params/uri"))
+            .and_then(Value::as_str)
+            .filter(|_| original.target_name().is_some())
+            .map(str::to_string);
+        d.request = request.filter(|_| kind.answers());
+        d.message = bytes::Bytes::from(copy.to_string());
         d.detail = detail;
         self.append(d).await
     }

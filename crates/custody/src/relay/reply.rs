@@ -146,19 +146,43 @@ impl Ctx {
         if !copies.marks.is_empty() {
             detail.insert("mask".into(), mask::report(&copies.marks));
         }
-        let audit_copy = copies.audit.and_then(|v| Message::from_value(v).ok());
-        if let Some(client) = copies.client.and_then(|v| Message::from_value(v).ok()) {
-            msg = client;
+        let request_index = request.map(|r| r.index);
+        let appended = match &copies.audit {
+            Some(copy) => {
+                self.scope
+                    .masked_copy(
+                        &msg,
+                        copy,
+                        Direction::UpstreamToClient,
+                        request_index,
+                        json_text(detail),
+                    )
+                    .await?
+            }
+            None => {
+                self.scope
+                    .message_with(
+                        &msg,
+                        Direction::UpstreamToClient,
+                        request_index,
+                        json_text(detail),
+                    )
+                    .await?
+            }
+        };
+        if let Some(client) = copies.client {
+            // Masking leaves the envelope alone, so the copy is JSON-RPC; should it not be,
+            // the client gets an error, never the unmasked original.
+            msg = match Message::from_value(client) {
+                Ok(m) => m,
+                Err(_) => {
+                    return Err(RelayError::upstream(
+                        &self.endpoint.name,
+                        UpstreamError::Protocol("the masked answer is not JSON-RPC".into()),
+                    ));
+                }
+            };
         }
-        let appended = self
-            .scope
-            .message_with(
-                audit_copy.as_ref().unwrap_or(&msg),
-                Direction::UpstreamToClient,
-                request.map(|r| r.index),
-                json_text(detail),
-            )
-            .await?;
         if request.is_some() {
             add_receipt(&mut msg, self.scope.audit.origin(), request, appended);
         }
