@@ -194,6 +194,14 @@ impl Scope {
         d.message = match original.as_ref().and_then(|v| self.mask.audit_copy(v)) {
             Some((copy, marks)) => {
                 detail["mask"] = mask::report(&marks);
+                // The indexed fields come from the masked copy too.
+                if d.target.is_some() {
+                    d.target = copy
+                        .pointer("/params/name")
+                        .or_else(|| copy.pointer("/params/uri"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                }
                 match copy {
                     Value::String(s) => bytes::Bytes::from(s),
                     v => bytes::Bytes::from(v.to_string()),
