@@ -243,7 +243,15 @@ impl Scope {
         let mut d = self.draft(Kind::Error, Direction::Gateway);
         d.id = id.map(Value::to_string);
         d.request = request;
-        d.message = bytes::Bytes::from(error.to_json(id).to_string());
+        // The error may quote what the upstream said: the log stores its audit copy.
+        let answer = error.to_json(id);
+        d.message = match self.mask.audit_copy(&answer) {
+            Some((copy, marks)) => {
+                d.detail = json!({ "mask": mask::report(&marks) }).to_string();
+                bytes::Bytes::from(copy.to_string())
+            }
+            None => bytes::Bytes::from(answer.to_string()),
+        };
         self.append(d).await
     }
 
