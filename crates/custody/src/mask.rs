@@ -103,7 +103,10 @@ impl Masker {
         let mut v = original.clone();
         let mut marks = Vec::new();
         self.apply(&self.client, &mut v, "", &mut marks);
-        self.apply(&self.audit, &mut v, "", &mut marks);
+        let extra = self.audit_extra();
+        if !extra.paths.is_empty() || extra.detects() {
+            self.apply(&extra, &mut v, "", &mut marks);
+        }
         (!marks.is_empty()).then_some((v, marks))
     }
 
