@@ -167,8 +167,12 @@ pub async fn start_with(
         Some(Arc::new(mask_key)),
     );
     let stop = CancellationToken::new();
-    let reloader = policy.map(|engine| {
-        crate::policy::reload::spawn(engine, audit.clone(), config.policy.watch, stop.clone())
+    let reloader = Some(match policy {
+        Some(engine) => {
+            crate::policy::reload::spawn(engine, audit.clone(), config.policy.watch, stop.clone())
+        }
+        // SIGHUP must not end a gateway that has nothing to reload.
+        None => crate::policy::reload::ignore_hangups(stop.clone()),
     });
     let identity = Arc::new(Identity::new(&config.auth));
     let key_loaders = identity.start(&stop).await;

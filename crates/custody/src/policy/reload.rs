@@ -132,3 +132,22 @@ pub fn spawn(
         }
     })
 }
+
+/// Without policies there is nothing to reload: SIGHUP is logged instead of ending the process
+/// (its default action).
+pub fn ignore_hangups(stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some(()) = hup.recv() => {
+                    tracing::info!("SIGHUP: no [policy] is configured, so there is nothing to reload");
+                }
+            }
+        }
+    })
+}
