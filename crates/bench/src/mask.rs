@@ -52,10 +52,12 @@ pub fn run(size: usize, rounds: usize) -> anyhow::Result<()> {
     let detectors_only = Masker {
         client: RuleSet {
             paths: Vec::new(),
+            headers: Vec::new(),
             detectors: [true; 8],
         },
         audit: RuleSet {
             paths: Vec::new(),
+            headers: Vec::new(),
             detectors: [true; 8],
         },
         credentials: vec!["sk-live-upstream-credential-0001".into()],
@@ -64,10 +66,12 @@ pub fn run(size: usize, rounds: usize) -> anyhow::Result<()> {
     let with_rules = Masker {
         client: RuleSet {
             paths: vec![rule("$..email", Action::Partial(4))?],
+            headers: Vec::new(),
             detectors: [true; 8],
         },
         audit: RuleSet {
             paths: vec![rule("$..name", Action::Hmac)?],
+            headers: Vec::new(),
             detectors: [true; 8],
         },
         credentials: vec!["sk-live-upstream-credential-0001".into()],

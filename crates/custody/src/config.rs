@@ -286,6 +286,7 @@ impl Config {
                 mask_client: crate::mask::RuleSet::default(),
                 mask_audit: crate::mask::RuleSet {
                     paths: Vec::new(),
+                    headers: Vec::new(),
                     detectors: [true; 8],
                 },
                 name: "demo".into(),

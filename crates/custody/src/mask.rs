@@ -49,6 +49,8 @@ pub struct PathRule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub paths: Vec<PathRule>,
+    /// Rules on upstream response headers: lower-case name and action.
+    pub headers: Vec<(String, Action)>,
     /// Which detectors run, by index in [`detect::names`].
     pub detectors: [bool; 8],
 }
@@ -141,6 +143,40 @@ impl Masker {
         }
     }
 
+    /// Masks an HTTP upstream's response headers, which only the log records: the header rules
+    /// of both sets, then credentials and the detectors of either set on the other values.
+    pub fn headers(&self, headers: &mut serde_json::Map<String, Value>) -> Vec<Mark> {
+        let mut marks = Vec::new();
+        let mut detectors = self.audit.detectors;
+        for (d, c) in detectors.iter_mut().zip(self.client.detectors) {
+            *d = *d || c;
+        }
+        let scan = RuleSet {
+            paths: Vec::new(),
+            headers: Vec::new(),
+            detectors,
+        };
+        for (name, value) in headers.iter_mut() {
+            let pointer = format!("/upstream_headers/{name}");
+            let rule = self
+                .client
+                .headers
+                .iter()
+                .chain(&self.audit.headers)
+                .find(|(n, _)| n == name);
+            if let Some((n, action)) = rule {
+                *value = Value::String(self.act(*action, value));
+                marks.push(Mark {
+                    path: pointer,
+                    by: format!("header rule {n}"),
+                });
+            } else if let Value::String(s) = value {
+                self.scrub(&scan, s, &pointer, &mut marks);
+            }
+        }
+        marks
+    }
+
     /// The audit set without the detectors the client set already ran.
     fn audit_extra(&self) -> RuleSet {
         let mut detectors = self.audit.detectors;
@@ -149,6 +185,7 @@ impl Masker {
         }
         RuleSet {
             paths: self.audit.paths.clone(),
+            headers: Vec::new(),
             detectors,
         }
     }
@@ -317,10 +354,12 @@ mod tests {
                         Action::Partial(4),
                     ),
                 ],
+                headers: vec![("x-debug-token".into(), Action::Redact)],
                 detectors: [false; 8],
             },
             audit: RuleSet {
                 paths: vec![rule("$..customer_id", Action::Hmac)],
+                headers: Vec::new(),
                 detectors: [true; 8],
             },
             credentials: vec!["upstream-api-key-123".into()],
@@ -401,6 +440,31 @@ mod tests {
         let (v, marks) = a.unwrap();
         assert_eq!(v["params"]["arguments"]["password"], REDACTED);
         assert_eq!(marks.len(), 1);
+    }
+
+    #[test]
+    fn upstream_headers_get_header_rules_credentials_and_detectors() {
+        let m = masker();
+        let mut h = serde_json::Map::new();
+        h.insert("x-debug-token".into(), json!("internal-123"));
+        h.insert("x-request-id".into(), json!("req-9"));
+        h.insert("x-echo".into(), json!("key=upstream-api-key-123"));
+        h.insert("x-leak".into(), json!("AKIAIOSFODNN7EXAMPLE"));
+        let marks = m.headers(&mut h);
+        assert_eq!(h["x-debug-token"], REDACTED);
+        assert_eq!(h["x-request-id"], "req-9");
+        assert_eq!(h["x-echo"], "key=[custody:credential]");
+        assert_eq!(h["x-leak"], "[custody:aws_access_key]");
+        let by: Vec<&str> = marks.iter().map(|m| m.by.as_str()).collect();
+        assert!(
+            by.contains(&"header rule x-debug-token") && by.contains(&"credential"),
+            "{by:?}"
+        );
+        assert!(
+            marks
+                .iter()
+                .all(|m| m.path.starts_with("/upstream_headers/"))
+        );
     }
 
     #[test]
@@ -537,10 +601,12 @@ mod properties {
         Masker {
             client: RuleSet {
                 paths: Vec::new(),
+                headers: Vec::new(),
                 detectors: [true; 8],
             },
             audit: RuleSet {
                 paths: Vec::new(),
+                headers: Vec::new(),
                 detectors: [true; 8],
             },
             credentials: vec![CREDENTIAL_VALUE.into()],

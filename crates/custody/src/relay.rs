@@ -287,6 +287,7 @@ impl Relay {
             force: self.force.clone(),
             stateless_status: false,
             filter: None,
+            upstream_headers: std::sync::Mutex::new(None),
         }
     }
 
@@ -621,7 +622,7 @@ impl Relay {
                     version: version_header.as_deref(),
                     headers,
                 };
-                let (reply, upstream_sid) = match up.post(out, msg.to_bytes()).await {
+                let (reply, upstream_sid, recorded) = match up.post(out, msg.to_bytes()).await {
                     Ok(r) => r,
                     Err(e) => {
                         let ctx = self.ctx(ep, requests, None, scope);
@@ -653,6 +654,7 @@ impl Relay {
                 };
                 let mut ctx = self.ctx(ep, requests, session, scope);
                 ctx.watch = Watch::Initialize;
+                ctx.upstream_headers = std::sync::Mutex::new(Some(recorded));
                 render(reply, ctx).await
             }
             Upstream::Stdio(up) => {
@@ -811,10 +813,11 @@ impl Relay {
                     messages[0].to_bytes()
                 };
                 match up.post(out, body).await {
-                    Ok((reply, _)) => {
+                    Ok((reply, _, recorded)) => {
                         let mut ctx = self.ctx(ep, requests, Some(session), scope);
                         ctx.watch = watch;
                         ctx.filter = filter;
+                        ctx.upstream_headers = std::sync::Mutex::new(Some(recorded));
                         render(reply, ctx).await
                     }
                     Err(UpstreamError::SessionGone) => {
@@ -944,11 +947,12 @@ impl Relay {
                     headers,
                 };
                 match up.post(out, msg.to_bytes()).await {
-                    Ok((reply, _)) => {
+                    Ok((reply, _, recorded)) => {
                         let mut ctx = self.ctx(ep, requests, None, scope);
                         ctx.watch = watch;
                         ctx.long_lived = long_lived;
                         ctx.filter = filter;
+                        ctx.upstream_headers = std::sync::Mutex::new(Some(recorded));
                         render(reply, ctx).await
                     }
                     Err(e) => {
@@ -1052,7 +1056,10 @@ impl Relay {
                     headers,
                 };
                 match up.get(out, headers.get(headers::LAST_EVENT_ID)).await {
-                    Ok(reply) => render(reply, ctx).await,
+                    Ok((reply, recorded)) => {
+                        ctx.upstream_headers = std::sync::Mutex::new(Some(recorded));
+                        render(reply, ctx).await
+                    }
                     Err(UpstreamError::SessionGone) => {
                         ep.sessions.remove(&session.id);
                         let _ = scope

@@ -16,44 +16,62 @@ impl Resolver<'_> {
         detectors_key: &str,
         detectors_default: bool,
     ) -> Result<RuleSet, ConfigError> {
-        let paths = rules
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let at = |k: &str| format!("{key}.{i}.{k}");
-                let path = JsonPath::parse(&r.path).map_err(|e| {
-                    self.err(
-                        &at("path"),
-                        format!("{:?} is not an RFC 9535 JSONPath: {e}", r.path),
-                    )
-                })?;
-                let action = match (r.action.as_deref().unwrap_or("redact"), r.keep) {
-                    ("redact", None) => Action::Redact,
-                    ("hmac", None) => Action::Hmac,
-                    ("partial", keep) => {
-                        let keep = keep.unwrap_or(4);
-                        if keep == 0 || keep > 64 {
-                            return Err(self.err(&at("keep"), "must be between 1 and 64"));
-                        }
-                        Action::Partial(keep)
+        let mut paths = Vec::new();
+        let mut headers = Vec::new();
+        for (i, r) in rules.into_iter().enumerate() {
+            let at = |k: &str| format!("{key}.{i}.{k}");
+            let target = match (r.path, r.header) {
+                (Some(p), None) => {
+                    let path = JsonPath::parse(&p).map_err(|e| {
+                        self.err(
+                            &at("path"),
+                            format!("{p:?} is not an RFC 9535 JSONPath: {e}"),
+                        )
+                    })?;
+                    Ok((p, path))
+                }
+                (None, Some(h)) => {
+                    if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                        return Err(self.err(&at("header"), format!("{h:?} is not a header name")));
                     }
-                    ("redact" | "hmac", Some(_)) => {
-                        return Err(self.err(&at("keep"), "only applies to action = \"partial\""));
+                    Err(h.to_ascii_lowercase())
+                }
+                _ => {
+                    return Err(self.err(
+                        &format!("{key}.{i}"),
+                        "a masking rule has either `path` (a JSONPath) or `header` (an upstream response header), not both or neither",
+                    ));
+                }
+            };
+            let action = match (r.action.as_deref().unwrap_or("redact"), r.keep) {
+                ("redact", None) => Action::Redact,
+                ("hmac", None) => Action::Hmac,
+                ("partial", keep) => {
+                    let keep = keep.unwrap_or(4);
+                    if keep == 0 || keep > 64 {
+                        return Err(self.err(&at("keep"), "must be between 1 and 64"));
                     }
-                    (other, _) => {
-                        return Err(self.err(
+                    Action::Partial(keep)
+                }
+                ("redact" | "hmac", Some(_)) => {
+                    return Err(self.err(&at("keep"), "only applies to action = \"partial\""));
+                }
+                (other, _) => {
+                    return Err(self.err(
                             &at("action"),
                             format!("{other:?} is not a masking action; use \"redact\", \"hmac\" or \"partial\""),
                         ));
-                    }
-                };
-                Ok(PathRule {
-                    source: r.path,
+                }
+            };
+            match target {
+                Ok((source, path)) => paths.push(PathRule {
+                    source,
                     path,
                     action,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                }),
+                Err(header) => headers.push((header, action)),
+            }
+        }
         let detectors = match detectors {
             None => [detectors_default; 8],
             Some(RawDetectors::All(on)) => [on; 8],
@@ -72,6 +90,10 @@ impl Resolver<'_> {
                 on
             }
         };
-        Ok(RuleSet { paths, detectors })
+        Ok(RuleSet {
+            paths,
+            headers,
+            detectors,
+        })
     }
 }

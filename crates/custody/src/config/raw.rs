@@ -193,7 +193,10 @@ pub struct RawEndpoint {
 #[serde(deny_unknown_fields)]
 pub struct RawMaskRule {
     /// An RFC 9535 JSONPath over the whole JSON-RPC message, e.g. `$..password`.
-    pub path: String,
+    pub path: Option<String>,
+    /// Or: an upstream response header, e.g. `x-debug-token` (recorded in the log, never
+    /// relayed).
+    pub header: Option<String>,
     /// `redact` (default), `hmac` or `partial`.
     pub action: Option<String>,
     /// For `partial`: how many trailing characters stay. Default 4.

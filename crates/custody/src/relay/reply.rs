@@ -22,6 +22,7 @@ use crate::identity::Principal;
 use crate::mask;
 use crate::mcp::message::{Kind, Message, id_key};
 use crate::mcp::sse;
+use crate::mcp::upstream::http::ResponseHeaders;
 use crate::mcp::upstream::{Event, EventStream, Reply, UpstreamError};
 use crate::policy::{Call, Engine};
 
@@ -84,6 +85,9 @@ pub(super) struct Ctx {
     pub stateless_status: bool,
     /// List answers to filter by policy.
     pub filter: Option<ListFilter>,
+    /// The HTTP upstream's response headers, recorded (masked) with the first message of the
+    /// answer.
+    pub upstream_headers: std::sync::Mutex<Option<ResponseHeaders>>,
 }
 
 impl Ctx {
@@ -143,8 +147,18 @@ impl Ctx {
         // The client gets its copy; the log stores the audit copy (the client copy with the
         // audit rules on top); the receipt names the entry the log holds.
         let copies = self.scope.mask.copies(msg.value());
-        if !copies.marks.is_empty() {
-            detail.insert("mask".into(), mask::report(&copies.marks));
+        let mut marks = copies.marks;
+        let headers = self
+            .upstream_headers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut h) = headers.filter(|h| !h.is_empty()) {
+            marks.extend(self.scope.mask.headers(&mut h));
+            detail.insert("upstream_headers".into(), Value::Object(h));
+        }
+        if !marks.is_empty() {
+            detail.insert("mask".into(), mask::report(&marks));
         }
         let request_index = request.map(|r| r.index);
         let appended = match &copies.audit {

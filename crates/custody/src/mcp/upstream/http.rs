@@ -96,6 +96,45 @@ pub fn forward_headers(client: &HeaderMap, out: &mut HeaderMap) {
     }
 }
 
+/// An upstream's response headers as the audit log records them: name to value.
+pub type ResponseHeaders = serde_json::Map<String, serde_json::Value>;
+
+/// The response headers worth recording: all but transport framing, the content type (the
+/// message says it), and the upstream's own session id (which the gateway keeps to itself).
+pub fn recorded_headers(headers: &HeaderMap) -> ResponseHeaders {
+    const SKIP: [&str; 12] = [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-connection",
+        "content-length",
+        "content-type",
+        "date",
+        "mcp-session-id",
+    ];
+    let mut out = ResponseHeaders::new();
+    for (name, value) in headers {
+        if SKIP.contains(&name.as_str()) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match out.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&text);
+            }
+            _ => {
+                out.insert(name.as_str().to_string(), serde_json::Value::String(text));
+            }
+        }
+    }
+    out
+}
+
 impl HttpUpstream {
     pub fn new(cfg: &HttpUpstreamConfig, max_body: usize, max_depth: usize) -> Self {
         let mut http = HttpConnector::new();
@@ -155,7 +194,8 @@ impl HttpUpstream {
         }
     }
 
-    /// POSTs a message (or batch). Returns the reply and the upstream's `Mcp-Session-Id`.
+    /// POSTs a message (or batch). Returns the reply, the upstream's `Mcp-Session-Id` and the
+    /// response headers worth recording ([`recorded_headers`]).
     ///
     /// # Errors
     /// Unreachable, timeout, `SessionGone` (404 on a session), or a non-MCP answer.
@@ -163,7 +203,7 @@ impl HttpUpstream {
         &self,
         out: Outbound<'_>,
         body: Bytes,
-    ) -> Result<(Reply, Option<HeaderValue>), UpstreamError> {
+    ) -> Result<(Reply, Option<HeaderValue>, ResponseHeaders), UpstreamError> {
         let mut req = self.request(Method::POST, &out, body);
         req.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -171,8 +211,9 @@ impl HttpUpstream {
         );
         let resp = self.send(req).await?;
         let session = resp.headers().get(MCP_SESSION_ID).cloned();
+        let recorded = recorded_headers(resp.headers());
         let reply = self.reply(resp, out.session.is_some()).await?;
-        Ok((reply, session))
+        Ok((reply, session, recorded))
     }
 
     /// Opens the standalone server stream of a session (GET), resuming after `last_event_id`.
@@ -183,7 +224,7 @@ impl HttpUpstream {
         &self,
         out: Outbound<'_>,
         last_event_id: Option<&HeaderValue>,
-    ) -> Result<Reply, UpstreamError> {
+    ) -> Result<(Reply, ResponseHeaders), UpstreamError> {
         let mut req = self.request(Method::GET, &out, Bytes::new());
         req.headers_mut().insert(
             header::ACCEPT,
@@ -193,7 +234,8 @@ impl HttpUpstream {
             req.headers_mut().insert(LAST_EVENT_ID, id.clone());
         }
         let resp = self.send(req).await?;
-        self.reply(resp, out.session.is_some()).await
+        let recorded = recorded_headers(resp.headers());
+        Ok((self.reply(resp, out.session.is_some()).await?, recorded))
     }
 
     /// Ends a session upstream (DELETE). Returns the upstream's status.
