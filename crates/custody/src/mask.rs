@@ -636,6 +636,33 @@ mod properties {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         #[test]
+        fn no_planted_secret_survives_in_upstream_headers(
+            names in prop::collection::btree_set("x-[a-z]{1,10}", 1..6),
+            values in prop::collection::vec("[a-zA-Z0-9 ;=,]{0,20}", 6),
+            which in 0usize..9,
+            at in 0usize..6,
+        ) {
+            let secret = secrets()[which].replace('\n', " ");
+            let names: Vec<String> = names.into_iter().collect();
+            let mut headers = serde_json::Map::new();
+            for (i, n) in names.iter().enumerate() {
+                let mut v = values[i].clone();
+                if i == at % names.len() {
+                    v = format!("{v} {secret} end");
+                }
+                headers.insert(n.clone(), Value::String(v));
+            }
+            let marks = masker().headers(&mut headers);
+            let text = Value::Object(headers).to_string();
+            // PEM blocks cannot be header values (no newlines); their single-line form is not
+            // a PEM block, so only the other secrets are asserted.
+            if which != 6 {
+                prop_assert!(!text.contains(&secret), "{secret:?} survived in {text}");
+                prop_assert!(!marks.is_empty());
+            }
+        }
+
+        #[test]
         fn no_planted_secret_survives_in_either_copy(
             body in tree(),
             which in 0usize..9,

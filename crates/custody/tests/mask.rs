@@ -248,3 +248,85 @@ async fn bad_rules_stop_the_gateway_with_their_location() {
         assert!(e.to_string().starts_with("custody.toml:"), "{e}");
     }
 }
+
+/// An HTTP upstream whose answers carry headers: a debug token, a request id, and the API key
+/// the gateway sent it, echoed back.
+async fn chatty_upstream() -> String {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|headers: axum::http::HeaderMap, body: String| async move {
+            let req: Value = serde_json::from_str(&body).unwrap();
+            let reply = json!({"jsonrpc": "2.0", "id": req["id"], "result": {"tools": []}});
+            let mut resp = axum::response::Response::new(axum::body::Body::from(reply.to_string()));
+            let h = resp.headers_mut();
+            h.insert("content-type", "application/json".parse().unwrap());
+            h.insert("x-debug-token", "internal-debug-123".parse().unwrap());
+            h.insert("x-request-id", "req-1".parse().unwrap());
+            if let Some(key) = headers.get("x-api-key") {
+                h.insert("x-echo-key", key.clone());
+            }
+            resp
+        }),
+    );
+    serve_router(app).await
+}
+
+#[tokio::test]
+async fn upstream_response_headers_are_recorded_masked_and_never_relayed() {
+    let url = chatty_upstream().await;
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{}\n[[endpoints.up.mask_client]]\nheader = \"X-Debug-Token\"\n",
+            http_upstream(
+                "up",
+                &url,
+                &format!("headers = {{ \"X-Api-Key\" = \"{CREDENTIAL}\" }}")
+            )
+        ),
+    )
+    .await;
+    let a = gw
+        .client("up")
+        .stateless()
+        .call("tools/list", json!({}))
+        .await;
+    assert_eq!(a.status, 200, "{a:#?}");
+    for relayed in ["x-debug-token", "x-request-id", "x-echo-key"] {
+        assert!(a.header(relayed).is_none(), "{relayed} reached the client");
+    }
+    let dir = gw.shutdown().await;
+    let log = entries(dir.path());
+    let answer = log
+        .iter()
+        .find(|e| e.kind == Kind::Response && e.direction == Direction::UpstreamToClient)
+        .unwrap();
+    let detail: Value = serde_json::from_str(&answer.detail).unwrap();
+    let recorded = &detail["upstream_headers"];
+    assert_eq!(recorded["x-debug-token"], "[masked]", "{detail}");
+    assert_eq!(recorded["x-request-id"], "req-1");
+    assert_eq!(recorded["x-echo-key"], "[custody:credential]");
+    assert!(recorded.get("content-type").is_none() && recorded.get("content-length").is_none());
+    let report = detail["mask"].to_string();
+    assert!(
+        report.contains("header rule x-debug-token")
+            && report.contains("/upstream_headers/x-echo-key"),
+        "{report}"
+    );
+    assert!(!answer.detail.contains("internal-debug-123") && !answer.detail.contains(CREDENTIAL));
+}
+
+#[test]
+fn a_rule_names_a_path_or_a_header() {
+    for (rule, says) in [
+        ("path = \"$..x\"\nheader = \"x-y\"\n", "not both or neither"),
+        ("action = \"redact\"\n", "not both or neither"),
+        ("header = \"bad header\"\n", "is not a header name"),
+    ] {
+        let text = format!(
+            "[auth]\nanonymous = true\n[endpoints.demo.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n[[endpoints.demo.mask_client]]\n{rule}"
+        );
+        let e = custody::config::Config::parse(&text, "custody.toml").unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}

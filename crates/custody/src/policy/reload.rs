@@ -94,14 +94,16 @@ pub fn spawn(
     watch: bool,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    // The handler is installed before this returns, so a SIGHUP right after start-up reloads
+    // instead of ending the process.
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP, policy reload by signal is off: {e}");
+            None
+        }
+    };
     tokio::spawn(async move {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGHUP, policy reload by signal is off: {e}");
-                None
-            }
-        };
         let mut seen = fingerprint(engine.files());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -136,9 +138,9 @@ pub fn spawn(
 /// Without policies there is nothing to reload: SIGHUP is logged instead of ending the process
 /// (its default action).
 pub fn ignore_hangups(stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
+        let Ok(mut hup) = hup else {
             return;
         };
         loop {
