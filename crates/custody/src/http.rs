@@ -335,6 +335,38 @@ async fn authenticate(
     }
 }
 
+/// What every MCP request goes through before its method's own handling: the endpoint, the
+/// `Host`/`Origin` guard (refusals recorded), and the caller's token.
+async fn admit(
+    app: &App,
+    name: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    method: &Method,
+    peer: SocketAddr,
+) -> Result<(Arc<Endpoint>, Caller), Response> {
+    let ep = app
+        .relay
+        .endpoint(name)
+        .map_err(|e| respond(name, unrecorded(e)))?;
+    if let Err(error) = app.guard.check(uri, headers) {
+        let nobody = Principal::anonymous();
+        let outcome = app
+            .relay
+            .refuse(&ep, &nobody, headers, error, None, None)
+            .await;
+        return Err(respond(name, outcome));
+    }
+    let principal = authenticate(app, &ep, headers, method).await?;
+    Ok((
+        ep,
+        Caller {
+            principal,
+            address: peer.to_string(),
+        },
+    ))
+}
+
 async fn mcp_post(
     State(app): Shared,
     Path(name): Path<String>,
@@ -344,25 +376,9 @@ async fn mcp_post(
     // Taking the request whole avoids copying its headers into extractors.
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    let ep = match app.relay.endpoint(&name) {
-        Ok(ep) => ep,
-        Err(e) => return respond(&name, unrecorded(e)),
-    };
-    let nobody = Principal::anonymous();
-    if let Err(error) = app.guard.check(&parts.uri, &headers) {
-        return respond(
-            &name,
-            app.relay
-                .refuse(&ep, &nobody, &headers, error, None, None)
-                .await,
-        );
-    }
     // Identity before the body: an unauthenticated caller cannot make the gateway read it.
-    let caller = match authenticate(&app, &ep, &headers, &parts.method).await {
-        Ok(principal) => Caller {
-            principal,
-            address: peer.to_string(),
-        },
+    let (ep, caller) = match admit(&app, &name, &parts.uri, &headers, &parts.method, peer).await {
+        Ok(admitted) => admitted,
         Err(resp) => return resp,
     };
     let checked = async {
@@ -391,24 +407,8 @@ async fn mcp_get(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let ep = match app.relay.endpoint(&name) {
-        Ok(ep) => ep,
-        Err(e) => return respond(&name, unrecorded(e)),
-    };
-    let nobody = Principal::anonymous();
-    if let Err(error) = app.guard.check(&uri, &headers) {
-        return respond(
-            &name,
-            app.relay
-                .refuse(&ep, &nobody, &headers, error, None, None)
-                .await,
-        );
-    }
-    let caller = match authenticate(&app, &ep, &headers, &Method::GET).await {
-        Ok(principal) => Caller {
-            principal,
-            address: peer.to_string(),
-        },
+    let (ep, caller) = match admit(&app, &name, &uri, &headers, &Method::GET, peer).await {
+        Ok(admitted) => admitted,
         Err(resp) => return resp,
     };
     let outcome = match guard::get_media(&headers) {
@@ -429,24 +429,8 @@ async fn mcp_delete(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let ep = match app.relay.endpoint(&name) {
-        Ok(ep) => ep,
-        Err(e) => return respond(&name, unrecorded(e)),
-    };
-    let nobody = Principal::anonymous();
-    if let Err(error) = app.guard.check(&uri, &headers) {
-        return respond(
-            &name,
-            app.relay
-                .refuse(&ep, &nobody, &headers, error, None, None)
-                .await,
-        );
-    }
-    let caller = match authenticate(&app, &ep, &headers, &Method::DELETE).await {
-        Ok(principal) => Caller {
-            principal,
-            address: peer.to_string(),
-        },
+    let (ep, caller) = match admit(&app, &name, &uri, &headers, &Method::DELETE, peer).await {
+        Ok(admitted) => admitted,
         Err(resp) => return resp,
     };
     respond(&name, app.relay.delete(&ep, &caller, &headers).await)
