@@ -406,10 +406,7 @@ impl Relay {
         incoming: Option<&Message>,
         raw: Option<Bytes>,
     ) -> Outcome {
-        let session = headers
-            .get(headers::MCP_SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(Arc::<str>::from);
+        let session = session_header(headers);
         let id = incoming.and_then(Message::id).cloned();
         let scope = self.scope(ep, session, who);
         let error = match scope.refusal(incoming, raw, &error, id.as_ref()).await {
@@ -431,10 +428,7 @@ impl Relay {
         refused: Refused,
         http_method: &str,
     ) -> Outcome {
-        let session = headers
-            .get(headers::MCP_SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(Arc::<str>::from);
+        let session = session_header(headers);
         let nobody = Principal::anonymous();
         let scope = self.scope(ep, session, &nobody);
         let error = RelayError::Unauthorized(refused.error.clone());
@@ -1165,6 +1159,14 @@ impl Relay {
             }
         }
     }
+}
+
+/// The `Mcp-Session-Id` a request names, as recorded with a refusal.
+fn session_header(headers: &HeaderMap) -> Option<Arc<str>> {
+    headers
+        .get(headers::MCP_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::<str>::from)
 }
 
 /// The secrets the gateway holds for an upstream: its header values and environment values,

@@ -100,12 +100,7 @@ impl Scope {
         request: Option<u64>,
         detail: String,
     ) -> Result<Appended, RelayError> {
-        let kind = match msg.kind() {
-            MessageKind::Request => Kind::Request,
-            MessageKind::Notification => Kind::Notification,
-            MessageKind::Response => Kind::Response,
-            MessageKind::Error => Kind::Error,
-        };
+        let kind = entry_kind(msg);
         let mut d = self.draft(kind, direction);
         d.id = msg.id().map(Value::to_string);
         d.method = msg.method().map(str::to_string);
@@ -127,24 +122,14 @@ impl Scope {
         request: Option<u64>,
         detail: String,
     ) -> Result<Appended, RelayError> {
-        let kind = match original.kind() {
-            MessageKind::Request => Kind::Request,
-            MessageKind::Notification => Kind::Notification,
-            MessageKind::Response => Kind::Response,
-            MessageKind::Error => Kind::Error,
-        };
+        let kind = entry_kind(original);
         let mut d = self.draft(kind, direction);
         d.id = copy.get("id").map(Value::to_string);
         d.method = copy
             .get("method")
             .and_then(Value::as_str)
             .map(str::to_string);
-        d.target = copy
-            .pointer("/params/name")
-            .or_else(|| copy.pointer("/params/uri"))
-            .and_then(Value::as_str)
-            .filter(|_| original.target_name().is_some())
-            .map(str::to_string);
+        d.target = original.target_name().and_then(|_| copy_target(copy));
         d.request = request.filter(|_| kind.answers());
         d.message = bytes::Bytes::from(copy.to_string());
         d.detail = detail;
@@ -196,11 +181,7 @@ impl Scope {
                 detail["mask"] = mask::report(&marks);
                 // The indexed fields come from the masked copy too.
                 if d.target.is_some() {
-                    d.target = copy
-                        .pointer("/params/name")
-                        .or_else(|| copy.pointer("/params/uri"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
+                    d.target = copy_target(&copy);
                 }
                 match copy {
                     Value::String(s) => bytes::Bytes::from(s),
@@ -268,6 +249,24 @@ impl Scope {
             .await
             .map_err(|e| RelayError::AuditUnavailable(e.to_string()))
     }
+}
+
+/// The entry kind of a message.
+fn entry_kind(msg: &Message) -> Kind {
+    match msg.kind() {
+        MessageKind::Request => Kind::Request,
+        MessageKind::Notification => Kind::Notification,
+        MessageKind::Response => Kind::Response,
+        MessageKind::Error => Kind::Error,
+    }
+}
+
+/// A masked copy's target (tool or prompt name, or resource URI), where the original has one.
+fn copy_target(copy: &Value) -> Option<String> {
+    copy.pointer("/params/name")
+        .or_else(|| copy.pointer("/params/uri"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// A detail object as text; empty for an empty object.
