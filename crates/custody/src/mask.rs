@@ -56,8 +56,29 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    fn pass(&self) -> Pass<'_> {
+        Pass {
+            paths: &self.paths,
+            detectors: self.detectors,
+        }
+    }
+}
+
+/// What one masking pass runs: path rules and detectors, borrowed from a rule set.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    paths: &'a [PathRule],
+    detectors: [bool; 8],
+}
+
+impl Pass<'_> {
     fn detects(&self) -> bool {
         self.detectors.iter().any(|d| *d)
+    }
+
+    /// Does this pass do anything besides credential scrubbing?
+    fn runs(&self) -> bool {
+        !self.paths.is_empty() || self.detects()
     }
 }
 
@@ -104,10 +125,10 @@ impl Masker {
     pub fn audit_copy(&self, original: &Value) -> Option<(Value, Vec<Mark>)> {
         let mut v = original.clone();
         let mut marks = Vec::new();
-        self.apply(&self.client, &mut v, "", &mut marks);
+        self.apply(self.client.pass(), &mut v, "", &mut marks);
         let extra = self.audit_extra();
-        if !extra.paths.is_empty() || extra.detects() {
-            self.apply(&extra, &mut v, "", &mut marks);
+        if extra.runs() {
+            self.apply(extra, &mut v, "", &mut marks);
         }
         (!marks.is_empty()).then_some((v, marks))
     }
@@ -117,14 +138,14 @@ impl Masker {
     pub fn copies(&self, original: &Value) -> Copies {
         let mut client = original.clone();
         let mut marks = Vec::new();
-        self.apply(&self.client, &mut client, "", &mut marks);
+        self.apply(self.client.pass(), &mut client, "", &mut marks);
         let client_marks = marks.len();
         // The audit copy starts from the client copy, which the client's detectors and the
         // credentials have been through already: only what the audit set adds runs again.
         let extra = self.audit_extra();
-        let mut audit = if !extra.paths.is_empty() || extra.detects() {
+        let mut audit = if extra.runs() {
             let mut a = client.clone();
-            self.apply(&extra, &mut a, "", &mut marks);
+            self.apply(extra, &mut a, "", &mut marks);
             Some(a)
         } else {
             None
@@ -151,9 +172,8 @@ impl Masker {
         for (d, c) in detectors.iter_mut().zip(self.client.detectors) {
             *d = *d || c;
         }
-        let scan = RuleSet {
-            paths: Vec::new(),
-            headers: Vec::new(),
+        let scan = Pass {
+            paths: &[],
             detectors,
         };
         for (name, value) in headers.iter_mut() {
@@ -171,23 +191,19 @@ impl Masker {
                     by: format!("header rule {n}"),
                 });
             } else if let Value::String(s) = value {
-                self.scrub(&scan, s, &pointer, &mut marks);
+                self.scrub(scan, s, &pointer, &mut marks);
             }
         }
         marks
     }
 
     /// The audit set without the detectors the client set already ran.
-    fn audit_extra(&self) -> RuleSet {
-        let mut detectors = self.audit.detectors;
-        for (d, c) in detectors.iter_mut().zip(self.client.detectors) {
+    fn audit_extra(&self) -> Pass<'_> {
+        let mut pass = self.audit.pass();
+        for (d, c) in pass.detectors.iter_mut().zip(self.client.detectors) {
             *d = *d && !c;
         }
-        RuleSet {
-            paths: self.audit.paths.clone(),
-            headers: Vec::new(),
-            detectors,
-        }
+        pass
     }
 
     fn act(&self, action: Action, node: &Value) -> String {
@@ -214,8 +230,8 @@ impl Masker {
     }
 
     /// Applies `set` (and credential scrubbing) to `v`; `base` prefixes the reported paths.
-    fn apply(&self, set: &RuleSet, v: &mut Value, base: &str, marks: &mut Vec<Mark>) {
-        for rule in &set.paths {
+    fn apply(&self, set: Pass<'_>, v: &mut Value, base: &str, marks: &mut Vec<Mark>) {
+        for rule in set.paths {
             let pointers: Vec<String> = rule
                 .path
                 .query_located(v)
@@ -243,7 +259,7 @@ impl Masker {
         self.walk(set, v, &mut pointer, marks);
     }
 
-    fn walk(&self, set: &RuleSet, v: &mut Value, pointer: &mut String, marks: &mut Vec<Mark>) {
+    fn walk(&self, set: Pass<'_>, v: &mut Value, pointer: &mut String, marks: &mut Vec<Mark>) {
         match v {
             Value::String(s) => {
                 let t = s.trim_start();
@@ -289,7 +305,7 @@ impl Masker {
         }
     }
 
-    fn scrub(&self, set: &RuleSet, s: &mut String, pointer: &str, marks: &mut Vec<Mark>) {
+    fn scrub(&self, set: Pass<'_>, s: &mut String, pointer: &str, marks: &mut Vec<Mark>) {
         for c in &self.credentials {
             if s.len() >= c.len() && s.contains(c.as_str()) {
                 *s = s.replace(c.as_str(), CREDENTIAL);
