@@ -224,29 +224,7 @@ async fn keygen_makes_a_key_the_gateway_uses() {
 #[test]
 fn sighup_without_a_policy_leaves_the_gateway_running() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("custody.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n{}",
-            dir.path().join("data").display(),
-            stdio_fixture("f", "")
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(custody_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    assert!(first.starts_with("custody listening on "), "{first}");
+    let (mut child, _) = serve_in(dir.path(), &stdio_fixture("f", ""));
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,33 +12,7 @@ use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
 fn start(dir: &std::path::Path, upstream: &str) -> (Child, String) {
-    let config = dir.join("custody.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n{}",
-            dir.join("data").display(),
-            http_upstream("f", upstream, "")
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(custody_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let base = first
-        .strip_prefix("custody listening on ")
-        .unwrap()
-        .to_string();
-    (child, base)
+    serve_in(dir, &http_upstream("f", upstream, ""))
 }
 
 #[tokio::test]

@@ -24,6 +24,39 @@ pub fn entries(dir: &std::path::Path) -> Vec<tlog::Entry<'static>> {
         .collect()
 }
 
+/// Runs `custody serve` in `dir` with an anonymous config holding `endpoints` (data in
+/// `dir/data`); returns the process and its base URL, once it listens.
+pub fn serve_in(dir: &std::path::Path, endpoints: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let config = dir.join("custody.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n{endpoints}",
+            dir.join("data").display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(custody_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let base = first
+        .strip_prefix("custody listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    (child, base)
+}
+
 /// The `custody` binary built for these tests.
 pub fn custody_bin() -> &'static str {
     env!("CARGO_BIN_EXE_custody")
