@@ -15,7 +15,7 @@ use custody_test_issuer::TestIssuer;
 use http::HeaderMap;
 use serde_json::json;
 
-use crate::load::{Conn, percentile};
+use crate::load::{Conn, latencies_on, percentile};
 use crate::{Proc, free_addr, spawn_self, us, wait_listening};
 
 fn config(issuer: &TestIssuer, cache: usize) -> anyhow::Result<Config> {
@@ -134,21 +134,9 @@ async fn end_to_end(issuer: &TestIssuer, token: &str, calls: usize) -> anyhow::R
     )?;
     let _gateway: Proc = spawn_self(&["gateway", config.to_str().unwrap_or_default()])?;
     wait_listening(gw_addr).await?;
-    let mut anonymous = Conn::open(gw_addr, "/mcp/bench").await?;
-    let mut authed = Conn::open_with_token(gw_addr, "/mcp/bench", token).await?;
-    for _ in 0..500 {
-        anonymous.call().await?;
-        authed.call().await?;
-    }
-    let (mut la, mut lb) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
-    while la.len() < calls {
-        for _ in 0..100.min(calls - la.len()) {
-            la.push(anonymous.call().await?);
-        }
-        for _ in 0..100.min(calls - lb.len()) {
-            lb.push(authed.call().await?);
-        }
-    }
+    let anonymous = Conn::open(gw_addr, "/mcp/bench").await?;
+    let authed = Conn::open_with_token(gw_addr, "/mcp/bench", token).await?;
+    let (mut la, mut lb) = latencies_on(anonymous, authed, 500, calls).await?;
     la.sort_unstable();
     lb.sort_unstable();
     let (a50, b50) = (percentile(&la, 0.5), percentile(&lb, 0.5));

@@ -90,8 +90,18 @@ pub async fn latencies(
     warmup: usize,
     calls: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    let mut ca = Conn::open(a.0, a.1).await?;
-    let mut cb = Conn::open(b.0, b.1).await?;
+    let ca = Conn::open(a.0, a.1).await?;
+    let cb = Conn::open(b.0, b.1).await?;
+    latencies_on(ca, cb, warmup, calls).await
+}
+
+/// As [`latencies`], on connections already open (with a token, say).
+pub async fn latencies_on(
+    mut ca: Conn,
+    mut cb: Conn,
+    warmup: usize,
+    calls: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     for _ in 0..warmup {
         ca.call().await?;
         cb.call().await?;
