@@ -52,6 +52,15 @@ fn oidc(issuer: &TestIssuer, extra: &str) -> String {
     )
 }
 
+/// A gateway accepting `issuer`'s tokens (with `extra` settings) in front of the fixture `f`.
+async fn oidc_gateway(issuer: &TestIssuer, extra: &str) -> Gateway {
+    Gateway::start(
+        "",
+        &format!("{}{}", oidc(issuer, extra), stdio_fixture("f", "")),
+    )
+    .await
+}
+
 fn github(issuer: &TestIssuer, extra: &str) -> String {
     format!(
         "[[auth.oidc]]\npreset = \"github-actions\"\nissuer = \"{}\"\naudiences = [\"custody\"]\n{extra}\n",
@@ -485,15 +494,7 @@ async fn github_actions_claims_land_in_the_log() {
 #[tokio::test]
 async fn keys_rotate_without_a_restart_and_retired_keys_stop_working() {
     let issuer = TestIssuer::start().await;
-    let gw = Gateway::start(
-        "",
-        &format!(
-            "{}{}",
-            oidc(&issuer, "jwks_min_refresh = \"1s\""),
-            stdio_fixture("f", "")
-        ),
-    )
-    .await;
+    let gw = oidc_gateway(&issuer, "jwks_min_refresh = \"1s\"").await;
     let old = issuer.token("rsa-1", &issuer.claims("old", &json!({})));
     assert_eq!(tools_list(&gw, Some(&old)).await.status, 200);
     let fetched = issuer.jwks_fetches();
@@ -520,15 +521,7 @@ async fn keys_rotate_without_a_restart_and_retired_keys_stop_working() {
 #[tokio::test]
 async fn an_unknown_kid_causes_one_fetch_for_all_callers_and_refreshes_are_rate_limited() {
     let issuer = TestIssuer::start().await;
-    let gw = Gateway::start(
-        "",
-        &format!(
-            "{}{}",
-            oidc(&issuer, "jwks_min_refresh = \"30s\""),
-            stdio_fixture("f", "")
-        ),
-    )
-    .await;
+    let gw = oidc_gateway(&issuer, "jwks_min_refresh = \"30s\"").await;
     let fetched = issuer.jwks_fetches();
     issuer.publish(Key::ec("ec-new"));
     let calls = (0..16).map(|i| {
@@ -570,11 +563,7 @@ async fn until_accepted(gw: &Gateway, token: &str, limit: Duration) -> Duration 
 async fn an_issuer_down_at_start_up_is_retried_and_calls_say_why_they_fail() {
     let issuer = TestIssuer::start().await;
     issuer.stop();
-    let gw = Gateway::start(
-        "",
-        &format!("{}{}", oidc(&issuer, ""), stdio_fixture("f", "")),
-    )
-    .await;
+    let gw = oidc_gateway(&issuer, "").await;
     let token = issuer.token("rsa-1", &issuer.claims("early", &json!({})));
     let a = tools_list(&gw, Some(&token)).await;
     assert_eq!(a.status, 503, "{a:#?}");
@@ -601,11 +590,7 @@ async fn an_issuer_down_at_start_up_is_retried_and_calls_say_why_they_fail() {
 async fn a_jwks_that_is_garbage_at_start_up_is_retried() {
     let issuer = TestIssuer::start().await;
     issuer.set_mode(Mode::Garbage);
-    let gw = Gateway::start(
-        "",
-        &format!("{}{}", oidc(&issuer, ""), stdio_fixture("f", "")),
-    )
-    .await;
+    let gw = oidc_gateway(&issuer, "").await;
     let token = issuer.token("ec-1", &issuer.claims("early", &json!({})));
     let a = tools_list(&gw, Some(&token)).await;
     assert_eq!(a.status, 503, "{a:#?}");
@@ -622,15 +607,7 @@ async fn a_jwks_that_is_garbage_at_start_up_is_retried() {
 #[tokio::test]
 async fn cached_keys_keep_verifying_while_the_issuer_is_unreachable() {
     let issuer = TestIssuer::start().await;
-    let gw = Gateway::start(
-        "",
-        &format!(
-            "{}{}",
-            oidc(&issuer, "jwks_max_age = \"1s\"\njwks_min_refresh = \"1s\""),
-            stdio_fixture("f", "")
-        ),
-    )
-    .await;
+    let gw = oidc_gateway(&issuer, "jwks_max_age = \"1s\"\njwks_min_refresh = \"1s\"").await;
     issuer.set_mode(Mode::Failing);
     // Past jwks_max_age: the background refresh fails, the keys held stay in use.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -740,11 +717,7 @@ async fn static_tokens_from_the_cli_are_accepted_and_named_in_the_log() {
 #[tokio::test]
 async fn protected_resource_metadata_tells_clients_how_to_authenticate() {
     let issuer = TestIssuer::start().await;
-    let gw = Gateway::start(
-        "",
-        &format!("{}{}", oidc(&issuer, ""), stdio_fixture("f", "")),
-    )
-    .await;
+    let gw = oidc_gateway(&issuer, "").await;
     let http = reqwest::Client::new();
     let doc: Value = http
         .get(format!(

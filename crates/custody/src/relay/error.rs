@@ -184,18 +184,15 @@ impl RelayError {
                 target,
                 endpoint,
                 policies,
-            } => Some(json!({
-                "decision": "deny", "action": action, "target": target,
-                "endpoint": endpoint, "policies": policies,
-            })),
-            RelayError::ApprovalRequired {
+            }
+            | RelayError::ApprovalRequired {
                 action,
                 target,
                 endpoint,
                 policies,
             } => Some(json!({
-                "decision": "needs_approval", "action": action, "target": target,
-                "endpoint": endpoint, "policies": policies,
+                "decision": if matches!(self, RelayError::Denied { .. }) { "deny" } else { "needs_approval" },
+                "action": action, "target": target, "endpoint": endpoint, "policies": policies,
             })),
             RelayError::Upstream { endpoint, error } => Some(json!({
                 "endpoint": endpoint,
