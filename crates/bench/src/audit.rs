@@ -40,6 +40,7 @@ pub fn draft(size: usize, n: u64) -> Draft {
         request: None,
         detail: String::new(),
         message: Bytes::from(message),
+        mark: None,
     }
 }
 

@@ -28,6 +28,7 @@ pub use tlog::entry::{Direction, Kind};
 use tlog::{Hash, Signer, Verifier};
 
 use crate::config::{AuditConfig, Durability};
+pub use crate::store::Mark;
 use crate::store::{LogReader, SqliteReader, SqliteStore, Store, StoreError, StoredCheckpoint};
 
 /// The caller of entries made for a call without a token (where `auth.anonymous` allows it).
@@ -75,6 +76,8 @@ pub struct Draft {
     /// A JSON object, kind-specific.
     pub detail: String,
     pub message: Bytes,
+    /// Whether this entry opens or closes a pending approval (committed with it).
+    pub mark: Option<Mark>,
 }
 
 impl Draft {
@@ -93,6 +96,7 @@ impl Draft {
             request: None,
             detail,
             message: Bytes::new(),
+            mark: None,
         }
     }
 
@@ -160,6 +164,20 @@ pub struct Opened {
     pub audit: Arc<Audit>,
     pub key_created: bool,
     pub entries: u64,
+    /// Approvals a previous run left pending (it stopped while calls waited).
+    pub pending_approvals: Vec<Unfinished>,
+}
+
+/// An approval whose `approval_requested` entry is in the log and whose end is not.
+#[derive(Debug, Clone)]
+pub struct Unfinished {
+    pub id: String,
+    /// The `approval_requested` entry.
+    pub entry: u64,
+    pub endpoint: String,
+    pub session: Option<String>,
+    /// The held request's entry.
+    pub request: Option<u64>,
 }
 
 /// Why the log could not be opened.
@@ -199,6 +217,25 @@ fn check_continues(
         .map_err(|e| diverged(format!("the entries it covers changed ({e})")))
 }
 
+/// The approvals left pending in the log `reader` reads.
+fn unfinished(reader: &impl LogReader) -> Result<Vec<Unfinished>, StoreError> {
+    let mut out = Vec::new();
+    for (id, entry) in reader.pending_approvals()? {
+        let (_, data) = reader.entry(entry)?;
+        let e = tlog::Entry::decode(&data).map_err(|e| {
+            StoreError::Inconsistent(format!("entry {entry} cannot be decoded: {e}"))
+        })?;
+        out.push(Unfinished {
+            id,
+            entry,
+            endpoint: e.endpoint.to_string(),
+            session: Some(e.session.to_string()).filter(|s| !s.is_empty()),
+            request: e.request,
+        });
+    }
+    Ok(out)
+}
+
 impl Audit {
     /// Opens (or creates) the log in `data_dir` and starts its sequencer thread.
     ///
@@ -223,15 +260,15 @@ impl Audit {
         config: &AuditConfig,
     ) -> Result<Opened, OpenError> {
         let range = store.state()?;
-        let latest = match SqliteReader::open(data_dir) {
+        let (latest, pending_approvals) = match SqliteReader::open(data_dir) {
             Ok(reader) => {
                 let latest = reader.latest_checkpoint()?;
                 if let Some(cp) = &latest {
                     check_continues(&reader, cp, &signer.verifier(), range.size(), range.root())?;
                 }
-                latest
+                (latest, unfinished(&reader)?)
             }
-            Err(_) => None,
+            Err(_) => (None, Vec::new()),
         };
         let entries = range.size();
         let (head_tx, head) = watch::channel(Head {
@@ -258,6 +295,7 @@ impl Audit {
             audit,
             key_created,
             entries,
+            pending_approvals,
         })
     }
 

@@ -52,12 +52,27 @@ impl Verdict {
 pub struct Decision {
     pub verdict: Verdict,
     pub policies: Vec<String>,
+    /// For [`Verdict::NeedsApproval`]: how many distinct approvers must approve (the most any
+    /// of `policies` asks for); 0 otherwise.
+    pub min_approvals: u32,
 }
 
 impl Decision {
+    fn deny(policies: Vec<String>) -> Self {
+        Self {
+            verdict: Verdict::Deny,
+            policies,
+            min_approvals: 0,
+        }
+    }
+
     /// For the audit entry.
     pub fn to_json(&self) -> Value {
-        json!({ "decision": self.verdict.as_str(), "policies": self.policies })
+        if self.verdict == Verdict::NeedsApproval {
+            json!({ "decision": self.verdict.as_str(), "policies": self.policies, "min_approvals": self.min_approvals })
+        } else {
+            json!({ "decision": self.verdict.as_str(), "policies": self.policies })
+        }
     }
 }
 
@@ -230,33 +245,136 @@ impl Engine {
 
     /// Decides `call`. An evaluation that cannot be set up (which the schema rules out) denies.
     pub fn decide(&self, call: &Call<'_>) -> Decision {
-        let deny = Decision {
-            verdict: Verdict::Deny,
-            policies: Vec::new(),
-        };
         let action = action_of(call.method);
-        let endpoint_uid = uid("Endpoint", call.endpoint);
+        let context = vec![
+            ("method".to_string(), string(call.method)),
+            (
+                "protocol_version".to_string(),
+                string(call.protocol_version),
+            ),
+            ("client_address".to_string(), string(call.client_address)),
+        ];
+        let target = Target {
+            endpoint: call.endpoint,
+            action,
+            name: call.target,
+        };
+        let Some((response, policies)) =
+            self.evaluate(call.principal, action, &target, call.arguments, context)
+        else {
+            return Decision::deny(Vec::new());
+        };
+        let reasons: Vec<&cedar_policy::PolicyId> = response.diagnostics().reason().collect();
+        match response.decision() {
+            CedarDecision::Deny => {
+                Decision::deny(reasons.iter().map(ToString::to_string).collect())
+            }
+            CedarDecision::Allow => {
+                let approvals: Vec<(String, u32)> = reasons
+                    .iter()
+                    .filter_map(|id| {
+                        policies
+                            .loaded
+                            .approval
+                            .get(*id)
+                            .map(|n| (id.to_string(), *n))
+                    })
+                    .collect();
+                if approvals.is_empty() {
+                    Decision {
+                        verdict: Verdict::Allow,
+                        policies: reasons.iter().map(ToString::to_string).collect(),
+                        min_approvals: 0,
+                    }
+                } else {
+                    Decision {
+                        verdict: Verdict::NeedsApproval,
+                        min_approvals: approvals.iter().map(|(_, n)| *n).max().unwrap_or(1),
+                        policies: approvals.into_iter().map(|(id, _)| id).collect(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// May `approver` decide the held call? Only permits that name `Action::"approve"` grant
+    /// it (approval annotations play no part here); any applying forbid refuses it.
+    pub fn decide_approve(&self, approver: &Principal, held: &Held<'_>) -> Decision {
+        let requester = RestrictedExpression::new_record(
+            schema::BASE_ATTRIBUTES
+                .iter()
+                .map(|a| (*a).to_string())
+                .chain(self.claims.iter().cloned())
+                .map(|a| {
+                    let v = string(&Self::attribute(held.requester, &a));
+                    (a, v)
+                }),
+        );
+        let Ok(requester) = requester else {
+            return Decision::deny(Vec::new());
+        };
+        let context = vec![
+            ("requester".to_string(), requester),
+            ("method".to_string(), string(held.method)),
+        ];
+        let target = Target {
+            endpoint: held.endpoint,
+            action: action_of(held.method),
+            name: held.target,
+        };
+        let Some((response, _)) =
+            self.evaluate(approver, schema::APPROVE, &target, held.arguments, context)
+        else {
+            return Decision::deny(Vec::new());
+        };
+        let reasons = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        match response.decision() {
+            CedarDecision::Allow => Decision {
+                verdict: Verdict::Allow,
+                policies: reasons,
+                min_approvals: 0,
+            },
+            CedarDecision::Deny => Decision::deny(reasons),
+        }
+    }
+
+    /// Evaluates `action` by `principal` on `target` with the given context (to which the
+    /// arguments and the time are added). `None` when the request cannot be built.
+    fn evaluate(
+        &self,
+        principal: &Principal,
+        action: &'static str,
+        target: &Target<'_>,
+        arguments: Option<&Value>,
+        mut context: Vec<(String, RestrictedExpression)>,
+    ) -> Option<(cedar_policy::Response, Arc<Policies>)> {
+        let endpoint_uid = uid("Endpoint", target.endpoint);
         let endpoint = Entity::new(
             endpoint_uid.clone(),
-            [("name".to_string(), string(call.endpoint))]
+            [("name".to_string(), string(target.endpoint))]
                 .into_iter()
                 .collect(),
             Default::default(),
-        );
-        let target = call.target.unwrap_or("");
+        )
+        .ok()?;
+        let name = target.name.unwrap_or("");
         let resource = schema::ACTIONS
             .iter()
-            .find(|(a, _)| *a == action)
+            .find(|(a, _)| *a == target.action)
             .map(|(_, r)| *r)
             .filter(|r| *r != "Endpoint")
             .map(|kind| {
                 let key = if kind == "Resource" { "uri" } else { "name" };
-                let r_uid = uid(kind, &format!("{}/{target}", call.endpoint));
+                let r_uid = uid(kind, &format!("{}/{name}", target.endpoint));
                 let entity = Entity::new(
                     r_uid.clone(),
                     [
-                        (key.to_string(), string(target)),
-                        ("endpoint".to_string(), string(call.endpoint)),
+                        (key.to_string(), string(name)),
+                        ("endpoint".to_string(), string(target.endpoint)),
                     ]
                     .into_iter()
                     .collect(),
@@ -265,8 +383,7 @@ impl Engine {
                 (r_uid, entity)
             });
         let args_uid = uid("Arguments", "call");
-        let tags: Vec<(String, RestrictedExpression)> = call
-            .arguments
+        let tags: Vec<(String, RestrictedExpression)> = arguments
             .and_then(Value::as_object)
             .map(|m| {
                 m.iter()
@@ -280,29 +397,20 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
-        let Ok(arguments) = Entity::new_with_tags(args_uid.clone(), [], [], tags) else {
-            return deny;
-        };
-        let (Some(principal), Ok(endpoint)) = (self.principal_entity(call.principal), endpoint)
-        else {
-            return deny;
-        };
-        let principal_uid = principal.uid();
-        let mut entities = vec![principal, endpoint, arguments];
+        let arguments_entity = Entity::new_with_tags(args_uid.clone(), [], [], tags).ok()?;
+        let principal_entity = self.principal_entity(principal)?;
+        let principal_uid = principal_entity.uid();
+        let mut entities = vec![principal_entity, endpoint, arguments_entity];
         let resource_uid = match resource {
-            Some((r_uid, Ok(entity))) => {
-                entities.push(entity);
+            Some((r_uid, entity)) => {
+                entities.push(entity.ok()?);
                 r_uid
             }
-            Some((_, Err(_))) => return deny,
             None => endpoint_uid,
         };
         entities.extend(self.action_entities.iter().cloned());
-        let Ok(entities) = Entities::from_entities(entities, None) else {
-            return deny;
-        };
-        let context = Context::from_pairs([
-            ("method".to_string(), string(call.method)),
+        let entities = Entities::from_entities(entities, None).ok()?;
+        context.extend([
             (
                 "arguments".to_string(),
                 RestrictedExpression::new_entity_uid(args_uid),
@@ -310,76 +418,60 @@ impl Engine {
             (
                 "arguments_json".to_string(),
                 string(
-                    &call
-                        .arguments
+                    &arguments
                         .map(Value::to_string)
                         .unwrap_or_else(|| "{}".into()),
                 ),
             ),
             (
-                "protocol_version".to_string(),
-                string(call.protocol_version),
-            ),
-            ("client_address".to_string(), string(call.client_address)),
-            (
                 "time".to_string(),
                 RestrictedExpression::new_long(unix_now()),
             ),
         ]);
-        let Ok(context) = context else {
-            return deny;
-        };
-        let Ok(request) = Request::new(
+        let context = Context::from_pairs(context).ok()?;
+        let request = Request::new(
             principal_uid,
             uid("Action", action),
             resource_uid,
             context,
             None,
-        ) else {
-            return deny;
-        };
+        )
+        .ok()?;
         let policies = self.current();
         let values = policies
             .slicer
             .attributes()
             .iter()
-            .map(|a| Self::attribute(call.principal, a))
+            .map(|a| Self::attribute(principal, a))
             .collect();
         let slice = policies.slicer.slice(action, values);
         let response = self.authorizer.is_authorized(&request, &slice, &entities);
         for e in response.diagnostics().errors() {
             tracing::debug!(
-                endpoint = call.endpoint,
-                method = call.method,
+                endpoint = target.endpoint,
+                action,
                 "policy evaluation error: {e}"
             );
         }
-        let reasons: Vec<&cedar_policy::PolicyId> = response.diagnostics().reason().collect();
-        match response.decision() {
-            CedarDecision::Deny => Decision {
-                verdict: Verdict::Deny,
-                policies: reasons.iter().map(ToString::to_string).collect(),
-            },
-            CedarDecision::Allow => {
-                let approvals: Vec<String> = reasons
-                    .iter()
-                    .filter(|id| policies.loaded.approval.contains(**id))
-                    .map(ToString::to_string)
-                    .collect();
-                if approvals.is_empty() {
-                    Decision {
-                        verdict: Verdict::Allow,
-                        policies: reasons.iter().map(ToString::to_string).collect(),
-                    }
-                } else {
-                    Decision {
-                        verdict: Verdict::NeedsApproval,
-                        policies: approvals,
-                    }
-                }
-            }
-        }
+        Some((response, policies))
     }
+}
+
+/// What a request acts on: the endpoint, and the tool, resource or prompt the action names.
+struct Target<'a> {
+    endpoint: &'a str,
+    /// The action whose resource type the target is (`tools/call`: a `Tool`).
+    action: &'static str,
+    name: Option<&'a str>,
+}
+
+/// A call held for approval, as the `approve` action sees it.
+pub struct Held<'a> {
+    pub requester: &'a Principal,
+    pub endpoint: &'a str,
+    pub method: &'a str,
+    pub target: Option<&'a str>,
+    pub arguments: Option<&'a Value>,
 }
 
 /// Reads the policy files (and the built-in text).

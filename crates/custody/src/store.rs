@@ -48,6 +48,19 @@ impl StoreError {
 pub struct Row {
     pub leaf: Hash,
     pub data: Vec<u8>,
+    /// Whether the entry opens or closes a pending approval.
+    pub mark: Option<Mark>,
+}
+
+/// What an entry does to the set of pending approvals, committed with the entry itself so that
+/// a restart finds exactly the approvals whose `approval_requested` entry is durable and whose
+/// end is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    /// The approval with this id is pending from this entry on.
+    Open(String),
+    /// The approval with this id is over.
+    Close(String),
 }
 
 /// A signed checkpoint as stored.
@@ -104,6 +117,12 @@ pub trait LogReader {
     /// # Errors
     /// [`StoreError::NotFound`] for an index not in the log.
     fn entry(&self, index: u64) -> Result<(Hash, Vec<u8>), StoreError>;
+    /// The approvals still pending (opened and not closed), with the index of the entry that
+    /// opened each, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn pending_approvals(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Calls `f` with every entry in index order, stopping at its first error.
     ///
     /// # Errors

@@ -221,6 +221,16 @@ impl LogCheck {
                 }
                 self.answered.insert(r);
             }
+            kind if kind.is_approval() => {
+                if let Some(r) = e.request
+                    && r >= i
+                {
+                    return Err(problem(
+                        i,
+                        format!("it is about request {r}, which is not earlier in the log"),
+                    ));
+                }
+            }
             _ => {}
         }
         Ok(())

@@ -51,6 +51,20 @@ pub enum Kind {
     Heartbeat = 12,
     /// A request refused for its credentials.
     AuthFailure = 13,
+    /// A call policy holds for a person's approval; `request` names the held request.
+    ApprovalRequested = 14,
+    /// An approver approved a held call (one vote; `detail` says whether it released the call).
+    ApprovalGranted = 15,
+    /// An approver denied a held call.
+    ApprovalDenied = 16,
+    /// Nobody decided before the approval's expiry.
+    ApprovalExpired = 17,
+    /// The client went away or cancelled while its call waited.
+    ApprovalCancelled = 18,
+    /// The gateway stopped (or restarted) while a call waited.
+    ApprovalAbandoned = 19,
+    /// A notification (webhook) about an approval could not be delivered.
+    NotificationFailed = 20,
 }
 
 impl Kind {
@@ -70,6 +84,13 @@ impl Kind {
             11 => KeyChanged,
             12 => Heartbeat,
             13 => AuthFailure,
+            14 => ApprovalRequested,
+            15 => ApprovalGranted,
+            16 => ApprovalDenied,
+            17 => ApprovalExpired,
+            18 => ApprovalCancelled,
+            19 => ApprovalAbandoned,
+            20 => NotificationFailed,
             _ => return None,
         })
     }
@@ -90,12 +111,33 @@ impl Kind {
             KeyChanged => "key_changed",
             Heartbeat => "heartbeat",
             AuthFailure => "auth_failure",
+            ApprovalRequested => "approval_requested",
+            ApprovalGranted => "approval_granted",
+            ApprovalDenied => "approval_denied",
+            ApprovalExpired => "approval_expired",
+            ApprovalCancelled => "approval_cancelled",
+            ApprovalAbandoned => "approval_abandoned",
+            NotificationFailed => "notification_failed",
         }
     }
 
     /// Does this kind answer a request (and so name the request's index)?
     pub fn answers(self) -> bool {
         matches!(self, Kind::Response | Kind::Error)
+    }
+
+    /// Is this an event in the life of a held call (and so names the held request's index)?
+    pub fn is_approval(self) -> bool {
+        matches!(
+            self,
+            Kind::ApprovalRequested
+                | Kind::ApprovalGranted
+                | Kind::ApprovalDenied
+                | Kind::ApprovalExpired
+                | Kind::ApprovalCancelled
+                | Kind::ApprovalAbandoned
+                | Kind::NotificationFailed
+        )
     }
 }
 

@@ -152,7 +152,11 @@ fn commit<S: Store>(
                 nodes.push(n);
             }
         });
-        rows.push(Row { leaf, data });
+        rows.push(Row {
+            leaf,
+            data,
+            mark: draft.mark.clone(),
+        });
     }
     // 3. One transaction, one fsync.
     match store.append(first, &rows, &nodes, &next) {

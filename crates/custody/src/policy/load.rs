@@ -1,7 +1,7 @@
 //! Reading policy files: parse, name every policy, check annotations, validate against the
 //! schema. Every problem is reported as `file:line:col: what`, all of them at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 
 use cedar_policy::{Effect, PolicyId, PolicySet, Schema, ValidationMode, Validator};
@@ -50,11 +50,15 @@ impl fmt::Display for PolicyErrors {
 
 impl std::error::Error for PolicyErrors {}
 
+/// The most distinct approvers a policy can ask for.
+pub const MAX_APPROVERS: u32 = 10;
+
 /// A validated policy set.
 pub struct Loaded {
     pub set: PolicySet,
-    /// Permit policies annotated `@approval("required")`.
-    pub approval: HashSet<PolicyId>,
+    /// Permit policies annotated `@approval("required")`, with how many distinct approvers
+    /// each needs (`@min_approvals("N")`, default 1).
+    pub approval: HashMap<PolicyId, u32>,
     /// SHA-256 over the files' names and texts, hex: identifies the set in the audit log.
     pub hash: String,
     pub files: Vec<String>,
@@ -92,7 +96,7 @@ fn from_diagnostic(file: &str, text: &str, d: &dyn Diagnostic, message: String) 
 pub fn load(sources: &[Source], schema: &Schema) -> Result<Loaded, PolicyErrors> {
     let mut errors = Vec::new();
     let mut set = PolicySet::new();
-    let mut approval = HashSet::new();
+    let mut approval = HashMap::new();
     // Where each policy is: its file and byte offset, for validation errors.
     let mut origin: HashMap<PolicyId, (usize, usize)> = HashMap::new();
     let mut hasher = Sha256::new();
@@ -153,10 +157,30 @@ pub fn load(sources: &[Source], schema: &Schema) -> Result<Loaded, PolicyErrors>
                 None => format!("{}:{line}", source.name),
             };
             let id = PolicyId::new(id);
+            let min_approvals = match policy.annotation("min_approvals") {
+                None => Some(1),
+                Some(n) => match n.parse::<u32>() {
+                    Ok(n @ 1..=MAX_APPROVERS) => Some(n),
+                    _ => {
+                        errors.push(at(format!(
+                            "@min_approvals({n:?}) must be a whole number from 1 to {MAX_APPROVERS}"
+                        )));
+                        None
+                    }
+                },
+            };
+            if policy.annotation("min_approvals").is_some()
+                && policy.annotation("approval").is_none()
+            {
+                errors.push(at(
+                    "@min_approvals only applies with @approval(\"required\") on the same policy"
+                        .into(),
+                ));
+            }
             match policy.annotation("approval") {
                 None => {}
                 Some("required") if policy.effect() == Effect::Permit => {
-                    approval.insert(id.clone());
+                    approval.insert(id.clone(), min_approvals.unwrap_or(1));
                 }
                 Some("required") => errors.push(at(
                     "@approval(\"required\") only applies to permit policies: a forbid cannot be approved".into(),
@@ -239,8 +263,42 @@ mod tests {
             ids.contains(&"a.cedar:1".to_string()) && ids.contains(&"x".to_string()),
             "{ids:?}"
         );
-        assert!(loaded.approval.contains(&PolicyId::new("x")));
+        assert_eq!(loaded.approval.get(&PolicyId::new("x")), Some(&1));
         assert_eq!(loaded.hash.len(), 64);
+        let sources = [Source {
+            name: "b.cedar".into(),
+            text: "@id(\"two\")\n@approval(\"required\")\n@min_approvals(\"2\")\npermit(principal, action, resource);\n".into(),
+        }];
+        let loaded = load(&sources, &schema()).unwrap();
+        assert_eq!(loaded.approval.get(&PolicyId::new("two")), Some(&2));
+    }
+
+    #[test]
+    fn min_approvals_must_be_a_small_count_on_an_approval_policy() {
+        for bad in ["0", "11", "two", "-1", ""] {
+            let e = errors(&[(
+                "a.cedar",
+                &format!(
+                    "@approval(\"required\")\n@min_approvals({bad:?})\npermit(principal, action, resource);\n"
+                ),
+            )]);
+            assert_eq!(
+                e,
+                [format!(
+                    "a.cedar:1:1: @min_approvals({bad:?}) must be a whole number from 1 to 10"
+                )]
+            );
+        }
+        let e = errors(&[(
+            "a.cedar",
+            "\n@min_approvals(\"2\")\npermit(principal, action, resource);\n",
+        )]);
+        assert_eq!(
+            e,
+            [
+                "a.cedar:2:1: @min_approvals only applies with @approval(\"required\") on the same policy"
+            ]
+        );
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub const ACTIONS: [(&str, &str); 7] = [
     ("prompts/list", "Endpoint"),
 ];
 
+/// The action of deciding a held call: the approver is the principal, the held call's tool,
+/// resource or prompt (or its endpoint) the resource. Only policies that name it in their action
+/// scope grant it: `permit(principal, action, resource)` makes nobody an approver.
+pub const APPROVE: &str = "approve";
+
 /// The action of every other client request (`initialize`, `ping`, `completion/complete`,
 /// `logging/setLevel`, `resources/subscribe`, ...).
 pub const OTHER: &str = "other";
@@ -53,6 +58,12 @@ pub fn text(auth: &AuthConfig) -> String {
         .map(|(a, _)| quote(a))
         .collect::<Vec<_>>()
         .join(", ");
+    let requester: String = BASE_ATTRIBUTES
+        .iter()
+        .map(|a| quote(a))
+        .chain(claim_attributes(auth).iter().map(|c| quote(c)))
+        .map(|a| format!("        {a}: String,\n"))
+        .collect();
     let mut actions = String::new();
     for (action, resource) in ACTIONS.iter().filter(|(_, r)| *r != "Endpoint") {
         actions.push_str(&format!(
@@ -92,9 +103,21 @@ type Call = {{
     "time": Long,
 }};
 
+// Deciding a held call: who asked (the requester's attributes, as a record), what they asked
+// for, and the call's arguments.
+type Approval = {{
+    "requester": {{
+{requester}    }},
+    "method": String,
+    "arguments": Arguments,
+    "arguments_json": String,
+    "time": Long,
+}};
+
 {actions}action "list";
 action {list_actions} in ["list"] appliesTo {{ principal: [Principal], resource: [Endpoint], context: Call }};
 action "{OTHER}" appliesTo {{ principal: [Principal], resource: [Endpoint], context: Call }};
+action "{APPROVE}" appliesTo {{ principal: [Principal], resource: [Tool, Resource, Prompt, Endpoint], context: Approval }};
 "#
     )
 }
@@ -116,6 +139,7 @@ mod tests {
         for (a, _) in ACTIONS {
             assert!(actions.iter().any(|x| x.contains(a)), "{a} in {actions:?}");
         }
+        assert!(actions.iter().any(|x| x.contains(APPROVE)), "{actions:?}");
         assert!(text.contains("\"repository\": String"));
         assert!(text.contains("\"project_path\": String"));
     }

@@ -40,7 +40,7 @@ fn expand(name: &str) -> Vec<&'static str> {
     schema::ACTIONS
         .iter()
         .map(|(a, _)| *a)
-        .chain([schema::OTHER])
+        .chain([schema::OTHER, schema::APPROVE])
         .filter(|a| *a == name)
         .collect()
 }
@@ -154,6 +154,14 @@ impl Slicer {
         let mut set = PolicySet::new();
         for (policy, needs) in &self.policies {
             if needs.actions.as_ref().is_some_and(|a| !a.contains(action)) {
+                continue;
+            }
+            // Approving is granted only by a permit that names the action; a forbid of every
+            // action still applies.
+            if action == schema::APPROVE
+                && needs.actions.is_none()
+                && policy.effect() == cedar_policy::Effect::Permit
+            {
                 continue;
             }
             if needs

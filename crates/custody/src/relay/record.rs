@@ -85,6 +85,7 @@ impl Scope {
             request: None,
             detail: String::new(),
             message: bytes::Bytes::new(),
+            mark: None,
         }
     }
 

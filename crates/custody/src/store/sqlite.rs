@@ -8,7 +8,7 @@ use tlog::compact::Node;
 use tlog::proof::HashStore;
 use tlog::{CompactRange, Hash, node_hash};
 
-use super::{LogReader, NODE_LEVEL, Row, Store, StoreError, StoredCheckpoint};
+use super::{LogReader, Mark, NODE_LEVEL, Row, Store, StoreError, StoredCheckpoint};
 use crate::config::Durability;
 
 pub(super) const FILE: &str = "log.sqlite";
@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     size      INTEGER PRIMARY KEY,
     note      TEXT NOT NULL,
     signed_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending_approvals (
+    id    TEXT PRIMARY KEY,
+    entry INTEGER NOT NULL
 );
 ";
 
@@ -115,6 +119,23 @@ impl Store for SqliteStore {
             for n in nodes {
                 node.execute(params![n.level, i64_of(n.index), &n.hash.0[..]])
                     .map_err(StoreError::sql("insert a tree node"))?;
+            }
+            for (k, row) in rows.iter().enumerate() {
+                match &row.mark {
+                    None => {}
+                    Some(Mark::Open(id)) => {
+                        tx.prepare_cached(
+                            "INSERT INTO pending_approvals (id, entry) VALUES (?1, ?2)",
+                        )
+                        .and_then(|mut s| s.execute(params![id, i64_of(first + k as u64)]))
+                        .map_err(StoreError::sql("record a pending approval"))?;
+                    }
+                    Some(Mark::Close(id)) => {
+                        tx.prepare_cached("DELETE FROM pending_approvals WHERE id = ?1")
+                            .and_then(|mut s| s.execute(params![id]))
+                            .map_err(StoreError::sql("close a pending approval"))?;
+                    }
+                }
             }
         }
         // The tree state needs no row of its own: the perfect subtrees it consists of are the
@@ -269,6 +290,21 @@ impl LogReader for SqliteReader {
             .map_err(StoreError::sql("read an entry"))?;
         let (leaf, data) = row.ok_or(StoreError::NotFound(index))?;
         Ok((hash_of(&leaf)?, data))
+    }
+
+    fn pending_approvals(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, entry FROM pending_approvals ORDER BY entry")
+            .map_err(StoreError::sql("prepare the pending approvals query"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(StoreError::sql("read the pending approvals"))?;
+        rows.map(|r| {
+            r.map(|(id, entry)| (id, u64::try_from(entry).unwrap_or(0)))
+                .map_err(StoreError::sql("read a pending approval"))
+        })
+        .collect()
     }
 
     fn for_each_entry<E: From<StoreError>>(
