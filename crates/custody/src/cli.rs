@@ -1,6 +1,7 @@
 //! The `custody` command. Errors here are `anyhow` and end the process with a message and a
 //! non-zero status; everything below reports typed errors.
 
+mod approvals;
 mod demo;
 mod keys;
 mod log;
@@ -51,6 +52,56 @@ enum TokenCommand {
     Create {
         /// The principal's name, as it appears in the audit log (e.g. `alice`, `nightly-job`).
         name: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ApprovalsArgs {
+    /// The gateway's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTODY_GATEWAY",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    gateway: String,
+    /// The approver's bearer token (an OIDC token or a static token).
+    #[arg(long, global = true, env = "CUSTODY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the token from this file instead.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: ApprovalsCommand,
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Calls waiting for approval that you may decide (or asked for).
+    List {
+        /// Include recently finished approvals.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One approval: the call, who asked, its arguments as the log stores them, the votes.
+    Show { id: String },
+    /// Approve a held call; with enough approvals it is released.
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Approve only if the call's arguments have this SHA-256 (from `show`).
+        #[arg(long)]
+        digest: Option<String>,
+    },
+    /// Deny a held call; the pipeline's job gets your name and reason.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -177,6 +228,8 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// List, inspect, approve and deny calls held for approval (through a running gateway).
+    Approvals(ApprovalsArgs),
     /// Static bearer tokens for local use and for people without an identity provider.
     Token {
         #[command(subcommand)]
@@ -290,6 +343,21 @@ pub fn main() -> ExitCode {
                 Err(e) => Err(e),
             },
         },
+        Command::Approvals(args) => (|| {
+            let target = approvals::Target {
+                gateway: args.gateway,
+                token: approvals::token(args.token, args.token_file.as_deref())?,
+            };
+            let action = match args.command {
+                ApprovalsCommand::List { all } => approvals::Action::List { all },
+                ApprovalsCommand::Show { id } => approvals::Action::Show { id },
+                ApprovalsCommand::Approve { id, reason, digest } => {
+                    approvals::Action::Approve { id, reason, digest }
+                }
+                ApprovalsCommand::Deny { id, reason } => approvals::Action::Deny { id, reason },
+            };
+            runtime(1)?.block_on(approvals::run(&target, action, args.json))
+        })(),
         Command::Token {
             command: TokenCommand::Create { name },
         } => token::create(&name),

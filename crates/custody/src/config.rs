@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
-use raw::{RawAudit, RawConfig, RawEndpoint, RawPolicy, RawServer, RawUpstream};
+use raw::{
+    RawApprovals, RawAudit, RawConfig, RawEndpoint, RawPolicy, RawServer, RawUpstream, RawWebhook,
+};
 
 /// A configuration error: where it is and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub auth: AuthConfig,
     pub policy: PolicyConfig,
+    pub approvals: ApprovalsConfig,
     /// The masking key's file.
     pub mask_key_file: PathBuf,
     pub endpoints: Vec<EndpointConfig>,
@@ -70,6 +73,9 @@ permit(principal, action == Action::"tools/call", resource)
 when { resource.name == "deploy" };
 "#;
 
+/// The embedded default's approver: `custody serve` gives it a token of its own.
+pub const EMBEDDED_APPROVER: &str = "approver";
+
 /// Where the access policy comes from.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyConfig {
@@ -86,6 +92,64 @@ impl PolicyConfig {
     /// Is any policy configured (so calls are denied unless permitted)?
     pub fn is_enabled(&self) -> bool {
         !self.files.is_empty() || self.builtin.is_some()
+    }
+}
+
+/// `[approvals]`, validated.
+#[derive(Debug, Clone)]
+pub struct ApprovalsConfig {
+    pub timeout: Duration,
+    pub keepalive: Duration,
+    /// Principal names that may approve any held call.
+    pub approvers: Vec<String>,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            keepalive: Duration::from_secs(15),
+            approvers: Vec::new(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// The payload a webhook gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    Json,
+    Slack,
+}
+
+/// One `[[approvals.webhooks]]`.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: Uri,
+    pub format: WebhookFormat,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub attempts: u32,
+}
+
+impl WebhookConfig {
+    /// How the webhook is named in logs: its host, never its path (which can be a secret).
+    pub fn label(&self) -> String {
+        format!(
+            "{}://{}",
+            self.url.scheme_str().unwrap_or("https"),
+            self.url.authority().map_or("?", |a| a.host())
+        )
+    }
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.label())
+            .field("format", &self.format)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -281,6 +345,10 @@ impl Config {
                 builtin: Some(EMBEDDED_POLICY),
                 watch: false,
             },
+            approvals: ApprovalsConfig {
+                approvers: vec![EMBEDDED_APPROVER.into()],
+                ..ApprovalsConfig::default()
+            },
             mask_key_file: PathBuf::from(DEFAULT_DATA_DIR).join("mask.key"),
             endpoints: vec![EndpointConfig {
                 mask_client: crate::mask::RuleSet::default(),
@@ -368,6 +436,92 @@ impl Resolver<'_> {
         })
     }
 
+    fn approvals(&self, raw: RawApprovals) -> Result<ApprovalsConfig, ConfigError> {
+        let defaults = ApprovalsConfig::default();
+        let timeout = raw.timeout.unwrap_or(defaults.timeout);
+        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(7 * 24 * 3600) {
+            return Err(self.err(
+                "approvals.timeout",
+                "must be between 1s and 7 days (a held call keeps its connection open that long)",
+            ));
+        }
+        let keepalive = raw.keepalive.unwrap_or(defaults.keepalive);
+        if keepalive < Duration::from_millis(100) || keepalive > Duration::from_secs(300) {
+            return Err(self.err(
+                "approvals.keepalive",
+                "must be between 100ms and 5m (proxies close connections that stay silent longer)",
+            ));
+        }
+        for (i, a) in raw.approvers.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(self.err(
+                    &format!("approvals.approvers.{i}"),
+                    "an approver's name must not be empty",
+                ));
+            }
+        }
+        let webhooks = raw
+            .webhooks
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| self.webhook(i, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ApprovalsConfig {
+            timeout,
+            keepalive,
+            approvers: raw.approvers,
+            webhooks,
+        })
+    }
+
+    fn webhook(&self, i: usize, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+        let key = format!("approvals.webhooks.{i}");
+        // The URL is a secret: errors name the key, never the value.
+        if !auth::is_fetchable(&raw.url) {
+            return Err(self.err(
+                &format!("{key}.url"),
+                "must be an https:// URL (http:// only to this machine): approval details must not cross the network in the clear",
+            ));
+        }
+        let url: Uri = raw
+            .url
+            .parse()
+            .map_err(|_| self.err(&format!("{key}.url"), "is not a URL"))?;
+        let format = match raw.format.as_deref() {
+            None | Some("json") => WebhookFormat::Json,
+            Some("slack") => WebhookFormat::Slack,
+            Some(other) => {
+                return Err(self.err(
+                    &format!("{key}.format"),
+                    format!("{other:?} is not a webhook format; use \"json\" or \"slack\""),
+                ));
+            }
+        };
+        let attempts = raw.attempts.unwrap_or(5);
+        if !(1..=20).contains(&attempts) {
+            return Err(self.err(&format!("{key}.attempts"), "must be between 1 and 20"));
+        }
+        let headers = raw
+            .headers
+            .into_iter()
+            .map(|(k, v)| {
+                let hkey = format!("{key}.headers.{k}");
+                let name = HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| self.err(&hkey, format!("{k:?} is not a header name")))?;
+                let value = HeaderValue::from_str(&v).map_err(|_| {
+                    self.err(&hkey, "the value has characters not allowed in a header")
+                })?;
+                Ok((name, value))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(WebhookConfig {
+            url,
+            format,
+            headers,
+            attempts,
+        })
+    }
+
     fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.into(),
@@ -393,6 +547,7 @@ impl Resolver<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let auth = self.auth(raw.auth)?;
         let policy = self.policy(raw.policy)?;
+        let approvals = self.approvals(raw.approvals)?;
         let mask_key_file = raw
             .masking
             .key_file
@@ -402,6 +557,7 @@ impl Resolver<'_> {
             audit,
             auth,
             policy,
+            approvals,
             mask_key_file,
             endpoints,
         })

@@ -3,6 +3,7 @@
 //! them, and every [`Outcome`] becomes a response here.
 
 mod api;
+mod approvals;
 mod guard;
 mod metadata;
 
@@ -158,6 +159,9 @@ pub async fn start_with(
         ))
         .await
         .map_err(StartError::Record)?;
+    crate::approval::Approvals::abandon_unfinished(&audit, &opened.pending_approvals)
+        .await
+        .map_err(StartError::Record)?;
     audit.checkpoint().await.map_err(StartError::Record)?;
     let mask_key = MaskKey::load(&config.mask_key_file, true)?;
     let relay = Relay::new(
@@ -197,6 +201,9 @@ pub async fn start_with(
         .route("/api/v1/log/checkpoint", get(api::checkpoint))
         .route("/api/v1/log/proof", get(api::proof))
         .route("/api/v1/log/key", get(api::key))
+        .route("/api/v1/approvals", get(approvals::list))
+        .route("/api/v1/approvals/{id}", get(approvals::show))
+        .route("/api/v1/approvals/{id}/{verb}", post(approvals::decide))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod identity;
 pub mod mask;
 pub mod mcp;
+pub mod net;
 pub mod policy;
 pub mod relay;
 pub mod store;

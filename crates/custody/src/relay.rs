@@ -13,6 +13,7 @@
 //! cache's, held for a map operation.
 
 mod error;
+mod hold;
 mod record;
 mod reply;
 mod session;
@@ -33,6 +34,7 @@ use record::Scope;
 use reply::{Ctx, ListFilter, Watch, render, render_first};
 pub use session::{Session, SessionUpstream, Sessions};
 
+use crate::approval::Approvals;
 use crate::audit::{Appended, Audit, Kind as EntryKind};
 use crate::config::{Config, UpstreamConfig};
 use crate::identity::{Principal, Refused};
@@ -184,6 +186,8 @@ pub struct Relay {
     pub audit: Arc<Audit>,
     /// The access policy; `None` when none is configured.
     pub policy: Option<Arc<Engine>>,
+    /// Calls held for approval.
+    pub approvals: Arc<Approvals>,
     session_idle: Duration,
     /// Cancelled when shutdown begins: long-lived streams end.
     closing: CancellationToken,
@@ -239,6 +243,12 @@ impl Relay {
             known: names.join(", "),
             endpoints,
             limits,
+            approvals: Approvals::new(
+                &config.approvals,
+                audit.clone(),
+                policy.clone(),
+                config.server.public_url.clone(),
+            ),
             audit,
             policy,
             session_idle: config.server.session_idle_timeout,
@@ -357,6 +367,7 @@ impl Relay {
         msg: &Message,
         decision: &Decision,
         session: Option<Arc<str>>,
+        why: &'static str,
     ) -> Outcome {
         let action = policy::action_of(msg.method().unwrap_or(""));
         let target = msg.target_name().map(str::to_string);
@@ -368,6 +379,7 @@ impl Relay {
                 target,
                 endpoint,
                 policies,
+                why,
             }
         } else {
             RelayError::Denied {
@@ -443,6 +455,22 @@ impl Relay {
         }
     }
 
+    /// Records a refused credential on the gateway's own API (no endpoint).
+    pub async fn api_unauthorized(&self, refused: &Refused, http_method: &str) {
+        let nobody = Principal::anonymous();
+        let scope = Scope::new(
+            &self.audit,
+            &Arc::from(""),
+            None,
+            &nobody,
+            &Arc::new(Masker::default()),
+        );
+        let error = RelayError::Unauthorized(refused.error.clone());
+        if let Err(e) = scope.auth_failure(refused, &error, http_method).await {
+            tracing::error!("couldn't record a refused API credential: {e}");
+        }
+    }
+
     /// Records a client message before it is forwarded, with the policy decision on it.
     async fn record_client(
         &self,
@@ -459,7 +487,7 @@ impl Relay {
 
     /// A POSTed body.
     pub async fn post(
-        &self,
+        self: &Arc<Self>,
         ep: &Arc<Endpoint>,
         caller: &Caller,
         headers: &HeaderMap,
@@ -597,7 +625,9 @@ impl Relay {
             .to_string();
         let decision = self.authorize(ep, caller, &msg, &requested);
         if let Some(d) = decision.as_ref().filter(|d| d.verdict != Verdict::Allow) {
-            return self.deny(ep, caller, &msg, d, None).await;
+            return self
+                .deny(ep, caller, &msg, d, None, "initialize cannot wait for one")
+                .await;
         }
         // The session id exists before the handshake so that both of its entries carry it; the
         // session itself exists only if the upstream accepts.
@@ -717,7 +747,7 @@ impl Relay {
     }
 
     async fn session_post(
-        &self,
+        self: &Arc<Self>,
         ep: &Arc<Endpoint>,
         caller: &Caller,
         session: Arc<Session>,
@@ -763,12 +793,38 @@ impl Relay {
             .iter()
             .map(|m| self.authorize(ep, caller, m, &version))
             .collect();
-        if let Some((m, d)) = messages.iter().zip(&decisions).find_map(|(m, d)| {
-            d.as_ref()
-                .filter(|d| d.verdict != Verdict::Allow)
-                .map(|d| (m, d))
-        }) {
-            return self.deny(ep, caller, m, d, Some(session.id.clone())).await;
+        let refused = |verdict: Verdict| {
+            messages
+                .iter()
+                .zip(&decisions)
+                .find_map(|(m, d)| d.as_ref().filter(|d| d.verdict == verdict).map(|d| (m, d)))
+        };
+        if let Some((m, d)) = refused(Verdict::Deny) {
+            return self
+                .deny(ep, caller, m, d, Some(session.id.clone()), "")
+                .await;
+        }
+        if is_batch && let Some((m, d)) = refused(Verdict::NeedsApproval) {
+            return self
+                .deny(
+                    ep,
+                    caller,
+                    m,
+                    d,
+                    Some(session.id.clone()),
+                    "a call that needs approval must be sent on its own, not in a JSON-RPC batch",
+                )
+                .await;
+        }
+        // A client cancelling a call it is waiting on ends that call's approval.
+        for m in &messages {
+            if m.method() == Some("notifications/cancelled")
+                && let Some(rid) = m.params().and_then(|p| p.get("requestId"))
+            {
+                self.approvals
+                    .cancel_request(&ep.name, &session.id, &rid.to_string())
+                    .await;
+            }
         }
         let filter = self.list_filter(caller, &messages.iter().collect::<Vec<_>>(), &version);
         // Write-ahead: every message is recorded before any is forwarded.
@@ -783,6 +839,72 @@ impl Relay {
                 Err(e) => return error_outcome(e, single_id, Some(session.id.clone())),
             }
         }
+        if let Some(d) = decisions
+            .first()
+            .and_then(Option::as_ref)
+            .filter(|d| d.verdict == Verdict::NeedsApproval)
+            && let [(_, recorded)] = requests[..]
+        {
+            let (ep2, session2, headers) = (ep.clone(), session.clone(), headers.clone());
+            let msg = messages
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| unreachable!());
+            return self
+                .hold(
+                    ep,
+                    caller,
+                    scope,
+                    Some(session.clone()),
+                    msg,
+                    d,
+                    recorded,
+                    move |relay, msg, scope| async move {
+                        let requests = msg
+                            .id()
+                            .cloned()
+                            .map(|i| (i, recorded))
+                            .into_iter()
+                            .collect();
+                        let single_id = msg.id().cloned();
+                        relay
+                            .session_send(
+                                &ep2,
+                                session2,
+                                &headers,
+                                version,
+                                vec![msg],
+                                requests,
+                                scope,
+                                filter,
+                                single_id,
+                            )
+                            .await
+                    },
+                )
+                .await;
+        }
+        self.session_send(
+            ep, session, headers, version, messages, requests, scope, filter, single_id,
+        )
+        .await
+    }
+
+    /// Forwards recorded messages of a session to its upstream and renders the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn session_send(
+        &self,
+        ep: &Arc<Endpoint>,
+        session: Arc<Session>,
+        headers: &HeaderMap,
+        version: String,
+        messages: Vec<Message>,
+        requests: Vec<(Value, Appended)>,
+        scope: Scope,
+        filter: Option<ListFilter>,
+        single_id: Option<Value>,
+    ) -> Outcome {
+        let is_batch = messages.len() > 1;
         let watch = if !is_batch && messages[0].method() == Some("tools/list") {
             Watch::ToolsList
         } else {
@@ -887,7 +1009,7 @@ impl Relay {
     }
 
     async fn stateless_post(
-        &self,
+        self: &Arc<Self>,
         ep: &Arc<Endpoint>,
         caller: &Caller,
         headers: &HeaderMap,
@@ -912,8 +1034,8 @@ impl Relay {
             .or_else(|| msg.meta_protocol_version().map(str::to_string))
             .unwrap_or_default();
         let decision = self.authorize(ep, caller, &msg, &version);
-        if let Some(d) = decision.as_ref().filter(|d| d.verdict != Verdict::Allow) {
-            return self.deny(ep, caller, &msg, d, None).await;
+        if let Some(d) = decision.as_ref().filter(|d| d.verdict == Verdict::Deny) {
+            return self.deny(ep, caller, &msg, d, None, "").await;
         }
         let filter = self.list_filter(caller, &[&msg], &version);
         let scope = self.scope(ep, None, &caller.principal);
@@ -921,6 +1043,51 @@ impl Relay {
             Ok(a) => a,
             Err(e) => return error_outcome(e, id, None),
         };
+        if let Some(d) = decision.filter(|d| d.verdict == Verdict::NeedsApproval) {
+            // A granted list is filtered like any other.
+            let (ep2, headers) = (ep.clone(), headers.clone());
+            return self
+                .hold(
+                    ep,
+                    caller,
+                    scope,
+                    None,
+                    msg,
+                    &d,
+                    recorded,
+                    move |relay, msg, scope| async move {
+                        relay
+                            .stateless_send(
+                                &ep2,
+                                &headers,
+                                version_header,
+                                msg,
+                                recorded,
+                                scope,
+                                filter,
+                            )
+                            .await
+                    },
+                )
+                .await;
+        }
+        self.stateless_send(ep, headers, version_header, msg, recorded, scope, filter)
+            .await
+    }
+
+    /// Forwards a recorded stateless message to the upstream and renders the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn stateless_send(
+        &self,
+        ep: &Arc<Endpoint>,
+        headers: &HeaderMap,
+        version_header: Option<String>,
+        msg: Message,
+        recorded: Appended,
+        scope: Scope,
+        filter: Option<ListFilter>,
+    ) -> Outcome {
+        let id = msg.id().cloned();
         let requests: Vec<(Value, Appended)> = id
             .clone()
             .filter(|_| msg.is_request())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_default_serves_the_demo_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(custody_bin())
@@ -47,6 +47,16 @@ async fn embedded_default_serves_the_demo_and_stops_on_sigterm() {
         .unwrap_or_else(|| panic!("no dev token: {token_line}"))
         .to_string();
     assert!(token.starts_with("cst_"), "{token_line}");
+    let approver_line = lines.next().unwrap().unwrap();
+    let approver = approver_line
+        .trim()
+        .strip_prefix("approver token")
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no approver token: {approver_line}"));
+    assert!(
+        approver.starts_with("cst_") && approver != token,
+        "{approver_line}"
+    );
     let endpoint_line = lines.next().unwrap().unwrap();
     assert!(endpoint_line.contains("/mcp/demo"), "{endpoint_line}");
 
@@ -81,17 +91,61 @@ async fn embedded_default_serves_the_demo_and_stops_on_sigterm() {
         "{a:#?}"
     );
 
-    // The embedded demo policy permits everything but holds `deploy` for an approval.
-    let held = s
-        .call(
-            "tools/call",
-            json!({"name": "deploy", "arguments": {"service": "api", "version": "1.0.0", "environment": "staging"}}),
+    // The embedded demo policy permits everything but holds `deploy` for an approval, which
+    // the approver token gives through the CLI while the call waits.
+    let held = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.call(
+                "tools/call",
+                json!({"name": "deploy", "arguments": {"service": "api", "version": "1.0.0", "environment": "staging"}}),
+            )
+            .await
+        })
+    };
+    let approvals = |args: &[&str]| {
+        let out = Command::new(custody_bin())
+            .arg("approvals")
+            .args(args)
+            .args(["--gateway", &base])
+            .env("CUSTODY_TOKEN", approver)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
         )
-        .await;
-    assert_eq!(held.error_code(), -32031, "{held:#?}");
+    };
+    let started = Instant::now();
+    let id = loop {
+        let (ok, out, err) = approvals(&["list", "--json"]);
+        assert!(ok, "{err}");
+        let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if let Some(a) = listed["approvals"].as_array().and_then(|a| a.first()) {
+            assert_eq!(a["target"], "deploy", "{a}");
+            assert_eq!(a["requester"]["name"], "dev", "{a}");
+            assert_eq!(a["policies"], json!(["demo-deploy-needs-approval"]), "{a}");
+            break a["id"].as_str().unwrap().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "nothing held");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (ok, out, err) = approvals(&["show", &id]);
     assert!(
-        held.error_message().contains("demo-deploy-needs-approval"),
-        "{held:#?}"
+        ok && out.contains("deploy") && out.contains("\"environment\": \"staging\""),
+        "{out}{err}"
+    );
+    let (ok, out, err) = approvals(&["approve", &id, "--reason", "release 1.0.0"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("released"), "{out}");
+    let released = held.await.unwrap();
+    assert!(
+        released.response()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("deployed api 1.0.0 to staging"),
+        "{released:#?}"
     );
 
     let data = dir.path().join("custody-data");

@@ -72,6 +72,7 @@ async fn setup(policies: &str) -> Setup {
             "[[auth.oidc]]\npreset = \"github-actions\"\nissuer = \"{}\"\naudiences = [\"custody\"]\n\
              [[auth.oidc]]\npreset = \"gitlab\"\nissuer = \"{}\"\naudiences = [\"custody\"]\n\
              [policy]\nfiles = [\"{}\"]\n\
+             [approvals]\ntimeout = \"1s\"\n\
              [endpoints.demo.upstream]\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"demo-server\"]\n",
             github.url,
             gitlab.url,
@@ -303,11 +304,19 @@ async fn each_action_and_principal_is_decided_by_the_policies() {
                 }
                 assert_eq!(r["error"]["data"]["policies"], json!(policies), "{name}");
             }
-            Want::Approval(policies) => {
-                assert_eq!(r["error"]["code"], -32031, "{name}: {a:#?}");
+            Want::Approval(_) => {
+                // Held, and with nobody to approve it here, expired (approvals.timeout = 1s).
+                assert!(
+                    a.is_sse(),
+                    "{name}: a held call answers on a stream: {a:#?}"
+                );
+                assert_eq!(r["error"]["code"], -32033, "{name}: {a:#?}");
                 let msg = r["error"]["message"].as_str().unwrap();
-                assert!(msg.starts_with("approval required: "), "{name}: {msg}");
-                assert_eq!(r["error"]["data"]["policies"], json!(policies), "{name}");
+                assert!(
+                    msg.starts_with("approval ") && msg.contains("expired"),
+                    "{name}: {msg}"
+                );
+                assert!(r["error"]["data"]["approval"].is_string(), "{name}: {a:#?}");
             }
         }
     }
@@ -331,6 +340,9 @@ async fn each_action_and_principal_is_decided_by_the_policies() {
             Want::Approval(_) => "needs_approval",
         };
         assert_eq!(decision, expected, "{name}: {d}");
+        if let Want::Approval(policies) = want {
+            assert_eq!(d["policy"]["policies"], json!(policies), "{name}: {d}");
+        }
     }
     let allowed_echo = decided
         .iter()

@@ -60,15 +60,24 @@ pub async fn run(mut config: Config, embedded: bool) -> anyhow::Result<()> {
         );
     }
     prepare_data_dir(&config.server.data_dir)?;
-    let dev_token = if embedded {
-        let token = super::token::dev_token(&config.server.data_dir)?;
-        config.auth.static_tokens.push(StaticToken {
-            name: "dev".into(),
-            sha256: crate::identity::token_hash(&token),
-        });
-        Some(token)
+    // The embedded default accepts two local tokens: the pipeline's (`dev`) and a person's who
+    // approves what the demo policy holds (`approver`).
+    let tokens = if embedded {
+        let mut tokens = Vec::new();
+        for (name, file) in [
+            ("dev", "dev-token"),
+            (crate::config::EMBEDDED_APPROVER, "approver-token"),
+        ] {
+            let token = super::token::local_token(&config.server.data_dir, file)?;
+            config.auth.static_tokens.push(StaticToken {
+                name: name.into(),
+                sha256: crate::identity::token_hash(&token),
+            });
+            tokens.push((token, file));
+        }
+        tokens
     } else {
-        None
+        Vec::new()
     };
     let running = crate::http::start(&config)
         .await
@@ -83,10 +92,14 @@ pub async fn run(mut config: Config, embedded: bool) -> anyhow::Result<()> {
         audit.head().size
     );
     say!("  verifier key   {}", audit.verifier().to_key_string());
-    if let Some(token) = &dev_token {
+    if let [(dev, dev_file), (approver, approver_file)] = &tokens[..] {
         say!(
-            "  dev token      {token}  (also in {}; send it as `Authorization: Bearer <token>`)",
-            config.server.data_dir.join("dev-token").display()
+            "  dev token      {dev}  (also in {}; send it as `Authorization: Bearer <token>`)",
+            config.server.data_dir.join(dev_file).display()
+        );
+        say!(
+            "  approver token {approver}  (also in {}; for `custody approvals`)",
+            config.server.data_dir.join(approver_file).display()
         );
     }
     for ep in &config.endpoints {

@@ -27,9 +27,10 @@ pub fn create(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The embedded default's token: read from `data_dir/dev-token`, or created there (mode 0600).
-pub fn dev_token(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("dev-token");
+/// One of the embedded default's tokens (`dev-token`, `approver-token`): read from
+/// `data_dir/FILE`, or created there (mode 0600).
+pub fn local_token(data_dir: &Path, file: &str) -> anyhow::Result<String> {
+    let path = data_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let mode = std::fs::metadata(&path)?.permissions().mode();

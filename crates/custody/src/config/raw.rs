@@ -24,6 +24,10 @@ pub struct RawConfig {
     pub masking: RawMasking,
     /// Access policy: Cedar files. Without it every authenticated caller may call everything.
     pub policy: Option<RawPolicy>,
+    /// Approvals of calls policy holds (`@approval("required")`): who approves, how long a
+    /// call waits, who is notified.
+    #[serde(default)]
+    pub approvals: RawApprovals,
     /// MCP endpoints by name; each is served at `/mcp/{name}`.
     #[serde(default)]
     pub endpoints: BTreeMap<String, RawEndpoint>,
@@ -209,6 +213,43 @@ pub struct RawMaskRule {
 pub enum RawDetectors {
     All(bool),
     Named(Vec<String>),
+}
+
+/// `[approvals]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    /// How long a held call waits for its decision before it fails. Default `10m`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// How often a waiting client hears from the gateway (an SSE comment, and a progress
+    /// notification when it sent a progress token). Default `15s`.
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive: Option<Duration>,
+    /// Principal names (as rendered by their issuer's `name` template, or a static token's
+    /// name) who may approve any held call. Cedar policies on `Action::"approve"` grant more
+    /// precisely.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// `[[approvals.webhooks]]`: where a new pending approval is announced.
+    #[serde(default)]
+    pub webhooks: Vec<RawWebhook>,
+}
+
+/// `[[approvals.webhooks]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// Where to POST: `https://`, or `http://` to this machine. Treated as a secret (Slack's
+    /// URLs are credentials): only its host appears in logs and the audit trail.
+    pub url: String,
+    /// `"json"` (default): custody's own payload; `"slack"`: a Slack incoming-webhook message.
+    pub format: Option<String>,
+    /// Extra request headers (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Delivery attempts before giving up (default 5), with backoff 1 s, 2 s, 4 s, ... between.
+    pub attempts: Option<u32>,
 }
 
 /// `[masking]`

@@ -9,7 +9,6 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 /// The largest document read; real JWKS are a few KiB.
 const MAX_DOCUMENT: usize = 1024 * 1024;
@@ -23,18 +22,8 @@ pub struct Fetcher {
 
 impl Default for Fetcher {
     fn default() -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Self {
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(https),
+            client: crate::net::client(TIMEOUT),
         }
     }
 }
@@ -57,11 +46,10 @@ impl Fetcher {
             .body(Empty::new())
             .map_err(|e| format!("couldn't build a request for {url}: {e}"))?;
         let fetch = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("couldn't reach {url}: {}", error_chain(&e)))?;
+            let resp =
+                self.client.request(req).await.map_err(|e| {
+                    format!("couldn't reach {url}: {}", crate::net::error_chain(&e))
+                })?;
             let status = resp.status();
             if status != StatusCode::OK {
                 return Err(format!("{url} answered {status}"));
@@ -77,15 +65,4 @@ impl Fetcher {
             .await
             .map_err(|_| format!("{url} did not answer within {}s", TIMEOUT.as_secs()))?
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }

@@ -32,6 +32,14 @@ pub mod code {
     pub const POLICY_DENIED: i64 = -32030;
     /// Policy allows the call only once a person approves it.
     pub const APPROVAL_REQUIRED: i64 = -32031;
+    /// An approver denied the held call.
+    pub const APPROVAL_DENIED: i64 = -32032;
+    /// Nobody decided before the approval expired.
+    pub const APPROVAL_EXPIRED: i64 = -32033;
+    /// The gateway stopped while the call waited.
+    pub const APPROVAL_ABANDONED: i64 = -32034;
+    /// The approval does not match the call it would release (checked again at release).
+    pub const APPROVAL_MISMATCH: i64 = -32035;
     pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
@@ -58,7 +66,7 @@ pub enum RelayError {
         policies: Vec<String>,
     },
     #[error(
-        "approval required: {action}{} on endpoint {endpoint:?} is permitted by {} only once a person approves it; approvals are not available in this version, so the call was not forwarded",
+        "approval required: {action}{} on endpoint {endpoint:?} is permitted by {} only once a person approves it, and {why}; the call was not forwarded",
         target.as_ref().map(|t| format!(" of {t:?}")).unwrap_or_default(),
         policies.join(", ")
     )]
@@ -67,7 +75,31 @@ pub enum RelayError {
         target: Option<String>,
         endpoint: String,
         policies: Vec<String>,
+        /// Why it could not wait for one.
+        why: &'static str,
     },
+    #[error("denied by approver {approver}: {reason} (approval {id}); the call was not forwarded")]
+    ApprovalDenied {
+        id: String,
+        approver: String,
+        reason: String,
+    },
+    #[error(
+        "approval {id} expired: nobody approved the call within {}; it was not forwarded (ask an approver, then retry)",
+        humantime::format_duration(*.after)
+    )]
+    ApprovalExpired {
+        id: String,
+        after: std::time::Duration,
+    },
+    #[error(
+        "the gateway stopped while the call waited for approval {0}; it was not forwarded: retry it"
+    )]
+    ApprovalAbandoned(String),
+    #[error(
+        "approval {0} does not match the call it would release (principal, endpoint, target, arguments or expiry); it was not forwarded"
+    )]
+    ApprovalMismatch(String),
     #[error("Content-Type must be application/json (got {0:?})")]
     UnsupportedMediaType(String),
     #[error("Accept must list {0}")]
@@ -124,9 +156,12 @@ impl RelayError {
             }
             RelayError::Unauthorized(e) if e.is_temporary() => StatusCode::SERVICE_UNAVAILABLE,
             RelayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            RelayError::Denied { .. } | RelayError::ApprovalRequired { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            RelayError::Denied { .. }
+            | RelayError::ApprovalRequired { .. }
+            | RelayError::ApprovalDenied { .. }
+            | RelayError::ApprovalMismatch(_) => StatusCode::FORBIDDEN,
+            RelayError::ApprovalExpired { .. } => StatusCode::GATEWAY_TIMEOUT,
+            RelayError::ApprovalAbandoned(_) => StatusCode::SERVICE_UNAVAILABLE,
             RelayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RelayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -156,6 +191,10 @@ impl RelayError {
             RelayError::Unauthorized(_) => code::UNAUTHORIZED,
             RelayError::Denied { .. } => code::POLICY_DENIED,
             RelayError::ApprovalRequired { .. } => code::APPROVAL_REQUIRED,
+            RelayError::ApprovalDenied { .. } => code::APPROVAL_DENIED,
+            RelayError::ApprovalExpired { .. } => code::APPROVAL_EXPIRED,
+            RelayError::ApprovalAbandoned(_) => code::APPROVAL_ABANDONED,
+            RelayError::ApprovalMismatch(_) => code::APPROVAL_MISMATCH,
             RelayError::UnsupportedVersion(_) => code::UNSUPPORTED_PROTOCOL_VERSION,
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
             RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
@@ -190,10 +229,19 @@ impl RelayError {
                 target,
                 endpoint,
                 policies,
+                ..
             } => Some(json!({
                 "decision": if matches!(self, RelayError::Denied { .. }) { "deny" } else { "needs_approval" },
                 "action": action, "target": target, "endpoint": endpoint, "policies": policies,
             })),
+            RelayError::ApprovalDenied {
+                id,
+                approver,
+                reason,
+            } => Some(json!({ "approval": id, "approver": approver, "reason": reason })),
+            RelayError::ApprovalExpired { id, .. }
+            | RelayError::ApprovalAbandoned(id)
+            | RelayError::ApprovalMismatch(id) => Some(json!({ "approval": id })),
             RelayError::Upstream { endpoint, error } => Some(json!({
                 "endpoint": endpoint,
                 "reason": match error {
@@ -223,7 +271,11 @@ impl RelayError {
             RelayError::Upstream { error, .. } => !matches!(error, UpstreamError::SessionGone),
             RelayError::AuditUnavailable(_)
             | RelayError::Denied { .. }
-            | RelayError::ApprovalRequired { .. } => true,
+            | RelayError::ApprovalRequired { .. }
+            | RelayError::ApprovalDenied { .. }
+            | RelayError::ApprovalExpired { .. }
+            | RelayError::ApprovalAbandoned(_)
+            | RelayError::ApprovalMismatch(_) => true,
             _ => false,
         }
     }

@@ -1,0 +1,785 @@
+//! Just-in-time approval: a call policy marks `@approval("required")` waits in the request flow
+//! until enough people approve it, someone denies it, it expires, or its client goes away.
+//!
+//! [`Approvals`] holds the pending approvals. Each is a small state machine
+//! ([`State`]) behind its own lock; whoever moves it out of `Pending` (an approver, the expiry
+//! timer, the client leaving, the gateway stopping) records the entry that says so while holding
+//! the lock, so exactly one ending is logged and the log is written before anyone acts on it.
+//! The held call itself waits in the relay (`relay/hold.rs`) on [`Pending::wait`].
+//!
+//! An approval is bound to the principal, endpoint, method, target and argument digest of the
+//! call that created it, and to its expiry: the relay checks all of them again before it
+//! releases the call ([`Pending::releases`]).
+
+mod notify;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::audit::{Appended, Audit, AuditError, Direction, Draft, Kind, Mark, Unfinished, now_ns};
+use crate::config::ApprovalsConfig;
+use crate::identity::{Principal, PrincipalKind};
+use crate::policy::{Engine, Held, Verdict};
+
+/// How many finished approvals are kept for `show`.
+const RECENT: usize = 256;
+
+/// The SHA-256 of `arguments` in canonical form (object keys sorted, no whitespace), hex.
+/// Absent arguments digest as `{}`.
+pub fn digest(arguments: Option<&Value>) -> String {
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(arguments.unwrap_or(&json!({})), &mut text);
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// One approver's decision.
+#[derive(Debug, Clone)]
+pub struct Vote {
+    pub approver: String,
+    pub reason: Option<String>,
+    pub time_ns: u64,
+    /// The approver's issuer and subject: the same person votes once.
+    who: (Option<String>, String),
+}
+
+/// Where an approval is in its life.
+#[derive(Debug, Clone)]
+pub enum State {
+    Pending { votes: Vec<Vote> },
+    Granted { votes: Vec<Vote> },
+    Denied { vote: Vote },
+    Expired,
+    Cancelled { reason: String },
+    Abandoned { reason: String },
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Pending { .. } => "pending",
+            State::Granted { .. } => "granted",
+            State::Denied { .. } => "denied",
+            State::Expired => "expired",
+            State::Cancelled { .. } => "cancelled",
+            State::Abandoned { .. } => "abandoned",
+        }
+    }
+}
+
+/// What the held call learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Granted {
+        approvers: Vec<String>,
+    },
+    Denied {
+        approver: String,
+        reason: String,
+    },
+    /// Ended without a decision.
+    Ended {
+        ending: Ending,
+        reason: String,
+    },
+}
+
+/// What the relay knows about a call it holds.
+pub struct Ask<'a> {
+    pub requester: Arc<Principal>,
+    pub endpoint: Arc<str>,
+    pub session: Option<Arc<str>>,
+    /// The JSON-RPC id, as JSON text.
+    pub rpc_id: Option<String>,
+    pub method: &'a str,
+    pub target: Option<&'a str>,
+    /// The arguments as sent (kept in memory only, for policy on `approve`).
+    pub arguments: Option<&'a Value>,
+    /// The arguments as the log stores them (masked).
+    pub masked_arguments: Value,
+    pub min_approvals: u32,
+    pub policies: Vec<String>,
+    /// The held request's entry.
+    pub request: Appended,
+}
+
+/// A call waiting for its approval.
+pub struct Pending {
+    pub id: String,
+    pub requester: Arc<Principal>,
+    pub endpoint: Arc<str>,
+    pub session: Option<Arc<str>>,
+    pub rpc_id: Option<String>,
+    pub method: String,
+    pub target: Option<String>,
+    pub masked_arguments: Value,
+    arguments: Option<Value>,
+    pub digest: String,
+    pub requested_ns: u64,
+    pub expires_ns: u64,
+    pub min_approvals: u32,
+    pub policies: Vec<String>,
+    pub request_entry: u64,
+    state: tokio::sync::Mutex<State>,
+    /// A snapshot of `state` for readers that must not wait.
+    snapshot: Mutex<State>,
+    resolved: watch::Sender<Option<Resolution>>,
+}
+
+impl Pending {
+    /// Waits until the approval is over, and says how it ended.
+    pub async fn wait(&self) -> Resolution {
+        let mut rx = self.resolved.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or_else(|| unreachable!("waited for Some")),
+            // The sender lives in `self`: it cannot be gone while we borrow it.
+            Err(_) => Resolution::Ended {
+                ending: Ending::Abandoned,
+                reason: "the approval was dropped".into(),
+            },
+        }
+    }
+
+    /// Does this approval release a call by `principal` to `endpoint`, `method` on `target`
+    /// with `arguments`, now? Every binding is checked again, whatever created the approval.
+    pub fn releases(
+        &self,
+        principal: &Principal,
+        endpoint: &str,
+        method: &str,
+        target: Option<&str>,
+        arguments: Option<&Value>,
+    ) -> bool {
+        same_person(principal, &self.requester)
+            && principal.binding == self.requester.binding
+            && *self.endpoint == *endpoint
+            && self.method == method
+            && self.target.as_deref() == target
+            && self.digest == digest(arguments)
+            && now_ns() < self.expires_ns
+            && matches!(self.state(), State::Granted { .. })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How long until it expires.
+    pub fn remaining(&self) -> Duration {
+        Duration::from_nanos(self.expires_ns.saturating_sub(now_ns()))
+    }
+
+    /// The approval as the API and webhooks show it.
+    pub fn to_json(&self) -> Value {
+        let state = self.state();
+        let votes = match &state {
+            State::Pending { votes } | State::Granted { votes } => votes.clone(),
+            State::Denied { vote } => vec![vote.clone()],
+            _ => Vec::new(),
+        };
+        json!({
+            "id": self.id,
+            "state": state.name(),
+            "requester": serde_json::from_str::<Value>(&self.requester.audit).unwrap_or(Value::Null),
+            "endpoint": &*self.endpoint,
+            "method": self.method,
+            "target": self.target,
+            "arguments": self.masked_arguments,
+            "arguments_sha256": self.digest,
+            "requested_at": rfc3339(self.requested_ns),
+            "expires_at": rfc3339(self.expires_ns),
+            "min_approvals": self.min_approvals,
+            "policies": self.policies,
+            "request_entry": self.request_entry,
+            "votes": votes.iter().map(|v| json!({
+                "approver": v.approver,
+                "reason": v.reason,
+                "at": rfc3339(v.time_ns),
+            })).collect::<Vec<_>>(),
+            "reason": match &state {
+                State::Cancelled { reason } | State::Abandoned { reason } => Some(reason.clone()),
+                State::Denied { vote } => vote.reason.clone(),
+                _ => None,
+            },
+        })
+    }
+
+    fn draft(&self, kind: Kind, caller: Arc<str>, detail: Value, mark: Option<Mark>) -> Draft {
+        Draft {
+            kind,
+            direction: Direction::Gateway,
+            time_ns: now_ns(),
+            endpoint: self.endpoint.clone(),
+            session: self.session.clone(),
+            id: self.rpc_id.clone(),
+            method: Some(self.method.clone()),
+            target: self.target.clone(),
+            caller,
+            request: Some(self.request_entry),
+            detail: detail.to_string(),
+            message: Bytes::new(),
+            mark,
+        }
+    }
+
+    fn set(&self, state: &mut State, next: State) {
+        *state = next.clone();
+        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = next;
+    }
+}
+
+/// RFC 3339 UTC time of `ns` nanoseconds since the epoch.
+pub fn rfc3339(ns: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
+fn same_person(a: &Principal, b: &Principal) -> bool {
+    a.kind == b.kind && a.issuer == b.issuer && a.subject == b.subject
+}
+
+/// Approve or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Approve,
+    Deny,
+}
+
+/// Why a decision was not taken. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error(
+        "there is no approval {0}: check the id with `custody approvals list` (only approvals you may decide are listed)"
+    )]
+    NotFound(String),
+    #[error("approval {id} is already {state}; nothing was changed")]
+    Finished { id: String, state: &'static str },
+    #[error(
+        "approving needs an identity: send an approver's bearer token (anonymous callers never approve)"
+    )]
+    Anonymous,
+    #[error(
+        "{who} may not decide {method} of {target:?} on endpoint {endpoint:?}: the name is not in [approvals] approvers and no policy permits Action::\"approve\" for it"
+    )]
+    NotApprover {
+        who: String,
+        method: String,
+        target: String,
+        endpoint: String,
+    },
+    #[error("{0} asked for this call and cannot approve it; another approver must")]
+    SelfApproval(String),
+    #[error(
+        "{who} has already approved {id}; it needs {needed} distinct approvers ({have} so far)"
+    )]
+    AlreadyVoted {
+        who: String,
+        id: String,
+        needed: u32,
+        have: usize,
+    },
+    #[error(
+        "the held call's arguments have SHA-256 {actual}, not {expected}: look at it again with `custody approvals show {id}`"
+    )]
+    DigestMismatch {
+        id: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("a denial needs a reason (--reason TEXT): the pipeline's job shows it")]
+    ReasonRequired,
+    #[error("the decision could not be recorded, so it was not taken: {0}")]
+    Audit(AuditError),
+}
+
+impl DecideError {
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            DecideError::NotFound(_) => S::NOT_FOUND,
+            DecideError::Finished { .. }
+            | DecideError::AlreadyVoted { .. }
+            | DecideError::DigestMismatch { .. } => S::CONFLICT,
+            DecideError::Anonymous => S::UNAUTHORIZED,
+            DecideError::NotApprover { .. } | DecideError::SelfApproval(_) => S::FORBIDDEN,
+            DecideError::ReasonRequired => S::BAD_REQUEST,
+            DecideError::Audit(_) => S::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// How an approval ended without a decision, for [`Approvals::end`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Expired,
+    Cancelled,
+    Abandoned,
+}
+
+/// The pending approvals and what acts on them.
+pub struct Approvals {
+    config: ApprovalsConfig,
+    audit: Arc<Audit>,
+    policy: Option<Arc<Engine>>,
+    pending: Mutex<HashMap<String, Arc<Pending>>>,
+    recent: Mutex<VecDeque<Arc<Pending>>>,
+    notifier: notify::Notifier,
+}
+
+impl Approvals {
+    pub fn new(
+        config: &ApprovalsConfig,
+        audit: Arc<Audit>,
+        policy: Option<Arc<Engine>>,
+        public_url: Option<String>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            notifier: notify::Notifier::new(config.webhooks.clone(), audit.clone(), public_url),
+            config: config.clone(),
+            audit,
+            policy,
+            pending: Mutex::new(HashMap::new()),
+            recent: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        self.config.keepalive
+    }
+
+    /// Records `approval_requested` for a held call, announces it, and returns it pending.
+    ///
+    /// # Errors
+    /// The entry could not be recorded: the call must not wait (or proceed).
+    pub async fn open(&self, ask: Ask<'_>) -> Result<Arc<Pending>, AuditError> {
+        let now = now_ns();
+        let timeout = u64::try_from(self.config.timeout.as_nanos()).unwrap_or(u64::MAX);
+        let (resolved, _) = watch::channel(None);
+        let pending = Arc::new(Pending {
+            id: hex::encode(rand::random::<[u8; 8]>()),
+            requester: ask.requester,
+            endpoint: ask.endpoint,
+            session: ask.session,
+            rpc_id: ask.rpc_id,
+            method: ask.method.to_string(),
+            target: ask.target.map(str::to_string),
+            masked_arguments: ask.masked_arguments,
+            digest: digest(ask.arguments),
+            arguments: ask.arguments.cloned(),
+            requested_ns: now,
+            expires_ns: now.saturating_add(timeout),
+            min_approvals: ask.min_approvals.max(1),
+            policies: ask.policies,
+            request_entry: ask.request.index,
+            state: tokio::sync::Mutex::new(State::Pending { votes: Vec::new() }),
+            snapshot: Mutex::new(State::Pending { votes: Vec::new() }),
+            resolved,
+        });
+        let detail = json!({
+            "approval": pending.id,
+            "arguments_sha256": pending.digest,
+            "expires_at": rfc3339(pending.expires_ns),
+            "min_approvals": pending.min_approvals,
+            "policies": pending.policies,
+        });
+        let draft = pending.draft(
+            Kind::ApprovalRequested,
+            pending.requester.audit.clone(),
+            detail,
+            Some(Mark::Open(pending.id.clone())),
+        );
+        self.audit.append(draft).await?;
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(pending.id.clone(), pending.clone());
+        tracing::info!(
+            approval = %pending.id,
+            endpoint = %pending.endpoint,
+            requester = %pending.requester.name,
+            "call held for approval: {} {}",
+            pending.method,
+            pending.target.as_deref().unwrap_or("")
+        );
+        self.notifier.announce(&pending);
+        Ok(pending)
+    }
+
+    /// Ends a pending approval without a decision, recording why, and tells its waiter.
+    /// Returns how the approval ended: this ending, or the decision that won the race.
+    pub async fn end(&self, pending: &Pending, ending: Ending, reason: &str) -> Resolution {
+        let mut state = pending.state.lock().await;
+        if !matches!(*state, State::Pending { .. }) {
+            drop(state);
+            return pending.wait().await;
+        }
+        let (kind, next) = match ending {
+            Ending::Expired => (Kind::ApprovalExpired, State::Expired),
+            Ending::Cancelled => (
+                Kind::ApprovalCancelled,
+                State::Cancelled {
+                    reason: reason.to_string(),
+                },
+            ),
+            Ending::Abandoned => (
+                Kind::ApprovalAbandoned,
+                State::Abandoned {
+                    reason: reason.to_string(),
+                },
+            ),
+        };
+        let detail = json!({ "approval": pending.id, "reason": reason });
+        let draft = pending.draft(
+            kind,
+            crate::audit::GATEWAY.into(),
+            detail,
+            Some(Mark::Close(pending.id.clone())),
+        );
+        if let Err(e) = self.audit.append(draft).await {
+            // The call ends anyway; the pending mark stays, so the next start records it as
+            // abandoned.
+            tracing::error!(approval = %pending.id, "couldn't record the approval's end: {e}");
+        }
+        pending.set(&mut state, next);
+        drop(state);
+        self.retire(&pending.id);
+        tracing::info!(approval = %pending.id, "{}: {reason}", kind.name());
+        let resolution = Resolution::Ended {
+            ending,
+            reason: reason.to_string(),
+        };
+        pending.resolved.send_replace(Some(resolution.clone()));
+        resolution
+    }
+
+    /// Ends the pending approvals of `session` whose JSON-RPC id is `rpc_id` (the client sent
+    /// `notifications/cancelled` for it). Returns how many.
+    pub async fn cancel_request(&self, endpoint: &str, session: &str, rpc_id: &str) -> usize {
+        let matching: Vec<Arc<Pending>> = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|p| {
+                *p.endpoint == *endpoint
+                    && p.session.as_deref() == Some(session)
+                    && p.rpc_id.as_deref() == Some(rpc_id)
+            })
+            .cloned()
+            .collect();
+        for p in &matching {
+            self.end(p, Ending::Cancelled, "the client cancelled the request")
+                .await;
+        }
+        matching.len()
+    }
+
+    fn retire(&self, id: &str) {
+        let removed = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        if let Some(p) = removed {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            if recent.len() >= RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(p);
+        }
+    }
+
+    fn find(&self, id: &str) -> Option<Arc<Pending>> {
+        if let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            return Some(p.clone());
+        }
+        self.recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|p| p.id == id)
+            .cloned()
+    }
+
+    /// May `who` decide `pending`? Listed by name, or permitted by a policy on `approve`.
+    fn authorized(&self, who: &Principal, pending: &Pending) -> bool {
+        if who.kind == PrincipalKind::Anonymous {
+            return false;
+        }
+        if self.config.approvers.contains(&who.name) {
+            return true;
+        }
+        self.policy.as_ref().is_some_and(|engine| {
+            engine
+                .decide_approve(
+                    who,
+                    &Held {
+                        requester: &pending.requester,
+                        endpoint: &pending.endpoint,
+                        method: &pending.method,
+                        target: pending.target.as_deref(),
+                        arguments: pending.arguments.as_ref(),
+                    },
+                )
+                .verdict
+                == Verdict::Allow
+        })
+    }
+
+    /// The approvals `who` may see: those they may decide, or asked for themselves; pending
+    /// only unless `all`.
+    pub fn list(&self, who: &Principal, all: bool) -> Vec<Arc<Pending>> {
+        let mut out: Vec<Arc<Pending>> = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        if all {
+            out.extend(
+                self.recent
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .cloned(),
+            );
+        }
+        out.retain(|p| self.visible(who, p));
+        out.sort_by_key(|p| p.requested_ns);
+        out
+    }
+
+    fn visible(&self, who: &Principal, p: &Pending) -> bool {
+        who.kind != PrincipalKind::Anonymous
+            && (same_person(who, &p.requester) || self.authorized(who, p))
+    }
+
+    /// One approval, if `who` may see it.
+    pub fn show(&self, who: &Principal, id: &str) -> Option<Arc<Pending>> {
+        self.find(id).filter(|p| self.visible(who, p))
+    }
+
+    /// Takes `who`'s decision on approval `id`. `expect_digest`, when given, must be the held
+    /// call's argument digest (the approver approves what they looked at).
+    ///
+    /// # Errors
+    /// [`DecideError`]; nothing changes.
+    pub async fn decide(
+        &self,
+        id: &str,
+        who: &Principal,
+        verb: Verb,
+        reason: Option<String>,
+        expect_digest: Option<&str>,
+    ) -> Result<Arc<Pending>, DecideError> {
+        if who.kind == PrincipalKind::Anonymous {
+            return Err(DecideError::Anonymous);
+        }
+        let pending = self
+            .find(id)
+            .filter(|p| self.visible(who, p))
+            .ok_or_else(|| DecideError::NotFound(id.to_string()))?;
+        if !self.authorized(who, &pending) {
+            return Err(DecideError::NotApprover {
+                who: who.name.clone(),
+                method: pending.method.clone(),
+                target: pending.target.clone().unwrap_or_default(),
+                endpoint: pending.endpoint.to_string(),
+            });
+        }
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        if verb == Verb::Deny && reason.is_none() {
+            return Err(DecideError::ReasonRequired);
+        }
+        if verb == Verb::Approve && same_person(who, &pending.requester) {
+            return Err(DecideError::SelfApproval(who.name.clone()));
+        }
+        if let Some(expected) = expect_digest
+            && !expected.eq_ignore_ascii_case(&pending.digest)
+        {
+            return Err(DecideError::DigestMismatch {
+                id: pending.id.clone(),
+                expected: expected.to_string(),
+                actual: pending.digest.clone(),
+            });
+        }
+        let mut state = pending.state.lock().await;
+        let State::Pending { votes } = &*state else {
+            return Err(DecideError::Finished {
+                id: pending.id.clone(),
+                state: state.name(),
+            });
+        };
+        if now_ns() >= pending.expires_ns {
+            // The waiter's timer records the expiry.
+            return Err(DecideError::Finished {
+                id: pending.id.clone(),
+                state: "expired",
+            });
+        }
+        let vote = Vote {
+            approver: who.name.clone(),
+            reason: reason.clone(),
+            time_ns: now_ns(),
+            who: (who.issuer.clone(), who.subject.clone()),
+        };
+        let (kind, next, resolution) = match verb {
+            Verb::Approve => {
+                if votes.iter().any(|v| v.who == vote.who) {
+                    return Err(DecideError::AlreadyVoted {
+                        who: who.name.clone(),
+                        id: pending.id.clone(),
+                        needed: pending.min_approvals,
+                        have: votes.len(),
+                    });
+                }
+                let mut votes = votes.clone();
+                votes.push(vote);
+                let released = votes.len() >= pending.min_approvals as usize;
+                let approvers: Vec<String> = votes.iter().map(|v| v.approver.clone()).collect();
+                if released {
+                    (
+                        Kind::ApprovalGranted,
+                        State::Granted { votes },
+                        Some(Resolution::Granted { approvers }),
+                    )
+                } else {
+                    (Kind::ApprovalGranted, State::Pending { votes }, None)
+                }
+            }
+            Verb::Deny => (
+                Kind::ApprovalDenied,
+                State::Denied { vote },
+                Some(Resolution::Denied {
+                    approver: who.name.clone(),
+                    reason: reason.clone().unwrap_or_default(),
+                }),
+            ),
+        };
+        let count = match &next {
+            State::Pending { votes } | State::Granted { votes } => votes.len(),
+            _ => 0,
+        };
+        let mut detail = json!({
+            "approval": pending.id,
+            "approver": who.name,
+            "reason": reason,
+            "arguments_sha256": pending.digest,
+        });
+        if verb == Verb::Approve {
+            detail["approvals"] = json!(count);
+            detail["min_approvals"] = json!(pending.min_approvals);
+            detail["released"] = json!(resolution.is_some());
+        }
+        let mark = resolution
+            .is_some()
+            .then(|| Mark::Close(pending.id.clone()));
+        let draft = pending.draft(kind, who.audit.clone(), detail, mark);
+        self.audit.append(draft).await.map_err(DecideError::Audit)?;
+        pending.set(&mut state, next);
+        drop(state);
+        tracing::info!(
+            approval = %pending.id,
+            approver = %who.name,
+            "{}",
+            kind.name()
+        );
+        if let Some(r) = resolution {
+            self.retire(&pending.id);
+            pending.resolved.send_replace(Some(r));
+        }
+        Ok(pending)
+    }
+
+    /// Records that the approvals a previous run left pending were abandoned.
+    ///
+    /// # Errors
+    /// An entry could not be recorded.
+    pub async fn abandon_unfinished(audit: &Audit, left: &[Unfinished]) -> Result<(), AuditError> {
+        for u in left {
+            let detail = json!({
+                "approval": u.id,
+                "reason": "the gateway stopped while the call waited; its client got no answer",
+                "requested_entry": u.entry,
+            });
+            let mut draft =
+                Draft::gateway(Kind::ApprovalAbandoned, &u.endpoint, detail.to_string());
+            draft.session = u.session.as_deref().map(Arc::from);
+            draft.request = u.request.or(Some(u.entry));
+            draft.mark = Some(Mark::Close(u.id.clone()));
+            audit.append(draft).await?;
+            tracing::warn!(approval = %u.id, endpoint = %u.endpoint, "a call that waited for approval when the gateway last stopped was abandoned");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_ignores_key_order_and_whitespace_but_not_values() {
+        let a = json!({"env": "prod", "replicas": 3, "tags": ["a", {"y": 1, "x": 2}]});
+        let b: Value = serde_json::from_str(
+            r#"{ "tags": ["a", {"x": 2, "y": 1}], "replicas": 3, "env": "prod" }"#,
+        )
+        .unwrap();
+        assert_eq!(digest(Some(&a)), digest(Some(&b)));
+        let c = json!({"env": "staging", "replicas": 3, "tags": ["a", {"y": 1, "x": 2}]});
+        assert_ne!(digest(Some(&a)), digest(Some(&c)));
+        assert_eq!(digest(None), digest(Some(&json!({}))));
+        // The SHA-256 of the two bytes `{}`.
+        assert_eq!(
+            digest(None),
+            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+    }
+}

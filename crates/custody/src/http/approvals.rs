@@ -1,0 +1,160 @@
+//! `/api/v1/approvals`: approvers list, inspect and decide held calls. Every route needs a
+//! bearer token that identifies a person or service (never the anonymous principal); what each
+//! caller sees and may decide is the approval module's call.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::App;
+use crate::approval::Verb;
+use crate::identity::{Principal, PrincipalKind};
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The caller, or the 401 to answer with. Refused tokens are recorded like any other.
+async fn who(app: &App, headers: &HeaderMap, method: &Method) -> Result<Arc<Principal>, Response> {
+    let refused = match app.identity.authenticate(headers).await {
+        Ok(p) if p.kind != PrincipalKind::Anonymous => return Ok(p),
+        Ok(_) => {
+            let mut resp = error(
+                StatusCode::UNAUTHORIZED,
+                "the approvals API needs a bearer token (anonymous callers cannot see or decide approvals)",
+            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return Err(resp);
+        }
+        Err(refused) => refused,
+    };
+    app.relay.api_unauthorized(&refused, method.as_str()).await;
+    let status = if refused.error.is_temporary() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let mut resp = error(status, format!("unauthorized: {}", refused.error));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
+    Err(resp)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    /// `all=true`: recently finished approvals too.
+    all: Option<bool>,
+}
+
+/// `GET /api/v1/approvals[?all=true]`
+pub async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let principal = match who(&app, &headers, &Method::GET).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let approvals: Vec<_> = app
+        .relay
+        .approvals
+        .list(&principal, q.all.unwrap_or(false))
+        .iter()
+        .map(|p| p.to_json())
+        .collect();
+    Json(json!({ "approvals": approvals })).into_response()
+}
+
+/// `GET /api/v1/approvals/{id}`
+pub async fn show(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let principal = match who(&app, &headers, &Method::GET).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    match app.relay.approvals.show(&principal, &id) {
+        Some(p) => Json(p.to_json()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            crate::approval::DecideError::NotFound(id).to_string(),
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    reason: Option<String>,
+    /// When given, the decision applies only if the held call's arguments have this digest.
+    arguments_sha256: Option<String>,
+}
+
+/// `POST /api/v1/approvals/{id}/approve` and `/deny`, body `{"reason": ..., "arguments_sha256": ...}`.
+pub async fn decide(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((id, verb)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let verb = match verb.as_str() {
+        "approve" => Verb::Approve,
+        "deny" => Verb::Deny,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no action {other:?}: POST .../approve or .../deny"),
+            );
+        }
+    };
+    let principal = match who(&app, &headers, &Method::POST).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let body: DecisionBody = if body.is_empty() {
+        DecisionBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the body must be JSON {{\"reason\": \"...\", \"arguments_sha256\": \"...\"}} (both optional for approve): {e}"
+                    ),
+                );
+            }
+        }
+    };
+    match app
+        .relay
+        .approvals
+        .decide(
+            &id,
+            &principal,
+            verb,
+            body.reason,
+            body.arguments_sha256.as_deref(),
+        )
+        .await
+    {
+        Ok(p) => Json(p.to_json()).into_response(),
+        Err(e) => {
+            tracing::info!(approval = %id, who = %principal.name, "approval decision refused: {e}");
+            error(e.status(), e.to_string())
+        }
+    }
+}
