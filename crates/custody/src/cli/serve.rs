@@ -79,6 +79,9 @@ pub async fn run(mut config: Config, embedded: bool) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    // Listening for SIGTERM before the gateway starts: a stop that arrives at once is still
+    // graceful.
+    let signals = wait_for_signal();
     let running = crate::http::start(&config)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
@@ -115,7 +118,7 @@ pub async fn run(mut config: Config, embedded: bool) -> anyhow::Result<()> {
     }
     let stop = running.stop_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.await;
         tracing::info!("shutting down: no new connections; waiting for calls in flight");
         stop.cancel();
     });
@@ -124,18 +127,23 @@ pub async fn run(mut config: Config, embedded: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Registers for SIGTERM and SIGINT now; the future completes when either arrives.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot listen for SIGTERM/SIGINT: {e}");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -277,3 +277,56 @@ fn static_tokens_are_hashes_and_unique() {
     assert_eq!(c.auth.static_tokens[0].sha256, [0xaa; 32]);
     assert!(!c.auth.anonymous);
 }
+
+#[test]
+fn approvals_are_configured_with_defaults_and_checked_with_their_place() {
+    let c = Config::parse(GOOD, "custody.toml").unwrap();
+    assert_eq!(c.approvals.timeout, Duration::from_secs(600));
+    assert_eq!(c.approvals.keepalive, Duration::from_secs(15));
+    assert!(c.approvals.approvers.is_empty() && c.approvals.webhooks.is_empty());
+    let text = format!(
+        "{GOOD}\n[approvals]\ntimeout = \"30m\"\napprovers = [\"alice\"]\n\
+         [[approvals.webhooks]]\nurl = \"https://hooks.example.com/services/T0/B0/secret\"\nformat = \"slack\"\n"
+    );
+    let c = Config::parse(&text, "custody.toml").unwrap();
+    assert_eq!(c.approvals.timeout, Duration::from_secs(1800));
+    assert_eq!(c.approvals.webhooks[0].format, WebhookFormat::Slack);
+    assert_eq!(c.approvals.webhooks[0].attempts, 5);
+    // The URL's path can be a credential: logs name the host only.
+    assert_eq!(c.approvals.webhooks[0].label(), "https://hooks.example.com");
+    assert!(!format!("{:?}", c.approvals.webhooks[0]).contains("secret"));
+
+    let cases = [
+        (
+            "[approvals]\ntimeout = \"0s\"\n",
+            "`approvals.timeout`: must be between 1s and 7 days",
+        ),
+        (
+            "[approvals]\nkeepalive = \"10m\"\n",
+            "`approvals.keepalive`: must be between 100ms and 5m",
+        ),
+        (
+            "[approvals]\napprovers = [\" \"]\n",
+            "`approvals.approvers.0`: an approver's name must not be empty",
+        ),
+        (
+            "[[approvals.webhooks]]\nurl = \"http://hooks.example.com/secret-path\"\n",
+            "`approvals.webhooks.0.url`: must be an https:// URL (http:// only to this machine)",
+        ),
+        (
+            "[[approvals.webhooks]]\nurl = \"https://h.example.com/x\"\nformat = \"teams\"\n",
+            "`approvals.webhooks.0.format`: \"teams\" is not a webhook format",
+        ),
+        (
+            "[[approvals.webhooks]]\nurl = \"https://h.example.com/x\"\nattempts = 0\n",
+            "`approvals.webhooks.0.attempts`: must be between 1 and 20",
+        ),
+    ];
+    for (extra, want) in cases {
+        let text = format!("{GOOD}\n{extra}");
+        let e = err(&text).to_string();
+        assert!(e.starts_with("custody.toml:"), "{e}");
+        assert!(e.contains(want), "{e}\nshould contain {want}");
+        assert!(!e.contains("secret-path"), "the URL is not echoed: {e}");
+    }
+}
