@@ -141,13 +141,19 @@ check "inspector: tools/list on server-filesystem" inspector '"name": "read_text
 check "inspector: tools/call on server-filesystem" inspector "hello from the filesystem" \
   "$gateway/filesystem" --method tools/call --tool-name read_text_file --tool-arg "path=$work/files/note.txt"
 
+# Starts the embedded default in $work/NAME on PORT (pid in embedded_pid), as the README does.
+start_embedded() { # NAME PORT
+  mkdir -p "$work/$1"
+  (cd "$work/$1" && exec "$custody" serve --listen "127.0.0.1:$2") >"$work/$1.log" 2>&1 &
+  embedded_pid=$!
+  pids+=($embedded_pid)
+  wait_http "http://127.0.0.1:$2/healthz" "custody (embedded default, $1)" "$work/$1.log"
+}
+
 # --- the README's quick start, word for word but on a free port --------------------------
 quick_port=$(free_port)
-mkdir -p "$work/quickstart"
-(cd "$work/quickstart" && exec "$custody" serve --listen "127.0.0.1:$quick_port") >"$work/quickstart.log" 2>&1 &
-quick_pid=$!
-pids+=($quick_pid)
-wait_http "http://127.0.0.1:$quick_port/healthz" "custody (embedded default)" "$work/quickstart.log"
+start_embedded quickstart "$quick_port"
+quick_pid=$embedded_pid
 quickstart() {
   local out
   # The quick start runs the example from the gateway's directory, where the dev token is.
@@ -167,6 +173,9 @@ check "README quick start: custody verify on the log it left" quickstart_verify
 
 # --- identity: tokens from a real third-party OIDC issuer ----------------------------------
 source "$here/identity.sh"
+
+# --- approvals: a real client held while a second process decides ---------------------------
+source "$here/approvals.sh"
 
 if ((failures > 0)); then
   echo

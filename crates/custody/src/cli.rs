@@ -1,6 +1,19 @@
 //! The `custody` command. Errors here are `anyhow` and end the process with a message and a
 //! non-zero status; everything below reports typed errors.
 
+/// `println!` for commands whose output is piped: a reader that went away (`custody log |
+/// head`) ends the command quietly instead of a panic on the broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod approvals;
 mod demo;
 mod keys;
@@ -305,7 +318,7 @@ pub fn main() -> ExitCode {
         Command::AuditHash { config, value } => (|| {
             let config = crate::config::Config::load(&config)?;
             let key = crate::mask::MaskKey::load(&config.mask_key_file, false)?;
-            println!("{}", key.tag(&value));
+            out!("{}", key.tag(&value));
             anyhow::Ok(())
         })(),
         Command::Keygen { origin, out } => keys::keygen(&origin, &out),

@@ -135,17 +135,17 @@ fn votes(a: &Value) -> String {
 }
 
 fn print_one(a: &Value) {
-    println!("approval   {}", s(a, "id"));
-    println!("state      {}", s(a, "state"));
-    println!("endpoint   {}", s(a, "endpoint"));
-    println!("call       {}", call_name(a));
-    println!("requester  {}", requester(a));
+    out!("approval   {}", s(a, "id"));
+    out!("state      {}", s(a, "state"));
+    out!("endpoint   {}", s(a, "endpoint"));
+    out!("call       {}", call_name(a));
+    out!("requester  {}", requester(a));
     if let Some(r) = a.get("requester") {
-        println!("           {r}");
+        out!("           {r}");
     }
-    println!("requested  {}", s(a, "requested_at"));
-    println!("expires    {}", s(a, "expires_at"));
-    println!(
+    out!("requested  {}", s(a, "requested_at"));
+    out!("expires    {}", s(a, "expires_at"));
+    out!(
         "approvals  {} (policies: {})",
         votes(a),
         a.get("policies")
@@ -158,7 +158,7 @@ fn print_one(a: &Value) {
         .into_iter()
         .flatten()
     {
-        println!(
+        out!(
             "           {} at {}{}",
             s(v, "approver"),
             s(v, "at"),
@@ -169,16 +169,16 @@ fn print_one(a: &Value) {
         );
     }
     if let Some(r) = a.get("reason").and_then(Value::as_str) {
-        println!("reason     {r}");
+        out!("reason     {r}");
     }
-    println!(
+    out!(
         "arguments  (as the log stores them; SHA-256 of the call's arguments {})",
         s(a, "arguments_sha256")
     );
     let pretty = serde_json::to_string_pretty(a.get("arguments").unwrap_or(&Value::Null))
         .unwrap_or_default();
     for line in pretty.lines() {
-        println!("  {line}");
+        out!("  {line}");
     }
 }
 
@@ -221,7 +221,7 @@ pub async fn run(target: &Target, action: Action, as_json: bool) -> anyhow::Resu
         }
     };
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        out!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     match action {
@@ -232,15 +232,20 @@ pub async fn run(target: &Target, action: Action, as_json: bool) -> anyhow::Resu
                 .cloned()
                 .unwrap_or_default();
             if items.is_empty() {
-                println!("no approvals waiting that you may decide");
+                out!("no approvals waiting that you may decide");
                 return Ok(());
             }
-            println!(
+            out!(
                 "{:<17} {:<9} {:<14} {:<28} {:<30} {:<6} EXPIRES",
-                "ID", "STATE", "ENDPOINT", "CALL", "REQUESTER", "VOTES"
+                "ID",
+                "STATE",
+                "ENDPOINT",
+                "CALL",
+                "REQUESTER",
+                "VOTES"
             );
             for a in &items {
-                println!(
+                out!(
                     "{:<17} {:<9} {:<14} {:<28} {:<30} {:<6} {}",
                     s(a, "id"),
                     s(a, "state"),
@@ -255,18 +260,18 @@ pub async fn run(target: &Target, action: Action, as_json: bool) -> anyhow::Resu
         Action::Show { .. } => print_one(&answer),
         Action::Approve { id, .. } => {
             if s(&answer, "state") == "granted" {
-                println!(
+                out!(
                     "approved {id}: the call is released ({} approvals)",
                     votes(&answer)
                 );
             } else {
-                println!(
+                out!(
                     "approved {id}: recorded ({} approvals); it waits for more",
                     votes(&answer)
                 );
             }
         }
-        Action::Deny { id, .. } => println!("denied {id}: the call fails with your reason"),
+        Action::Deny { id, .. } => out!("denied {id}: the call fails with your reason"),
     }
     Ok(())
 }

@@ -10,13 +10,13 @@ use crate::audit::keys;
 pub fn keygen(origin: &str, out: &Path) -> anyhow::Result<()> {
     tlog::note::check_key_name(origin).context("--origin")?;
     let signer = keys::create(out, origin)?;
-    println!(
+    out!(
         "wrote the log key {} (mode 0600) and {}",
         out.display(),
         keys::public_path(out).display()
     );
-    println!("verifier key: {}", signer.verifier().to_key_string());
-    println!("use it with: [audit] key_file = \"{}\"", out.display());
+    out!("verifier key: {}", signer.verifier().to_key_string());
+    out!("use it with: [audit] key_file = \"{}\"", out.display());
     Ok(())
 }
 
@@ -36,9 +36,12 @@ pub fn receipt_verify(key: &str, proof: &Path, leaf: Option<&str>) -> anyhow::Re
     };
     match receipt.verify(&verifier, expected) {
         Ok(v) => {
-            println!(
+            out!(
                 "custody receipt verify: OK: entry {} (leaf {}) is in log {} at tree size {}",
-                v.index, v.leaf, v.checkpoint.origin, v.checkpoint.size
+                v.index,
+                v.leaf,
+                v.checkpoint.origin,
+                v.checkpoint.size
             );
             Ok(true)
         }

@@ -25,7 +25,7 @@ pub fn check(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let engine = engine(&config)?;
     let (hash, count) = engine.summary();
-    println!(
+    out!(
         "policy ok: {count} polic{} in {} file{}, set hash {hash}",
         if count == 1 { "y" } else { "ies" },
         engine.files().len(),
@@ -118,7 +118,7 @@ pub fn eval(a: &EvalArgs<'_>) -> anyhow::Result<bool> {
         client_address: "127.0.0.1:0",
     });
     if a.json {
-        println!(
+        out!(
             "{}",
             json!({
                 "decision": decision.verdict.as_str(),
@@ -132,7 +132,7 @@ pub fn eval(a: &EvalArgs<'_>) -> anyhow::Result<bool> {
             (Verdict::Deny, true) => "no policy permits it".to_string(),
             (_, _) => format!("by {}", decision.policies.join(", ")),
         };
-        println!(
+        out!(
             "{}: {} {} {} for {} ({why})",
             decision.verdict.as_str(),
             crate::policy::action_of(a.method),

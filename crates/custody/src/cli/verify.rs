@@ -24,9 +24,9 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
         .with_context(|| format!("opening the log in {}", opts.data.display()))?;
     let result = crate::audit::verify::check(&reader, verifier.clone(), &opts.trusted);
     match (&result, opts.json) {
-        (Ok(s), true) => println!("{}", summary_json(s, &verifier, &key_source)),
+        (Ok(s), true) => out!("{}", summary_json(s, &verifier, &key_source)),
         (Ok(s), false) => print_summary(s, &verifier, &key_source, &opts.data),
-        (Err(p), true) => println!(
+        (Err(p), true) => out!(
             "{}",
             json!({ "ok": false, "index": p.index, "problem": p.message, "log": verifier.name() })
         ),
@@ -76,29 +76,29 @@ fn summary_json(s: &Summary, v: &Verifier, key: &str) -> serde_json::Value {
 }
 
 fn print_summary(s: &Summary, v: &Verifier, key: &str, data: &Path) {
-    println!("custody verify: OK");
-    println!("  log            {} ({})", v.name(), data.display());
-    println!("  verifier key   {} (from {key})", v.to_key_string());
+    out!("custody verify: OK");
+    out!("  log            {} ({})", v.name(), data.display());
+    out!("  verifier key   {} (from {key})", v.to_key_string());
     let kinds: Vec<String> = s.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    println!("  entries        {} ({})", s.entries, kinds.join(", "));
-    println!("  root           {}", s.root);
+    out!("  entries        {} ({})", s.entries, kinds.join(", "));
+    out!("  root           {}", s.root);
     match s.latest_checkpoint {
-        Some(l) => println!(
+        Some(l) => out!(
             "  checkpoints    {} signed, all match; the latest covers {l} entries",
             s.checkpoints
         ),
-        None => println!("  checkpoints    none"),
+        None => out!("  checkpoints    none"),
     }
     if !s.trusted.is_empty() {
         let sizes: Vec<String> = s.trusted.iter().map(u64::to_string).collect();
-        println!(
+        out!(
             "  trusted        {} checkpoint(s) match (sizes {})",
             s.trusted.len(),
             sizes.join(", ")
         );
     }
     if let (Some(a), Some(b)) = (s.first_time_ns, s.last_time_ns) {
-        println!(
+        out!(
             "  time           {} to {}",
             humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_nanos(a)
@@ -109,13 +109,13 @@ fn print_summary(s: &Summary, v: &Verifier, key: &str, data: &Path) {
         );
     }
     if s.unanswered_requests > 0 {
-        println!(
+        out!(
             "  note           {} request(s) have no recorded answer (the client left, or the gateway stopped first)",
             s.unanswered_requests
         );
     }
     if key != "--key" {
-        println!(
+        out!(
             "  note           the verifier key came from the log's own directory; pass --key with a copy kept elsewhere to rule out a replaced key"
         );
     }

@@ -379,7 +379,8 @@ mod docs {
         (text, blocks)
     }
 
-    /// The worked examples in docs/policy.md and the README validate against the schema.
+    /// The worked examples in docs/policy.md, docs/approvals.md and the README validate against
+    /// the schema.
     #[test]
     fn the_documented_policies_are_valid() {
         let schema_text = crate::policy::schema::text(&AuthConfig::anonymous());
@@ -391,6 +392,11 @@ mod docs {
                 10,
             ),
             ("README.md", include_str!("../../../../README.md"), 1),
+            (
+                "docs/approvals.md",
+                include_str!("../../../../docs/approvals.md"),
+                2,
+            ),
         ] {
             let (text, blocks) = cedar_blocks(doc);
             assert!(blocks >= at_least, "{name}: found {blocks} cedar blocks");
