@@ -756,3 +756,97 @@ async fn webhooks_get_both_payloads_with_retries_and_failures_are_recorded() {
         .collect();
     assert!(!all.contains("broken") && !all.contains("hook-secret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_approves_a_ci_jobs_call_with_a_token_from_their_own_issuer() {
+    use custody_test_issuer::TestIssuer;
+    let github = TestIssuer::start().await;
+    let people = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.cedar");
+    std::fs::write(&policy, POLICIES).unwrap();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[[auth.oidc]]\npreset = \"github-actions\"\nissuer = \"{}\"\naudiences = [\"custody\"]\n\
+             [[auth.oidc]]\nissuer = \"{}\"\naudiences = [\"custody\"]\nclaims = [\"email\"]\nname = \"{{email}}\"\n\
+             [policy]\nfiles = [\"{}\"]\n[approvals]\napprovers = [\"alice@example.com\"]\n\
+             [endpoints.demo.upstream]\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"demo-server\"]\n",
+            github.url,
+            people.url,
+            policy.display(),
+            custody_bin()
+        ),
+    )
+    .await;
+    let job = github.token(
+        "rsa-1",
+        &github.claims(
+            "repo:acme/api:ref:refs/heads/main",
+            &json!({"repository": "acme/api", "repository_owner": "acme", "ref": "refs/heads/main",
+                    "run_id": "77", "actor": "octocat"}),
+        ),
+    );
+    let alice = people.token(
+        "rsa-1",
+        &people.claims("00u1alice", &json!({"email": "alice@example.com"})),
+    );
+    let held = hold(
+        &gw.client("demo").with_token(&job).stateless(),
+        deploy("staging", "8.0.0"),
+    );
+    let api = format!("http://{}/api/v1/approvals", gw.addr);
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let id = loop {
+        let list: Value = http
+            .get(&api)
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(a) = list["approvals"].as_array().and_then(|a| a.first()) {
+            assert_eq!(a["requester"]["claims"]["run_id"], "77", "{a}");
+            break a["id"].as_str().unwrap().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The job's own token approves nothing, its own call least of all.
+    let refused = http
+        .post(format!("{api}/{id}/approve"))
+        .bearer_auth(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let granted = http
+        .post(format!("{api}/{id}/approve"))
+        .bearer_auth(&alice)
+        .json(&json!({"reason": "CHG-42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status().as_u16(), 200);
+    assert!(held.await.unwrap().response().get("result").is_some());
+    let dir = gw.shutdown().await;
+    let log = entries(dir.path());
+    let vote = log
+        .iter()
+        .find(|e| e.kind == Kind::ApprovalGranted)
+        .unwrap();
+    let approver: Value = serde_json::from_str(&vote.caller).unwrap();
+    assert_eq!(approver["issuer"], people.url.as_str());
+    assert_eq!(approver["subject"], "00u1alice");
+    assert_eq!(approver["verified"], true);
+    assert_eq!(approver["name"], "alice@example.com");
+    assert!(
+        !log.iter()
+            .any(|e| String::from_utf8_lossy(&e.message).contains(&alice)
+                || e.detail.contains(&alice)),
+        "no token in the log"
+    );
+}

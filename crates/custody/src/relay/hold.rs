@@ -91,7 +91,12 @@ impl Relay {
         let principal = caller.principal.clone();
         tokio::spawn(async move {
             let resolution = relay
-                .await_decision(&pending, progress.as_ref(), &tx, &scope)
+                .await_decision(&pending, progress.as_ref(), &tx, &scope, || {
+                    // A session with a call waiting in it is not idle.
+                    if let Some(s) = &session {
+                        ep.sessions.get(&s.id, &s.owner.binding);
+                    }
+                })
                 .await;
             let ctx = relay.ctx(&ep, requests, session, scope.clone());
             let answer = match resolution {
@@ -157,6 +162,7 @@ impl Relay {
         progress: Option<&Value>,
         tx: &mpsc::Sender<Bytes>,
         scope: &Scope,
+        touch: impl Fn(),
     ) -> Resolution {
         let approvals = &self.approvals;
         let mut tick = tokio::time::interval(approvals.keepalive());
@@ -185,6 +191,7 @@ impl Relay {
                         .await;
                 }
                 _ = tick.tick() => {
+                    touch();
                     count += 1;
                     waiting_notice(pending, progress, count, tx, scope).await;
                 }
