@@ -854,11 +854,14 @@ impl Relay {
                 .hold(
                     ep,
                     caller,
-                    scope,
-                    Some(session.clone()),
-                    msg,
-                    d,
-                    recorded,
+                    hold::Held {
+                        scope,
+                        session: Some(session.clone()),
+                        msg,
+                        decision: d,
+                        recorded,
+                        version: version.clone(),
+                    },
                     move |relay, msg, scope| async move {
                         let requests = msg
                             .id()
@@ -1050,11 +1053,14 @@ impl Relay {
                 .hold(
                     ep,
                     caller,
-                    scope,
-                    None,
-                    msg,
-                    &d,
-                    recorded,
+                    hold::Held {
+                        scope,
+                        session: None,
+                        msg,
+                        decision: &d,
+                        recorded,
+                        version,
+                    },
                     move |relay, msg, scope| async move {
                         relay
                             .stateless_send(

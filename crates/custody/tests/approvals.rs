@@ -302,7 +302,10 @@ async fn nobody_approves_their_own_call_and_production_needs_two_distinct_approv
     assert_eq!(status, 200);
     assert!(own.await.unwrap().response().get("result").is_some());
 
-    let prod = hold(&s.client("ci"), deploy("production", "1.0.1"));
+    // This one in a session (protocol 2025-11-25): held and released the same way.
+    let mut session = s.gw.client("demo").with_token(&s.tokens["ci"]);
+    session.initialize().await;
+    let prod = hold(&session, deploy("production", "1.0.1"));
     let pending = s.pending(1).await.remove(0);
     assert_eq!(pending["min_approvals"], 2);
     let id = pending["id"].as_str().unwrap().to_string();
@@ -848,5 +851,40 @@ async fn a_person_approves_a_ci_jobs_call_with_a_token_from_their_own_issuer() {
             .any(|e| String::from_utf8_lossy(&e.message).contains(&alice)
                 || e.detail.contains(&alice)),
         "no token in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_is_asked_again_when_a_call_is_released() {
+    let s = setup().await;
+    let held = hold(&s.client("ci"), deploy("staging", "9.0.0"));
+    let id = s.pending(1).await[0]["id"].as_str().unwrap().to_string();
+    // While it waits, the policy changes to forbid deploys outright.
+    std::fs::write(
+        s._policy.path().join("approvals.cedar"),
+        format!("{POLICIES}\n@id(\"freeze\")\nforbid(principal, action == Action::\"tools/call\", resource)\nwhen {{ resource.name == \"deploy\" }};\n"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    while !entries(s.gw.data.path())
+        .iter()
+        .any(|e| e.kind == Kind::ConfigChanged)
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "no reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = s.decide("alice", &id, "approve", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let answer = held.await.unwrap();
+    assert_eq!(answer.error_code(), -32030, "{answer:#?}");
+    assert!(
+        answer.error_message().contains("forbidden by freeze"),
+        "{answer:#?}"
+    );
+    let dir = s.gw.shutdown().await;
+    assert!(
+        !entries(dir.path()).iter().any(|e| e.kind == Kind::Response
+            && String::from_utf8_lossy(&e.message).contains("deployed api 9.0.0")),
+        "the upstream never ran it"
     );
 }

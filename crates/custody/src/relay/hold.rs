@@ -22,30 +22,45 @@ use super::{Caller, Endpoint, Outcome, Relay, RelayError, Session, fail};
 use crate::approval::{Ask, Ending, Pending, Resolution};
 use crate::audit::{Appended, Direction};
 use crate::mcp::message::{Message, error_response};
-use crate::policy::Decision;
+use crate::policy::{Decision, Verdict};
 
 /// Events waiting to be written to a held client; a slow client holds up only its own call.
 const BUFFER: usize = 16;
 
+/// A call to hold: recorded, with the decision that holds it.
+pub(super) struct Held<'a> {
+    pub scope: Scope,
+    pub session: Option<Arc<Session>>,
+    pub msg: Message,
+    pub decision: &'a Decision,
+    /// The request's entry.
+    pub recorded: Appended,
+    /// The protocol version the call was decided with.
+    pub version: String,
+}
+
 impl Relay {
-    /// Holds `msg` (already recorded as `recorded`) until its approval ends; `forward` sends it
-    /// on once it is granted and returns the answer, as the unheld path would.
-    #[allow(clippy::too_many_arguments)]
+    /// Holds a recorded call until its approval ends; `forward` sends it on once it is granted
+    /// and returns the answer, as the unheld path would.
     pub(super) async fn hold<F, Fut>(
         self: &Arc<Self>,
         ep: &Arc<Endpoint>,
         caller: &Caller,
-        scope: Scope,
-        session: Option<Arc<Session>>,
-        msg: Message,
-        decision: &Decision,
-        recorded: Appended,
+        held: Held<'_>,
         forward: F,
     ) -> Outcome
     where
         F: FnOnce(Arc<Relay>, Message, Scope) -> Fut + Send + 'static,
         Fut: Future<Output = Outcome> + Send + 'static,
     {
+        let Held {
+            scope,
+            session,
+            msg,
+            decision,
+            recorded,
+            version,
+        } = held;
         let id = msg.id().cloned();
         let requests: Vec<(Value, Appended)> =
             id.clone().map(|i| (i, recorded)).into_iter().collect();
@@ -88,7 +103,10 @@ impl Relay {
         let session_id = session.as_ref().map(|s| s.id.clone());
         let relay = self.clone();
         let ep = ep.clone();
-        let principal = caller.principal.clone();
+        let caller = Caller {
+            principal: caller.principal.clone(),
+            address: caller.address.clone(),
+        };
         tokio::spawn(async move {
             let resolution = relay
                 .await_decision(&pending, progress.as_ref(), &tx, &scope, || {
@@ -102,17 +120,27 @@ impl Relay {
             let answer = match resolution {
                 Resolution::Granted { .. } => {
                     let arguments = msg.params().and_then(|p| p.get("arguments"));
-                    if pending.releases(
-                        &principal,
+                    // Policy is asked again: a reload while the call waited may forbid it now.
+                    let now = relay.authorize(&ep, &caller, &msg, &version);
+                    if !pending.releases(
+                        &caller.principal,
                         &ep.name,
                         msg.method().unwrap_or(""),
                         msg.target_name(),
                         arguments,
                     ) {
-                        forward(relay.clone(), msg, scope).await
-                    } else {
                         let error = RelayError::ApprovalMismatch(pending.id.clone());
                         fail(&ctx, error, id.clone()).await
+                    } else if let Some(d) = now.filter(|d| d.verdict == Verdict::Deny) {
+                        let error = RelayError::Denied {
+                            action: crate::policy::action_of(msg.method().unwrap_or("")),
+                            target: msg.target_name().map(str::to_string),
+                            endpoint: ep.name.to_string(),
+                            policies: d.policies,
+                        };
+                        fail(&ctx, error, id.clone()).await
+                    } else {
+                        forward(relay.clone(), msg, scope).await
                     }
                 }
                 Resolution::Denied { approver, reason } => {
