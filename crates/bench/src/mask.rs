@@ -60,7 +60,7 @@ pub fn run(size: usize, rounds: usize) -> anyhow::Result<()> {
             headers: Vec::new(),
             detectors: [true; 8],
         },
-        credentials: vec!["sk-live-upstream-credential-0001".into()],
+        credentials: vec!["sk-live-upstream-credential-0001".to_string()].into(),
         key: key.clone(),
     };
     let with_rules = Masker {
@@ -74,7 +74,7 @@ pub fn run(size: usize, rounds: usize) -> anyhow::Result<()> {
             headers: Vec::new(),
             detectors: [true; 8],
         },
-        credentials: vec!["sk-live-upstream-credential-0001".into()],
+        credentials: vec!["sk-live-upstream-credential-0001".to_string()].into(),
         key,
     };
     println!(

@@ -241,6 +241,22 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Serve MCP on stdio and relay it to a gateway endpoint with the CI job's own identity:
+    /// GitHub Actions' OIDC token when the job may request one, else a token from an
+    /// environment variable or a file (GitLab `id_tokens`, a static token).
+    Connect {
+        /// The endpoint's URL, e.g. https://custody.example.com/mcp/deploy.
+        url: String,
+        /// The audience of the GitHub Actions token (the gateway's `audiences`).
+        #[arg(long, default_value = "custody")]
+        audience: String,
+        /// The environment variable holding the token when not on GitHub Actions.
+        #[arg(long, default_value = "CUSTODY_TOKEN")]
+        token_env: String,
+        /// A file holding the token, read again when the token nears expiry.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// List, inspect, approve and deny calls held for approval (through a running gateway).
     Approvals(ApprovalsArgs),
     /// Static bearer tokens for local use and for people without an identity provider.
@@ -356,6 +372,24 @@ pub fn main() -> ExitCode {
                 Err(e) => Err(e),
             },
         },
+        Command::Connect {
+            url,
+            audience,
+            token_env,
+            token_file,
+        } => {
+            let source = crate::connect::token::Source::detect(&audience, &token_env, token_file);
+            match runtime(1).and_then(|rt| {
+                rt.block_on(crate::connect::run(&url, source))
+                    .map_err(anyhow::Error::from)
+            }) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    eprintln!("custody connect: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         Command::Approvals(args) => (|| {
             let target = approvals::Target {
                 gateway: args.gateway,

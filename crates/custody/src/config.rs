@@ -6,8 +6,10 @@ mod auth;
 mod locate;
 mod mask;
 pub mod raw;
+mod secret;
 
 pub use auth::{AuthConfig, NameTemplate, OidcConfig, Preset, StaticToken, is_fetchable};
+pub use secret::SecretRef;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,7 +20,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Uri};
 
 use raw::{
-    RawApprovals, RawAudit, RawConfig, RawEndpoint, RawPolicy, RawServer, RawUpstream, RawWebhook,
+    RawApprovals, RawAudit, RawConfig, RawEndpoint, RawOAuth, RawPolicy, RawServer, RawUpstream,
+    RawWebhook,
 };
 
 /// A configuration error: where it is and what is wrong.
@@ -272,7 +275,9 @@ pub enum UpstreamConfig {
 #[derive(Debug, Clone)]
 pub struct HttpUpstreamConfig {
     pub url: Uri,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Header values, possibly by reference (resolved by `credentials`).
+    pub headers: Vec<(HeaderName, SecretRef)>,
+    pub oauth: Option<Box<OAuthConfig>>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub stream_idle_timeout: Duration,
@@ -282,12 +287,31 @@ pub struct HttpUpstreamConfig {
 pub struct StdioUpstreamConfig {
     pub command: PathBuf,
     pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
+    /// Environment values, possibly by reference (resolved by `credentials`).
+    pub env: BTreeMap<String, SecretRef>,
     pub inherit_env: bool,
     pub cwd: Option<PathBuf>,
     pub pool_size: usize,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+}
+
+/// `[endpoints.NAME.upstream.oauth]`, validated.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub token_url: Uri,
+    pub client_id: SecretRef,
+    pub client_secret: SecretRef,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub auth: OAuthAuth,
+}
+
+/// How an OAuth client authenticates to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthAuth {
+    Basic,
+    Post,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -433,6 +457,65 @@ impl Resolver<'_> {
             files: raw.files.iter().map(|f| base.join(f)).collect(),
             builtin: None,
             watch: raw.watch.unwrap_or(true),
+        })
+    }
+
+    /// A value that may name secrets: parsed, and resolved once now so that a missing one stops
+    /// the start with the endpoint and the reference (never a value).
+    fn secret(&self, key: &str, endpoint: &str, text: &str) -> Result<SecretRef, ConfigError> {
+        let base = Path::new(self.file).parent().unwrap_or(Path::new(""));
+        let r = SecretRef::parse(text, base).map_err(|e| self.err(key, e))?;
+        r.resolve().map_err(|e| {
+            self.err(
+                key,
+                format!("endpoint {endpoint:?}: {e}; set it before starting the gateway"),
+            )
+        })?;
+        Ok(r)
+    }
+
+    fn oauth(&self, key: &str, endpoint: &str, raw: RawOAuth) -> Result<OAuthConfig, ConfigError> {
+        if !auth::is_fetchable(&raw.token_url) {
+            return Err(self.err(
+                &format!("{key}.token_url"),
+                format!(
+                    "{:?} must be an https:// URL (http:// only to this machine): the client secret must not cross the network in the clear",
+                    raw.token_url
+                ),
+            ));
+        }
+        let token_url: Uri = raw
+            .token_url
+            .parse()
+            .map_err(|_| self.err(&format!("{key}.token_url"), "is not a URL"))?;
+        let auth = match raw.auth.as_deref() {
+            None | Some("basic") => OAuthAuth::Basic,
+            Some("post") => OAuthAuth::Post,
+            Some(other) => {
+                return Err(self.err(
+                    &format!("{key}.auth"),
+                    format!("{other:?} is not a client authentication; use \"basic\" or \"post\""),
+                ));
+            }
+        };
+        let client_secret = self.secret(
+            &format!("{key}.client_secret"),
+            endpoint,
+            &raw.client_secret,
+        )?;
+        if !client_secret.has_references() {
+            tracing::warn!(
+                endpoint,
+                "{key}.client_secret is written in the config file; name it by reference (${{env:NAME}} or ${{file:PATH}}) so the file holds no secret"
+            );
+        }
+        Ok(OAuthConfig {
+            token_url,
+            client_id: self.secret(&format!("{key}.client_id"), endpoint, &raw.client_id)?,
+            client_secret,
+            scope: raw.scope,
+            audience: raw.audience,
+            auth,
         })
     }
 
@@ -718,10 +801,12 @@ impl Resolver<'_> {
             ));
         }
         let ukey = format!("{key}.upstream");
+        let name_of = name.clone();
         let upstream = match raw.upstream {
             RawUpstream::Http {
                 url,
                 headers,
+                oauth,
                 connect_timeout,
                 request_timeout,
                 stream_idle_timeout,
@@ -747,15 +832,25 @@ impl Resolver<'_> {
                                 format!("{k} is set by the gateway and cannot be configured"),
                             ));
                         }
-                        let value = HeaderValue::from_str(&v).map_err(|_| {
-                            self.err(&hkey, "the value has characters not allowed in a header")
-                        })?;
+                        let value = self.secret(&hkey, &name_of, &v)?;
+                        if HeaderValue::from_str(&value.resolve().unwrap_or_default()).is_err() {
+                            return Err(
+                                self.err(&hkey, "the value has characters not allowed in a header")
+                            );
+                        }
                         Ok((name, value))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
+                let oauth = oauth
+                    .map(|o| {
+                        self.oauth(&format!("{ukey}.oauth"), &name_of, o)
+                            .map(Box::new)
+                    })
+                    .transpose()?;
                 UpstreamConfig::Http(HttpUpstreamConfig {
                     url: uri,
                     headers,
+                    oauth,
                     connect_timeout: connect_timeout.unwrap_or(Duration::from_secs(5)),
                     request_timeout: request_timeout.unwrap_or(Duration::from_secs(60)),
                     stream_idle_timeout: stream_idle_timeout.unwrap_or(Duration::from_secs(300)),
@@ -786,6 +881,13 @@ impl Resolver<'_> {
                         format!("{} is not a directory", dir.display()),
                     ));
                 }
+                let env = env
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let value = self.secret(&format!("{ukey}.env.{k}"), &name_of, &v)?;
+                        Ok((k, value))
+                    })
+                    .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
                 UpstreamConfig::Stdio(StdioUpstreamConfig {
                     command: PathBuf::from(command),
                     args,

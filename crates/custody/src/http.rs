@@ -88,6 +88,8 @@ pub enum StartError {
     Policy(#[from] crate::policy::PolicyErrors),
     #[error("couldn't record the gateway's start: {0}")]
     Record(crate::audit::AuditError),
+    #[error("an upstream credential cannot be resolved: {0}")]
+    Credentials(String),
 }
 
 /// Opens the audit log, binds the listener and starts serving.
@@ -169,7 +171,8 @@ pub async fn start_with(
         audit.clone(),
         policy.clone(),
         Some(Arc::new(mask_key)),
-    );
+    )
+    .map_err(StartError::Credentials)?;
     let stop = CancellationToken::new();
     let reloader = Some(match policy {
         Some(engine) => {
@@ -178,6 +181,24 @@ pub async fn start_with(
         // SIGHUP must not end a gateway that has nothing to reload.
         None => crate::policy::reload::ignore_hangups(stop.clone()),
     });
+    let credential_reloader = {
+        // Installed before start returns, like the policy's: a SIGHUP right after start-up
+        // re-reads the references instead of ending the process.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let relay = relay.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) = hup else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    Some(()) = hup.recv() => relay.reload_credentials().await,
+                }
+            }
+        })
+    };
     let identity = Arc::new(Identity::new(&config.auth));
     let key_loaders = identity.start(&stop).await;
     let checkpointer = audit.start_checkpointer(stop.clone());
@@ -262,6 +283,7 @@ pub async fn start_with(
             if let Some(r) = reloader {
                 r.abort();
             }
+            credential_reloader.abort();
             relay.finish_shutdown().await;
             let _ = checkpointer.await;
             let audit = &relay.audit;

@@ -10,6 +10,8 @@ pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod connect;
+pub mod credentials;
 pub mod http;
 pub mod identity;
 pub mod mask;

@@ -105,8 +105,9 @@ pub fn report(marks: &[Mark]) -> Value {
 pub struct Masker {
     pub client: RuleSet,
     pub audit: RuleSet,
-    /// Values of the upstream credentials the gateway holds (header values, environment).
-    pub credentials: Vec<String>,
+    /// Values of the upstream credentials the gateway holds (header values, environment, OAuth
+    /// tokens), kept current by the endpoint's credentials.
+    pub credentials: crate::credentials::Scrub,
     pub key: Option<std::sync::Arc<MaskKey>>,
 }
 
@@ -306,7 +307,7 @@ impl Masker {
     }
 
     fn scrub(&self, set: Pass<'_>, s: &mut String, pointer: &str, marks: &mut Vec<Mark>) {
-        for c in &self.credentials {
+        for c in self.credentials.get().iter() {
             if s.len() >= c.len() && s.contains(c.as_str()) {
                 *s = s.replace(c.as_str(), CREDENTIAL);
                 marks.push(Mark {
@@ -378,7 +379,7 @@ mod tests {
                 headers: Vec::new(),
                 detectors: [true; 8],
             },
-            credentials: vec!["upstream-api-key-123".into()],
+            credentials: vec!["upstream-api-key-123".to_string()].into(),
             key: Some(std::sync::Arc::new(MaskKey::from_secret([7; 32]))),
         }
     }
@@ -625,7 +626,7 @@ mod properties {
                 headers: Vec::new(),
                 detectors: [true; 8],
             },
-            credentials: vec![CREDENTIAL_VALUE.into()],
+            credentials: vec![CREDENTIAL_VALUE.to_string()].into(),
             key: None,
         }
     }

@@ -37,6 +37,7 @@ pub use session::{Session, SessionUpstream, Sessions};
 use crate::approval::Approvals;
 use crate::audit::{Appended, Audit, Kind as EntryKind};
 use crate::config::{Config, UpstreamConfig};
+use crate::credentials::Credentials;
 use crate::identity::{Principal, Refused};
 use crate::mask::{MaskKey, Masker};
 use crate::mcp::headers::{self, MCP_PROTOCOL_VERSION, ParamHeader};
@@ -89,7 +90,7 @@ pub enum Outcome {
 
 enum Upstream {
     Http(Box<HttpUpstream>),
-    Stdio(StdioUpstream),
+    Stdio(Box<StdioUpstream>),
 }
 
 /// One configured endpoint: its upstream and its sessions.
@@ -101,6 +102,8 @@ pub struct Endpoint {
     tool_headers: RwLock<HashMap<String, Vec<ParamHeader>>>,
     /// What the client and the log get masked.
     pub mask: Arc<Masker>,
+    /// The upstream credentials only the gateway holds.
+    pub credentials: Arc<Credentials>,
 }
 
 impl Endpoint {
@@ -201,7 +204,7 @@ impl Relay {
         audit: Arc<Audit>,
         policy: Option<Arc<Engine>>,
         mask_key: Option<Arc<MaskKey>>,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, String> {
         let limits = Limits {
             max_body: config.server.max_body_bytes,
             max_depth: config.server.max_json_depth,
@@ -211,16 +214,21 @@ impl Relay {
             .endpoints
             .iter()
             .map(|ep| {
+                let credentials = Credentials::new(&ep.name, &ep.upstream)?;
                 let upstream = match &ep.upstream {
-                    UpstreamConfig::Http(h) => {
-                        Upstream::Http(Box::new(HttpUpstream::new(h, max_body, limits.max_depth)))
-                    }
-                    UpstreamConfig::Stdio(s) => Upstream::Stdio(StdioUpstream::new(
-                        &ep.name,
-                        s.clone(),
+                    UpstreamConfig::Http(h) => Upstream::Http(Box::new(HttpUpstream::new(
+                        h,
+                        credentials.clone(),
                         max_body,
                         limits.max_depth,
-                    )),
+                    ))),
+                    UpstreamConfig::Stdio(s) => Upstream::Stdio(Box::new(StdioUpstream::new(
+                        &ep.name,
+                        s.clone(),
+                        credentials.clone(),
+                        max_body,
+                        limits.max_depth,
+                    ))),
                 };
                 let endpoint = Endpoint {
                     name: ep.name.as_str().into(),
@@ -230,16 +238,17 @@ impl Relay {
                     mask: Arc::new(Masker {
                         client: ep.mask_client.clone(),
                         audit: ep.mask_audit.clone(),
-                        credentials: credentials(&ep.upstream),
+                        credentials: credentials.scrub(),
                         key: mask_key.clone(),
                     }),
+                    credentials,
                 };
-                (ep.name.clone(), Arc::new(endpoint))
+                Ok((ep.name.clone(), Arc::new(endpoint)))
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let mut names: Vec<&str> = endpoints.keys().map(String::as_str).collect();
         names.sort_unstable();
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             known: names.join(", "),
             endpoints,
             limits,
@@ -254,7 +263,7 @@ impl Relay {
             session_idle: config.server.session_idle_timeout,
             closing: CancellationToken::new(),
             force: CancellationToken::new(),
-        })
+        }))
     }
 
     /// The endpoint called `name`.
@@ -1309,6 +1318,43 @@ impl Relay {
         }
     }
 
+    /// Resolves every endpoint's credential references again (SIGHUP), recording each outcome
+    /// as a `config_changed` entry (endpoint and reference on failure, never a value). A failed
+    /// endpoint keeps the values in force.
+    pub async fn reload_credentials(&self) {
+        let mut names: Vec<&String> = self.endpoints.keys().collect();
+        names.sort();
+        for name in names {
+            let ep = &self.endpoints[name];
+            if !ep.credentials.has_references() {
+                continue;
+            }
+            let detail = match ep.credentials.reload() {
+                Ok(()) => {
+                    tracing::info!(endpoint = %name, "upstream credentials re-read (SIGHUP)");
+                    json!({ "credentials": { "endpoint": name, "reloaded": true, "trigger": "SIGHUP" } })
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "upstream credentials not reloaded, the values in force stay: {e}"
+                    );
+                    json!({ "credentials": { "endpoint": name, "reloaded": false, "trigger": "SIGHUP", "error": e } })
+                }
+            };
+            if let Err(e) = self
+                .audit
+                .append(crate::audit::Draft::gateway(
+                    EntryKind::ConfigChanged,
+                    name,
+                    detail.to_string(),
+                ))
+                .await
+            {
+                tracing::error!("couldn't record the credential reload: {e}");
+            }
+        }
+    }
+
     /// Begins shutdown: long-lived streams end now; other calls may finish.
     pub fn begin_shutdown(&self) {
         self.closing.cancel();
@@ -1340,24 +1386,6 @@ fn session_header(headers: &HeaderMap) -> Option<Arc<str>> {
         .get(headers::MCP_SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .map(Arc::<str>::from)
-}
-
-/// The secrets the gateway holds for an upstream: its header values and environment values,
-/// scrubbed from everything by value (short values would mask ordinary text and are left).
-fn credentials(upstream: &UpstreamConfig) -> Vec<String> {
-    let values: Vec<String> = match upstream {
-        UpstreamConfig::Http(h) => h
-            .headers
-            .iter()
-            .filter_map(|(_, v)| v.to_str().ok().map(str::to_string))
-            .collect(),
-        UpstreamConfig::Stdio(s) => s.env.values().cloned().collect(),
-    };
-    let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= 8).collect();
-    // Longest first, so a credential containing another is replaced whole.
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values.dedup();
-    values
 }
 
 fn error_outcome(error: RelayError, id: Option<Value>, session: Option<Arc<str>>) -> Outcome {

@@ -252,6 +252,24 @@ pub struct RawWebhook {
     pub attempts: Option<u32>,
 }
 
+/// `[endpoints.NAME.upstream.oauth]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    /// The token endpoint: `https://`, or `http://` to this machine.
+    pub token_url: String,
+    /// The client id; may be a reference.
+    pub client_id: String,
+    /// The client secret; write it as a reference (`${env:...}` or `${file:...}`).
+    pub client_secret: String,
+    /// The `scope` parameter, if the server wants one.
+    pub scope: Option<String>,
+    /// The `audience` parameter (Auth0, Okta), if the server wants one.
+    pub audience: Option<String>,
+    /// How the client authenticates: `"basic"` (HTTP Basic, default) or `"post"` (in the form).
+    pub auth: Option<String>,
+}
+
 /// `[masking]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,9 +287,13 @@ pub enum RawUpstream {
     Http {
         /// The server's MCP endpoint URL (`http` or `https`).
         url: String,
-        /// Extra request headers sent to the upstream (for example its API key).
+        /// Extra request headers sent to the upstream (for example its API key). Values may
+        /// name secrets: `${env:NAME}`, `${file:PATH}`.
         #[serde(default)]
         headers: BTreeMap<String, String>,
+        /// OAuth 2.0 client credentials: the gateway fetches a token and sends it as
+        /// `Authorization: Bearer`.
+        oauth: Option<RawOAuth>,
         /// Time allowed to open a connection. Default `5s`.
         #[serde(default, with = "humantime_serde")]
         connect_timeout: Option<Duration>,
@@ -289,7 +311,8 @@ pub enum RawUpstream {
         /// Its arguments.
         #[serde(default)]
         args: Vec<String>,
-        /// Extra environment variables.
+        /// Extra environment variables. Values may name secrets: `${env:NAME}`,
+        /// `${file:PATH}`.
         #[serde(default)]
         env: BTreeMap<String, String>,
         /// Pass the gateway's own environment on to the process. Default `false`: only

@@ -161,6 +161,63 @@ fn lookup<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(value, |v, key| v.get(key))
 }
 
+/// A header value for `text`: itself when it is visible ASCII without surrounding spaces, else
+/// the `=?base64?…?=` form.
+pub fn encode_value(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && text.trim() == text
+        && !text.starts_with("=?");
+    if plain {
+        text.to_string()
+    } else {
+        format!("=?base64?{}?=", STANDARD.encode(text.as_bytes()))
+    }
+}
+
+/// The headers a client of the stateless generation mirrors from a request's body (what
+/// [`check_mirrored`] checks): `Mcp-Method`, `Mcp-Name`, `MCP-Protocol-Version` and the
+/// `Mcp-Param-*` of the tool's `x-mcp-header` arguments.
+pub fn mirror(msg: &Message, params: &[ParamHeader]) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut out = Vec::new();
+    let mut push = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            out.push((n, v));
+        }
+    };
+    let method = msg.method().unwrap_or("");
+    push(MCP_METHOD, method);
+    if let Some(name) = msg
+        .target_name()
+        .filter(|_| matches!(method, "tools/call" | "resources/read" | "prompts/get"))
+    {
+        push(MCP_NAME, &encode_value(name));
+    }
+    if let Some(v) = msg.meta_protocol_version() {
+        push(MCP_PROTOCOL_VERSION, v);
+    }
+    let args = msg.params().and_then(|p| p.get("arguments"));
+    for p in params {
+        if let Some(v) = args
+            .and_then(|a| lookup(a, &p.path))
+            .filter(|v| !v.is_null())
+        {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            push(
+                &format!("{MCP_PARAM_PREFIX}{}", p.suffix.to_ascii_lowercase()),
+                &encode_value(&text),
+            );
+        }
+    }
+    out
+}
+
 /// The `x-mcp-header` annotations of a tool's input schema (statically reachable properties).
 pub fn param_headers(input_schema: &Value) -> Vec<ParamHeader> {
     fn walk(schema: &Value, path: &mut Vec<String>, out: &mut Vec<ParamHeader>) {
@@ -188,6 +245,26 @@ pub fn param_headers(input_schema: &Value) -> Vec<ParamHeader> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn mirrored_headers_pass_the_check() {
+        let m = msg(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "déployer", "arguments": {"region": "eu-west-1", "count": 3, "note": " padded "},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}),
+        );
+        let params = param_headers(&json!({"properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "count": {"type": "number", "x-mcp-header": "Count"},
+            "note": {"type": "string", "x-mcp-header": "Note"}}}));
+        let mut h = HeaderMap::new();
+        for (k, v) in mirror(&m, &params) {
+            h.insert(k, v);
+        }
+        assert_eq!(h.get("mcp-name").unwrap(), "=?base64?ZMOpcGxveWVy?=");
+        assert_eq!(h.get("mcp-param-region").unwrap(), "eu-west-1");
+        check_mirrored(&h, &m, &params).unwrap();
+    }
 
     fn msg(v: Value) -> Message {
         Message::from_value(v).unwrap()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{self, HeaderName};
+use http::header;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -20,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::{Event, EventStream, Reply, UpstreamError};
 use crate::config::HttpUpstreamConfig;
+use crate::credentials::Credentials;
 use crate::mcp::headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::mcp::message::{Body, Message};
 
@@ -30,7 +31,8 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 
 pub struct HttpUpstream {
     url: Uri,
-    extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The headers (and OAuth token) only the gateway holds.
+    credentials: Arc<Credentials>,
     client: HttpClient,
     request_timeout: Duration,
     stream_idle_timeout: Duration,
@@ -136,7 +138,12 @@ pub fn recorded_headers(headers: &HeaderMap) -> ResponseHeaders {
 }
 
 impl HttpUpstream {
-    pub fn new(cfg: &HttpUpstreamConfig, max_body: usize, max_depth: usize) -> Self {
+    pub fn new(
+        cfg: &HttpUpstreamConfig,
+        credentials: Arc<Credentials>,
+        max_body: usize,
+        max_depth: usize,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
@@ -152,7 +159,7 @@ impl HttpUpstream {
             .build(https);
         Self {
             url: cfg.url.clone(),
-            extra_headers: cfg.headers.clone(),
+            credentials,
             client,
             request_timeout: cfg.request_timeout,
             stream_idle_timeout: cfg.stream_idle_timeout,
@@ -161,14 +168,27 @@ impl HttpUpstream {
         }
     }
 
-    fn request(&self, method: Method, out: &Outbound<'_>, body: Bytes) -> Request<Full<Bytes>> {
+    async fn request(
+        &self,
+        method: Method,
+        out: &Outbound<'_>,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
+        let bearer = self
+            .credentials
+            .bearer()
+            .await
+            .map_err(UpstreamError::Unreachable)?;
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = self.url.clone();
         let h = req.headers_mut();
         forward_headers(out.headers, h);
-        for (name, value) in &self.extra_headers {
+        for (name, value) in &self.credentials.current().headers {
             h.insert(name.clone(), value.clone());
+        }
+        if let Some(token) = bearer {
+            h.insert(header::AUTHORIZATION, token);
         }
         h.insert(
             header::ACCEPT,
@@ -180,7 +200,7 @@ impl HttpUpstream {
         if let Some(v) = out.version.and_then(|v| HeaderValue::from_str(v).ok()) {
             h.insert(MCP_PROTOCOL_VERSION, v);
         }
-        req
+        Ok(req)
     }
 
     async fn send(
@@ -204,7 +224,7 @@ impl HttpUpstream {
         out: Outbound<'_>,
         body: Bytes,
     ) -> Result<(Reply, Option<HeaderValue>, ResponseHeaders), UpstreamError> {
-        let mut req = self.request(Method::POST, &out, body);
+        let mut req = self.request(Method::POST, &out, body).await?;
         req.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -225,7 +245,7 @@ impl HttpUpstream {
         out: Outbound<'_>,
         last_event_id: Option<&HeaderValue>,
     ) -> Result<(Reply, ResponseHeaders), UpstreamError> {
-        let mut req = self.request(Method::GET, &out, Bytes::new());
+        let mut req = self.request(Method::GET, &out, Bytes::new()).await?;
         req.headers_mut().insert(
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
@@ -243,7 +263,7 @@ impl HttpUpstream {
     /// # Errors
     /// Unreachable or timeout.
     pub async fn delete(&self, out: Outbound<'_>) -> Result<StatusCode, UpstreamError> {
-        let req = self.request(Method::DELETE, &out, Bytes::new());
+        let req = self.request(Method::DELETE, &out, Bytes::new()).await?;
         let resp = self.send(req).await?;
         Ok(resp.status())
     }

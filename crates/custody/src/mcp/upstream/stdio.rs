@@ -17,11 +17,14 @@ pub const PER_PROCESS: usize = 16;
 
 use super::UpstreamError;
 use crate::config::StdioUpstreamConfig;
+use crate::credentials::Credentials;
 
 /// How a stdio endpoint's processes are started and shared.
 pub struct StdioUpstream {
     endpoint: Arc<str>,
     cfg: StdioUpstreamConfig,
+    /// The environment values only the gateway holds.
+    credentials: Arc<Credentials>,
     max_line: usize,
     max_depth: usize,
     pool: Mutex<Vec<Arc<Child>>>,
@@ -31,12 +34,14 @@ impl StdioUpstream {
     pub fn new(
         endpoint: &str,
         cfg: StdioUpstreamConfig,
+        credentials: Arc<Credentials>,
         max_line: usize,
         max_depth: usize,
     ) -> Self {
         Self {
             endpoint: endpoint.into(),
             cfg,
+            credentials,
             max_line,
             max_depth,
             pool: Mutex::new(Vec::new()),
@@ -51,6 +56,7 @@ impl StdioUpstream {
         Child::spawn(
             self.endpoint.clone(),
             &self.cfg,
+            &self.credentials.current().env,
             self.max_line,
             self.max_depth,
         )

@@ -80,6 +80,7 @@ impl Child {
     pub(super) fn spawn(
         endpoint: Arc<str>,
         cfg: &StdioUpstreamConfig,
+        env: &std::collections::BTreeMap<String, String>,
         max_line: usize,
         max_depth: usize,
     ) -> Result<Arc<Self>, UpstreamError> {
@@ -100,7 +101,7 @@ impl Child {
                 }
             }
         }
-        cmd.envs(&cfg.env);
+        cmd.envs(env);
         if let Some(dir) = &cfg.cwd {
             cmd.current_dir(dir);
         }

@@ -1,0 +1,387 @@
+//! `custody connect URL`: a local stdio MCP server that relays to one gateway endpoint, for MCP
+//! clients that only start servers as processes. Every line on stdin is POSTed to the endpoint
+//! with the job's own token; every message of the answer (JSON, or each event of a stream) is a
+//! line on stdout. It speaks both protocol generations: for session-based ones it keeps the
+//! gateway's `Mcp-Session-Id` and negotiated version; for the stateless one it mirrors the
+//! headers the body implies (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`).
+//!
+//! A refused token or an unreachable gateway ends it with a message on stderr and a non-zero
+//! status (after answering the request with a JSON-RPC error), so a pipeline step fails loudly.
+
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::mcp::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, ParamHeader};
+use crate::mcp::message::Message;
+
+/// The largest JSON answer read (an SSE stream is read event by event).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Why `connect` stopped early: printed on stderr, and the process exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("couldn't get a token: {0}")]
+    Token(String),
+    #[error("the gateway at {url} refused the token from {source_name}: {reason}")]
+    Unauthorized {
+        url: String,
+        source_name: String,
+        reason: String,
+    },
+    #[error("couldn't reach the gateway at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+struct State {
+    url: http::Uri,
+    url_text: String,
+    source: token::Source,
+    token: tokio::sync::Mutex<token::Token>,
+    session: Mutex<Option<HeaderValue>>,
+    version: Mutex<Option<String>>,
+    /// `x-mcp-header` arguments of the endpoint's tools, learned from `tools/list` answers.
+    tools: Mutex<HashMap<String, Vec<ParamHeader>>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    out: mpsc::Sender<String>,
+    fatal: Mutex<Option<ConnectError>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Relays stdin to `url` and answers to stdout until stdin ends.
+///
+/// # Errors
+/// [`ConnectError`]: no token, a refused token, an unreachable gateway.
+pub async fn run(url: &str, source: token::Source) -> Result<(), ConnectError> {
+    let uri: http::Uri = url.parse().map_err(|_| ConnectError::Unreachable {
+        url: url.to_string(),
+        reason:
+            "it is not a URL (give the endpoint's, e.g. https://custody.example.com/mcp/deploy)"
+                .into(),
+    })?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(ConnectError::Unreachable {
+            url: url.to_string(),
+            reason: "only http:// and https:// URLs are supported".into(),
+        });
+    }
+    let first = token::fetch(&source).await.map_err(ConnectError::Token)?;
+    let (out, mut lines_out) = mpsc::channel::<String>(64);
+    let state = Arc::new(State {
+        url: uri,
+        url_text: url.to_string(),
+        source,
+        token: tokio::sync::Mutex::new(first),
+        session: Mutex::new(None),
+        version: Mutex::new(None),
+        tools: Mutex::new(HashMap::new()),
+        http: crate::net::client(Duration::from_secs(10)),
+        out,
+        fatal: Mutex::new(None),
+        stop: tokio_util::sync::CancellationToken::new(),
+    });
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = lines_out.recv().await {
+            if stdout.write_all(line.as_bytes()).await.is_err()
+                || stdout.write_all(b"\n").await.is_err()
+                || stdout.flush().await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut calls = tokio::task::JoinSet::new();
+    loop {
+        let line = tokio::select! {
+            () = state.stop.cancelled() => break,
+            line = stdin.next_line() => match line {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(e) => {
+                    fatal(&state, ConnectError::Io(format!("reading stdin: {e}")));
+                    break;
+                }
+            },
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let msg = match Message::parse(Bytes::from(line), 128) {
+            Ok(m) => m,
+            Err(e) => {
+                let error = json!({"jsonrpc": "2.0", "id": null,
+                    "error": {"code": -32700, "message": format!("custody connect: not a JSON-RPC message: {e}")}});
+                let _ = state.out.send(error.to_string()).await;
+                continue;
+            }
+        };
+        // `initialize` must finish before anything else is sent: the answer carries the session.
+        let is_initialize = msg.method() == Some("initialize");
+        let st = state.clone();
+        let call = async move { post(&st, msg).await };
+        if is_initialize {
+            call.await;
+        } else {
+            calls.spawn(call);
+        }
+    }
+    // Stdin ended: let calls in flight finish, then end the session.
+    while calls.join_next().await.is_some() {}
+    let session = lock(&state.session).clone();
+    if let Some(sid) = session
+        && lock(&state.fatal).is_none()
+    {
+        let token = state.token.lock().await.value.clone();
+        if let Ok(req) = Request::builder()
+            .method(Method::DELETE)
+            .uri(state.url.clone())
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(MCP_SESSION_ID, sid)
+            .body(Full::new(Bytes::new()))
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(5), state.http.request(req)).await;
+        }
+    }
+    let fatal = lock(&state.fatal).take();
+    drop(state);
+    let _ = writer.await;
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Records the first fatal error and stops reading stdin.
+fn fatal(state: &State, e: ConnectError) {
+    let mut f = lock(&state.fatal);
+    if f.is_none() {
+        *f = Some(e);
+    }
+    state.stop.cancel();
+}
+
+/// Answers `msg` (if it is a request) with a JSON-RPC error.
+async fn answer_error(state: &State, msg: &Message, message: &str) {
+    if !msg.is_request() {
+        return;
+    }
+    let error = json!({"jsonrpc": "2.0", "id": msg.id(),
+        "error": {"code": -32603, "message": format!("custody connect: {message}")}});
+    let _ = state.out.send(error.to_string()).await;
+}
+
+/// The current token, renewed first when it nears expiry.
+async fn bearer(state: &State) -> String {
+    let mut t = state.token.lock().await;
+    if t.needs_renewal() {
+        match token::fetch(&state.source).await {
+            Ok(new) => *t = new,
+            Err(e) => {
+                eprintln!("custody connect: couldn't renew the token, using the current one: {e}")
+            }
+        }
+    }
+    t.value.clone()
+}
+
+async fn post(state: &State, msg: Message) {
+    let token = bearer(state).await;
+    let mut req = Request::post(state.url.clone())
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .header(
+            header::USER_AGENT,
+            concat!("custody-connect/", env!("CARGO_PKG_VERSION")),
+        );
+    if msg.meta_protocol_version().is_some() {
+        let params = msg
+            .target_name()
+            .filter(|_| msg.method() == Some("tools/call"))
+            .and_then(|t| lock(&state.tools).get(t).cloned())
+            .unwrap_or_default();
+        for (k, v) in headers::mirror(&msg, &params) {
+            req = req.header(k, v);
+        }
+    } else {
+        if let Some(sid) = lock(&state.session).clone() {
+            req = req.header(MCP_SESSION_ID, sid);
+        }
+        if let Some(v) = lock(&state.version).clone() {
+            req = req.header(MCP_PROTOCOL_VERSION, v);
+        }
+    }
+    let req = match req.body(Full::new(msg.to_bytes())) {
+        Ok(r) => r,
+        Err(e) => {
+            answer_error(state, &msg, &format!("couldn't build the request: {e}")).await;
+            return;
+        }
+    };
+    let resp = match state.http.request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = crate::net::error_chain(&e);
+            answer_error(
+                state,
+                &msg,
+                &format!("couldn't reach the gateway: {reason}"),
+            )
+            .await;
+            fatal(
+                state,
+                ConnectError::Unreachable {
+                    url: state.url_text.clone(),
+                    reason,
+                },
+            );
+            return;
+        }
+    };
+    let status = resp.status();
+    if status == StatusCode::UNAUTHORIZED {
+        let reason = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|c| c.split("error_description=\"").nth(1))
+            .and_then(|d| d.split('"').next())
+            .unwrap_or("no reason given")
+            .to_string();
+        answer_error(
+            state,
+            &msg,
+            &format!("the gateway refused the token: {reason}"),
+        )
+        .await;
+        fatal(
+            state,
+            ConnectError::Unauthorized {
+                url: state.url_text.clone(),
+                source_name: state.source.describe(),
+                reason,
+            },
+        );
+        return;
+    }
+    if msg.method() == Some("initialize")
+        && let Some(sid) = resp.headers().get(MCP_SESSION_ID)
+    {
+        *lock(&state.session) = Some(sid.clone());
+    }
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if status == StatusCode::ACCEPTED {
+        return;
+    }
+    if content_type.starts_with("text/event-stream") {
+        let mut events = sse_stream::SseStream::new(resp.into_body());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(ev) => {
+                    if let Some(data) = ev.data.filter(|d| !d.trim().is_empty()) {
+                        deliver(state, &msg, data).await;
+                    }
+                }
+                Err(e) => {
+                    answer_error(
+                        state,
+                        &msg,
+                        &format!("the gateway's event stream broke: {e}"),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+        return;
+    }
+    let body = match Limited::new(resp.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            answer_error(
+                state,
+                &msg,
+                &format!("couldn't read the gateway's answer: {e}"),
+            )
+            .await;
+            return;
+        }
+    };
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(v) if v.get("jsonrpc").is_some() || v.is_array() => {
+            deliver(state, &msg, v.to_string()).await;
+        }
+        _ => {
+            answer_error(
+                state,
+                &msg,
+                &format!(
+                    "the gateway answered HTTP {status}: {}",
+                    String::from_utf8_lossy(&body).trim()
+                ),
+            )
+            .await;
+        }
+    }
+}
+
+/// Writes one answer message to stdout, learning what later requests need from it.
+async fn deliver(state: &State, request: &Message, data: String) {
+    if let Ok(v) = serde_json::from_str::<Value>(&data)
+        && v.get("id").is_some()
+        && v.get("id") == request.id()
+    {
+        match request.method() {
+            Some("initialize") => {
+                if let Some(pv) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {
+                    *lock(&state.version) = Some(pv.to_string());
+                }
+            }
+            Some("tools/list") => {
+                if let Some(tools) = v.pointer("/result/tools").and_then(Value::as_array) {
+                    let mut map = lock(&state.tools);
+                    for t in tools {
+                        if let (Some(name), Some(schema)) =
+                            (t.get("name").and_then(Value::as_str), t.get("inputSchema"))
+                        {
+                            map.insert(name.to_string(), headers::param_headers(schema));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let line = if data.contains('\n') {
+        serde_json::from_str::<Value>(&data).map_or(data, |v| v.to_string())
+    } else {
+        data
+    };
+    let _ = state.out.send(line).await;
+}

@@ -1,0 +1,208 @@
+//! The upstream credentials only the gateway holds: header values (HTTP upstreams) and
+//! environment values (stdio upstreams), written in the config or named by reference
+//! (`${env:NAME}`, `${file:PATH}`), and OAuth 2.0 client-credentials tokens for HTTP upstreams.
+//!
+//! References are resolved at start-up (where a missing one stops the gateway) and again on
+//! SIGHUP ([`Credentials::reload`]; a reference that fails then keeps the values in force).
+//! Every value, and every token fetched, is handed to the masker ([`Scrub`]) so it is scrubbed
+//! from what clients receive and what the log stores.
+
+mod oauth;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use http::{HeaderName, HeaderValue};
+
+pub use oauth::OAuth;
+
+use crate::config::{SecretRef, UpstreamConfig};
+
+/// Values shorter than this are not scrubbed by value: they would mask ordinary text.
+pub const MIN_SCRUB_LEN: usize = 8;
+
+/// The secret values the masker replaces wherever they appear, longest first. Shared between
+/// an endpoint's credentials (which update it) and its masker (which reads it per message).
+#[derive(Debug, Default, Clone)]
+pub struct Scrub(Arc<RwLock<Arc<Vec<String>>>>);
+
+impl Scrub {
+    pub fn get(&self) -> Arc<Vec<String>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, values: Vec<String>) {
+        let mut values: Vec<String> = values
+            .into_iter()
+            .filter(|v| v.len() >= MIN_SCRUB_LEN)
+            .collect();
+        // Longest first, so a credential containing another is replaced whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(values);
+    }
+}
+
+impl From<Vec<String>> for Scrub {
+    fn from(values: Vec<String>) -> Self {
+        let s = Scrub::default();
+        s.set(values);
+        s
+    }
+}
+
+/// The resolved values in force.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub env: BTreeMap<String, String>,
+}
+
+enum Sources {
+    Http(Vec<(HeaderName, SecretRef)>),
+    Stdio(BTreeMap<String, SecretRef>),
+}
+
+/// One endpoint's upstream credentials.
+pub struct Credentials {
+    endpoint: String,
+    sources: Sources,
+    current: RwLock<Arc<Resolved>>,
+    oauth: Option<OAuth>,
+    scrub: Scrub,
+}
+
+impl Credentials {
+    /// Resolves `upstream`'s references for endpoint `endpoint`.
+    ///
+    /// # Errors
+    /// The first reference that cannot be resolved, naming the endpoint and the reference.
+    pub fn new(endpoint: &str, upstream: &UpstreamConfig) -> Result<Arc<Self>, String> {
+        let (sources, oauth) = match upstream {
+            UpstreamConfig::Http(h) => (
+                Sources::Http(h.headers.clone()),
+                h.oauth
+                    .as_ref()
+                    .map(|o| OAuth::new(endpoint, o))
+                    .transpose()?,
+            ),
+            UpstreamConfig::Stdio(s) => (Sources::Stdio(s.env.clone()), None),
+        };
+        let resolved = resolve(endpoint, &sources)?;
+        let creds = Arc::new(Self {
+            endpoint: endpoint.to_string(),
+            sources,
+            current: RwLock::new(Arc::new(resolved)),
+            oauth,
+            scrub: Scrub::default(),
+        });
+        creds.rescrub();
+        Ok(creds)
+    }
+
+    /// The values in force.
+    pub fn current(&self) -> Arc<Resolved> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// What the masker scrubs for this endpoint.
+    pub fn scrub(&self) -> Scrub {
+        self.scrub.clone()
+    }
+
+    /// Does this endpoint name any secret by reference (so a reload can change it)?
+    pub fn has_references(&self) -> bool {
+        match &self.sources {
+            Sources::Http(h) => h.iter().any(|(_, r)| r.has_references()) || self.oauth.is_some(),
+            Sources::Stdio(e) => e.values().any(SecretRef::has_references),
+        }
+    }
+
+    /// Resolves every reference again. A failure keeps the values in force.
+    ///
+    /// # Errors
+    /// The reference that failed, naming the endpoint.
+    pub fn reload(&self) -> Result<(), String> {
+        let resolved = resolve(&self.endpoint, &self.sources)?;
+        if let Some(o) = &self.oauth {
+            o.reload()?;
+        }
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(resolved);
+        self.rescrub();
+        Ok(())
+    }
+
+    /// The `Authorization` value of an OAuth upstream: a cached token, or a new one when it is
+    /// near its expiry. `None` without OAuth.
+    ///
+    /// # Errors
+    /// The token endpoint could not be reached or refused (the message names it).
+    pub async fn bearer(&self) -> Result<Option<HeaderValue>, String> {
+        let Some(o) = &self.oauth else {
+            return Ok(None);
+        };
+        let (value, fresh) = o.bearer().await?;
+        if fresh {
+            self.rescrub();
+        }
+        Ok(Some(value))
+    }
+
+    fn rescrub(&self) {
+        let current = self.current();
+        let mut values: Vec<String> = current
+            .headers
+            .iter()
+            .filter_map(|(_, v)| v.to_str().ok().map(str::to_string))
+            .chain(current.env.values().cloned())
+            .collect();
+        if let Some(o) = &self.oauth {
+            values.extend(o.secrets());
+        }
+        self.scrub.set(values);
+    }
+}
+
+fn resolve(endpoint: &str, sources: &Sources) -> Result<Resolved, String> {
+    let at = |what: &str, e: String| format!("endpoint {endpoint:?}, {what}: {e}");
+    match sources {
+        Sources::Http(headers) => {
+            let headers = headers
+                .iter()
+                .map(|(name, r)| {
+                    let v = r.resolve().map_err(|e| at(&format!("header {name}"), e))?;
+                    let v = HeaderValue::from_str(&v).map_err(|_| {
+                        at(
+                            &format!("header {name}"),
+                            "the resolved value has characters not allowed in a header".into(),
+                        )
+                    })?;
+                    Ok((name.clone(), v))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(Resolved {
+                headers,
+                env: BTreeMap::new(),
+            })
+        }
+        Sources::Stdio(env) => {
+            let env = env
+                .iter()
+                .map(|(k, r)| {
+                    let v = r.resolve().map_err(|e| at(&format!("env {k}"), e))?;
+                    Ok((k.clone(), v))
+                })
+                .collect::<Result<BTreeMap<_, _>, String>>()?;
+            Ok(Resolved {
+                headers: Vec::new(),
+                env,
+            })
+        }
+    }
+}
