@@ -14,7 +14,7 @@ npm_packages=(
   @modelcontextprotocol/inspector@2.12.0
   oauth2-mock-server@8.2.3
 )
-pip_packages=(mcp==2.3.0)
+pip_packages=(mcp==2.3.0 pyyaml==6.0.3)
 
 want="${npm_packages[*]} | ${pip_packages[*]}"
 if [[ -f "$cache/installed" && "$(cat "$cache/installed")" == "$want" ]]; then

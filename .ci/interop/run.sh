@@ -177,6 +177,10 @@ source "$here/identity.sh"
 # --- approvals: a real client held while a second process decides ---------------------------
 source "$here/approvals.sh"
 
+# --- CI integration: custody connect, and the Docker Compose quick start ------------------------
+source "$here/connect.sh"
+source "$here/compose.sh"
+
 if ((failures > 0)); then
   echo
   echo "$failures interop check(s) failed; the gateway's log:"

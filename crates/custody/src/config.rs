@@ -559,15 +559,22 @@ impl Resolver<'_> {
 
     fn webhook(&self, i: usize, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
         let key = format!("approvals.webhooks.{i}");
-        // The URL is a secret: errors name the key, never the value.
-        if !auth::is_fetchable(&raw.url) {
+        // The URL is a secret: errors name the key, never the value. It and the header values
+        // may be references, resolved now.
+        let resolve = |k: &str, text: &str| -> Result<String, ConfigError> {
+            let base = Path::new(self.file).parent().unwrap_or(Path::new(""));
+            SecretRef::parse(text, base)
+                .and_then(|r| r.resolve())
+                .map_err(|e| self.err(k, format!("{e}; set it before starting the gateway")))
+        };
+        let url_text = resolve(&format!("{key}.url"), &raw.url)?;
+        if !auth::is_fetchable(&url_text) {
             return Err(self.err(
                 &format!("{key}.url"),
                 "must be an https:// URL (http:// only to this machine): approval details must not cross the network in the clear",
             ));
         }
-        let url: Uri = raw
-            .url
+        let url: Uri = url_text
             .parse()
             .map_err(|_| self.err(&format!("{key}.url"), "is not a URL"))?;
         let format = match raw.format.as_deref() {
@@ -591,6 +598,7 @@ impl Resolver<'_> {
                 let hkey = format!("{key}.headers.{k}");
                 let name = HeaderName::from_bytes(k.as_bytes())
                     .map_err(|_| self.err(&hkey, format!("{k:?} is not a header name")))?;
+                let v = resolve(&hkey, &v)?;
                 let value = HeaderValue::from_str(&v).map_err(|_| {
                     self.err(&hkey, "the value has characters not allowed in a header")
                 })?;
