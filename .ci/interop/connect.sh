@@ -7,6 +7,7 @@ connect_port=$(free_port)
 echo "fixture-upstream-secret-value" >"$work/fixture-secret"
 sed -e "s|127.0.0.1:$strict_port|127.0.0.1:$connect_port|" \
     -e "s|$work/strict-data|$work/connect-data|" \
+    -e 's|audiences = \["custody-interop"\]|audiences = ["custody-interop", "custody"]|' \
     "$work/strict.toml" >"$work/connect.toml"
 cat >>"$work/connect.toml" <<TOML
 
@@ -14,6 +15,12 @@ cat >>"$work/connect.toml" <<TOML
 transport = "http"
 url = "$fixture"
 headers = { X-Api-Key = "\${file:$work/fixture-secret}" }
+
+# The examples' workflows call the tool \`deploy\`.
+[endpoints.deploy.upstream]
+transport = "stdio"
+command = "$custody"
+args = ["demo-server"]
 TOML
 "$custody" serve --config "$work/connect.toml" >"$work/connect.log" 2>&1 &
 connect_pid=$!
@@ -34,6 +41,36 @@ connect_refused() {
   grep -q "refused the token from \$CUSTODY_TOKEN: wrong audience" <<<"$err"
 }
 check "connect: a refused token ends custody connect non-zero with the gateway's reason" connect_refused
+
+
+# The example workflows' own scripts, as written: GitHub's (its token from a loopback service
+# that behaves like GitHub's) and GitLab's (its id_token in CUSTODY_TOKEN).
+gh_port=$(free_port)
+"$python" "$here/github_token_service.py" "$gh_port" "$issuer_url" gha-request-token >"$work/gh-token.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$gh_port/" "the GitHub token service" "$work/gh-token.log"
+custody_dir=$(dirname "$custody")
+
+github_example() {
+  local out
+  "$python" "$here/example_script.py" "$here/../../examples/github-actions.yml" >"$work/gh-script.py" || return 1
+  out=$(env -i PATH="$custody_dir:$PATH" HOME="$HOME" CUSTODY_URL="http://127.0.0.1:$connect_port" GITHUB_SHA=5d8f1e2a9c0b \
+    ACTIONS_ID_TOKEN_REQUEST_URL="http://127.0.0.1:$gh_port/token?api-version=2.0" \
+    ACTIONS_ID_TOKEN_REQUEST_TOKEN=gha-request-token "$python" "$work/gh-script.py" 2>&1) || { echo "$out"; return 1; }
+  echo "$out"
+  grep -q "deployed api 5d8f1e2 to production" <<<"$out"
+}
+check "examples: the GitHub Actions workflow's script, with GitHub's token variables" github_example
+
+gitlab_example() {
+  local out
+  "$python" "$here/example_script.py" "$here/../../examples/gitlab-ci.yml" >"$work/gl-script.py" || return 1
+  out=$(env -i PATH="$custody_dir:$PATH" HOME="$HOME" CUSTODY_URL="http://127.0.0.1:$connect_port" CI_COMMIT_SHORT_SHA=5d8f1e2a \
+    CUSTODY_TOKEN="$github_token" "$python" "$work/gl-script.py" 2>&1) || { echo "$out"; return 1; }
+  echo "$out"
+  grep -q "deployed api 5d8f1e2a to staging" <<<"$out"
+}
+check "examples: the GitLab CI job's script, with its id_token in CUSTODY_TOKEN" gitlab_example
 
 connect_log() {
   kill -TERM "$connect_pid" && wait "$connect_pid" || true

@@ -290,3 +290,53 @@ fn sighup_without_a_policy_leaves_the_gateway_running() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// The example deployment (examples/custody.toml and its policies) is valid as written, given
+/// its secrets: the environment variables it names, and its files where the container mounts
+/// them (mapped here onto a temporary directory).
+#[test]
+fn the_example_deployment_config_and_policies_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    for f in ["deploy_api_key", "deploy_oauth_secret"] {
+        std::fs::write(secrets.join(f), "example-secret-value\n").unwrap();
+    }
+    let text = std::fs::read_to_string(root.join("examples/custody.toml"))
+        .unwrap()
+        .replace("/run/secrets/", &format!("{}/", secrets.display()));
+    let config = root.join("examples/custody.checked.toml");
+    std::fs::write(&config, text).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(custody_bin())
+            .args(args)
+            .arg(&config)
+            .env(
+                "SLACK_APPROVALS_WEBHOOK",
+                "https://hooks.slack.com/services/T0/B0/example",
+            )
+            .env("INCIDENTS_HOOK_TOKEN", "example-incidents-token")
+            .env(
+                "CUSTOMERS_DATABASE_URL",
+                "postgres://customers@db/customers",
+            )
+            .output()
+            .unwrap()
+    };
+    let checked = run(&["check-config", "--config"]);
+    let policy = run(&["policy", "check", "--config"]);
+    let _ = std::fs::remove_file(&config);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("ok (2 endpoints)"));
+    assert!(
+        policy.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&policy.stdout),
+        String::from_utf8_lossy(&policy.stderr)
+    );
+}
