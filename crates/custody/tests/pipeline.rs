@@ -27,6 +27,8 @@ const LEAK: &str = "PLEASE_LEAK_THE_KEY";
 
 #[derive(Default)]
 struct Seen {
+    /// Seconds the issued job tokens live (default: the test issuer's five minutes).
+    lifetime: Option<u64>,
     /// Headers of every request the upstream got.
     upstream: Vec<HashMap<String, String>>,
     /// Every OIDC token the token service issued.
@@ -61,6 +63,10 @@ async fn github_token_service(
             "runner_environment": "github-hosted",
         }),
     );
+    let mut claims = claims;
+    if let Some(l) = seen.lock().unwrap().lifetime {
+        claims["exp"] = json!(custody_test_issuer::now() + l);
+    }
     let token = issuer.token("rsa-1", &claims);
     seen.lock().unwrap().job_tokens.push(token.clone());
     Ok(axum::Json(json!({ "count": 1, "value": token })))
@@ -299,6 +305,7 @@ async fn a_github_actions_job_calls_tools_through_custody_connect_and_leaves_pro
     let seen = {
         let s = seen.lock().unwrap();
         Seen {
+            lifetime: s.lifetime,
             upstream: s.upstream.clone(),
             job_tokens: s.job_tokens.clone(),
             oauth_tokens: s.oauth_tokens.clone(),
@@ -437,9 +444,29 @@ async fn connect_fails_loudly_without_a_token_with_a_refused_one_and_without_a_g
                     "ref_type": "branch", "pipeline_id": "991"}),
         ),
     );
-    let mut job = Job::start(&gw.url("f"), &[("CUSTODY_TOKEN", good)]);
+    let mut job = Job::start(&gw.url("f"), &[("CUSTODY_TOKEN", good.clone())]);
     let answer = job.call(1, "initialize", init["params"].clone());
     assert!(answer.get("result").is_some(), "{answer}");
+    let (status, _, err) = job.finish();
+    assert!(status.success(), "{err}");
+    // The stateless generation: no initialize; connect mirrors the headers the body implies.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let mut job = Job::start(&gw.url("f"), &[("CUSTODY_TOKEN", good)]);
+    let listed = job.call(1, "tools/list", json!({"_meta": meta}));
+    assert!(listed["result"]["tools"].as_array().is_some(), "{listed}");
+    let called = job.call(
+        2,
+        "tools/call",
+        json!({"name": "test_simple_text", "arguments": {}, "_meta": meta}),
+    );
+    assert!(
+        called["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("simple text"),
+        "{called}"
+    );
     let (status, _, err) = job.finish();
     assert!(status.success(), "{err}");
 
@@ -477,4 +504,60 @@ async fn connect_fails_loudly_without_a_token_with_a_refused_one_and_without_a_g
         "{err}"
     );
     gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_fetches_a_fresh_github_token_before_the_old_one_expires() {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    // 61 s tokens: renewed a minute before they expire, so after one second.
+    seen.lock().unwrap().lifetime = Some(61);
+    let issuer = Arc::new(TestIssuer::start().await);
+    let token_service = serve_router(
+        axum::Router::new()
+            .route("/token", axum::routing::get(github_token_service))
+            .with_state((issuer.clone(), seen.clone())),
+    )
+    .await
+    .replace("/mcp", "/token?api-version=2.0");
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[[auth.oidc]]\npreset = \"github-actions\"\nissuer = \"{}\"\naudiences = [\"custody\"]\n{}",
+            issuer.url,
+            stdio_fixture("f", "")
+        ),
+    )
+    .await;
+    let env = [
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", token_service),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.to_string()),
+    ];
+    let mut job = Job::start(&gw.url("f"), &env);
+    let init = job.call(
+        1,
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {},
+               "clientInfo": {"name": "pipeline", "version": "1"}}),
+    );
+    assert!(init.get("result").is_some(), "{init}");
+    job.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    assert_eq!(seen.lock().unwrap().job_tokens.len(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let listed = job.call(2, "tools/list", json!({}));
+    assert!(listed.get("result").is_some(), "{listed}");
+    let (status, _, err) = job.finish();
+    assert!(status.success(), "{err}");
+    let tokens = seen.lock().unwrap().job_tokens.clone();
+    assert!(
+        tokens.len() >= 2,
+        "a fresh token was fetched: {}",
+        tokens.len()
+    );
+    // Both tokens belong to the same job, so the session continued with the fresh one.
+    let dir = gw.shutdown().await;
+    let requests = entries(dir.path())
+        .iter()
+        .filter(|e| e.kind == Kind::Request)
+        .count();
+    assert_eq!(requests, 2, "initialize and tools/list, in one session");
 }
