@@ -182,21 +182,10 @@ pub async fn start_with(
         None => crate::policy::reload::ignore_hangups(stop.clone()),
     });
     let credential_reloader = {
-        // Installed before start returns, like the policy's: a SIGHUP right after start-up
-        // re-reads the references instead of ending the process.
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let relay = relay.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let Ok(mut hup) = hup else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    Some(()) = hup.recv() => relay.reload_credentials().await,
-                }
-            }
+        crate::signals::on_hangup(stop.clone(), move || {
+            let relay = relay.clone();
+            async move { relay.reload_credentials().await }
         })
     };
     let identity = Arc::new(Identity::new(&config.auth));

@@ -19,4 +19,5 @@ pub mod mcp;
 pub mod net;
 pub mod policy;
 pub mod relay;
+pub mod signals;
 pub mod store;

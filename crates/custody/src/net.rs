@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -37,4 +39,33 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// Sends `req` and reads at most `limit` bytes of the answer. `what` names the other side in
+/// errors ("GitHub's OIDC token service", "the OAuth token endpoint https://…").
+///
+/// # Errors
+/// A sentence: it could not be reached, or its answer could not be read.
+pub async fn exchange<B>(
+    client: &Client<HttpsConnector<HttpConnector>, B>,
+    req: http::Request<B>,
+    what: &str,
+    limit: usize,
+) -> Result<(http::StatusCode, Bytes), String>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("couldn't reach {what}: {}", error_chain(&e)))?;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| format!("couldn't read the answer of {what}: {e}"))?
+        .to_bytes();
+    Ok((status, body))
 }

@@ -624,16 +624,7 @@ async fn stopping_answers_waiting_calls_and_a_crash_is_recorded_at_the_next_star
         detail(requested)["approval"]
     );
     assert_eq!(abandoned[0].request, requested.request);
-    let out = std::process::Command::new(custody_bin())
-        .args(["verify", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_log_verifies(&data);
 }
 
 /// A webhook receiver on loopback: records each POST's body; answers 500 to the first

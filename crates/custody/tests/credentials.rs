@@ -191,17 +191,22 @@ async fn token_endpoint(
     )
 }
 
+/// Serves [`token_endpoint`] on loopback; returns its URL.
+async fn serve_token_endpoint(issued: Arc<Mutex<Issued>>) -> String {
+    serve_router(
+        axum::Router::new()
+            .route("/token", axum::routing::post(token_endpoint))
+            .with_state(issued),
+    )
+    .await
+    .replace("/mcp", "/token")
+}
+
 #[tokio::test]
 async fn oauth_tokens_are_fetched_once_cached_refreshed_before_expiry_and_never_relayed() {
     let (url, seen) = recording_upstream().await;
     let issued: Arc<Mutex<Issued>> = Arc::default();
-    let token_url = serve_router(
-        axum::Router::new()
-            .route("/token", axum::routing::post(token_endpoint))
-            .with_state(issued.clone()),
-    )
-    .await
-    .replace("/mcp", "/token");
+    let token_url = serve_token_endpoint(issued.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "oauth-s3cret-xyz").unwrap();
@@ -268,13 +273,7 @@ async fn a_token_endpoint_that_refuses_fails_the_call_with_its_reason() {
         tokens: Vec::new(),
         refuse: true,
     }));
-    let token_url = serve_router(
-        axum::Router::new()
-            .route("/token", axum::routing::post(token_endpoint))
-            .with_state(issued),
-    )
-    .await
-    .replace("/mcp", "/token");
+    let token_url = serve_token_endpoint(issued).await;
     let gw = Gateway::start(
         "",
         &http_upstream(

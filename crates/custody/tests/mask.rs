@@ -203,16 +203,7 @@ async fn the_client_and_the_log_get_their_copies_and_the_log_still_verifies() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name_tag);
 
-    let verify = Command::new(custody_bin())
-        .args(["verify", "--data"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_log_verifies(dir.path());
 }
 
 #[tokio::test]

@@ -72,6 +72,18 @@ async fn github_token_service(
     Ok(axum::Json(json!({ "count": 1, "value": token })))
 }
 
+/// Serves [`github_token_service`] on loopback; returns what GitHub puts in
+/// `ACTIONS_ID_TOKEN_REQUEST_URL`.
+async fn serve_github_token_service(issuer: Arc<TestIssuer>, seen: Arc<Mutex<Seen>>) -> String {
+    serve_router(
+        axum::Router::new()
+            .route("/token", axum::routing::get(github_token_service))
+            .with_state((issuer, seen)),
+    )
+    .await
+    .replace("/mcp", "/token?api-version=2.0")
+}
+
 /// An OAuth token endpoint (client credentials, HTTP Basic).
 async fn oauth_token(
     State(seen): State<Arc<Mutex<Seen>>>,
@@ -220,13 +232,7 @@ impl Job {
 async fn a_github_actions_job_calls_tools_through_custody_connect_and_leaves_proof() {
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let issuer = Arc::new(TestIssuer::start().await);
-    let token_service = serve_router(
-        axum::Router::new()
-            .route("/token", axum::routing::get(github_token_service))
-            .with_state((issuer.clone(), seen.clone())),
-    )
-    .await
-    .replace("/mcp", "/token?api-version=2.0");
+    let token_service = serve_github_token_service(issuer.clone(), seen.clone()).await;
     let oauth = serve_router(
         axum::Router::new()
             .route("/oauth/token", axum::routing::post(oauth_token))
@@ -400,16 +406,7 @@ async fn a_github_actions_job_calls_tools_through_custody_connect_and_leaves_pro
             assert!(!text.contains(secret), "the log holds {secret}");
         }
     }
-    let out = Command::new(custody_bin())
-        .args(["verify", "--data"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_log_verifies(dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,13 +509,7 @@ async fn connect_fetches_a_fresh_github_token_before_the_old_one_expires() {
     // 61 s tokens: renewed a minute before they expire, so after one second.
     seen.lock().unwrap().lifetime = Some(61);
     let issuer = Arc::new(TestIssuer::start().await);
-    let token_service = serve_router(
-        axum::Router::new()
-            .route("/token", axum::routing::get(github_token_service))
-            .with_state((issuer.clone(), seen.clone())),
-    )
-    .await
-    .replace("/mcp", "/token?api-version=2.0");
+    let token_service = serve_github_token_service(issuer.clone(), seen.clone()).await;
     let gw = Gateway::start(
         "",
         &format!(

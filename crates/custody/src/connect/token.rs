@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Request, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use serde_json::Value;
 
 /// A token is replaced when it has less than this left.
@@ -136,18 +136,8 @@ async fn github(request_url: &str, request_token: &str, audience: &str) -> Resul
         .map_err(|e| format!("couldn't build the token request: {e}"))?;
     let client = crate::net::client::<Empty<Bytes>>(Duration::from_secs(10));
     let ask = async {
-        let resp = client.request(req).await.map_err(|e| {
-            format!(
-                "couldn't reach GitHub's OIDC token service: {}",
-                crate::net::error_chain(&e)
-            )
-        })?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map_err(|e| format!("couldn't read GitHub's OIDC token answer: {e}"))?
-            .to_bytes();
+        let (status, body) =
+            crate::net::exchange(&client, req, "GitHub's OIDC token service", 64 * 1024).await?;
         if !status.is_success() {
             return Err(format!(
                 "GitHub's OIDC token service answered {status}; does the job have `permissions: id-token: write`?"

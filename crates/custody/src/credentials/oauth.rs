@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -184,18 +184,8 @@ impl OAuth {
 
     async fn exchange(&self, url: &Uri, req: Request<Full<Bytes>>) -> Result<Token, String> {
         let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                format!(
-                    "couldn't reach the OAuth token endpoint {url}: {}",
-                    crate::net::error_chain(&e)
-                )
-            })?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), 64 * 1024)
-                .collect()
-                .await
-                .map_err(|e| format!("couldn't read the answer of {url}: {e}"))?
-                .to_bytes();
+            let what = format!("the OAuth token endpoint {url}");
+            let (status, body) = crate::net::exchange(&self.http, req, &what, 64 * 1024).await?;
             let json: Value = serde_json::from_slice(&body).map_err(|_| {
                 format!("the OAuth token endpoint {url} answered {status} without JSON")
             })?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -46,19 +46,10 @@ impl Fetcher {
             .body(Empty::new())
             .map_err(|e| format!("couldn't build a request for {url}: {e}"))?;
         let fetch = async {
-            let resp =
-                self.client.request(req).await.map_err(|e| {
-                    format!("couldn't reach {url}: {}", crate::net::error_chain(&e))
-                })?;
-            let status = resp.status();
+            let (status, body) = crate::net::exchange(&self.client, req, url, MAX_DOCUMENT).await?;
             if status != StatusCode::OK {
                 return Err(format!("{url} answered {status}"));
             }
-            let body = Limited::new(resp.into_body(), MAX_DOCUMENT)
-                .collect()
-                .await
-                .map_err(|e| format!("couldn't read {url}: {e}"))?
-                .to_bytes();
             serde_json::from_slice(&body).map_err(|e| format!("{url} did not return JSON: {e}"))
         };
         tokio::time::timeout(TIMEOUT, fetch)

@@ -138,18 +138,7 @@ pub fn spawn(
 /// Without policies there is nothing to reload: SIGHUP is logged instead of ending the process
 /// (its default action).
 pub fn ignore_hangups(stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    tokio::spawn(async move {
-        let Ok(mut hup) = hup else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                Some(()) = hup.recv() => {
-                    tracing::info!("SIGHUP: no [policy] is configured, so there is nothing to reload");
-                }
-            }
-        }
+    crate::signals::on_hangup(stop, || async {
+        tracing::info!("SIGHUP: no [policy] is configured, so there is no policy to reload");
     })
 }

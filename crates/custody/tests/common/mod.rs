@@ -57,6 +57,21 @@ pub fn serve_in(dir: &std::path::Path, endpoints: &str) -> (std::process::Child,
     (child, base)
 }
 
+/// Runs `custody verify --data DIR` and fails the test with its output unless the log verifies.
+pub fn assert_log_verifies(dir: &std::path::Path) {
+    let out = std::process::Command::new(custody_bin())
+        .args(["verify", "--data"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "custody verify failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The `custody` binary built for these tests.
 pub fn custody_bin() -> &'static str {
     env!("CARGO_BIN_EXE_custody")
