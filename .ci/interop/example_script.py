@@ -14,6 +14,6 @@ if "jobs" in doc:  # GitHub Actions
 else:  # GitLab CI
     run = doc["deploy"]["script"][0]
 lines = run.splitlines()
-start = next(i for i, l in enumerate(lines) if l.strip() == "python - <<'PY'")
+start = next(i for i, l in enumerate(lines) if l.strip().endswith("python - <<'PY'"))
 end = next(i for i, l in enumerate(lines) if l.strip() == "PY" and i > start)
 print("\n".join(lines[start + 1 : end]))
