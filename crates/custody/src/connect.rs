@@ -2,8 +2,9 @@
 //! clients that only start servers as processes. Every line on stdin is POSTed to the endpoint
 //! with the job's own token; every message of the answer (JSON, or each event of a stream) is a
 //! line on stdout. It speaks both protocol generations: for session-based ones it keeps the
-//! gateway's `Mcp-Session-Id` and negotiated version; for the stateless one it mirrors the
-//! headers the body implies (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`).
+//! gateway's `Mcp-Session-Id` and negotiated version and relays the session's own stream (GET);
+//! for the stateless one it mirrors the headers the body implies (`Mcp-Method`, `Mcp-Name`,
+//! `Mcp-Param-*`).
 //!
 //! A refused token or an unreachable gateway ends it with a message on stderr and a non-zero
 //! status (after answering the request with a JSON-RPC error), so a pipeline step fails loudly.
@@ -112,6 +113,7 @@ pub async fn run(url: &str, source: token::Source) -> Result<(), ConnectError> {
     });
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut calls = tokio::task::JoinSet::new();
+    let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let line = tokio::select! {
             () = state.stop.cancelled() => break,
@@ -137,17 +139,26 @@ pub async fn run(url: &str, source: token::Source) -> Result<(), ConnectError> {
             }
         };
         // `initialize` must finish before anything else is sent: the answer carries the session.
+        // Once the client says it is initialized, the session's own stream is opened.
         let is_initialize = msg.method() == Some("initialize");
+        let initialized = msg.method() == Some("notifications/initialized");
         let st = state.clone();
         let call = async move { post(&st, msg).await };
-        if is_initialize {
+        if is_initialize || initialized {
             call.await;
         } else {
             calls.spawn(call);
         }
+        if initialized && listener.is_none() && lock(&state.session).is_some() {
+            let st = state.clone();
+            listener = Some(tokio::spawn(async move { listen(&st).await }));
+        }
     }
     // Stdin ended: let calls in flight finish, then end the session.
     while calls.join_next().await.is_some() {}
+    if let Some(l) = listener {
+        l.abort();
+    }
     let session = lock(&state.session).clone();
     if let Some(sid) = session
         && lock(&state.fatal).is_none()
@@ -305,7 +316,7 @@ async fn post(state: &State, msg: Message) {
             match event {
                 Ok(ev) => {
                     if let Some(data) = ev.data.filter(|d| !d.trim().is_empty()) {
-                        deliver(state, &msg, data).await;
+                        deliver(state, Some(&msg), data).await;
                     }
                 }
                 Err(e) => {
@@ -335,7 +346,7 @@ async fn post(state: &State, msg: Message) {
     };
     match serde_json::from_slice::<Value>(&body) {
         Ok(v) if v.get("jsonrpc").is_some() || v.is_array() => {
-            deliver(state, &msg, v.to_string()).await;
+            deliver(state, Some(&msg), v.to_string()).await;
         }
         _ => {
             answer_error(
@@ -351,9 +362,59 @@ async fn post(state: &State, msg: Message) {
     }
 }
 
-/// Writes one answer message to stdout, learning what later requests need from it.
-async fn deliver(state: &State, request: &Message, data: String) {
-    if let Ok(v) = serde_json::from_str::<Value>(&data)
+/// Relays the session's standalone stream (GET): what the server sends outside any request,
+/// such as `notifications/tools/list_changed`. Reconnects with `Last-Event-ID` when the stream
+/// drops; stops when the gateway does not offer one, or after five failures in a row.
+async fn listen(state: &State) {
+    let mut last_event: Option<String> = None;
+    let mut failures = 0;
+    while failures < 5 && !state.stop.is_cancelled() {
+        let token = bearer(state).await;
+        let mut req = Request::get(state.url.clone())
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(sid) = lock(&state.session).clone() {
+            req = req.header(MCP_SESSION_ID, sid);
+        }
+        if let Some(v) = lock(&state.version).clone() {
+            req = req.header(MCP_PROTOCOL_VERSION, v);
+        }
+        if let Some(id) = &last_event {
+            req = req.header(headers::LAST_EVENT_ID, id.as_str());
+        }
+        let Ok(req) = req.body(Full::new(Bytes::new())) else {
+            return;
+        };
+        let resp = match state.http.request(req).await {
+            Ok(r) if r.status() == StatusCode::OK => r,
+            // 405: no standalone stream here; anything else: the session is gone or refused.
+            Ok(_) => return,
+            Err(_) => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let mut events = sse_stream::SseStream::new(resp.into_body());
+        while let Some(Ok(ev)) = events.next().await {
+            if let Some(id) = ev.id {
+                last_event = Some(id);
+            }
+            if let Some(data) = ev.data.filter(|d| !d.trim().is_empty()) {
+                deliver(state, None, data).await;
+            }
+        }
+        failures += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes one message to stdout, learning what later requests need from the answer to
+/// `request`.
+async fn deliver(state: &State, request: Option<&Message>, data: String) {
+    if let Some(request) = request
+        && let Ok(v) = serde_json::from_str::<Value>(&data)
         && v.get("id").is_some()
         && v.get("id") == request.id()
     {

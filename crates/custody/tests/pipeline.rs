@@ -216,6 +216,29 @@ impl Job {
         }
     }
 
+    /// Waits for a line that is a message with `method` (already read ones count).
+    fn wait_for_method(&mut self, method: &str) -> Value {
+        let is = |line: &str| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .filter(|v| v["method"] == method)
+        };
+        if let Some(v) = self.output.iter().find_map(|l| is(l)) {
+            return v;
+        }
+        let started = Instant::now();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(10).saturating_sub(started.elapsed()))
+                .unwrap_or_else(|_| panic!("no {method}; got {:?}", self.output));
+            self.output.push(line.clone());
+            if let Some(v) = is(&line) {
+                return v;
+            }
+        }
+    }
+
     fn finish(mut self) -> (std::process::ExitStatus, Vec<String>, String) {
         drop(self.stdin);
         let status = self.child.wait().unwrap();
@@ -415,9 +438,10 @@ async fn connect_fails_loudly_without_a_token_with_a_refused_one_and_without_a_g
     let gw = Gateway::start(
         "",
         &format!(
-            "[[auth.oidc]]\npreset = \"gitlab\"\nissuer = \"{}\"\naudiences = [\"custody\"]\n{}",
+            "[[auth.oidc]]\npreset = \"gitlab\"\nissuer = \"{}\"\naudiences = [\"custody\"]\n{}{}",
             issuer.url,
-            stdio_fixture("f", "")
+            stdio_fixture("f", ""),
+            http_upstream("h", &fixture_http().await, "")
         ),
     )
     .await;
@@ -441,9 +465,19 @@ async fn connect_fails_loudly_without_a_token_with_a_refused_one_and_without_a_g
                     "ref_type": "branch", "pipeline_id": "991"}),
         ),
     );
-    let mut job = Job::start(&gw.url("f"), &[("CUSTODY_TOKEN", good.clone())]);
+    let mut job = Job::start(&gw.url("h"), &[("CUSTODY_TOKEN", good.clone())]);
     let answer = job.call(1, "initialize", init["params"].clone());
     assert!(answer.get("result").is_some(), "{answer}");
+    // What the server sends outside any request reaches the client through the session's
+    // own stream, which connect opens once the client is initialized.
+    job.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let changed = job.call(
+        2,
+        "tools/call",
+        json!({"name": "test_trigger_tool_change", "arguments": {}}),
+    );
+    assert!(changed.get("result").is_some(), "{changed}");
+    job.wait_for_method("notifications/tools/list_changed");
     let (status, _, err) = job.finish();
     assert!(status.success(), "{err}");
     // The stateless generation: no initialize; connect mirrors the headers the body implies.
