@@ -73,6 +73,8 @@ pub struct Credentials {
     current: RwLock<Arc<Resolved>>,
     oauth: Option<OAuth>,
     scrub: Scrub,
+    /// The values a reload replaced: still scrubbed, since an upstream may echo an old key.
+    retired: std::sync::Mutex<Vec<String>>,
 }
 
 impl Credentials {
@@ -98,6 +100,7 @@ impl Credentials {
             current: RwLock::new(Arc::new(resolved)),
             oauth,
             scrub: Scrub::default(),
+            retired: std::sync::Mutex::new(Vec::new()),
         });
         creds.rescrub();
         Ok(creds)
@@ -133,7 +136,11 @@ impl Credentials {
         if let Some(o) = &self.oauth {
             o.reload()?;
         }
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(resolved);
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+            Arc::new(resolved),
+        );
+        *self.retired.lock().unwrap_or_else(PoisonError::into_inner) = values(&old);
         self.rescrub();
         Ok(())
     }
@@ -155,18 +162,28 @@ impl Credentials {
     }
 
     fn rescrub(&self) {
-        let current = self.current();
-        let mut values: Vec<String> = current
-            .headers
-            .iter()
-            .filter_map(|(_, v)| v.to_str().ok().map(str::to_string))
-            .chain(current.env.values().cloned())
-            .collect();
+        let mut all = values(&self.current());
+        all.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned(),
+        );
         if let Some(o) = &self.oauth {
-            values.extend(o.secrets());
+            all.extend(o.secrets());
         }
-        self.scrub.set(values);
+        self.scrub.set(all);
     }
+}
+
+/// The secret values of a resolved set.
+fn values(r: &Resolved) -> Vec<String> {
+    r.headers
+        .iter()
+        .filter_map(|(_, v)| v.to_str().ok().map(str::to_string))
+        .chain(r.env.values().cloned())
+        .collect()
 }
 
 fn resolve(endpoint: &str, sources: &Sources) -> Result<Resolved, String> {

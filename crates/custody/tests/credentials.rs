@@ -82,6 +82,11 @@ async fn file_references_are_injected_and_reread_on_reload_and_a_bad_reload_keep
         last(&seen, "x-api-key").as_deref(),
         Some("second-secret-value-2")
     );
+    // The replaced key stays scrubbed: an upstream may still echo it.
+    let scrubbed = relay.endpoint("up").unwrap().mask.credentials.get();
+    for v in ["first-secret-value-1", "second-secret-value-2"] {
+        assert!(scrubbed.iter().any(|s| s == v), "{v} in {scrubbed:?}");
+    }
 
     std::fs::remove_file(&key).unwrap();
     relay.reload_credentials().await;
