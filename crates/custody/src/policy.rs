@@ -616,6 +616,37 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_can_keep_the_person_who_started_a_run_from_approving_it() {
+        let e = engine(
+            "permit(principal, action == Action::\"approve\", resource);\n\
+             forbid(principal, action == Action::\"approve\", resource)\n\
+             when { context.requester.actor == principal.name };\n",
+        );
+        let mut claims = serde_json::Map::new();
+        claims.insert("actor".into(), json!("octocat"));
+        let run = Principal::oidc(
+            "https://token.actions.githubusercontent.com",
+            "repo:acme/api:ref:refs/heads/main".into(),
+            "acme/api@refs/heads/main".into(),
+            claims,
+            &[],
+        );
+        let held = Held {
+            requester: &run,
+            endpoint: "prod",
+            method: "tools/call",
+            target: Some("deploy"),
+            arguments: None,
+        };
+        let verdict = |who: &str| {
+            e.decide_approve(&Principal::static_token(who), &held)
+                .verdict
+        };
+        assert_eq!(verdict("octocat"), Verdict::Deny);
+        assert_eq!(verdict("hubot"), Verdict::Allow);
+    }
+
+    #[test]
     fn needs_approval_carries_the_largest_min_approvals() {
         let e = engine(
             "@approval(\"required\")\npermit(principal, action, resource);\n\
