@@ -622,11 +622,14 @@ impl Approvals {
         if who.kind == PrincipalKind::Anonymous {
             return Err(DecideError::Anonymous);
         }
-        let pending = self
-            .find(id)
-            .filter(|p| self.visible(who, p))
-            .ok_or_else(|| DecideError::NotFound(id.to_string()))?;
-        if !self.authorized(who, &pending) {
+        let not_found = || DecideError::NotFound(id.to_string());
+        let pending = self.find(id).ok_or_else(not_found)?;
+        // Policy is asked once: whoever may not decide it sees it only if they asked for it.
+        let authorized = self.authorized(who, &pending);
+        if !authorized && !same_person(who, &pending.requester) {
+            return Err(not_found());
+        }
+        if !authorized {
             return Err(DecideError::NotApprover {
                 who: who.name.clone(),
                 method: pending.method.clone(),

@@ -461,17 +461,26 @@ impl Resolver<'_> {
     }
 
     /// A value that may name secrets: parsed, and resolved once now so that a missing one stops
-    /// the start with the endpoint and the reference (never a value).
-    fn secret(&self, key: &str, endpoint: &str, text: &str) -> Result<SecretRef, ConfigError> {
+    /// the start with the key, the endpoint (when it belongs to one) and the reference, never a
+    /// value. Returns the reference and its value.
+    fn secret(
+        &self,
+        key: &str,
+        endpoint: Option<&str>,
+        text: &str,
+    ) -> Result<(SecretRef, String), ConfigError> {
         let base = Path::new(self.file).parent().unwrap_or(Path::new(""));
         let r = SecretRef::parse(text, base).map_err(|e| self.err(key, e))?;
-        r.resolve().map_err(|e| {
+        let value = r.resolve().map_err(|e| {
+            let whose = endpoint
+                .map(|ep| format!("endpoint {ep:?}: "))
+                .unwrap_or_default();
             self.err(
                 key,
-                format!("endpoint {endpoint:?}: {e}; set it before starting the gateway"),
+                format!("{whose}{e}; set it before starting the gateway"),
             )
         })?;
-        Ok(r)
+        Ok((r, value))
     }
 
     fn oauth(&self, key: &str, endpoint: &str, raw: RawOAuth) -> Result<OAuthConfig, ConfigError> {
@@ -498,9 +507,9 @@ impl Resolver<'_> {
                 ));
             }
         };
-        let client_secret = self.secret(
+        let (client_secret, _) = self.secret(
             &format!("{key}.client_secret"),
-            endpoint,
+            Some(endpoint),
             &raw.client_secret,
         )?;
         if !client_secret.has_references() {
@@ -511,7 +520,9 @@ impl Resolver<'_> {
         }
         Ok(OAuthConfig {
             token_url,
-            client_id: self.secret(&format!("{key}.client_id"), endpoint, &raw.client_id)?,
+            client_id: self
+                .secret(&format!("{key}.client_id"), Some(endpoint), &raw.client_id)?
+                .0,
             client_secret,
             scope: raw.scope,
             audience: raw.audience,
@@ -561,13 +572,7 @@ impl Resolver<'_> {
         let key = format!("approvals.webhooks.{i}");
         // The URL is a secret: errors name the key, never the value. It and the header values
         // may be references, resolved now.
-        let resolve = |k: &str, text: &str| -> Result<String, ConfigError> {
-            let base = Path::new(self.file).parent().unwrap_or(Path::new(""));
-            SecretRef::parse(text, base)
-                .and_then(|r| r.resolve())
-                .map_err(|e| self.err(k, format!("{e}; set it before starting the gateway")))
-        };
-        let url_text = resolve(&format!("{key}.url"), &raw.url)?;
+        let (_, url_text) = self.secret(&format!("{key}.url"), None, &raw.url)?;
         if !auth::is_fetchable(&url_text) {
             return Err(self.err(
                 &format!("{key}.url"),
@@ -598,7 +603,7 @@ impl Resolver<'_> {
                 let hkey = format!("{key}.headers.{k}");
                 let name = HeaderName::from_bytes(k.as_bytes())
                     .map_err(|_| self.err(&hkey, format!("{k:?} is not a header name")))?;
-                let v = resolve(&hkey, &v)?;
+                let (_, v) = self.secret(&hkey, None, &v)?;
                 let value = HeaderValue::from_str(&v).map_err(|_| {
                     self.err(&hkey, "the value has characters not allowed in a header")
                 })?;
@@ -840,8 +845,8 @@ impl Resolver<'_> {
                                 format!("{k} is set by the gateway and cannot be configured"),
                             ));
                         }
-                        let value = self.secret(&hkey, &name_of, &v)?;
-                        if HeaderValue::from_str(&value.resolve().unwrap_or_default()).is_err() {
+                        let (value, resolved) = self.secret(&hkey, Some(&name_of), &v)?;
+                        if HeaderValue::from_str(&resolved).is_err() {
                             return Err(
                                 self.err(&hkey, "the value has characters not allowed in a header")
                             );
@@ -892,7 +897,8 @@ impl Resolver<'_> {
                 let env = env
                     .into_iter()
                     .map(|(k, v)| {
-                        let value = self.secret(&format!("{ukey}.env.{k}"), &name_of, &v)?;
+                        let (value, _) =
+                            self.secret(&format!("{ukey}.env.{k}"), Some(&name_of), &v)?;
                         Ok((k, value))
                     })
                     .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;

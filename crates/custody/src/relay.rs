@@ -789,14 +789,7 @@ impl Relay {
             }
         };
         let is_batch = messages.len() > 1;
-        let single_id = if is_batch {
-            None
-        } else {
-            messages[0]
-                .id()
-                .cloned()
-                .filter(|_| messages[0].is_request())
-        };
+        let single_id = single_request_id(&messages);
         // Policy first: a batch with a request policy does not allow is refused whole.
         let decisions: Vec<Option<Decision>> = messages
             .iter()
@@ -878,7 +871,6 @@ impl Relay {
                             .map(|i| (i, recorded))
                             .into_iter()
                             .collect();
-                        let single_id = msg.id().cloned();
                         relay
                             .session_send(
                                 &ep2,
@@ -889,7 +881,6 @@ impl Relay {
                                 requests,
                                 scope,
                                 filter,
-                                single_id,
                             )
                             .await
                     },
@@ -897,7 +888,7 @@ impl Relay {
                 .await;
         }
         self.session_send(
-            ep, session, headers, version, messages, requests, scope, filter, single_id,
+            ep, session, headers, version, messages, requests, scope, filter,
         )
         .await
     }
@@ -914,8 +905,8 @@ impl Relay {
         requests: Vec<(Value, Appended)>,
         scope: Scope,
         filter: Option<ListFilter>,
-        single_id: Option<Value>,
     ) -> Outcome {
+        let single_id = single_request_id(&messages);
         let is_batch = messages.len() > 1;
         let watch = if !is_batch && messages[0].method() == Some("tools/list") {
             Watch::ToolsList
@@ -1386,6 +1377,15 @@ fn session_header(headers: &HeaderMap) -> Option<Arc<str>> {
         .get(headers::MCP_SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .map(Arc::<str>::from)
+}
+
+/// The id of the one request a POST carries, when it carries exactly one message and that is a
+/// request: failures answer it.
+fn single_request_id(messages: &[Message]) -> Option<Value> {
+    match messages {
+        [m] if m.is_request() => m.id().cloned(),
+        _ => None,
+    }
 }
 
 fn error_outcome(error: RelayError, id: Option<Value>, session: Option<Arc<str>>) -> Outcome {

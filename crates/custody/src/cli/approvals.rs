@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{Method, Request, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use serde_json::{Value, json};
 
 /// Where the gateway is and who is asking.
@@ -81,21 +81,20 @@ async fn call(
     };
     let req = req.body(body).context("building the request")?;
     let client = crate::net::client::<Full<Bytes>>(Duration::from_secs(5));
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .map_err(|_| anyhow::anyhow!("the gateway at {base} did not answer within 30s"))?
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "couldn't reach the gateway at {base}: {} (is it running? pass --gateway or set CUSTODY_GATEWAY)",
-                crate::net::error_chain(&e)
-            )
-        })?;
-    let status = resp.status();
-    let bytes = Limited::new(resp.into_body(), 16 * 1024 * 1024)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the gateway's answer: {e}"))?
-        .to_bytes();
+    let what = format!("the gateway at {base}");
+    let (status, bytes) = tokio::time::timeout(
+        Duration::from_secs(30),
+        crate::net::exchange(&client, req, &what, 16 * 1024 * 1024),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("{what} did not answer within 30s"))?
+    .map_err(|e| {
+        if e.starts_with("couldn't reach") {
+            anyhow::anyhow!("{e} (is it running? pass --gateway or set CUSTODY_GATEWAY)")
+        } else {
+            anyhow::anyhow!(e)
+        }
+    })?;
     let value: Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes).trim().to_string() }));
     if !status.is_success() {
