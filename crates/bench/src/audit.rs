@@ -17,6 +17,8 @@ pub fn audit_config(dir: &Path, durability: Durability) -> AuditConfig {
         key_file: dir.join("log.key"),
         checkpoint_interval: Duration::from_secs(1),
         heartbeat_interval: Duration::from_secs(60),
+        scrub_interval: None,
+        predecessor: None,
     }
 }
 
@@ -166,7 +168,8 @@ pub async fn verify(entries: u64, size: usize) -> anyhow::Result<()> {
         tlog::Verifier::from_key_string(&std::fs::read_to_string(dir.path().join("log.key.pub"))?)?;
     let reader = custody::store::SqliteReader::open(dir.path())?;
     let started = Instant::now();
-    let summary = custody::audit::verify::check(&reader, verifier, &[])
+    let sources = custody::audit::verify::stored(&reader)?;
+    let summary = custody::audit::verify::check(&reader, verifier, &sources, &[])
         .map_err(|p| anyhow::anyhow!("{p}"))?;
     let elapsed = started.elapsed();
     let bytes = std::fs::metadata(dir.path().join("log.sqlite"))?.len();

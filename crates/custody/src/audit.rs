@@ -10,7 +10,12 @@
 //! * Keys (`keys.rs`): the Ed25519 log key, created on first start.
 
 mod checkpointer;
+pub mod files;
+pub mod health;
 pub mod keys;
+pub mod predecessor;
+mod resume;
+pub mod scrub;
 mod sequencer;
 #[cfg(test)]
 mod tests;
@@ -30,6 +35,8 @@ use tlog::{Hash, Signer, Verifier};
 use crate::config::{AuditConfig, Durability};
 pub use crate::store::Mark;
 use crate::store::{LogReader, SqliteReader, SqliteStore, Store, StoreError, StoredCheckpoint};
+use files::Files;
+use health::Health;
 
 /// The caller of entries made for a call without a token (where `auth.anonymous` allows it).
 pub const ANONYMOUS: &str = r#"{"kind":"anonymous"}"#;
@@ -141,22 +148,41 @@ pub struct Head {
 
 enum Job {
     Append(Draft, oneshot::Sender<Result<Appended, AuditError>>),
-    Checkpoint(StoredCheckpoint, oneshot::Sender<Result<(), AuditError>>),
+    /// Sign the tree as it stands if it is larger than `published` covers (see
+    /// `sequencer::sign`); `None` when there is nothing new to sign.
+    Sign {
+        published: Option<u64>,
+        reply: oneshot::Sender<Result<Option<Signed>, AuditError>>,
+    },
+    /// Store a signed checkpoint in the database's checkpoints table.
+    Store(StoredCheckpoint, oneshot::Sender<Result<(), AuditError>>),
     /// Finish what is queued before this, then exit.
     Stop(oneshot::Sender<()>),
+}
+
+/// A checkpoint the sequencer signed, with the tree it signs.
+pub(crate) struct Signed {
+    pub checkpoint: StoredCheckpoint,
+    pub range: tlog::CompactRange,
 }
 
 /// The audit log of a running gateway.
 pub struct Audit {
     jobs: mpsc::Sender<Job>,
-    signer: Arc<Signer>,
     verifier: Verifier,
+    origin: String,
     head: watch::Receiver<Head>,
     latest: Arc<RwLock<Option<StoredCheckpoint>>>,
+    /// Held while a checkpoint is signed and persisted, so they persist in signing order.
+    publishing: tokio::sync::Mutex<()>,
+    health: Arc<Health>,
+    files: Arc<Files>,
     durability: Durability,
     data_dir: PathBuf,
     config: AuditConfig,
     sequencer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    lock: std::sync::Mutex<Option<files::DirLock>>,
+    scrubbed: std::sync::Mutex<Option<scrub::Outcome>>,
 }
 
 /// What opening the log found.
@@ -164,6 +190,11 @@ pub struct Opened {
     pub audit: Arc<Audit>,
     pub key_created: bool,
     pub entries: u64,
+    /// The log was created by this start (no entry, no checkpoint before).
+    pub created: bool,
+    /// A new log's first entry, naming the log it succeeds (`audit.predecessor`): the caller
+    /// appends it before anything else.
+    pub predecessor: Option<Draft>,
     /// Approvals a previous run left pending (it stopped while calls waited).
     pub pending_approvals: Vec<Unfinished>,
 }
@@ -180,6 +211,9 @@ pub struct Unfinished {
     pub request: Option<u64>,
 }
 
+/// What a refusal to open the log says to do when entries are gone for good.
+const AFTER_LOSS: &str = "restore the database from a backup that holds them; if they are gone for good, start a new log with a new key and origin whose first entry names this one (`custody keygen --origin NEW --predecessor FILE`, docs/audit.md \"After data loss\")";
+
 /// Why the log could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -187,34 +221,45 @@ pub enum OpenError {
     Key(#[from] keys::KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Files(#[from] files::FileError),
     #[error(
         "the stored log no longer matches the checkpoint it signed at size {size}: {why}; refusing to extend it (run `custody verify` to find what changed)"
     )]
     Diverged { size: u64, why: String },
-}
-
-/// A log must never sign a checkpoint inconsistent with one it signed before: before
-/// appending, check that the stored tree extends the latest stored checkpoint.
-fn check_continues(
-    reader: &SqliteReader,
-    cp: &StoredCheckpoint,
-    verifier: &Verifier,
-    size: u64,
-    root: Hash,
-) -> Result<(), OpenError> {
-    let diverged = |why: String| OpenError::Diverged { size: cp.size, why };
-    let (checkpoint, _) = tlog::Checkpoint::open(cp.note.as_bytes(), verifier).map_err(|e| {
-        diverged(format!(
-            "the checkpoint does not verify with the log's key ({e})"
-        ))
-    })?;
-    if checkpoint.size > size {
-        return Err(diverged(format!("the log holds only {size} entries")));
-    }
-    let proof = tlog::proof::consistency_proof(reader, checkpoint.size, size)
-        .map_err(|e| diverged(format!("couldn't read the tree ({e})")))?;
-    tlog::proof::verify_consistency(checkpoint.size, size, &proof, &checkpoint.root, &root)
-        .map_err(|e| diverged(format!("the entries it covers changed ({e})")))
+    #[error("{place} is not a checkpoint this log signed: {why}; refusing to start")]
+    Unverified { place: String, why: String },
+    #[error(
+        "the log was forked: {first} and {second} both sign size {size}; refusing to start (run `custody verify`)"
+    )]
+    Forked {
+        size: u64,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "{db} holds {entries} entries but {place} is a checkpoint the log signed at size {size} (root {root}): entries were lost or removed; {AFTER_LOSS}"
+    )]
+    Truncated {
+        db: String,
+        entries: u64,
+        size: u64,
+        root: String,
+        place: String,
+    },
+    #[error(
+        "{db} holds {entries} entries but no checkpoint this log signed survives ({head}, {checkpoints} and the database's checkpoints table are missing or empty): its state cannot be checked, so it is not extended; {AFTER_LOSS}"
+    )]
+    Unanchored {
+        db: String,
+        entries: u64,
+        head: String,
+        checkpoints: String,
+    },
+    #[error("audit.predecessor: {0}")]
+    Predecessor(String),
+    #[error("couldn't sign the new log's first checkpoint: {0}")]
+    Genesis(AuditError),
 }
 
 /// The approvals left pending in the log `reader` reads.
@@ -240,61 +285,114 @@ impl Audit {
     /// Opens (or creates) the log in `data_dir` and starts its sequencer thread.
     ///
     /// # Errors
-    /// The key or the store cannot be opened, or the stored tree is inconsistent.
+    /// The directory is in use, the key or the store cannot be opened, or the stored log does
+    /// not extend the latest checkpoint the log signed.
     pub fn open(data_dir: &std::path::Path, config: &AuditConfig) -> Result<Opened, OpenError> {
+        let lock = files::DirLock::acquire(data_dir)?;
         let (signer, key_created) =
             keys::load_or_create(&config.key_file, config.origin.as_deref())?;
+        let files = Files::new(data_dir, config.durability);
+        // A missing database is not created while a checkpoint says there was a log: the
+        // refusal below must not leave an empty database behind for the next start to accept.
+        let db = data_dir.join(crate::store::FILE);
+        if !db.exists() && (files.read_head()?.is_some() || files.last_checkpoint()?.is_some()) {
+            let mut empty = crate::store::Empty;
+            resume::resume(&mut empty, &files, &signer.verifier(), &db)?;
+        }
         let store = SqliteStore::open(data_dir, config.durability)?;
-        Self::with_store(store, signer, key_created, data_dir, config)
+        Self::start(store, signer, key_created, data_dir, config, Some(lock))
     }
 
     /// Starts the log over any [`Store`] (tests inject failing ones).
     ///
     /// # Errors
-    /// The stored tree is inconsistent.
+    /// The stored log does not extend the latest checkpoint the log signed.
     pub fn with_store<S: Store>(
-        mut store: S,
+        store: S,
         signer: Signer,
         key_created: bool,
         data_dir: &std::path::Path,
         config: &AuditConfig,
     ) -> Result<Opened, OpenError> {
-        let range = store.state()?;
-        let (latest, pending_approvals) = match SqliteReader::open(data_dir) {
-            Ok(reader) => {
-                let latest = reader.latest_checkpoint()?;
-                if let Some(cp) = &latest {
-                    check_continues(&reader, cp, &signer.verifier(), range.size(), range.root())?;
-                }
-                (latest, unfinished(&reader)?)
-            }
-            Err(_) => (None, Vec::new()),
+        let lock = files::DirLock::acquire(data_dir)?;
+        Self::start(store, signer, key_created, data_dir, config, Some(lock))
+    }
+
+    fn start<S: Store>(
+        mut store: S,
+        signer: Signer,
+        key_created: bool,
+        data_dir: &std::path::Path,
+        config: &AuditConfig,
+        lock: Option<files::DirLock>,
+    ) -> Result<Opened, OpenError> {
+        let files = Arc::new(Files::new(data_dir, config.durability));
+        let verifier = signer.verifier();
+        let db = data_dir.join(crate::store::FILE);
+        let resumed = resume::resume(&mut store, &files, &verifier, &db)?;
+        let created = resumed.latest.is_none();
+        let pending_approvals = match SqliteReader::open(data_dir) {
+            Ok(reader) => unfinished(&reader)?,
+            Err(_) => Vec::new(),
         };
+        let predecessor = match (&config.predecessor, created) {
+            (Some(path), true) => Some(predecessor::read(path, signer.name())?),
+            _ => None,
+        };
+        let signer = Arc::new(signer);
+        let health = Arc::new(Health::default());
+        let mut latest = resumed.latest.map(|(cp, _)| cp);
+        if created {
+            // A new log signs its empty tree at once, so that from its first entry on some
+            // place outside the database says the log exists.
+            let genesis = sequencer::sign_range(&signer, &resumed.range);
+            files.write_head(&genesis.checkpoint, &genesis.range)?;
+            store
+                .put_checkpoint(&genesis.checkpoint)
+                .map_err(|e| OpenError::Genesis(AuditError::Unavailable(e.to_string())))?;
+            files.append_checkpoint(&genesis.checkpoint)?;
+            latest = Some(genesis.checkpoint);
+        }
+        let range = resumed.range;
         let entries = range.size();
         let (head_tx, head) = watch::channel(Head {
             size: range.size(),
             root: range.root(),
         });
         let (jobs, rx) = mpsc::channel(65_536);
-        let latest = Arc::new(RwLock::new(latest));
-        let files = sequencer::Files::new(data_dir, config.durability);
-        let handle = sequencer::spawn(store, range, rx, head_tx, files);
+        let handle = sequencer::spawn(
+            sequencer::Sequencer {
+                store,
+                range,
+                signed: latest.as_ref().map(|c| c.size),
+                signer: signer.clone(),
+                health: health.clone(),
+                head: head_tx,
+            },
+            rx,
+        );
         let audit = Arc::new(Self {
             jobs,
-            verifier: signer.verifier(),
-            signer: Arc::new(signer),
+            verifier,
+            origin: signer.name().to_string(),
             head,
-            latest,
+            latest: Arc::new(RwLock::new(latest)),
+            publishing: tokio::sync::Mutex::new(()),
+            health,
+            files,
             durability: config.durability,
             data_dir: data_dir.to_path_buf(),
             config: config.clone(),
             sequencer: std::sync::Mutex::new(Some(handle)),
+            lock: std::sync::Mutex::new(lock),
+            scrubbed: std::sync::Mutex::new(None),
         });
-
         Ok(Opened {
             audit,
             key_created,
             entries,
+            created,
+            predecessor,
             pending_approvals,
         })
     }
@@ -302,9 +400,13 @@ impl Audit {
     /// Records an entry. Returns once it is durable (with fsync durability) and has its index.
     ///
     /// # Errors
-    /// [`AuditError::Unavailable`] when it could not be made durable: the caller must not let
-    /// the message it records move on.
+    /// [`AuditError::Unavailable`] when it could not be made durable, or the log is not taking
+    /// entries (a checkpoint could not be persisted, or an integrity alarm halted it): the
+    /// caller must not let the message it records move on.
     pub async fn append(&self, draft: Draft) -> Result<Appended, AuditError> {
+        if let Some(why) = self.health.refusal() {
+            return Err(AuditError::Unavailable(why));
+        }
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Job::Append(draft, tx))
@@ -314,7 +416,7 @@ impl Audit {
     }
 
     pub fn origin(&self) -> &str {
-        self.signer.name()
+        &self.origin
     }
 
     pub fn verifier(&self) -> &Verifier {
@@ -329,52 +431,24 @@ impl Audit {
         *self.head.borrow()
     }
 
+    /// Whether the log is fit to take entries, and every reason it is not.
+    pub fn health(&self) -> health::Report {
+        self.health.report()
+    }
+
+    /// The last scrub's outcome, once one has run.
+    pub fn last_scrub(&self) -> Option<scrub::Outcome> {
+        self.scrubbed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn latest_checkpoint(&self) -> Option<StoredCheckpoint> {
         self.latest
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-    }
-
-    /// Signs and stores a checkpoint of the current head, unless the latest already covers it.
-    ///
-    /// # Errors
-    /// The checkpoint could not be stored.
-    pub async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditError> {
-        let head = self.head();
-        if self
-            .latest_checkpoint()
-            .is_some_and(|c| c.size == head.size)
-        {
-            return Ok(None);
-        }
-        let note = tlog::Checkpoint {
-            origin: self.origin().to_string(),
-            size: head.size,
-            root: head.root,
-            extensions: Vec::new(),
-        }
-        .sign(&self.signer)
-        .encode();
-        let cp = StoredCheckpoint {
-            size: head.size,
-            note,
-            signed_ns: now_ns(),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Checkpoint(cp.clone(), tx))
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)??;
-        let mut latest = self
-            .latest
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if latest.as_ref().is_none_or(|l| l.size < cp.size) {
-            *latest = Some(cp.clone());
-        }
-        Ok(Some(cp))
     }
 
     /// A tlog-proof for entry `index` in the latest checkpoint, with the entry's leaf hash in
@@ -393,6 +467,8 @@ impl Audit {
             });
         }
         let dir = self.data_dir.clone();
+        let health = self.health.clone();
+        let verifier = self.verifier.clone();
         tokio::task::spawn_blocking(move || {
             let reader = SqliteReader::open(&dir).map_err(|e| AuditError::Proof(e.to_string()))?;
             let (leaf, _) = reader
@@ -400,6 +476,21 @@ impl Audit {
                 .map_err(|e| AuditError::Proof(e.to_string()))?;
             let path = tlog::proof::inclusion_proof(&reader, index, cp.size)
                 .map_err(|e| AuditError::Proof(e.to_string()))?;
+            // A proof read from a changed database would not verify: check it before handing
+            // it out, and treat a failure as what it is.
+            let (checkpoint, _) = tlog::Checkpoint::open(cp.note.as_bytes(), &verifier)
+                .map_err(|e| AuditError::Proof(e.to_string()))?;
+            if let Err(e) =
+                tlog::proof::verify_inclusion(&leaf, index, cp.size, &path, &checkpoint.root)
+            {
+                let why = format!(
+                    "the stored proof of entry {index} does not verify against checkpoint {} ({e}): the database was changed",
+                    cp.size
+                );
+                tracing::error!("{why}");
+                health.alarm(why.clone(), false);
+                return Err(AuditError::Proof(why));
+            }
             Ok(tlog::InclusionReceipt {
                 extra: Some(leaf.0.to_vec()),
                 index,
@@ -426,6 +517,16 @@ impl Audit {
         ))
     }
 
+    /// Starts the scrub: every `scrub_interval` the whole stored log is verified again against
+    /// the checkpoints it signed (none when the interval is zero).
+    pub fn start_scrub(
+        self: &Arc<Self>,
+        stop: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let interval = self.config.scrub_interval?;
+        Some(tokio::spawn(scrub::run(self.clone(), interval, stop)))
+    }
+
     /// Stops taking entries and waits for the sequencer to finish what it holds.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
@@ -440,5 +541,10 @@ impl Audit {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        // The directory is free for the next process once the sequencer has let go of it.
+        self.lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 }

@@ -230,6 +230,11 @@ enum Command {
         /// Where to write the key; the verifier key goes to FILE.pub.
         #[arg(long)]
         out: PathBuf,
+        /// For a log that follows one whose entries were lost: the old log's last checkpoint
+        /// (its checkpoints.jsonl, log.head or a signed note). Checked here; the new log's
+        /// first entry will name it once `[audit] predecessor` points at it.
+        #[arg(long)]
+        predecessor: Option<PathBuf>,
     },
     /// Work with receipts (C2SP tlog-proof files from /api/v1/log/proof).
     Receipt {
@@ -337,7 +342,11 @@ pub fn main() -> ExitCode {
             out!("{}", key.tag(&value));
             anyhow::Ok(())
         })(),
-        Command::Keygen { origin, out } => keys::keygen(&origin, &out),
+        Command::Keygen {
+            origin,
+            out,
+            predecessor,
+        } => keys::keygen(&origin, &out, predecessor.as_deref()),
         Command::Receipt {
             command: ReceiptCommand::Verify { key, leaf, proof },
         } => match keys::receipt_verify(&key, &proof, leaf.as_deref()) {

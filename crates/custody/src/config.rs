@@ -171,6 +171,10 @@ pub struct AuditConfig {
     pub key_file: PathBuf,
     pub checkpoint_interval: Duration,
     pub heartbeat_interval: Duration,
+    /// How often the whole stored log is verified again in the background; `None`: never.
+    pub scrub_interval: Option<Duration>,
+    /// A new log's predecessor: a file holding the last checkpoint of the log it follows.
+    pub predecessor: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -691,12 +695,25 @@ impl Resolver<'_> {
                 "must not be shorter than checkpoint_interval",
             ));
         }
+        let scrub_interval = match raw.scrub_interval {
+            None => Some(Duration::from_secs(24 * 60 * 60)),
+            Some(d) if d.is_zero() => None,
+            Some(d) if d < Duration::from_secs(1) => {
+                return Err(self.err(
+                    "audit.scrub_interval",
+                    "must be at least 1s (or \"0s\" to turn the scrub off)",
+                ));
+            }
+            Some(d) => Some(d),
+        };
         Ok(AuditConfig {
             durability,
             origin: raw.origin,
             key_file: raw.key_file.unwrap_or_else(|| data_dir.join("log.key")),
             checkpoint_interval,
             heartbeat_interval,
+            scrub_interval,
+            predecessor: raw.predecessor,
         })
     }
 

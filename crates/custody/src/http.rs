@@ -110,6 +110,10 @@ pub async fn start_with(
     opened: crate::audit::Opened,
 ) -> Result<Running, StartError> {
     let audit = opened.audit;
+    if let Some(first) = opened.predecessor {
+        // A new log that follows a lost one says so in its very first entry.
+        audit.append(first).await.map_err(StartError::Record)?;
+    }
     let policy = Engine::new(&config.policy, &config.auth)?;
     match &policy {
         None => tracing::warn!(
@@ -191,6 +195,7 @@ pub async fn start_with(
     let identity = Arc::new(Identity::new(&config.auth));
     let key_loaders = identity.start(&stop).await;
     let checkpointer = audit.start_checkpointer(stop.clone());
+    let scrub = audit.start_scrub(stop.clone());
     let app = Arc::new(App {
         relay: relay.clone(),
         guard: Guard::new(&config.server),
@@ -266,6 +271,9 @@ pub async fn start_with(
                 }
             }
             reaper.abort();
+            if let Some(scrub) = scrub {
+                scrub.abort();
+            }
             for loader in key_loaders {
                 loader.abort();
             }
@@ -296,12 +304,22 @@ pub async fn start_with(
     })
 }
 
+/// Ready when the gateway takes calls and its log can be trusted to record them: 503 with
+/// every reason as JSON otherwise.
 async fn readyz(State(app): Shared) -> Response {
+    let mut reasons = Vec::new();
     if app.shutting_down.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else {
-        "ready\n".into_response()
+        reasons.push("shutting down".to_string());
     }
+    reasons.extend(app.relay.audit.health().reasons);
+    if reasons.is_empty() {
+        return axum::Json(serde_json::json!({ "ready": true })).into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({ "ready": false, "reasons": reasons })),
+    )
+        .into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {

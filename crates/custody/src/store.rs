@@ -9,7 +9,7 @@ mod sqlite;
 
 use std::path::Path;
 
-pub use sqlite::{SqliteReader, SqliteStore};
+pub use sqlite::{FILE, SqliteReader, SqliteStore};
 use tlog::compact::Node;
 use tlog::{CompactRange, Hash};
 
@@ -104,7 +104,32 @@ pub trait Store: Send + 'static {
     /// # Errors
     /// [`StoreError`].
     fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+
+    /// The latest stored checkpoint, if any. Nothing in it is trusted until its signature is
+    /// checked: the caller verifies.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError>;
+
+    /// Calls `f` with the index, the stored leaf hash and (when `data` is set) the stored bytes
+    /// of every entry in `from..to`, in index order, stopping at its first error. Used at start
+    /// to recompute the tree from what is stored instead of trusting stored interior nodes.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for the first index in the range that is not stored; `f`'s
+    /// error.
+    fn scan(
+        &mut self,
+        from: u64,
+        to: u64,
+        data: bool,
+        f: &mut ScanFn<'_>,
+    ) -> Result<(), StoreError>;
 }
+
+/// The callback of [`Store::scan`]: index, stored leaf hash, stored bytes (when asked for).
+pub type ScanFn<'a> = dyn FnMut(u64, Hash, Option<&[u8]>) -> Result<(), StoreError> + 'a;
 
 /// The reader's side: checkpoints, entries and proof nodes.
 pub trait LogReader {
@@ -136,4 +161,43 @@ pub trait LogReader {
 /// Is there a log database in `dir`?
 pub fn exists(dir: &Path) -> bool {
     dir.join(sqlite::FILE).exists()
+}
+
+/// A store with nothing in it: what a deleted database amounts to, checked before one is
+/// created in its place.
+pub struct Empty;
+
+impl Store for Empty {
+    fn append(
+        &mut self,
+        _: u64,
+        _: &[Row],
+        _: &[Node],
+        _: &CompactRange,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Inconsistent(
+            "the empty store takes no entries".into(),
+        ))
+    }
+
+    fn state(&mut self) -> Result<CompactRange, StoreError> {
+        Ok(CompactRange::new())
+    }
+
+    fn put_checkpoint(&mut self, _: &StoredCheckpoint) -> Result<(), StoreError> {
+        Err(StoreError::Inconsistent(
+            "the empty store takes no checkpoints".into(),
+        ))
+    }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(None)
+    }
+
+    fn scan(&mut self, from: u64, to: u64, _: bool, _: &mut ScanFn<'_>) -> Result<(), StoreError> {
+        if from < to {
+            return Err(StoreError::NotFound(from));
+        }
+        Ok(())
+    }
 }

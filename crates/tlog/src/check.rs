@@ -66,6 +66,8 @@ pub struct LogCheck {
     open: HashMap<u64, Open>,
     answered: HashSet<u64>,
     kinds: HashMap<Kind, u64>,
+    /// Leaf hashes that entries must have (from receipts the caller holds), by index.
+    leaves: HashMap<u64, (Hash, String)>,
     summary: Summary,
 }
 
@@ -80,6 +82,7 @@ impl LogCheck {
             open: HashMap::new(),
             answered: HashSet::new(),
             kinds: HashMap::new(),
+            leaves: HashMap::new(),
             summary: Summary::default(),
         }
     }
@@ -129,6 +132,13 @@ impl LogCheck {
         Ok(checkpoint)
     }
 
+    /// Adds a leaf hash the entry at `index` must have (from a receipt or proof the caller
+    /// holds, verified by them against a checkpoint); `source` names it in problems. Call
+    /// before the entry is fed.
+    pub fn expect_leaf(&mut self, index: u64, leaf: Hash, source: &str) {
+        self.leaves.insert(index, (leaf, source.to_string()));
+    }
+
     /// Feeds the entry stored at `stored_index`, with the leaf hash stored beside it, if the
     /// store keeps one.
     ///
@@ -141,6 +151,10 @@ impl LogCheck {
         stored_leaf: Option<Hash>,
     ) -> Result<(), Problem> {
         let i = self.range.size();
+        if i == 0 {
+            // Checkpoints of the empty tree (a new log signs one at once).
+            self.match_checkpoints()?;
+        }
         if stored_index != i {
             return Err(problem(
                 i,
@@ -154,8 +168,22 @@ impl LogCheck {
                 "its bytes do not hash to the leaf hash stored with it: the entry was changed after it was written",
             ));
         }
+        if let Some((want, source)) = self.leaves.remove(&i)
+            && want != leaf
+        {
+            return Err(problem(
+                i,
+                format!("its leaf hash is {leaf} but {source} holds {want}: the entry was changed"),
+            ));
+        }
         let entry = Entry::decode(bytes)
             .map_err(|e| problem(i, format!("cannot be decoded ({e}): the entry was changed")))?;
+        if entry.kind == Kind::Predecessor && i != 0 {
+            return Err(problem(
+                i,
+                "a predecessor entry may only be the first entry of a log",
+            ));
+        }
         if entry.index != i {
             return Err(problem(
                 i,
@@ -267,6 +295,14 @@ impl LogCheck {
     pub fn finish(mut self) -> Result<Summary, Problem> {
         self.match_checkpoints()?;
         let size = self.range.size();
+        if let Some((index, (_, source))) = self.leaves.iter().min_by_key(|(i, _)| **i) {
+            return Err(problem(
+                size,
+                format!(
+                    "missing: the log ends after {size} entries but {source} holds entry {index}"
+                ),
+            ));
+        }
         if let Some(exp) = self.expected.get(self.next_expected) {
             return Err(problem(
                 size,

@@ -65,6 +65,13 @@ pub enum Kind {
     ApprovalAbandoned = 19,
     /// A notification (webhook) about an approval could not be delivered.
     NotificationFailed = 20,
+    /// The gateway found its own record in doubt (a scrub that found stored entries no longer
+    /// matching a signed checkpoint, a store that diverged from the tree in memory, a witness
+    /// that saw another tree); `detail` says which and what was found.
+    Alarm = 21,
+    /// The first entry of a log started after another log's data was lost: `detail` names the
+    /// old log's origin and last signed checkpoint, so the chain of custody has no silent gap.
+    Predecessor = 22,
 }
 
 impl Kind {
@@ -91,6 +98,8 @@ impl Kind {
             18 => ApprovalCancelled,
             19 => ApprovalAbandoned,
             20 => NotificationFailed,
+            21 => Alarm,
+            22 => Predecessor,
             _ => return None,
         })
     }
@@ -118,6 +127,8 @@ impl Kind {
             ApprovalCancelled => "approval_cancelled",
             ApprovalAbandoned => "approval_abandoned",
             NotificationFailed => "notification_failed",
+            Alarm => "alarm",
+            Predecessor => "predecessor",
         }
     }
 

@@ -14,75 +14,62 @@
 //! the calls they record) and re-reads the tree from the store, since a commit can fail after its
 //! data reached the disk. In-memory state only ever changes after a commit succeeds.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tlog::compact::Node;
-use tlog::{CompactRange, leaf_hash};
+use tlog::{CompactRange, Hash, Signer, leaf_hash};
 use tokio::sync::{mpsc, watch};
 
-use super::{Appended, AuditError, Head, Job};
-use crate::config::Durability;
+use super::health::Health;
+use super::{Appended, AuditError, Head, Job, Signed, now_ns};
 use crate::store::{NODE_LEVEL, Row, Store, StoredCheckpoint};
 
 /// The most entries committed together.
 pub const MAX_BATCH: usize = 4096;
 
-/// The plain checkpoints file (one JSON object per line) operators can ship to write-once
-/// storage.
-pub struct Files {
-    checkpoints: PathBuf,
-    durability: Durability,
+/// What the sequencer thread owns.
+pub struct Sequencer<S> {
+    pub store: S,
+    /// The tree as committed. It only ever grows by leaves this thread hashed itself.
+    pub range: CompactRange,
+    /// The size of the latest checkpoint signed (by this run or found at start).
+    pub signed: Option<u64>,
+    pub signer: Arc<Signer>,
+    pub health: Arc<Health>,
+    pub head: watch::Sender<Head>,
 }
 
-impl Files {
-    pub fn new(dir: &Path, durability: Durability) -> Self {
-        Self {
-            checkpoints: dir.join("checkpoints.jsonl"),
-            durability,
-        }
+/// Signs a checkpoint of `range`.
+pub fn sign_range(signer: &Signer, range: &CompactRange) -> Signed {
+    let note = tlog::Checkpoint {
+        origin: signer.name().to_string(),
+        size: range.size(),
+        root: range.root(),
+        extensions: Vec::new(),
     }
-
-    fn append_checkpoint(&self, cp: &StoredCheckpoint) -> std::io::Result<()> {
-        let line =
-            serde_json::json!({ "size": cp.size, "signed_ns": cp.signed_ns, "note": cp.note });
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.checkpoints)?;
-        writeln!(f, "{line}")?;
-        if self.durability == Durability::Fsync {
-            f.sync_data()?;
-        }
-        Ok(())
+    .sign(signer)
+    .encode();
+    Signed {
+        checkpoint: StoredCheckpoint {
+            size: range.size(),
+            note,
+            signed_ns: now_ns(),
+        },
+        range: range.clone(),
     }
 }
 
-pub fn spawn<S: Store>(
-    store: S,
-    range: CompactRange,
-    jobs: mpsc::Receiver<Job>,
-    head: watch::Sender<Head>,
-    files: Files,
-) -> JoinHandle<()> {
+pub fn spawn<S: Store>(seq: Sequencer<S>, jobs: mpsc::Receiver<Job>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("custody-sequencer".into())
-        .spawn(move || run(store, range, jobs, head, files))
+        .spawn(move || run(seq, jobs))
         .unwrap_or_else(|e| panic!("cannot start the sequencer thread: {e}"))
 }
 
-fn run<S: Store>(
-    mut store: S,
-    mut range: CompactRange,
-    mut jobs: mpsc::Receiver<Job>,
-    head: watch::Sender<Head>,
-    files: Files,
-) {
+fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut checkpoints = Vec::new();
+    let mut after = Vec::new();
     let mut stop = None;
     loop {
         // 1. Gather the round.
@@ -93,34 +80,37 @@ fn run<S: Store>(
         while let Some(job) = next.take() {
             match job {
                 Job::Append(draft, reply) => batch.push((draft, reply)),
-                Job::Checkpoint(cp, reply) => checkpoints.push((cp, reply)),
                 Job::Stop(reply) => {
                     stop = Some(reply);
                     break;
                 }
+                other => after.push(other),
             }
             if batch.len() < MAX_BATCH {
                 next = jobs.try_recv().ok();
             }
         }
         if !batch.is_empty() {
-            range = commit(&mut store, range, &mut batch, &head);
+            seq.commit(&mut batch);
         }
-        for (cp, reply) in checkpoints.drain(..) {
-            let stored = store
-                .put_checkpoint(&cp)
-                .map_err(|e| AuditError::Unavailable(e.to_string()))
-                .and_then(|()| {
-                    files.append_checkpoint(&cp).map_err(|e| {
-                        AuditError::Unavailable(format!(
-                            "couldn't append to the checkpoints file: {e}"
-                        ))
-                    })
-                });
-            if let Err(e) = &stored {
-                tracing::error!("couldn't store checkpoint {}: {e}", cp.size);
+        // Signing comes after the round's commit, so a checkpoint covers every entry
+        // acknowledged before it was asked for.
+        for job in after.drain(..) {
+            match job {
+                Job::Sign { published, reply } => {
+                    let _ = reply.send(seq.sign(published));
+                }
+                Job::Store(cp, reply) => {
+                    let stored = seq
+                        .store
+                        .put_checkpoint(&cp)
+                        .map_err(|e| AuditError::Unavailable(e.to_string()));
+                    let _ = reply.send(stored);
+                }
+                Job::Append(..) | Job::Stop(_) => {
+                    unreachable!("appends and stops are not deferred")
+                }
             }
-            let _ = reply.send(stored);
         }
         if let Some(reply) = stop.take() {
             let _ = reply.send(());
@@ -129,81 +119,142 @@ fn run<S: Store>(
     }
 }
 
-/// Steps 2–4 for one round; returns the tree to continue from.
-fn commit<S: Store>(
-    store: &mut S,
-    range: CompactRange,
-    batch: &mut Vec<(
-        super::Draft,
-        tokio::sync::oneshot::Sender<Result<Appended, AuditError>>,
-    )>,
-    head: &watch::Sender<Head>,
-) -> CompactRange {
-    // 2. Index, encode, hash, grow a copy of the tree.
-    let first = range.size();
-    let mut next = range.clone();
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut rows = Vec::with_capacity(batch.len());
-    for (k, (draft, _)) in batch.iter().enumerate() {
-        let data = draft.encode(first + k as u64);
-        let leaf = leaf_hash(&data);
-        next.append(leaf, |n| {
-            if n.level >= NODE_LEVEL {
-                nodes.push(n);
-            }
-        });
-        rows.push(Row {
-            leaf,
-            data,
-            mark: draft.mark.clone(),
-        });
-    }
-    // 3. One transaction, one fsync.
-    match store.append(first, &rows, &nodes, &next) {
-        Ok(()) => {
-            // 4. Only now does the in-memory state move.
-            let _ = head.send(Head {
-                size: next.size(),
-                root: next.root(),
-            });
-            for (k, ((_, reply), row)) in batch.drain(..).zip(&rows).enumerate() {
-                let _ = reply.send(Ok(Appended {
-                    index: first + k as u64,
-                    leaf: row.leaf,
-                }));
-            }
-            next
+impl<S: Store> Sequencer<S> {
+    /// Signs the tree as committed, unless `published` already covers it. The tree only grows
+    /// by this thread's own appends, so a checkpoint signed here extends every one signed
+    /// before; the checks below are tripwires for that invariant, and a tripped one halts the
+    /// log rather than sign.
+    fn sign(&mut self, published: Option<u64>) -> Result<Option<Signed>, AuditError> {
+        if self.health.halted() {
+            return Err(AuditError::Unavailable(
+                "signing is halted by an integrity alarm".into(),
+            ));
         }
-        Err(e) => {
-            tracing::error!(
-                entries = batch.len(),
-                first,
-                "couldn't make audit entries durable: {e}"
+        let size = self.range.size();
+        if let Some(signed) = self.signed.filter(|s| *s > size) {
+            let why = format!(
+                "the tree in memory (size {size}) is smaller than a checkpoint already signed (size {signed})"
             );
-            let why = e.to_string();
+            self.health.alarm(why.clone(), true);
+            return Err(AuditError::Unavailable(why));
+        }
+        if published.is_some_and(|p| p >= size) {
+            return Ok(None);
+        }
+        let signed = sign_range(&self.signer, &self.range);
+        self.signed = Some(size);
+        Ok(Some(signed))
+    }
+
+    /// Steps 2–4 for one round.
+    fn commit(
+        &mut self,
+        batch: &mut Vec<(
+            super::Draft,
+            tokio::sync::oneshot::Sender<Result<Appended, AuditError>>,
+        )>,
+    ) {
+        // A halted log takes nothing, whatever was queued before the alarm.
+        if let Some(why) = self.health.refusal().filter(|_| self.health.halted()) {
             for (_, reply) in batch.drain(..) {
                 let _ = reply.send(Err(AuditError::Unavailable(why.clone())));
             }
-            // The commit may have reached the disk: continue from what the store says.
-            match store.state() {
-                Ok(stored) => {
-                    if stored.size() != range.size() {
-                        tracing::warn!(
-                            "the failed batch was persisted anyway; the log continues after entry {}",
-                            stored.size()
-                        );
-                        let _ = head.send(Head {
-                            size: stored.size(),
-                            root: stored.root(),
-                        });
-                    }
-                    stored
+            return;
+        }
+        // 2. Index, encode, hash, grow a copy of the tree.
+        let first = self.range.size();
+        let mut next = self.range.clone();
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut rows = Vec::with_capacity(batch.len());
+        for (k, (draft, _)) in batch.iter().enumerate() {
+            let data = draft.encode(first + k as u64);
+            let leaf = leaf_hash(&data);
+            next.append(leaf, |n| {
+                if n.level >= NODE_LEVEL {
+                    nodes.push(n);
                 }
-                Err(e) => {
-                    tracing::error!("couldn't re-read the tree state: {e}");
-                    range
+            });
+            rows.push(Row {
+                leaf,
+                data,
+                mark: draft.mark.clone(),
+            });
+        }
+        // 3. One transaction, one fsync.
+        match self.store.append(first, &rows, &nodes, &next) {
+            Ok(()) => {
+                // 4. Only now does the in-memory state move.
+                self.publish(&next);
+                for (k, ((_, reply), row)) in batch.drain(..).zip(&rows).enumerate() {
+                    let _ = reply.send(Ok(Appended {
+                        index: first + k as u64,
+                        leaf: row.leaf,
+                    }));
+                }
+                self.range = next;
+            }
+            Err(e) => {
+                tracing::error!(
+                    entries = batch.len(),
+                    first,
+                    "couldn't make audit entries durable: {e}"
+                );
+                // What the store holds now is settled before anyone hears of the failure.
+                self.recover(next);
+                let why = e.to_string();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(AuditError::Unavailable(why.clone())));
                 }
             }
         }
     }
+
+    fn publish(&self, range: &CompactRange) {
+        let _ = self.head.send(Head {
+            size: range.size(),
+            root: range.root(),
+        });
+    }
+
+    /// After a failed commit: the batch may have reached the disk anyway. The store may only be
+    /// at the tree before the batch or the tree with it; anything else means the database
+    /// changed under the log, which halts it.
+    fn recover(&mut self, next: CompactRange) {
+        let stored = match self.store.state() {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!("couldn't re-read the tree state: {e}");
+                return;
+            }
+        };
+        let same =
+            |a: &CompactRange, b: &CompactRange| a.size() == b.size() && a.root() == b.root();
+        if same(&stored, &self.range) {
+            return;
+        }
+        if same(&stored, &next) {
+            tracing::warn!(
+                "the failed batch was persisted anyway; the log continues after entry {}",
+                next.size()
+            );
+            self.publish(&next);
+            self.range = next;
+            return;
+        }
+        let why = format!(
+            "after a failed commit the database holds a tree of size {} (root {}) that is neither the tree before the batch (size {}, root {}) nor after it (size {}, root {})",
+            stored.size(),
+            short(&stored.root()),
+            self.range.size(),
+            short(&self.range.root()),
+            next.size(),
+            short(&next.root())
+        );
+        tracing::error!("{why}");
+        self.health.alarm(why, true);
+    }
+}
+
+fn short(h: &Hash) -> String {
+    h.to_hex()[..16].to_string()
 }

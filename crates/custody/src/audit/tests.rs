@@ -16,6 +16,9 @@ enum Fault {
     NotPersisted,
     /// The commit reports failure but the data reached the disk.
     Persisted,
+    /// The commit fails, and the database now holds a tree the log never built (someone
+    /// changed it underneath).
+    Diverged,
 }
 
 #[derive(Default)]
@@ -49,7 +52,9 @@ impl Store for FaultyStore {
         } else {
             s.faults.remove(0)
         };
-        if fault != Fault::NotPersisted {
+        if fault == Fault::Diverged {
+            s.state.append(tlog::leaf_hash(b"forged"), |_| {});
+        } else if fault != Fault::NotPersisted {
             s.rows.extend(rows.iter().map(|r| r.data.clone()));
             s.state = state.clone();
         }
@@ -66,6 +71,25 @@ impl Store for FaultyStore {
     fn put_checkpoint(&mut self, _: &StoredCheckpoint) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(None)
+    }
+
+    fn scan(
+        &mut self,
+        from: u64,
+        to: u64,
+        _: bool,
+        f: &mut crate::store::ScanFn<'_>,
+    ) -> Result<(), StoreError> {
+        let s = self.0.lock().unwrap();
+        for i in from..to {
+            let data = s.rows.get(i as usize).ok_or(StoreError::NotFound(i))?;
+            f(i, tlog::leaf_hash(data), Some(data))?;
+        }
+        Ok(())
+    }
 }
 
 fn config(dir: &std::path::Path) -> AuditConfig {
@@ -75,6 +99,8 @@ fn config(dir: &std::path::Path) -> AuditConfig {
         key_file: dir.join("log.key"),
         checkpoint_interval: Duration::from_millis(50),
         heartbeat_interval: Duration::from_secs(60),
+        scrub_interval: None,
+        predecessor: None,
     }
 }
 
@@ -158,6 +184,31 @@ async fn a_commit_that_failed_after_persisting_is_not_overwritten() {
         range.root(),
         audit.head().root,
         "the head matches what is stored"
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_diverged_from_the_tree_halts_entries_and_signing() {
+    let store = FaultyStore::default();
+    let (audit, _dir) = open(store.clone());
+    audit.append(draft(1)).await.unwrap();
+    audit.checkpoint().await.unwrap().unwrap();
+    store.0.lock().unwrap().faults = vec![Fault::Diverged];
+    assert!(audit.append(draft(2)).await.is_err());
+    let report = audit.health();
+    assert!(!report.ready);
+    assert!(
+        report.reasons[0].contains("neither the tree before the batch"),
+        "{report:?}"
+    );
+    let err = audit.append(draft(3)).await.unwrap_err().to_string();
+    assert!(err.contains("halted by an integrity alarm"), "{err}");
+    let err = audit.checkpoint().await.unwrap_err().to_string();
+    assert!(err.contains("signing is halted"), "{err}");
+    assert_eq!(
+        audit.head().size,
+        1,
+        "the tree in memory never took the forged state"
     );
 }
 

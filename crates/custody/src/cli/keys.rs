@@ -7,8 +7,15 @@ use tlog::{Hash, InclusionReceipt, Verifier};
 
 use crate::audit::keys;
 
-pub fn keygen(origin: &str, out: &Path) -> anyhow::Result<()> {
+pub fn keygen(origin: &str, out: &Path, predecessor: Option<&Path>) -> anyhow::Result<()> {
     tlog::note::check_key_name(origin).context("--origin")?;
+    let follows = predecessor
+        .map(|p| {
+            crate::audit::predecessor::read(p, origin)
+                .map(|draft| (p, draft))
+                .context("--predecessor")
+        })
+        .transpose()?;
     let signer = keys::create(out, origin)?;
     out!(
         "wrote the log key {} (mode 0600) and {}",
@@ -17,6 +24,16 @@ pub fn keygen(origin: &str, out: &Path) -> anyhow::Result<()> {
     );
     out!("verifier key: {}", signer.verifier().to_key_string());
     out!("use it with: [audit] key_file = \"{}\"", out.display());
+    if let Some((path, draft)) = follows {
+        let old: serde_json::Value = serde_json::from_str(&draft.detail).unwrap_or_default();
+        out!(
+            "and, so that the new log's first entry names the lost one ({} at size {}): [audit] predecessor = \"{}\"",
+            old["origin"].as_str().unwrap_or("?"),
+            old["size"],
+            path.display()
+        );
+        out!("with a [server] data_dir that holds no log yet (move the old one aside; keep it)");
+    }
     Ok(())
 }
 

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 use tlog::Verifier;
-use tlog::check::Summary;
+use tlog::check::{Problem, Summary};
 
-use crate::audit::keys;
+use crate::audit::{keys, verify};
 use crate::store::SqliteReader;
 
 pub struct Options {
@@ -20,12 +20,97 @@ pub struct Options {
 /// How the check went: `Ok(true)` verified, `Ok(false)` a problem was found and reported.
 pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let (verifier, key_source) = verifier(opts)?;
+    let beside = verify::beside(&opts.data, &verifier)?;
+    let db = opts.data.join(crate::store::FILE);
+    if !db.exists()
+        && let Some(size) = beside.iter().filter_map(|s| signed_size(&s.note)).max()
+    {
+        {
+            return Ok(report(
+                opts,
+                &verifier,
+                Err(Problem {
+                    index: None,
+                    message: format!(
+                        "{} is missing, but the checkpoints kept beside it say the log held {size} entries: the database was deleted",
+                        db.display()
+                    ),
+                }),
+                &key_source,
+                &[],
+            ));
+        }
+    }
     let reader = SqliteReader::open(&opts.data)
         .with_context(|| format!("opening the log in {}", opts.data.display()))?;
-    let result = crate::audit::verify::check(&reader, verifier.clone(), &opts.trusted);
+    let mut sources = verify::stored(&reader)
+        .with_context(|| format!("reading the checkpoints in {}", db.display()))?;
+    let places = places(&sources, &beside);
+    sources.extend(beside);
+    let mut leaves = Vec::new();
+    for path in &opts.trusted {
+        match verify::read_trusted(path, &verifier, true) {
+            Ok(t) => {
+                sources.extend(t.sources);
+                leaves.extend(t.leaves);
+            }
+            Err(e) => {
+                let problem = Problem {
+                    index: None,
+                    message: format!("{e:#}"),
+                };
+                return Ok(report(opts, &verifier, Err(problem), &key_source, &places));
+            }
+        }
+    }
+    let result = verify::check(&reader, verifier.clone(), &sources, &leaves);
+    Ok(report(opts, &verifier, result, &key_source, &places))
+}
+
+/// The size a checkpoint note signs, if it parses.
+fn signed_size(note: &str) -> Option<u64> {
+    let note = tlog::Note::parse(note.as_bytes()).ok()?;
+    tlog::Checkpoint::from_text(&note.text).ok().map(|c| c.size)
+}
+
+/// Where the checkpoints the log was checked against came from, for the summary.
+fn places(stored: &[verify::Source], beside: &[verify::Source]) -> Vec<String> {
+    let mut out = vec![format!("{} in the database", stored.len())];
+    let jsonl = beside
+        .iter()
+        .filter(|s| s.label.contains(crate::audit::files::CHECKPOINTS_FILE))
+        .count();
+    if jsonl > 0 {
+        out.push(format!(
+            "{jsonl} in {}",
+            crate::audit::files::CHECKPOINTS_FILE
+        ));
+    } else {
+        out.push(format!("no {}", crate::audit::files::CHECKPOINTS_FILE));
+    }
+    if beside
+        .iter()
+        .any(|s| s.label.contains(crate::audit::files::HEAD_FILE))
+    {
+        out.push(format!("the head in {}", crate::audit::files::HEAD_FILE));
+    }
+    out
+}
+
+fn report(
+    opts: &Options,
+    verifier: &Verifier,
+    result: Result<Summary, Problem>,
+    key_source: &str,
+    places: &[String],
+) -> bool {
     match (&result, opts.json) {
-        (Ok(s), true) => out!("{}", summary_json(s, &verifier, &key_source)),
-        (Ok(s), false) => print_summary(s, &verifier, &key_source, &opts.data),
+        (Ok(s), true) => {
+            let mut v = summary_json(s, verifier, key_source);
+            v["checked_against"] = json!(places);
+            out!("{v}");
+        }
+        (Ok(s), false) => print_summary(s, verifier, key_source, &opts.data, places),
         (Err(p), true) => out!(
             "{}",
             json!({ "ok": false, "index": p.index, "problem": p.message, "log": verifier.name() })
@@ -35,7 +120,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
             eprintln!("  {p}");
         }
     }
-    Ok(result.is_ok())
+    result.is_ok()
 }
 
 fn verifier(opts: &Options) -> anyhow::Result<(Verifier, String)> {
@@ -75,7 +160,7 @@ fn summary_json(s: &Summary, v: &Verifier, key: &str) -> serde_json::Value {
     })
 }
 
-fn print_summary(s: &Summary, v: &Verifier, key: &str, data: &Path) {
+fn print_summary(s: &Summary, v: &Verifier, key: &str, data: &Path, places: &[String]) {
     out!("custody verify: OK");
     out!("  log            {} ({})", v.name(), data.display());
     out!("  verifier key   {} (from {key})", v.to_key_string());
@@ -89,6 +174,7 @@ fn print_summary(s: &Summary, v: &Verifier, key: &str, data: &Path) {
         ),
         None => out!("  checkpoints    none"),
     }
+    out!("  checked against {}", places.join(", "));
     if !s.trusted.is_empty() {
         let sizes: Vec<String> = s.trusted.iter().map(u64::to_string).collect();
         out!(

@@ -135,6 +135,14 @@ pub struct RawAudit {
     /// While idle, a heartbeat entry and checkpoint at least this often. Default `60s`.
     #[serde(default, with = "humantime_serde")]
     pub heartbeat_interval: Option<Duration>,
+    /// How often the whole stored log is verified again in the background. Default `1d`;
+    /// `"0s"` turns the scrub off.
+    #[serde(default, with = "humantime_serde")]
+    pub scrub_interval: Option<Duration>,
+    /// Only for a new log that follows one whose entries were lost: a file holding the old
+    /// log's last checkpoint (its `checkpoints.jsonl`, `log.head`, or a signed note). The new
+    /// log's first entry names it.
+    pub predecessor: Option<PathBuf>,
 }
 
 /// `[server]`

@@ -8,10 +8,11 @@ use tlog::compact::Node;
 use tlog::proof::HashStore;
 use tlog::{CompactRange, Hash, node_hash};
 
-use super::{LogReader, Mark, NODE_LEVEL, Row, Store, StoreError, StoredCheckpoint};
+use super::{LogReader, Mark, NODE_LEVEL, Row, ScanFn, Store, StoreError, StoredCheckpoint};
 use crate::config::Durability;
 
-pub(super) const FILE: &str = "log.sqlite";
+/// The database file in a data directory.
+pub const FILE: &str = "log.sqlite";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -182,6 +183,77 @@ impl Store for SqliteStore {
             .map_err(StoreError::sql("store a checkpoint"))?;
         Ok(())
     }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        latest_checkpoint(&self.conn)
+    }
+
+    fn scan(
+        &mut self,
+        from: u64,
+        to: u64,
+        data: bool,
+        f: &mut ScanFn<'_>,
+    ) -> Result<(), StoreError> {
+        scan(&self.conn, from, to, data, f)
+    }
+}
+
+fn latest_checkpoint(conn: &Connection) -> Result<Option<StoredCheckpoint>, StoreError> {
+    conn.query_row(
+        "SELECT size, note, signed_ns FROM checkpoints ORDER BY size DESC LIMIT 1",
+        [],
+        checkpoint_row,
+    )
+    .optional()
+    .map_err(StoreError::sql("read the latest checkpoint"))
+}
+
+fn scan(
+    conn: &Connection,
+    from: u64,
+    to: u64,
+    data: bool,
+    f: &mut ScanFn<'_>,
+) -> Result<(), StoreError> {
+    let sql = if data {
+        "SELECT idx, leaf, data FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx"
+    } else {
+        "SELECT idx, leaf FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx"
+    };
+    let mut stmt = conn
+        .prepare(sql)
+        .map_err(StoreError::sql("prepare the entry scan"))?;
+    let mut rows = stmt
+        .query(params![i64_of(from), i64_of(to)])
+        .map_err(StoreError::sql("scan entries"))?;
+    let mut next = from;
+    while let Some(row) = rows.next().map_err(StoreError::sql("read an entry"))? {
+        let idx: i64 = row.get(0).map_err(StoreError::sql("read an entry index"))?;
+        if u64::try_from(idx).ok() != Some(next) {
+            return Err(StoreError::NotFound(next));
+        }
+        let leaf = row
+            .get_ref(1)
+            .and_then(|v| v.as_blob().map_err(Into::into))
+            .map_err(StoreError::sql("read a leaf hash"))?;
+        let leaf = hash_of(leaf)?;
+        let bytes = if data {
+            Some(
+                row.get_ref(2)
+                    .and_then(|v| v.as_blob().map_err(Into::into))
+                    .map_err(StoreError::sql("read entry data"))?,
+            )
+        } else {
+            None
+        };
+        f(next, leaf, bytes)?;
+        next += 1;
+    }
+    if next < to {
+        return Err(StoreError::NotFound(next));
+    }
+    Ok(())
 }
 
 /// A read-only connection.
@@ -258,14 +330,7 @@ fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
 
 impl LogReader for SqliteReader {
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT size, note, signed_ns FROM checkpoints ORDER BY size DESC LIMIT 1",
-                [],
-                checkpoint_row,
-            )
-            .optional()
-            .map_err(StoreError::sql("read the latest checkpoint"))
+        latest_checkpoint(&self.conn)
     }
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {

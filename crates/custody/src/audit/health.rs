@@ -1,0 +1,134 @@
+//! Whether the log can be trusted to take entries now, and why not.
+//!
+//! Two kinds of trouble, kept apart because they end differently:
+//!
+//! * a *failure* (a checkpoint that could not be made durable in every place it must be) is
+//!   transient: entries are refused (fail closed, as for a failed commit) until a later
+//!   checkpoint is persisted;
+//! * an *alarm* (the stored log no longer matches what the log signed, or the store diverged
+//!   from the tree in memory) lasts until a person looks: `/readyz` stays not ready until the
+//!   gateway restarts, and a *halting* alarm also stops entries and signing.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What `/readyz` reports about the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub ready: bool,
+    /// Every reason the log is not ready, most serious first.
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Set while a reason below is set: one atomic load on the append path.
+    troubled: AtomicBool,
+    failure: Mutex<Option<String>>,
+    alarm: Mutex<Option<Alarm>>,
+}
+
+#[derive(Debug, Clone)]
+struct Alarm {
+    why: String,
+    halts: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Health {
+    fn update(&self) {
+        let troubled = lock(&self.failure).is_some() || lock(&self.alarm).is_some();
+        self.troubled.store(troubled, Ordering::Release);
+    }
+
+    /// Records a failure to persist a checkpoint; returns whether it is new (to log once).
+    pub fn fail(&self, why: String) -> bool {
+        let new = lock(&self.failure).replace(why).is_none();
+        self.update();
+        new
+    }
+
+    /// Clears a failure after a checkpoint was persisted; returns whether there was one.
+    pub fn recover(&self) -> bool {
+        let had = lock(&self.failure).take().is_some();
+        self.update();
+        had
+    }
+
+    /// Raises an alarm (the first one wins: it names the original problem). `halts` stops
+    /// entries and signing until a restart.
+    pub fn alarm(&self, why: String, halts: bool) {
+        {
+            let mut a = lock(&self.alarm);
+            match a.as_mut() {
+                None => *a = Some(Alarm { why, halts }),
+                Some(existing) => existing.halts |= halts,
+            }
+        }
+        self.update();
+    }
+
+    /// Why an entry must be refused now, if it must.
+    pub fn refusal(&self) -> Option<String> {
+        if !self.troubled.load(Ordering::Acquire) {
+            return None;
+        }
+        if let Some(a) = lock(&self.alarm).as_ref().filter(|a| a.halts) {
+            return Some(format!(
+                "the log is halted by an integrity alarm: {}; restart after investigating (run `custody verify`)",
+                a.why
+            ));
+        }
+        lock(&self.failure)
+            .as_ref()
+            .map(|f| format!("the latest checkpoint could not be made durable: {f}"))
+    }
+
+    /// Whether signing must stop (a halting alarm).
+    pub fn halted(&self) -> bool {
+        self.troubled.load(Ordering::Acquire) && lock(&self.alarm).as_ref().is_some_and(|a| a.halts)
+    }
+
+    pub fn report(&self) -> Report {
+        let mut reasons = Vec::new();
+        if let Some(a) = lock(&self.alarm).as_ref() {
+            reasons.push(format!("integrity alarm: {}", a.why));
+        }
+        if let Some(f) = lock(&self.failure).as_ref() {
+            reasons.push(format!("checkpoint not durable: {f}"));
+        }
+        Report {
+            ready: reasons.is_empty(),
+            reasons,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_recover_and_alarms_stay() {
+        let h = Health::default();
+        assert!(h.refusal().is_none() && h.report().ready);
+        assert!(h.fail("disk full".into()));
+        assert!(!h.fail("disk full".into()), "logged once");
+        assert!(h.refusal().unwrap().contains("disk full"));
+        assert!(h.recover());
+        assert!(h.refusal().is_none() && h.report().ready);
+        h.alarm("entry 4 changed".into(), false);
+        assert!(h.refusal().is_none(), "a non-halting alarm lets entries in");
+        assert!(!h.report().ready && !h.halted());
+        h.alarm("store diverged".into(), true);
+        assert!(h.halted());
+        let r = h.refusal().unwrap();
+        assert!(
+            r.contains("entry 4 changed"),
+            "the first alarm is named: {r}"
+        );
+    }
+}
