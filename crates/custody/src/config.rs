@@ -7,9 +7,11 @@ mod locate;
 mod mask;
 pub mod raw;
 mod secret;
+mod upstream_url;
 
 pub use auth::{AuthConfig, NameTemplate, OidcConfig, Preset, StaticToken, is_fetchable};
 pub use secret::SecretRef;
+pub use upstream_url::UpstreamUrl;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -278,7 +280,8 @@ pub enum UpstreamConfig {
 
 #[derive(Debug, Clone)]
 pub struct HttpUpstreamConfig {
-    pub url: Uri,
+    /// May carry credentials (userinfo, query values, references): printed redacted only.
+    pub url: UpstreamUrl,
     /// Header values, possibly by reference (resolved by `credentials`).
     pub headers: Vec<(HeaderName, SecretRef)>,
     pub oauth: Option<Box<OAuthConfig>>,
@@ -473,9 +476,20 @@ impl Resolver<'_> {
         endpoint: Option<&str>,
         text: &str,
     ) -> Result<(SecretRef, String), ConfigError> {
+        self.secret_parts(key, endpoint, text)
+            .map(|(r, value, _)| (r, value))
+    }
+
+    /// As [`Resolver::secret`], with what each reference resolved to.
+    fn secret_parts(
+        &self,
+        key: &str,
+        endpoint: Option<&str>,
+        text: &str,
+    ) -> Result<(SecretRef, String, Vec<String>), ConfigError> {
         let base = Path::new(self.file).parent().unwrap_or(Path::new(""));
         let r = SecretRef::parse(text, base).map_err(|e| self.err(key, e))?;
-        let value = r.resolve().map_err(|e| {
+        let (value, parts) = r.resolve_parts().map_err(|e| {
             let whose = endpoint
                 .map(|ep| format!("endpoint {ep:?}: "))
                 .unwrap_or_default();
@@ -484,7 +498,7 @@ impl Resolver<'_> {
                 format!("{whose}{e}; set it before starting the gateway"),
             )
         })?;
-        Ok((r, value))
+        Ok((r, value, parts))
     }
 
     fn oauth(&self, key: &str, endpoint: &str, raw: RawOAuth) -> Result<OAuthConfig, ConfigError> {
@@ -841,15 +855,13 @@ impl Resolver<'_> {
                 request_timeout,
                 stream_idle_timeout,
             } => {
-                let uri: Uri = url.parse().map_err(|e| {
-                    self.err(&format!("{ukey}.url"), format!("{url:?} is not a URL: {e}"))
-                })?;
-                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                    return Err(self.err(
-                        &format!("{ukey}.url"),
-                        format!("{url:?} must be an absolute http:// or https:// URL"),
-                    ));
-                }
+                // The URL may carry credentials (userinfo, query values, references): errors
+                // name the key, never the value.
+                let url_key = format!("{ukey}.url");
+                let (_, url_text, referenced) =
+                    self.secret_parts(&url_key, Some(&name_of), &url)?;
+                let url = UpstreamUrl::parse(&url_text, referenced)
+                    .map_err(|e| self.err(&url_key, e))?;
                 let headers = headers
                     .into_iter()
                     .map(|(k, v)| {
@@ -877,8 +889,15 @@ impl Resolver<'_> {
                             .map(Box::new)
                     })
                     .transpose()?;
+                let authorization = headers.iter().any(|(n, _)| n == http::header::AUTHORIZATION);
+                if url.has_userinfo() && (oauth.is_some() || authorization) {
+                    return Err(self.err(
+                        &url_key,
+                        "the URL carries a user and password (sent as Authorization: Basic) and the endpoint also sets Authorization (a header or oauth); keep one",
+                    ));
+                }
                 UpstreamConfig::Http(HttpUpstreamConfig {
-                    url: uri,
+                    url,
                     headers,
                     oauth,
                     connect_timeout: connect_timeout.unwrap_or(Duration::from_secs(5)),

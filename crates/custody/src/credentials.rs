@@ -21,6 +21,9 @@ use crate::config::{SecretRef, UpstreamConfig};
 /// Values shorter than this are not scrubbed by value: they would mask ordinary text.
 pub const MIN_SCRUB_LEN: usize = 8;
 
+/// What replaces a credential the gateway holds, wherever it appears.
+pub const MARKER: &str = "[custody:credential]";
+
 /// The secret values the masker replaces wherever they appear, longest first. Shared between
 /// an endpoint's credentials (which update it) and its masker (which reads it per message).
 #[derive(Debug, Default, Clone)]
@@ -32,6 +35,25 @@ impl Scrub {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Replaces every value in `text` with [`MARKER`]; returns how many values were found.
+    pub fn redact(&self, text: &mut String) -> usize {
+        let mut found = 0;
+        for c in self.get().iter() {
+            if text.len() >= c.len() && text.contains(c.as_str()) {
+                *text = text.replace(c.as_str(), MARKER);
+                found += 1;
+            }
+        }
+        found
+    }
+
+    /// `text` with every value replaced by [`MARKER`].
+    pub fn redacted(&self, text: &str) -> String {
+        let mut t = text.to_string();
+        self.redact(&mut t);
+        t
     }
 
     fn set(&self, values: Vec<String>) {
@@ -59,6 +81,10 @@ impl From<Vec<String>> for Scrub {
 pub struct Resolved {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub env: BTreeMap<String, String>,
+    /// Every secret of this set, to scrub: whole values, what each reference in them resolved
+    /// to, and the credentials of an `<auth-scheme> <credentials>` header value (an upstream
+    /// may echo the token without its `Bearer `).
+    secrets: Vec<String>,
 }
 
 enum Sources {
@@ -71,6 +97,9 @@ pub struct Credentials {
     endpoint: String,
     sources: Sources,
     current: RwLock<Arc<Resolved>>,
+    /// Credentials the upstream's URL carries (userinfo, query values, references), resolved
+    /// once at start-up.
+    url: Vec<String>,
     oauth: Option<OAuth>,
     scrub: Scrub,
     /// The values a reload replaced: still scrubbed, since an upstream may echo an old key.
@@ -83,21 +112,23 @@ impl Credentials {
     /// # Errors
     /// The first reference that cannot be resolved, naming the endpoint and the reference.
     pub fn new(endpoint: &str, upstream: &UpstreamConfig) -> Result<Arc<Self>, String> {
-        let (sources, oauth) = match upstream {
+        let (sources, oauth, url) = match upstream {
             UpstreamConfig::Http(h) => (
                 Sources::Http(h.headers.clone()),
                 h.oauth
                     .as_ref()
                     .map(|o| OAuth::new(endpoint, o))
                     .transpose()?,
+                h.url.secrets().to_vec(),
             ),
-            UpstreamConfig::Stdio(s) => (Sources::Stdio(s.env.clone()), None),
+            UpstreamConfig::Stdio(s) => (Sources::Stdio(s.env.clone()), None, Vec::new()),
         };
         let resolved = resolve(endpoint, &sources)?;
         let creds = Arc::new(Self {
             endpoint: endpoint.to_string(),
             sources,
             current: RwLock::new(Arc::new(resolved)),
+            url,
             oauth,
             scrub: Scrub::default(),
             retired: std::sync::Mutex::new(Vec::new()),
@@ -163,6 +194,7 @@ impl Credentials {
 
     fn rescrub(&self) {
         let mut all = values(&self.current());
+        all.extend(self.url.iter().cloned());
         all.extend(
             self.retired
                 .lock()
@@ -179,47 +211,86 @@ impl Credentials {
 
 /// The secret values of a resolved set.
 fn values(r: &Resolved) -> Vec<String> {
-    r.headers
-        .iter()
-        .filter_map(|(_, v)| v.to_str().ok().map(str::to_string))
-        .chain(r.env.values().cloned())
-        .collect()
+    r.secrets.clone()
+}
+
+/// A value and its referenced parts, with the credentials of `<auth-scheme> <credentials>`.
+fn secrets_of(value: &str, parts: Vec<String>, out: &mut Vec<String>) {
+    out.push(value.to_string());
+    out.extend(parts);
+    if let Some((scheme, credentials)) = value.split_once(' ')
+        && !scheme.is_empty()
+        && !scheme.contains(['=', ','])
+        && !credentials.trim().is_empty()
+    {
+        out.push(credentials.trim().to_string());
+    }
 }
 
 fn resolve(endpoint: &str, sources: &Sources) -> Result<Resolved, String> {
     let at = |what: &str, e: String| format!("endpoint {endpoint:?}, {what}: {e}");
+    let mut secrets = Vec::new();
     match sources {
         Sources::Http(headers) => {
             let headers = headers
                 .iter()
                 .map(|(name, r)| {
-                    let v = r.resolve().map_err(|e| at(&format!("header {name}"), e))?;
-                    let v = HeaderValue::from_str(&v).map_err(|_| {
+                    let (v, parts) = r
+                        .resolve_parts()
+                        .map_err(|e| at(&format!("header {name}"), e))?;
+                    let value = HeaderValue::from_str(&v).map_err(|_| {
                         at(
                             &format!("header {name}"),
                             "the resolved value has characters not allowed in a header".into(),
                         )
                     })?;
-                    Ok((name.clone(), v))
+                    secrets_of(&v, parts, &mut secrets);
+                    Ok((name.clone(), value))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             Ok(Resolved {
                 headers,
                 env: BTreeMap::new(),
+                secrets,
             })
         }
         Sources::Stdio(env) => {
             let env = env
                 .iter()
                 .map(|(k, r)| {
-                    let v = r.resolve().map_err(|e| at(&format!("env {k}"), e))?;
+                    let (v, parts) = r.resolve_parts().map_err(|e| at(&format!("env {k}"), e))?;
+                    secrets.push(v.clone());
+                    secrets.extend(parts);
                     Ok((k.clone(), v))
                 })
                 .collect::<Result<BTreeMap<_, _>, String>>()?;
             Ok(Resolved {
                 headers: Vec::new(),
                 env,
+                secrets,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_scrubs_its_value_its_references_and_its_token() {
+        let mut out = Vec::new();
+        secrets_of("Bearer tok-123456789", vec![], &mut out);
+        assert_eq!(out, ["Bearer tok-123456789", "tok-123456789"]);
+        let mut out = Vec::new();
+        secrets_of("key=a b", vec!["part-value".into()], &mut out);
+        assert_eq!(out, ["key=a b", "part-value"], "not an auth scheme");
+    }
+
+    #[test]
+    fn scrub_replaces_longest_values_first() {
+        let s = Scrub::from(vec!["abcdefgh".into(), "abcdefgh-longer".into(), "short".into()]);
+        assert_eq!(s.redacted("x abcdefgh-longer y"), format!("x {MARKER} y"));
+        assert_eq!(s.redacted("short abcdefgh"), format!("short {MARKER}"));
     }
 }

@@ -80,6 +80,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    DataDir(#[from] crate::data_dir::DataDirError),
     #[error("couldn't open the audit log: {0}")]
     Audit(#[from] crate::audit::OpenError),
     #[error("couldn't load the masking key: {0}")]
@@ -97,6 +99,7 @@ pub enum StartError {
 /// # Errors
 /// [`StartError`]: the address cannot be bound, or the audit log cannot be opened or written.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
+    crate::data_dir::prepare(&config.server.data_dir)?;
     let opened = Audit::open(&config.server.data_dir, &config.audit)?;
     start_with(config, opened).await
 }

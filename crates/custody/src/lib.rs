@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod credentials;
+pub mod data_dir;
 pub mod http;
 pub mod identity;
 pub mod mask;

@@ -23,7 +23,7 @@ const ENVELOPE: [&str; 3] = ["jsonrpc", "id", "method"];
 /// What replaces a redacted value.
 pub const REDACTED: &str = "[masked]";
 /// What replaces a credential the gateway holds.
-pub const CREDENTIAL: &str = "[custody:credential]";
+pub const CREDENTIAL: &str = crate::credentials::MARKER;
 
 /// What a rule does to the values it selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +152,15 @@ impl Masker {
             audit: (!marks.is_empty()).then_some(audit),
             marks,
         }
+    }
+
+    /// Masks a text the gateway builds from what an upstream or a token endpoint said, on its
+    /// way to the client (an error message): the credentials, and the client set's detectors,
+    /// as in the client copy. Returns how many values were masked.
+    pub fn scrub_text(&self, text: &mut String) -> usize {
+        let mut marks = Vec::new();
+        self.scrub(self.client.pass(), text, "", &mut marks);
+        marks.len()
     }
 
     /// Masks an HTTP upstream's response headers, which only the log records: the header rules
@@ -308,14 +317,11 @@ impl Masker {
     }
 
     fn scrub(&self, set: Pass<'_>, s: &mut String, pointer: &str, marks: &mut Vec<Mark>) {
-        for c in self.credentials.get().iter() {
-            if s.len() >= c.len() && s.contains(c.as_str()) {
-                *s = s.replace(c.as_str(), CREDENTIAL);
-                marks.push(Mark {
-                    path: pointer.to_string(),
-                    by: "credential".into(),
-                });
-            }
+        for _ in 0..self.credentials.redact(s) {
+            marks.push(Mark {
+                path: pointer.to_string(),
+                by: "credential".into(),
+            });
         }
         if !set.detects() {
             return;

@@ -13,6 +13,7 @@
 //! cache's, held for a map operation.
 
 mod error;
+mod event_ids;
 mod hold;
 mod record;
 mod reply;
@@ -659,7 +660,7 @@ impl Relay {
                     Ok(r) => r,
                     Err(e) => {
                         let ctx = self.ctx(ep, requests, None, scope);
-                        return fail(&ctx, RelayError::upstream(&ep.name, e), id).await;
+                        return fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), id).await;
                     }
                 };
                 let opened = matches!(&reply, Reply::Stream(_))
@@ -695,7 +696,7 @@ impl Relay {
                     Ok(c) => c,
                     Err(e) => {
                         let ctx = self.ctx(ep, requests, None, scope);
-                        return fail(&ctx, RelayError::upstream(&ep.name, e), id).await;
+                        return fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), id).await;
                     }
                 };
                 let events = match child.request(msg, false).await {
@@ -703,7 +704,7 @@ impl Relay {
                     Err(e) => {
                         child.stop().await;
                         let ctx = self.ctx(ep, requests, None, scope);
-                        return fail(&ctx, RelayError::upstream(&ep.name, e), id).await;
+                        return fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), id).await;
                     }
                 };
                 let session = ep.sessions.insert(
@@ -956,7 +957,7 @@ impl Relay {
                     }
                     Err(e) => {
                         let ctx = self.ctx(ep, requests, Some(session), scope);
-                        fail(&ctx, RelayError::upstream(&ep.name, e), single_id).await
+                        fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), single_id).await
                     }
                 }
             }
@@ -990,7 +991,7 @@ impl Relay {
                         Ok(None) => {}
                         Err(e) => {
                             let ctx = self.ctx(ep, requests, Some(session), scope);
-                            return fail(&ctx, RelayError::upstream(&ep.name, e), single_id).await;
+                            return fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), single_id).await;
                         }
                     }
                 }
@@ -1124,7 +1125,7 @@ impl Relay {
                     }
                     Err(e) => {
                         let ctx = self.ctx(ep, requests, None, scope);
-                        fail(&ctx, RelayError::upstream(&ep.name, e), id).await
+                        fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), id).await
                     }
                 }
             }
@@ -1147,7 +1148,7 @@ impl Relay {
                         ctx.filter = filter;
                         render_first(events, ctx).await
                     }
-                    Err(e) => fail(&ctx, RelayError::upstream(&ep.name, e), id).await,
+                    Err(e) => fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), id).await,
                 }
             }
         }
@@ -1222,7 +1223,28 @@ impl Relay {
                     version: Some(&version),
                     headers,
                 };
-                match up.get(out, headers.get(headers::LAST_EVENT_ID)).await {
+                // The client resumes after an event id the gateway issued; the upstream gets
+                // its own id for that event back.
+                let last_event = match headers.get(headers::LAST_EVENT_ID) {
+                    None => None,
+                    Some(v) => match v
+                        .to_str()
+                        .ok()
+                        .and_then(|id| session.events.upstream(id))
+                        .and_then(|id| HeaderValue::from_str(&id).ok())
+                    {
+                        Some(upstream_id) => Some(upstream_id),
+                        None => {
+                            let error = RelayError::UnknownEventId(
+                                String::from_utf8_lossy(v.as_bytes()).chars().take(64).collect(),
+                            );
+                            return self
+                                .refuse(ep, &caller.principal, headers, error, None, None)
+                                .await;
+                        }
+                    },
+                };
+                match up.get(out, last_event.as_ref()).await {
                     Ok((reply, recorded)) => {
                         ctx.upstream_headers = std::sync::Mutex::new(Some(recorded));
                         render(reply, ctx).await
@@ -1244,12 +1266,12 @@ impl Relay {
                     Err(UpstreamError::Status(status, _)) => Outcome::Status(
                         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                     ),
-                    Err(e) => error_outcome(RelayError::upstream(&ep.name, e), None, None),
+                    Err(e) => error_outcome(RelayError::upstream(&ep.name, &ep.mask, e), None, None),
                 }
             }
             (_, SessionUpstream::Stdio(child)) => match child.standalone() {
                 Ok(events) => render(Reply::Stream(events), ctx).await,
-                Err(e) => error_outcome(RelayError::upstream(&ep.name, e), None, None),
+                Err(e) => error_outcome(RelayError::upstream(&ep.name, &ep.mask, e), None, None),
             },
             (Upstream::Stdio(_), SessionUpstream::Http { .. }) => {
                 unreachable!("sessions are created by their endpoint's own upstream kind")

@@ -2,7 +2,7 @@
 //! file others can read.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tlog::Signer;
@@ -59,8 +59,15 @@ pub fn create(path: &Path, origin: &str) -> Result<Signer, KeyError> {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(write_err)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        // A new directory for a key is the key owner's alone.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(write_err)?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -70,11 +77,15 @@ pub fn create(path: &Path, origin: &str) -> Result<Signer, KeyError> {
         .map_err(write_err)?;
     writeln!(f, "{}", signer.to_key_string()).map_err(write_err)?;
     f.sync_all().map_err(write_err)?;
+    // The verifier key is public: readable by all (0644) whatever the umask.
+    let public = public_path(path);
     std::fs::write(
-        public_path(path),
+        &public,
         format!("{}\n", signer.verifier().to_key_string()),
     )
     .map_err(write_err)?;
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644))
+        .map_err(write_err)?;
     Ok(signer)
 }
 
@@ -137,6 +148,12 @@ mod tests {
         assert_eq!(again.verifier(), signer.verifier());
         let public = std::fs::read_to_string(public_path(&path)).unwrap();
         assert_eq!(public.trim(), signer.verifier().to_key_string());
+        let public_mode = std::fs::metadata(public_path(&path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(public_mode, 0o644, "the verifier key is public, whatever the umask");
         assert!(matches!(
             load_or_create(&path, Some("other/log")),
             Err(KeyError::OriginMismatch { .. })

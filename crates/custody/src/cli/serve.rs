@@ -40,26 +40,14 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the data directory, readable by the gateway's user only.
-fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating the data directory {}", dir.display()))?;
-    }
-    Ok(())
-}
-
 pub async fn run(mut config: Config, embedded: bool) -> anyhow::Result<()> {
     if embedded {
         tracing::info!(
             "no --config given: running the embedded default (one endpoint, `demo`, backed by the built-in demo server)"
         );
     }
-    prepare_data_dir(&config.server.data_dir)?;
+    // Readable by the gateway's user only (created 0700, or tightened with a warning).
+    crate::data_dir::prepare(&config.server.data_dir)?;
     // The embedded default accepts two local tokens: the pipeline's (`dev`) and a person's who
     // approves what the demo policy holds (`approver`).
     let tokens = if embedded {

@@ -90,12 +90,26 @@ impl SecretRef {
     /// # Errors
     /// Which reference could not be resolved and why (never its value).
     pub fn resolve(&self) -> Result<String, String> {
+        self.resolve_parts().map(|(value, _)| value)
+    }
+
+    /// The value, read now, and what each reference in it resolved to: every one of those is a
+    /// secret in its own right (`"Bearer ${env:TOKEN}"` names the token, which an upstream may
+    /// echo without the `Bearer `).
+    ///
+    /// # Errors
+    /// Which reference could not be resolved and why (never its value).
+    pub fn resolve_parts(&self) -> Result<(String, Vec<String>), String> {
         let mut out = String::new();
+        let mut referenced = Vec::new();
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Env(name) => match std::env::var(name) {
-                    Ok(v) if !v.is_empty() => out.push_str(&v),
+                    Ok(v) if !v.is_empty() => {
+                        out.push_str(&v);
+                        referenced.push(v);
+                    }
                     Ok(_) => return Err(format!("${{env:{name}}} is empty")),
                     Err(std::env::VarError::NotPresent) => {
                         return Err(format!(
@@ -117,10 +131,11 @@ impl SecretRef {
                         return Err(format!("${{file:{}}} is empty", path.display()));
                     }
                     out.push_str(value);
+                    referenced.push(value.to_string());
                 }
             }
         }
-        Ok(out)
+        Ok((out, referenced))
     }
 }
 
@@ -147,6 +162,8 @@ mod tests {
             r.resolve().unwrap(),
             "Bearer custody/s3cr3t-from-file ${env:X} $5"
         );
+        let (_, parts) = r.resolve_parts().unwrap();
+        assert_eq!(parts, ["custody", "s3cr3t-from-file"]);
         let plain = SecretRef::parse("just text", dir.path()).unwrap();
         assert!(!plain.has_references());
         assert_eq!(plain.resolve().unwrap(), "just text");

@@ -81,21 +81,28 @@ impl OAuth {
         Ok(())
     }
 
-    /// The client secret and recent tokens: what the masker must scrub.
+    /// The client secret (as written, and in its Basic form) and recent tokens: what the
+    /// masker must scrub.
     pub fn secrets(&self) -> Vec<String> {
         let mut out = self
             .recent
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        out.push(
-            self.client
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .1
-                .clone(),
-        );
+        let (id, secret) = self
+            .client
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        out.push(basic_credentials(&id, &secret));
+        out.push(secret);
         out
+    }
+
+    /// `text` with the client secret and the tokens replaced: what a token endpoint says is
+    /// quoted in errors and the gateway's log.
+    fn scrubbed(&self, text: &str) -> String {
+        crate::credentials::Scrub::from(self.secrets()).redacted(text)
     }
 
     /// A token's `Authorization` value, and whether it was fetched just now.
@@ -167,10 +174,7 @@ impl OAuth {
             );
         match self.auth {
             OAuthAuth::Basic => {
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                let basic = STANDARD.encode(format!("{}:{}", enc(&id), enc(&secret)));
+                let basic = basic_credentials(&id, &secret);
                 req = req.header(header::AUTHORIZATION, format!("Basic {basic}"));
             }
             OAuthAuth::Post => {
@@ -197,9 +201,10 @@ impl OAuth {
                     .and_then(Value::as_str)
                     .map(|d| format!(": {d}"))
                     .unwrap_or_default();
-                return Err(format!(
+                // Both are the endpoint's words, and may echo what it was sent.
+                return Err(self.scrubbed(&format!(
                     "the OAuth token endpoint {url} refused the client credentials ({status}, {error}{description})"
-                ));
+                )));
             }
             Ok(json)
         };
@@ -242,4 +247,11 @@ impl OAuth {
             refresh_at: now + lifetime - early,
         })
     }
+}
+
+/// The client credentials of HTTP Basic authentication (RFC 6749 §2.3.1: each form-encoded,
+/// then joined by `:` and Base64-encoded).
+fn basic_credentials(id: &str, secret: &str) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
 }

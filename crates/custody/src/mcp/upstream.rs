@@ -79,6 +79,23 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The same error with `f` applied to every text it carries (to scrub secrets from it).
+    #[must_use]
+    pub fn map_text(self, mut f: impl FnMut(&mut String)) -> Self {
+        let text = |mut s: String, f: &mut dyn FnMut(&mut String)| {
+            f(&mut s);
+            s
+        };
+        match self {
+            UpstreamError::Unreachable(s) => UpstreamError::Unreachable(text(s, &mut f)),
+            UpstreamError::Protocol(s) => UpstreamError::Protocol(text(s, &mut f)),
+            UpstreamError::Closed(s) => UpstreamError::Closed(text(s, &mut f)),
+            UpstreamError::Status(code, s) => UpstreamError::Status(code, text(s, &mut f)),
+            UpstreamError::Spawn(s) => UpstreamError::Spawn(text(s, &mut f)),
+            e @ (UpstreamError::Timeout(_) | UpstreamError::SessionGone) => e,
+        }
+    }
+
     /// Is this a timeout (HTTP 504 where there is no id to answer) rather than a failure (502)?
     pub fn is_timeout(&self) -> bool {
         matches!(self, UpstreamError::Timeout(_))

@@ -5,6 +5,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::identity::AuthError;
+use crate::mask::Masker;
 use crate::mcp::headers::HeaderError;
 use crate::mcp::message::{ParseError, error_response};
 use crate::mcp::upstream::UpstreamError;
@@ -128,20 +129,50 @@ pub enum RelayError {
         "{0} is not served here: the 2026-07-28 generation has no sessions, and older ones need an Mcp-Session-Id"
     )]
     MethodNotAllowed(&'static str),
+    #[error(
+        "Last-Event-ID {0:?} is not an event id this gateway issued on this session (it remembers the last {keep}); open the stream again without it",
+        keep = super::event_ids::KEEP
+    )]
+    UnknownEventId(String),
     #[error("the audit log is unavailable ({0}); the call was not forwarded")]
     AuditUnavailable(String),
     #[error("upstream of endpoint {endpoint:?} failed: {error}")]
-    Upstream {
-        endpoint: String,
-        error: UpstreamError,
-    },
+    Upstream { endpoint: String, error: Scrubbed },
+}
+
+/// An upstream failure whose words have been through the endpoint's client-copy scrubbing
+/// (the credentials the gateway holds, the client set's detectors). It is the only way an
+/// [`UpstreamError`] goes into a [`RelayError`], so text an upstream (or a token endpoint, or a
+/// process's output) put in an error reaches the client, the log and the gateway's own log
+/// scrubbed, whichever of them renders it.
+#[derive(Debug)]
+pub struct Scrubbed(UpstreamError);
+
+impl Scrubbed {
+    pub fn new(error: UpstreamError, mask: &Masker) -> Self {
+        Scrubbed(error.map_text(|t| {
+            mask.scrub_text(t);
+        }))
+    }
+
+    /// The error, scrubbed.
+    pub fn kind(&self) -> &UpstreamError {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Scrubbed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 impl RelayError {
-    pub fn upstream(endpoint: &str, error: UpstreamError) -> Self {
+    /// An upstream failure of `endpoint`, scrubbed with its masker.
+    pub fn upstream(endpoint: &str, mask: &Masker, error: UpstreamError) -> Self {
         RelayError::Upstream {
             endpoint: endpoint.to_string(),
-            error,
+            error: Scrubbed::new(error, mask),
         }
     }
 
@@ -167,7 +198,7 @@ impl RelayError {
             RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RelayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RelayError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            RelayError::Upstream { error, .. } => match error {
+            RelayError::Upstream { error, .. } => match error.kind() {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::SessionGone => StatusCode::NOT_FOUND,
                 _ => StatusCode::BAD_GATEWAY,
@@ -178,6 +209,7 @@ impl RelayError {
             | RelayError::UnsupportedVersion(_)
             | RelayError::HeaderMismatch(_)
             | RelayError::InvalidMeta(_)
+            | RelayError::UnknownEventId(_)
             | RelayError::BatchNotAllowed(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -199,7 +231,7 @@ impl RelayError {
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
             RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
             RelayError::AuditUnavailable(_) => code::AUDIT_UNAVAILABLE,
-            RelayError::Upstream { error, .. } => match error {
+            RelayError::Upstream { error, .. } => match error.kind() {
                 UpstreamError::Timeout(_) => code::UPSTREAM_TIMEOUT,
                 UpstreamError::Protocol(_) => code::UPSTREAM_PROTOCOL,
                 UpstreamError::Closed(_) => code::UPSTREAM_CLOSED,
@@ -244,7 +276,7 @@ impl RelayError {
             | RelayError::ApprovalMismatch(id) => Some(json!({ "approval": id })),
             RelayError::Upstream { endpoint, error } => Some(json!({
                 "endpoint": endpoint,
-                "reason": match error {
+                "reason": match error.kind() {
                     UpstreamError::Unreachable(_) => "unreachable",
                     UpstreamError::Timeout(_) => "timeout",
                     UpstreamError::Protocol(_) => "protocol",
@@ -268,7 +300,9 @@ impl RelayError {
     /// refuses before relaying keeps its own status.
     pub fn answers_request(&self) -> bool {
         match self {
-            RelayError::Upstream { error, .. } => !matches!(error, UpstreamError::SessionGone),
+            RelayError::Upstream { error, .. } => {
+                !matches!(error.kind(), UpstreamError::SessionGone)
+            }
             RelayError::AuditUnavailable(_)
             | RelayError::Denied { .. }
             | RelayError::ApprovalRequired { .. }

@@ -120,7 +120,7 @@ impl Ctx {
     }
 
     fn upstream_error(&self, e: UpstreamError) -> RelayError {
-        RelayError::upstream(&self.endpoint.name, e)
+        RelayError::upstream(&self.endpoint.name, &self.endpoint.mask, e)
     }
 
     fn request_of(&self, msg: &Message) -> Option<Appended> {
@@ -190,8 +190,7 @@ impl Ctx {
             msg = match Message::from_value(client) {
                 Ok(m) => m,
                 Err(_) => {
-                    return Err(RelayError::upstream(
-                        &self.endpoint.name,
+                    return Err(self.upstream_error(
                         UpstreamError::Protocol("the masked answer is not JSON-RPC".into()),
                     ));
                 }
@@ -289,25 +288,25 @@ pub(super) async fn render(reply: Reply, ctx: Ctx) -> Outcome {
             content_type,
             body,
         } => {
-            // The upstream refused with its own HTTP status and a JSON body: recorded as it is.
-            match Message::parse(body.clone(), usize::MAX) {
-                Ok(m) => {
-                    if let Err(e) = ctx.record(m).await {
+            // The upstream refused with its own HTTP status and a JSON body: recorded (its audit
+            // copy) and relayed as its client copy, like any answer: an error body may echo
+            // the credentials the gateway sent.
+            let body = match Message::parse(body.clone(), usize::MAX) {
+                Ok(m) => match ctx.record(m).await {
+                    Ok(m) => m.to_bytes(),
+                    Err(e) => {
                         return Outcome::Error {
                             error: e,
                             id: single_id(&ctx),
                             session: ctx.session_id(),
                         };
                     }
-                }
+                },
                 Err(_) => {
-                    let error = RelayError::upstream(
-                        &ctx.endpoint.name,
-                        UpstreamError::Status(
-                            status.as_u16(),
-                            String::from_utf8_lossy(&body).into_owned(),
-                        ),
-                    );
+                    let error = ctx.upstream_error(UpstreamError::Status(
+                        status.as_u16(),
+                        String::from_utf8_lossy(&body).into_owned(),
+                    ));
                     if let Err(e) = ctx
                         .scope
                         .failure(&error, single_id(&ctx).as_ref(), None)
@@ -319,8 +318,16 @@ pub(super) async fn render(reply: Reply, ctx: Ctx) -> Outcome {
                             session: ctx.session_id(),
                         };
                     }
+                    // JSON that is not JSON-RPC (the upstream checked it): its client copy.
+                    match serde_json::from_slice::<Value>(&body) {
+                        Ok(v) => match ctx.scope.mask.copies(&v).client {
+                            Some(copy) => Bytes::from(copy.to_string()),
+                            None => body,
+                        },
+                        Err(_) => Bytes::new(),
+                    }
                 }
-            }
+            };
             Outcome::Passthrough {
                 status,
                 content_type,
@@ -424,6 +431,13 @@ async fn step(mut st: State) -> Option<(Bytes, State)> {
     };
     match next {
         Some(Ok(mut event)) => {
+            // The client never sees the upstream's event ids: on a session the gateway issues
+            // its own and remembers the upstream's for resumption; without a session nothing
+            // can be resumed through the gateway, so events go without ids.
+            event.id = match (event.id.take(), &st.ctx.session) {
+                (Some(upstream), Some(session)) => session.events.issue(upstream),
+                _ => None,
+            };
             if event.id.is_some() {
                 st.resumable = true;
             }
@@ -454,11 +468,11 @@ async fn step(mut st: State) -> Option<(Bytes, State)> {
             Some((bytes, st))
         }
         Some(Err(e)) => {
+            let error = st.ctx.upstream_error(e);
             if st.pending.is_empty() {
-                tracing::debug!(endpoint = %st.ctx.endpoint.name, "upstream stream ended: {e}");
+                tracing::debug!(endpoint = %st.ctx.endpoint.name, "upstream stream ended: {error}");
                 return None;
             }
-            let error = st.ctx.upstream_error(e);
             let bytes = failures(&st.ctx, &st.ids, &st.pending, error).await;
             st.done = true;
             Some((bytes, st))

@@ -30,6 +30,8 @@ pub struct Session {
     version: Mutex<String>,
     /// Seconds since the table's epoch of the last use.
     last_used: AtomicU64,
+    /// The SSE event ids its client sees, and the upstream's each stands for.
+    pub events: super::event_ids::EventIds,
 }
 
 impl Session {
@@ -87,6 +89,7 @@ impl Sessions {
             upstream,
             version: Mutex::new(version.to_string()),
             last_used: AtomicU64::new(self.now()),
+            events: super::event_ids::EventIds::default(),
         });
         self.write().insert(session.id.clone(), session.clone());
         session

@@ -30,7 +30,10 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 pub struct HttpUpstream {
+    /// Where requests go (the configured URL without its userinfo).
     url: Uri,
+    /// `Authorization: Basic` from the configured URL's user and password.
+    basic: Option<HeaderValue>,
     /// The headers (and OAuth token) only the gateway holds.
     credentials: Arc<Credentials>,
     client: HttpClient,
@@ -158,7 +161,8 @@ impl HttpUpstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .build(https);
         Self {
-            url: cfg.url.clone(),
+            url: cfg.url.uri().clone(),
+            basic: cfg.url.basic_auth().cloned(),
             credentials,
             client,
             request_timeout: cfg.request_timeout,
@@ -184,6 +188,9 @@ impl HttpUpstream {
         *req.uri_mut() = self.url.clone();
         let h = req.headers_mut();
         forward_headers(out.headers, h);
+        if let Some(basic) = &self.basic {
+            h.insert(header::AUTHORIZATION, basic.clone());
+        }
         for (name, value) in &self.credentials.current().headers {
             h.insert(name.clone(), value.clone());
         }

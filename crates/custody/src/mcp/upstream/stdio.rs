@@ -57,6 +57,7 @@ impl StdioUpstream {
             self.endpoint.clone(),
             &self.cfg,
             &self.credentials.current().env,
+            self.credentials.scrub(),
             self.max_line,
             self.max_depth,
         )

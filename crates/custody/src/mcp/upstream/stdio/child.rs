@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lock;
 use crate::config::StdioUpstreamConfig;
+use crate::credentials::Scrub;
 use crate::mcp::message::{Body, Kind, Message, id_key};
 use crate::mcp::upstream::{Event, EventStream, UpstreamError};
 use crate::mcp::version::META_SUBSCRIPTION_ID;
@@ -46,6 +47,9 @@ pub struct Child {
     gone: CancellationToken,
     /// Cancelled to ask the process to stop.
     stopping: CancellationToken,
+    /// The credentials the gateway holds (the process's environment among them): scrubbed
+    /// from what the process writes before the gateway's log sees it.
+    scrub: Scrub,
 }
 
 #[derive(Default)]
@@ -81,6 +85,7 @@ impl Child {
         endpoint: Arc<str>,
         cfg: &StdioUpstreamConfig,
         env: &std::collections::BTreeMap<String, String>,
+        scrub: Scrub,
         max_line: usize,
         max_depth: usize,
     ) -> Result<Arc<Self>, UpstreamError> {
@@ -127,11 +132,12 @@ impl Child {
             last_active: AtomicU64::new(0),
             gone: CancellationToken::new(),
             stopping: CancellationToken::new(),
+            scrub: scrub.clone(),
         });
         tracing::info!(endpoint = %endpoint, pid = ?child.pid, command = %cfg.command.display(), "started upstream process");
 
         tokio::spawn(write_stdin(stdin, stdin_rx, child.stopping.clone()));
-        tokio::spawn(log_stderr(stderr, endpoint, child.pid));
+        tokio::spawn(log_stderr(stderr, endpoint, child.pid, scrub));
         let reader = tokio::spawn(read_stdout(child.clone(), stdout, max_line, max_depth));
         tokio::spawn(supervise(child.clone(), proc, reader));
         Ok(child)
@@ -421,6 +427,8 @@ impl Child {
 
     /// The process broke the protocol: fail everything in flight and stop it.
     fn fatal(&self, reason: String) {
+        // The reason may quote the process's output, which may hold its environment.
+        let reason = self.scrub.redacted(&reason);
         tracing::error!(endpoint = %self.endpoint, pid = ?self.pid, "{reason}; stopping the process");
         self.fail_all(&UpstreamError::Protocol(reason));
         self.stopping.cancel();
@@ -530,11 +538,20 @@ async fn write_stdin(
     // Dropping stdin closes it: the first step of a stdio server's shutdown.
 }
 
-async fn log_stderr(stderr: tokio::process::ChildStderr, endpoint: Arc<str>, pid: Option<u32>) {
+/// Writes what the process says on stderr to the gateway's log, one line at a time, with the
+/// credentials the gateway holds scrubbed (a server that prints its environment must not put
+/// its API key in the gateway's log).
+async fn log_stderr(
+    stderr: tokio::process::ChildStderr,
+    endpoint: Arc<str>,
+    pid: Option<u32>,
+    scrub: Scrub,
+) {
     let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(16 * 1024));
     while let Some(line) = lines.next().await {
         match line {
-            Ok(line) => {
+            Ok(mut line) => {
+                scrub.redact(&mut line);
                 tracing::info!(target: "custody::upstream::stderr", endpoint = %endpoint, pid = ?pid, "{line}")
             }
             Err(LinesCodecError::MaxLineLengthExceeded) => {
