@@ -148,10 +148,19 @@ pub enum RelayError {
 #[derive(Debug)]
 pub struct Scrubbed(UpstreamError);
 
+/// The most characters of upstream text an error quotes.
+const QUOTED: usize = 300;
+
 impl Scrubbed {
+    /// Scrubs, then shortens to [`QUOTED`] characters (in that order: a secret cut in half
+    /// would no longer be recognised).
     pub fn new(error: UpstreamError, mask: &Masker) -> Self {
         Scrubbed(error.map_text(|t| {
             mask.scrub_text(t);
+            if let Some((cut, _)) = t.char_indices().nth(QUOTED) {
+                t.truncate(cut);
+                t.push('…');
+            }
         }))
     }
 

@@ -412,8 +412,10 @@ async fn read_limited(
     }
 }
 
+/// The body as text, whole (up to [`MAX_ERROR_BODY`]): the relay scrubs secrets from it
+/// before it shortens it, so that no secret is cut in half and half-shown.
 fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text = String::from_utf8_lossy(body);
     let text = text.trim();
     if text.is_empty() {
         "(no body)".into()

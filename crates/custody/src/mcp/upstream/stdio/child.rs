@@ -588,7 +588,8 @@ async fn read_stdout(
             Ok(Body::Single(m)) => child.route(m),
             Ok(Body::Batch(ms)) => ms.into_iter().for_each(|m| child.route(m)),
             Err(e) => {
-                let shown: String = line.chars().take(120).collect();
+                // Scrubbed whole, then shortened: a secret cut in half is not recognised.
+                let shown: String = child.scrub.redacted(&line).chars().take(120).collect();
                 child.fatal(format!(
                     "upstream process wrote a line that is not JSON-RPC ({e}): {shown:?}"
                 ));
