@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::audit::{Appended, Audit, AuditError, Direction, Draft, Kind, Mark, Unfinished, now_ns};
-use crate::config::ApprovalsConfig;
+use crate::config::{ApprovalsConfig, ShowArguments};
 use crate::identity::{Principal, PrincipalKind};
 use crate::policy::{Engine, Held, Verdict};
 
@@ -127,14 +127,28 @@ pub struct Ask<'a> {
     pub rpc_id: Option<String>,
     pub method: &'a str,
     pub target: Option<&'a str>,
-    /// The arguments as sent (kept in memory only, for policy on `approve`).
+    /// The arguments as sent: the digest binds them; policy on `approve` reads them.
     pub arguments: Option<&'a Value>,
-    /// The arguments as the log stores them (masked).
+    /// The arguments as sent with the credentials the gateway holds scrubbed (`None` when
+    /// there were none), and how many were.
+    pub scrubbed_arguments: Option<Value>,
+    pub credentials_hidden: usize,
+    /// The arguments as the log stores them (masked), and how many values are masked.
     pub masked_arguments: Value,
+    pub masked_hidden: usize,
     pub min_approvals: u32,
     pub policies: Vec<String>,
     /// The held request's entry.
     pub request: Appended,
+}
+
+/// The arguments of a call while it waits.
+struct HeldArguments {
+    /// As sent (what the digest binds).
+    arguments: Option<Value>,
+    /// As sent with the gateway's credentials scrubbed, when that changed anything.
+    scrubbed: Option<Value>,
+    credentials_hidden: usize,
 }
 
 /// A call waiting for its approval.
@@ -146,8 +160,14 @@ pub struct Pending {
     pub rpc_id: Option<String>,
     pub method: String,
     pub target: Option<String>,
+    /// The arguments as the log stores them, and how many values are masked in them.
     pub masked_arguments: Value,
-    arguments: Option<Value>,
+    pub masked_hidden: usize,
+    /// What approvers see (`approvals.show`).
+    show: ShowArguments,
+    /// The arguments as sent, while the approval is pending: in memory only, dropped when it
+    /// ends (the log keeps its masked copy).
+    held: Mutex<Option<HeldArguments>>,
     pub digest: String,
     pub requested_ns: u64,
     pub expires_ns: u64,
@@ -207,8 +227,36 @@ impl Pending {
         Duration::from_nanos(self.expires_ns.saturating_sub(now_ns()))
     }
 
-    /// The approval as the API and webhooks show it.
+    /// The approval as the approvals API shows it: the arguments as `approvals.show` says
+    /// while it is pending (once it has ended, the log's masked copy).
     pub fn to_json(&self) -> Value {
+        self.to_json_as(self.show)
+    }
+
+    /// The approval with the log's masked copy of the arguments (webhooks: their payload
+    /// leaves the gateway for chat rooms and ticket systems).
+    pub fn to_json_masked(&self) -> Value {
+        self.to_json_as(ShowArguments::Masked)
+    }
+
+    /// The arguments as `show` says, what the view is, and how many values it hides.
+    fn arguments_view(&self, show: ShowArguments) -> (Value, &'static str, usize) {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        match (show, held.as_ref()) {
+            (ShowArguments::AsSent, Some(h)) => (
+                h.scrubbed
+                    .clone()
+                    .or_else(|| h.arguments.clone())
+                    .unwrap_or_else(|| json!({})),
+                "as_sent",
+                h.credentials_hidden,
+            ),
+            _ => (self.masked_arguments.clone(), "masked", self.masked_hidden),
+        }
+    }
+
+    fn to_json_as(&self, show: ShowArguments) -> Value {
+        let (arguments, view, hidden) = self.arguments_view(show);
         let state = self.state();
         let votes = match &state {
             State::Pending { votes } | State::Granted { votes } => votes.clone(),
@@ -222,7 +270,9 @@ impl Pending {
             "endpoint": &*self.endpoint,
             "method": self.method,
             "target": self.target,
-            "arguments": self.masked_arguments,
+            "arguments": arguments,
+            "arguments_view": view,
+            "hidden_values": hidden,
             "arguments_sha256": self.digest,
             "requested_at": rfc3339(self.requested_ns),
             "expires_at": rfc3339(self.expires_ns),
@@ -405,8 +455,14 @@ impl Approvals {
             method: ask.method.to_string(),
             target: ask.target.map(str::to_string),
             masked_arguments: ask.masked_arguments,
+            masked_hidden: ask.masked_hidden,
+            show: self.config.show,
             digest: digest(ask.arguments),
-            arguments: ask.arguments.cloned(),
+            held: Mutex::new(Some(HeldArguments {
+                arguments: ask.arguments.cloned(),
+                scrubbed: ask.scrubbed_arguments,
+                credentials_hidden: ask.credentials_hidden,
+            })),
             requested_ns: now,
             expires_ns: now.saturating_add(timeout),
             min_approvals: ask.min_approvals.max(1),
@@ -522,6 +578,8 @@ impl Approvals {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
         if let Some(p) = removed {
+            // The arguments as sent leave memory with the approval.
+            p.held.lock().unwrap_or_else(PoisonError::into_inner).take();
             let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
             if recent.len() >= RECENT {
                 recent.pop_front();
@@ -556,6 +614,13 @@ impl Approvals {
             return true;
         }
         self.policy.as_ref().is_some_and(|engine| {
+            // While it waits, policy reads the arguments as sent; once it has ended (only
+            // seeing it is left to decide), the log's masked copy.
+            let held = pending.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let arguments = match held.as_ref() {
+                Some(h) => h.arguments.as_ref(),
+                None => Some(&pending.masked_arguments),
+            };
             engine
                 .decide_approve(
                     who,
@@ -564,7 +629,7 @@ impl Approvals {
                         endpoint: &pending.endpoint,
                         method: &pending.method,
                         target: pending.target.as_deref(),
-                        arguments: pending.arguments.as_ref(),
+                        arguments,
                     },
                 )
                 .verdict
@@ -780,7 +845,13 @@ mod tests {
             method: "tools/call".into(),
             target: Some("deploy".into()),
             masked_arguments: arguments.clone(),
-            arguments: Some(arguments.clone()),
+            masked_hidden: 0,
+            show: ShowArguments::AsSent,
+            held: Mutex::new(Some(HeldArguments {
+                arguments: Some(arguments.clone()),
+                scrubbed: None,
+                credentials_hidden: 0,
+            })),
             digest: digest(Some(arguments)),
             requested_ns: now_ns(),
             expires_ns,

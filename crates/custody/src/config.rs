@@ -108,6 +108,7 @@ pub struct ApprovalsConfig {
     /// Principal names that may approve any held call.
     pub approvers: Vec<String>,
     pub webhooks: Vec<WebhookConfig>,
+    pub show: ShowArguments,
 }
 
 impl Default for ApprovalsConfig {
@@ -117,8 +118,18 @@ impl Default for ApprovalsConfig {
             keepalive: Duration::from_secs(15),
             approvers: Vec::new(),
             webhooks: Vec::new(),
+            show: ShowArguments::AsSent,
         }
     }
+}
+
+/// `approvals.show`: what approvers see of a held call's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowArguments {
+    /// As the upstream will receive them, only the credentials the gateway holds scrubbed.
+    AsSent,
+    /// The log's masked copy, saying how many values are hidden.
+    Masked,
 }
 
 /// The payload a webhook gets.
@@ -578,11 +589,24 @@ impl Resolver<'_> {
             .enumerate()
             .map(|(i, w)| self.webhook(i, w))
             .collect::<Result<Vec<_>, _>>()?;
+        let show = match raw.show.as_deref() {
+            None | Some("arguments") => ShowArguments::AsSent,
+            Some("masked") => ShowArguments::Masked,
+            Some(other) => {
+                return Err(self.err(
+                    "approvals.show",
+                    format!(
+                        "{other:?} is not a view of a held call; use \"arguments\" (as the upstream will receive them) or \"masked\" (the log's masked copy)"
+                    ),
+                ));
+            }
+        };
         Ok(ApprovalsConfig {
             timeout,
             keepalive,
             approvers: raw.approvers,
             webhooks,
+            show,
         })
     }
 

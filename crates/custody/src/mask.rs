@@ -154,6 +154,20 @@ impl Masker {
         }
     }
 
+    /// Scrubs only the credentials the gateway holds from `value`, found at `pointer` of a
+    /// message (so members named like the JSON-RPC envelope are not skipped): what an approver
+    /// sees of the arguments a held call will send. The count of values scrubbed.
+    pub fn credentials_only(&self, value: &Value, pointer: &str) -> (Value, usize) {
+        let mut v = value.clone();
+        let mut marks = Vec::new();
+        let nothing = Pass {
+            paths: [&[], &[]],
+            detectors: [false; 8],
+        };
+        self.apply(nothing, &mut v, pointer, &mut marks);
+        (v, marks.len())
+    }
+
     /// Masks a text the gateway builds from what an upstream or a token endpoint said, on its
     /// way to the client (an error message): the credentials, and the client set's detectors,
     /// as in the client copy. Returns how many values were masked.

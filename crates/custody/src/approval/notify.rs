@@ -174,7 +174,7 @@ pub fn payload(format: WebhookFormat, pending: &Pending, public_url: Option<&str
     match format {
         WebhookFormat::Json => json!({
             "type": "approval_requested",
-            "approval": pending.to_json(),
+            "approval": pending.to_json_masked(),
             "url": url,
             "approve_command": approve,
             "deny_command": deny,

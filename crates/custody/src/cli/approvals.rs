@@ -170,8 +170,16 @@ fn print_one(a: &Value) {
     if let Some(r) = a.get("reason").and_then(Value::as_str) {
         out!("reason     {r}");
     }
+    let hidden = a.get("hidden_values").and_then(Value::as_u64).unwrap_or(0);
+    let view = match a.get("arguments_view").and_then(Value::as_str) {
+        Some("as_sent") if hidden == 0 => "exactly as the upstream will receive them".to_string(),
+        Some("as_sent") => format!(
+            "as the upstream will receive them, but {hidden} credential(s) the gateway holds are hidden"
+        ),
+        _ => format!("masked as the log stores them: {hidden} value(s) hidden"),
+    };
     out!(
-        "arguments  (as the log stores them; SHA-256 of the call's arguments {})",
+        "arguments  ({view}; SHA-256 of the call's arguments as sent {})",
         s(a, "arguments_sha256")
     );
     let pretty = serde_json::to_string_pretty(a.get("arguments").unwrap_or(&Value::Null))

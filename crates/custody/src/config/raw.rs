@@ -242,6 +242,10 @@ pub struct RawApprovals {
     /// `[[approvals.webhooks]]`: where a new pending approval is announced.
     #[serde(default)]
     pub webhooks: Vec<RawWebhook>,
+    /// What approvers see of a held call's arguments: `"arguments"` (default) as the upstream
+    /// will receive them, only the credentials the gateway holds scrubbed; `"masked"` the
+    /// log's masked copy, with the number of values hidden.
+    pub show: Option<String>,
 }
 
 /// `[[approvals.webhooks]]`

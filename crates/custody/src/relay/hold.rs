@@ -65,6 +65,15 @@ impl Relay {
         let requests: Vec<(Value, Appended)> =
             id.clone().map(|i| (i, recorded)).into_iter().collect();
         let arguments = msg.params().and_then(|p| p.get("arguments"));
+        // Approvers see the arguments as the upstream will receive them, only the credentials
+        // the gateway holds scrubbed (or, with `approvals.show = "masked"`, the log's copy).
+        let (scrubbed_arguments, credentials_hidden) = match arguments {
+            Some(a) => match ep.mask.credentials_only(a, "/params/arguments") {
+                (_, 0) => (None, 0),
+                (scrubbed, n) => (Some(scrubbed), n),
+            },
+            None => (None, 0),
+        };
         let masked = ep.mask.audit_copy(msg.value());
         let masked_arguments = masked
             .as_ref()
@@ -72,6 +81,17 @@ impl Relay {
             .pointer("/params/arguments")
             .cloned()
             .unwrap_or_else(|| json!({}));
+        // Values in which something is masked (a value with two secrets counts once).
+        let masked_hidden = masked.as_ref().map_or(0, |(_, marks)| {
+            let mut paths: Vec<&str> = marks
+                .iter()
+                .map(|m| m.path.as_str())
+                .filter(|p| p.starts_with("/params/arguments"))
+                .collect();
+            paths.sort_unstable();
+            paths.dedup();
+            paths.len()
+        });
         let opened = self
             .approvals
             .open(Ask {
@@ -82,7 +102,10 @@ impl Relay {
                 method: msg.method().unwrap_or(""),
                 target: msg.target_name(),
                 arguments,
+                scrubbed_arguments,
+                credentials_hidden,
                 masked_arguments,
+                masked_hidden,
                 min_approvals: decision.min_approvals,
                 policies: decision.policies.clone(),
                 request: recorded,
