@@ -121,7 +121,14 @@ impl Masker {
     pub fn audit_copy(&self, original: &Value) -> Option<(Value, Vec<Mark>)> {
         let mut v = original.clone();
         let mut marks = Vec::new();
-        self.apply(self.both(), &mut v, "", &mut marks);
+        if self.audit_adds_detectors() {
+            self.apply(self.both(), &mut v, "", &mut marks);
+        } else {
+            self.apply(self.client.pass(), &mut v, "", &mut marks);
+            if !self.audit.paths.is_empty() {
+                self.apply(self.audit_paths(), &mut v, "", &mut marks);
+            }
+        }
         (!marks.is_empty()).then_some((v, marks))
     }
 
@@ -132,24 +139,35 @@ impl Masker {
         let mut client = original.clone();
         let mut client_marks = Vec::new();
         self.apply(self.client.pass(), &mut client, "", &mut client_marks);
-        let client = (!client_marks.is_empty()).then_some(client);
-        if !self.audit_adds() {
+        if self.audit_adds_detectors() {
+            // The audit copy is made from the original, not from the client copy: a redaction
+            // in the client copy may have cut the start off a secret only an audit detector
+            // knows (`secret: -----BEGIN ... PRIVATE KEY-----` with `password_pair` for the
+            // client and `private_key` for the log); every detector must see whole text.
+            let mut audit = original.clone();
+            let mut marks = Vec::new();
+            self.apply(self.both(), &mut audit, "", &mut marks);
             return Copies {
-                audit: client.clone(),
-                client,
-                marks: client_marks,
+                client: (!client_marks.is_empty()).then_some(client),
+                audit: (!marks.is_empty()).then_some(audit),
+                marks,
             };
         }
-        // The audit copy is made from the original, not from the client copy: a redaction in
-        // the client copy may have cut the start off a secret only an audit detector knows
-        // (`secret: -----BEGIN ... PRIVATE KEY-----` with `password_pair` for the client and
-        // `private_key` for the log), and every detector must see whole text.
-        let mut audit = original.clone();
-        let mut marks = Vec::new();
-        self.apply(self.both(), &mut audit, "", &mut marks);
+        // No detector of its own: the audit set's path rules on top of the client copy (the
+        // client's detectors have seen whole text already).
+        let mut marks = client_marks;
+        let client_count = marks.len();
+        let audit = if self.audit.paths.is_empty() {
+            None
+        } else {
+            let mut a = client.clone();
+            self.apply(self.audit_paths(), &mut a, "", &mut marks);
+            (marks.len() > client_count).then_some(a)
+        };
+        let client = (client_count > 0).then_some(client);
         Copies {
+            audit: audit.or_else(|| client.clone()),
             client,
-            audit: (!marks.is_empty()).then_some(audit),
             marks,
         }
     }
@@ -206,15 +224,21 @@ impl Masker {
         marks
     }
 
-    /// Does the audit set mask anything the client set does not?
-    fn audit_adds(&self) -> bool {
-        !self.audit.paths.is_empty()
-            || self
-                .audit
-                .detectors
-                .iter()
-                .zip(self.client.detectors)
-                .any(|(a, c)| *a && !c)
+    /// Does the audit set enable a detector the client set does not?
+    fn audit_adds_detectors(&self) -> bool {
+        self.audit
+            .detectors
+            .iter()
+            .zip(self.client.detectors)
+            .any(|(a, c)| *a && !c)
+    }
+
+    /// The audit set's path rules alone (and credential scrubbing).
+    fn audit_paths(&self) -> Pass<'_> {
+        Pass {
+            paths: [&self.audit.paths, &[]],
+            detectors: [false; 8],
+        }
     }
 
     /// The client set then the audit set: path rules of both in that order, and every detector
