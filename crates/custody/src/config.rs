@@ -884,8 +884,8 @@ impl Resolver<'_> {
                 let url_key = format!("{ukey}.url");
                 let (_, url_text, referenced) =
                     self.secret_parts(&url_key, Some(&name_of), &url)?;
-                let url = UpstreamUrl::parse(&url_text, referenced)
-                    .map_err(|e| self.err(&url_key, e))?;
+                let url =
+                    UpstreamUrl::parse(&url_text, referenced).map_err(|e| self.err(&url_key, e))?;
                 let headers = headers
                     .into_iter()
                     .map(|(k, v)| {
@@ -913,7 +913,9 @@ impl Resolver<'_> {
                             .map(Box::new)
                     })
                     .transpose()?;
-                let authorization = headers.iter().any(|(n, _)| n == http::header::AUTHORIZATION);
+                let authorization = headers
+                    .iter()
+                    .any(|(n, _)| n == http::header::AUTHORIZATION);
                 if url.has_userinfo() && (oauth.is_some() || authorization) {
                     return Err(self.err(
                         &url_key,

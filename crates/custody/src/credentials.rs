@@ -289,7 +289,11 @@ mod tests {
 
     #[test]
     fn scrub_replaces_longest_values_first() {
-        let s = Scrub::from(vec!["abcdefgh".into(), "abcdefgh-longer".into(), "short".into()]);
+        let s = Scrub::from(vec![
+            "abcdefgh".into(),
+            "abcdefgh-longer".into(),
+            "short".into(),
+        ]);
         assert_eq!(s.redacted("x abcdefgh-longer y"), format!("x {MARKER} y"));
         assert_eq!(s.redacted("short abcdefgh"), format!("short {MARKER}"));
     }

@@ -991,7 +991,12 @@ impl Relay {
                         Ok(None) => {}
                         Err(e) => {
                             let ctx = self.ctx(ep, requests, Some(session), scope);
-                            return fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), single_id).await;
+                            return fail(
+                                &ctx,
+                                RelayError::upstream(&ep.name, &ep.mask, e),
+                                single_id,
+                            )
+                            .await;
                         }
                     }
                 }
@@ -1236,7 +1241,10 @@ impl Relay {
                         Some(upstream_id) => Some(upstream_id),
                         None => {
                             let error = RelayError::UnknownEventId(
-                                String::from_utf8_lossy(v.as_bytes()).chars().take(64).collect(),
+                                String::from_utf8_lossy(v.as_bytes())
+                                    .chars()
+                                    .take(64)
+                                    .collect(),
                             );
                             return self
                                 .refuse(ep, &caller.principal, headers, error, None, None)
@@ -1266,7 +1274,9 @@ impl Relay {
                     Err(UpstreamError::Status(status, _)) => Outcome::Status(
                         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                     ),
-                    Err(e) => error_outcome(RelayError::upstream(&ep.name, &ep.mask, e), None, None),
+                    Err(e) => {
+                        error_outcome(RelayError::upstream(&ep.name, &ep.mask, e), None, None)
+                    }
                 }
             }
             (_, SessionUpstream::Stdio(child)) => match child.standalone() {

@@ -135,7 +135,10 @@ async fn approvers_see_the_arguments_the_upstream_will_receive_with_their_digest
         format!("token={SECRET_ARGUMENT} and key [custody:credential]"),
         "{held:#}"
     );
-    assert_eq!(held["hidden_values"], 1, "the gateway's credential is hidden");
+    assert_eq!(
+        held["hidden_values"], 1,
+        "the gateway's credential is hidden"
+    );
     assert!(
         !held.to_string().contains(CREDENTIAL),
         "the approvals API never shows a credential the gateway holds"

@@ -318,7 +318,10 @@ async fn the_client_never_sees_the_upstreams_event_ids_and_resumes_with_the_gate
     assert!(a.is_sse(), "{a:#?}");
     assert!(!a.raw.contains("cursor"), "{}", a.raw);
     assert!(!a.raw.contains("AKIA"), "{}", a.raw);
-    let ids: Vec<String> = parse_sse(&a.raw).into_iter().filter_map(|(i, _)| i).collect();
+    let ids: Vec<String> = parse_sse(&a.raw)
+        .into_iter()
+        .filter_map(|(i, _)| i)
+        .collect();
     assert_eq!(ids.len(), 2, "{}", a.raw);
     assert_ne!(ids[0], ids[1]);
 
@@ -347,7 +350,9 @@ async fn the_client_never_sees_the_upstreams_event_ids_and_resumes_with_the_gate
     assert_eq!(refused.status, 400, "{refused:#?}");
     assert_eq!(refused.error_code(), -32000);
     assert!(
-        refused.error_message().contains("is not an event id this gateway issued"),
+        refused
+            .error_message()
+            .contains("is not an event id this gateway issued"),
         "{refused:#?}"
     );
     assert_eq!(last_seen.lock().unwrap().len(), 1, "not forwarded");
@@ -368,9 +373,15 @@ async fn a_stream_closed_mid_call_resumes_through_the_gateway() {
             json!({"name": "test_reconnection", "arguments": {}}),
         )
         .await;
-    let ids: Vec<String> = parse_sse(&a.raw).into_iter().filter_map(|(i, _)| i).collect();
+    let ids: Vec<String> = parse_sse(&a.raw)
+        .into_iter()
+        .filter_map(|(i, _)| i)
+        .collect();
     let last = ids.last().unwrap_or_else(|| panic!("no event id: {a:#?}"));
-    assert!(!last.contains('_'), "not the upstream's `stream_seq` id: {last}");
+    assert!(
+        !last.contains('_'),
+        "not the upstream's `stream_seq` id: {last}"
+    );
     let resp = c
         .authed(c.http.get(&c.url))
         .header("accept", "text/event-stream")

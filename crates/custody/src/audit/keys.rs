@@ -79,13 +79,9 @@ pub fn create(path: &Path, origin: &str) -> Result<Signer, KeyError> {
     f.sync_all().map_err(write_err)?;
     // The verifier key is public: readable by all (0644) whatever the umask.
     let public = public_path(path);
-    std::fs::write(
-        &public,
-        format!("{}\n", signer.verifier().to_key_string()),
-    )
-    .map_err(write_err)?;
-    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644))
+    std::fs::write(&public, format!("{}\n", signer.verifier().to_key_string()))
         .map_err(write_err)?;
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).map_err(write_err)?;
     Ok(signer)
 }
 
@@ -153,7 +149,10 @@ mod tests {
             .permissions()
             .mode()
             & 0o777;
-        assert_eq!(public_mode, 0o644, "the verifier key is public, whatever the umask");
+        assert_eq!(
+            public_mode, 0o644,
+            "the verifier key is public, whatever the umask"
+        );
         assert!(matches!(
             load_or_create(&path, Some("other/log")),
             Err(KeyError::OriginMismatch { .. })

@@ -196,7 +196,11 @@ mod tests {
         assert_eq!(format!("{u}"), u.redacted());
         assert_eq!(format!("{u:?}"), format!("UpstreamUrl({})", u.redacted()));
         for s in ["p@ss-w0rd-123", "p%40ss-w0rd-123", "k3y-VALUE-9", "ci-bot"] {
-            assert!(u.secrets().iter().any(|x| x == s), "{s} in {:?}", u.secrets());
+            assert!(
+                u.secrets().iter().any(|x| x == s),
+                "{s} in {:?}",
+                u.secrets()
+            );
         }
     }
 

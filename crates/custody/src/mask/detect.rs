@@ -120,11 +120,13 @@ pub fn scan(text: &str, enabled: &[bool; 8]) -> Vec<Found> {
             }
             CARD_NUMBER => {
                 for m in each.find_iter(text) {
-                    hits.extend(card::in_run(text, m.start(), m.end()).map(|(start, end)| Hit {
-                        start,
-                        end,
-                        detector: i,
-                    }));
+                    hits.extend(
+                        card::in_run(text, m.start(), m.end()).map(|(start, end)| Hit {
+                            start,
+                            end,
+                            detector: i,
+                        }),
+                    );
                 }
             }
             _ => hits.extend(each.find_iter(text).map(|m| Hit {
@@ -259,7 +261,10 @@ mod tests {
         let found = scan(&text, &[true; 8]);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(&text[found[0].start..found[0].end], key);
-        assert_eq!(found[0].detector, "private_key", "the longest match names it");
+        assert_eq!(
+            found[0].detector, "private_key",
+            "the longest match names it"
+        );
         assert_eq!(found[0].by, ["private_key", "password_pair"]);
 
         // A JWT glued to a Slack-looking prefix: the Slack match used to swallow the JWT's

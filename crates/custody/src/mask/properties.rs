@@ -308,7 +308,10 @@ fn a_card_number_as_a_json_number_becomes_a_redaction_and_other_numbers_stay() {
         "items": [5_500_000_000_000_004_u64, -4_111_111_111_111_111_i64],
     }});
     let client = m.copies(&msg).client.unwrap();
-    assert_eq!(client["id"], 4_111_111_111_111_111_u64, "the envelope stays");
+    assert_eq!(
+        client["id"], 4_111_111_111_111_111_u64,
+        "the envelope stays"
+    );
     assert_eq!(client["result"]["pan"], "[custody:card_number]");
     assert_eq!(
         client["result"]["order"], 1_234_567_890_123_452_u64,

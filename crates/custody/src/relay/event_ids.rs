@@ -81,7 +81,11 @@ mod tests {
         let first = ids.issue("stream-1_0".into()).unwrap();
         assert!(!first.contains("stream"), "{first}");
         assert_eq!(ids.upstream(&first).as_deref(), Some("stream-1_0"));
-        assert_eq!(ids.upstream("stream-1_0"), None, "upstream ids mean nothing here");
+        assert_eq!(
+            ids.upstream("stream-1_0"),
+            None,
+            "upstream ids mean nothing here"
+        );
         for i in 0..KEEP {
             ids.issue(format!("s_{i}")).unwrap();
         }

@@ -190,9 +190,9 @@ impl Ctx {
             msg = match Message::from_value(client) {
                 Ok(m) => m,
                 Err(_) => {
-                    return Err(self.upstream_error(
-                        UpstreamError::Protocol("the masked answer is not JSON-RPC".into()),
-                    ));
+                    return Err(self.upstream_error(UpstreamError::Protocol(
+                        "the masked answer is not JSON-RPC".into(),
+                    )));
                 }
             };
         }

@@ -58,7 +58,7 @@ fn luhn(digits: &[u8]) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Does a network issue numbers of this length with this prefix?
@@ -195,7 +195,11 @@ mod tests {
             rate(luhn_only),
             rate(now)
         );
-        assert!((9.5..10.5).contains(&rate(luhn_only)), "{}", rate(luhn_only));
+        assert!(
+            (9.5..10.5).contains(&rate(luhn_only)),
+            "{}",
+            rate(luhn_only)
+        );
         assert!(rate(now) < 1.5, "{}", rate(now));
     }
 }
