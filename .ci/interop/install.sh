@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the interop peers (real MCP clients, servers and test suites) into a cache
-# directory: npm packages under CACHE/npm, the Python MCP client in CACHE/venv.
+# directory: npm packages under CACHE/npm, the Python MCP client and the Python servers in
+# CACHE/venv.
 # Re-running with the same versions does nothing.
 set -euo pipefail
 cache=${1:?usage: install.sh CACHE_DIR}
@@ -13,8 +14,15 @@ npm_packages=(
   @modelcontextprotocol/server-filesystem@2026.8.31
   @modelcontextprotocol/inspector@2.12.0
   oauth2-mock-server@8.2.3
+  # peers.sh: the TypeScript SDK's clients (1.x: session-based; 2.x: also 2026-07-28), a
+  # stdio bridge, and stdio servers compared direct and through the gateway.
+  @modelcontextprotocol/sdk@1.32.2
+  @modelcontextprotocol/client@2.4.0
+  mcp-remote@0.15.1
+  @modelcontextprotocol/server-memory@2026.8.31
+  @modelcontextprotocol/server-sequential-thinking@2026.8.31
 )
-pip_packages=(mcp==2.3.0 pyyaml==6.0.3)
+pip_packages=(mcp==2.3.0 pyyaml==6.0.3 mcp-server-time==2026.10.19 mcp-server-git==2026.10.19)
 
 want="${npm_packages[*]} | ${pip_packages[*]}"
 if [[ -f "$cache/installed" && "$(cat "$cache/installed")" == "$want" ]]; then
