@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit;
 mod auth;
+mod flood;
 mod load;
 mod mask;
 mod policy;
@@ -90,6 +91,20 @@ enum Cmd {
         #[arg(long, default_value_t = 5000)]
         calls: usize,
     },
+    /// A forged-token flood: log growth, and a real job's latency idle and under the flood.
+    Flood {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Flooding connections (each reconnects when the gateway closes it).
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Loopback source addresses they spread over (127.0.0.2 on).
+        #[arg(long, default_value_t = 32)]
+        addresses: u8,
+        /// The job's calls measured idle.
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+    },
     /// Authorization: one policy decision with many policies loaded.
     Policy {
         #[arg(long, default_value_t = 1000)]
@@ -103,6 +118,17 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value_t = 200)]
         rounds: usize,
+    },
+    /// (internal) The flood of `flood`, in a process of its own.
+    #[command(hide = true)]
+    FloodGen {
+        addr: SocketAddr,
+        #[arg(long)]
+        connections: usize,
+        #[arg(long)]
+        addresses: u8,
+        #[arg(long)]
+        seconds: u64,
     },
     /// (internal) The conformance fixture over HTTP.
     #[command(hide = true)]
@@ -153,6 +179,18 @@ fn main() -> anyhow::Result<()> {
             seconds,
         } => rt.block_on(audit::append(writers, size, seconds)),
         Cmd::Auth { calls } => rt.block_on(auth::run(calls)),
+        Cmd::Flood {
+            seconds,
+            connections,
+            addresses,
+            calls,
+        } => rt.block_on(flood::run(seconds, connections, addresses, calls)),
+        Cmd::FloodGen {
+            addr,
+            connections,
+            addresses,
+            seconds,
+        } => rt.block_on(flood::generate(addr, connections, addresses, seconds)),
         Cmd::Mask { size, rounds } => mask::run(size, rounds),
         Cmd::Policy { policies, calls } => policy::run(policies, calls),
         Cmd::Verify { entries, size } => rt.block_on(audit::verify(entries, size)),

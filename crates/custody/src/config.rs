@@ -3,6 +3,7 @@
 //! the file, line, key path and what is wrong.
 
 mod auth;
+mod limits;
 mod locate;
 mod mask;
 pub mod raw;
@@ -10,6 +11,7 @@ mod secret;
 mod upstream_url;
 
 pub use auth::{AuthConfig, NameTemplate, OidcConfig, Preset, StaticToken, is_fetchable};
+pub use limits::{EndpointLimits, LimitsConfig, ServerLimits};
 pub use secret::SecretRef;
 pub use upstream_url::UpstreamUrl;
 
@@ -62,6 +64,8 @@ pub struct Config {
     /// The masking key's file.
     pub mask_key_file: PathBuf,
     pub endpoints: Vec<EndpointConfig>,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
 }
 
 /// The embedded default's policy: permissive, for the demo only.
@@ -203,6 +207,8 @@ pub struct ServerConfig {
     pub session_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub worker_threads: usize,
+    /// Connections, request heads.
+    pub limits: ServerLimits,
 }
 
 /// An allowed `Origin`: scheme and host must match; the port may be `*`.
@@ -281,6 +287,8 @@ pub struct EndpointConfig {
     pub mask_client: crate::mask::RuleSet,
     /// What the log stores masked, on top of `mask_client`.
     pub mask_audit: crate::mask::RuleSet,
+    /// Caps on sessions and processes.
+    pub limits: EndpointLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -392,7 +400,9 @@ impl Config {
                 ..ApprovalsConfig::default()
             },
             mask_key_file: PathBuf::from(DEFAULT_DATA_DIR).join("mask.key"),
+            limits: LimitsConfig::default(),
             endpoints: vec![EndpointConfig {
+                limits: EndpointLimits::default(),
                 mask_client: crate::mask::RuleSet::default(),
                 mask_audit: crate::mask::RuleSet {
                     paths: Vec::new(),
@@ -686,6 +696,7 @@ impl Resolver<'_> {
         let auth = self.auth(raw.auth)?;
         let policy = self.policy(raw.policy)?;
         let approvals = self.approvals(raw.approvals)?;
+        let limits = self.limits(raw.limits)?;
         let mask_key_file = raw
             .masking
             .key_file
@@ -698,6 +709,7 @@ impl Resolver<'_> {
             approvals,
             mask_key_file,
             endpoints,
+            limits,
         })
     }
 
@@ -756,6 +768,7 @@ impl Resolver<'_> {
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let limits = self.server_limits(&raw)?;
         let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             self.err(
@@ -851,6 +864,7 @@ impl Resolver<'_> {
                 Some(n) => n,
                 None => 1,
             },
+            limits,
         })
     }
 
@@ -990,7 +1004,9 @@ impl Resolver<'_> {
             &format!("{key}.detectors_audit"),
             true,
         )?;
+        let limits = self.endpoint_limits(&format!("{key}.limits"), raw.limits, &upstream)?;
         Ok(EndpointConfig {
+            limits,
             name,
             description: raw.description,
             upstream,

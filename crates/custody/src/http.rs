@@ -6,6 +6,7 @@ mod api;
 mod approvals;
 mod guard;
 mod metadata;
+mod serve;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,15 +29,17 @@ pub use guard::Guard;
 
 use crate::audit::{Audit, Draft, Kind as EntryKind};
 use crate::config::{Config, Durability};
-use crate::identity::{Identity, Principal};
+use crate::identity::{Identity, Principal, Refused};
+use crate::limits::{Connections, Limiter, Permit, address_key};
 use crate::mask::MaskKey;
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::message::Body;
 use crate::policy::Engine;
-use crate::relay::{Caller, Endpoint, Outcome, Relay, RelayError};
+use crate::relay::{At, Caller, Endpoint, Outcome, Relay, RelayError};
 
 struct App {
     relay: Arc<Relay>,
+    limiter: Arc<Limiter>,
     guard: Guard,
     identity: Arc<Identity>,
     public_url: Option<String>,
@@ -201,6 +204,7 @@ pub async fn start_with(
     let scrub = audit.start_scrub(stop.clone());
     let app = Arc::new(App {
         relay: relay.clone(),
+        limiter: relay.limiter.clone(),
         guard: Guard::new(&config.server),
         identity,
         public_url: config.server.public_url.clone(),
@@ -242,6 +246,15 @@ pub async fn start_with(
     };
 
     let grace = config.server.shutdown_grace;
+    let mut conn_limits = config.server.limits.connections;
+    conn_limits.max = serve::fit_to_file_limit(conn_limits.max);
+    let serving = serve::Serve {
+        limits: config.server.limits,
+        conns: Connections::new(conn_limits),
+        refusals: relay.refusals.clone(),
+        limiter: relay.limiter.clone(),
+    };
+    let flusher = relay.refusals.spawn_flusher(stop.clone());
     let done = {
         let relay = relay.clone();
         let stop = stop.clone();
@@ -254,18 +267,15 @@ pub async fn start_with(
                     relay.begin_shutdown();
                 }
             };
-            let server = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(signal)
-            .into_future();
+            let server = serve::run(listener, router, serving, stop.clone());
+            let server = async move {
+                tokio::join!(server, signal);
+                Ok::<(), std::convert::Infallible>(())
+            };
             tokio::pin!(server);
             tokio::select! {
                 result = &mut server => {
-                    if let Err(e) = result {
-                        tracing::error!("server error: {e}");
-                    }
+                    let Ok(()) = result;
                 }
                 () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
                     tracing::warn!("calls still running after the {} grace period; ending them", humantime::format_duration(grace));
@@ -285,6 +295,8 @@ pub async fn start_with(
             }
             credential_reloader.abort();
             relay.finish_shutdown().await;
+            let _ = flusher.await;
+            relay.refusals.flush().await;
             let _ = checkpointer.await;
             let audit = &relay.audit;
             if let Err(e) = audit
@@ -340,24 +352,41 @@ fn unrecorded(error: RelayError) -> Outcome {
     }
 }
 
-/// Checks the caller's token; a refusal is recorded and becomes a 401 (503 while the issuer's
-/// keys cannot be had) with a `WWW-Authenticate` challenge.
+/// The refusal budget of the caller's address: an address past it is answered 429 unread,
+/// unless its credential is known without parsing anything (a static token, a token verified
+/// before), so that a flood from an address shared with real jobs does not lock them out.
+/// Returns that principal when it was needed.
+fn gate_address(
+    app: &App,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Option<Arc<Principal>>, RelayError> {
+    match app.limiter.addresses.check(&address_key(peer.ip())) {
+        Ok(()) => Ok(None),
+        Err(exceeded) => match app.identity.known(headers) {
+            Some(p) => Ok(Some(p)),
+            None => Err(RelayError::Limit(exceeded)),
+        },
+    }
+}
+
+/// Checks the caller's token; a refusal is charged to the address, counted for the log, and
+/// becomes a 401 (503 while the issuer's keys cannot be had, 400 for two `Authorization`
+/// headers) with a `WWW-Authenticate` challenge.
 async fn authenticate(
     app: &App,
     ep: &Arc<Endpoint>,
     headers: &HeaderMap,
-    method: &Method,
+    at: &At<'_>,
+    peer: SocketAddr,
 ) -> Result<Arc<Principal>, Response> {
     match app.identity.authenticate(headers).await {
         Ok(p) => Ok(p),
         Err(refused) => {
             let temporary = refused.error.is_temporary();
             let description = refused.error.to_string();
-            let outcome = app
-                .relay
-                .unauthorized(ep, headers, refused, method.as_str())
-                .await;
-            let mut resp = respond(&ep.name, outcome);
+            let error = refused_credential(app, at, peer, &refused);
+            let mut resp = respond(&ep.name, unrecorded(error));
             let base = metadata::base_url(app.public_url.as_deref(), headers);
             let url = metadata::url_for(&base, &ep.name);
             if temporary {
@@ -374,8 +403,21 @@ async fn authenticate(
     }
 }
 
+/// A refused credential: charged to the address (temporary failures of the gateway's own are
+/// not the caller's doing), counted for the log.
+fn refused_credential(app: &App, at: &At<'_>, peer: SocketAddr, refused: &Refused) -> RelayError {
+    if !refused.error.is_temporary() {
+        app.limiter.addresses.charge(address_key(peer.ip()));
+    }
+    let error = RelayError::Unauthorized(refused.error.clone());
+    app.relay.refusals.auth_failure(at, refused, &error);
+    error
+}
+
 /// What every MCP request goes through before its method's own handling: the endpoint, the
-/// `Host`/`Origin` guard (refusals recorded), and the caller's token.
+/// address's refusal budget, the `Host`/`Origin` guard, the caller's token, and the principal's
+/// rate and concurrency. Refusals before authentication are counted, not recorded one by one.
+/// The permit holds the principal's place among its requests in progress.
 async fn admit(
     app: &App,
     name: &str,
@@ -383,27 +425,69 @@ async fn admit(
     headers: &HeaderMap,
     method: &Method,
     peer: SocketAddr,
-) -> Result<(Arc<Endpoint>, Caller), Response> {
+) -> Result<(Arc<Endpoint>, Caller, Permit), Response> {
     let ep = app
         .relay
         .endpoint(name)
         .map_err(|e| respond(name, unrecorded(e)))?;
+    let address = peer.to_string();
+    let at = At {
+        endpoint: &ep.name,
+        address: &address,
+        http_method: method.as_str(),
+        session: crate::relay::session_header(headers),
+    };
+    let known = match gate_address(app, headers, peer) {
+        Ok(known) => known,
+        Err(error) => {
+            app.relay.refusals.unauthenticated(&at, &error);
+            let mut resp = respond(name, unrecorded(error));
+            // A client refused this way has no use for its connection; closing it costs a
+            // flood a handshake per request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(resp);
+        }
+    };
     if let Err(error) = app.guard.check(uri, headers) {
-        let nobody = Principal::anonymous();
+        app.limiter.addresses.charge(address_key(peer.ip()));
+        app.relay.refusals.unauthenticated(&at, &error);
+        return Err(respond(name, unrecorded(error)));
+    }
+    let principal = match known {
+        Some(p) => p,
+        None => authenticate(app, &ep, headers, &at, peer).await?,
+    };
+    let caller = Caller { principal, address };
+    let at = At {
+        endpoint: &ep.name,
+        address: &caller.address,
+        http_method: method.as_str(),
+        session: crate::relay::session_header(headers),
+    };
+    let limited = |e| {
         let outcome = app
             .relay
-            .refuse(&ep, &nobody, headers, error, None, None)
-            .await;
-        return Err(respond(name, outcome));
+            .limited(&at, &caller.principal, None, RelayError::Limit(e), None);
+        respond(name, outcome)
+    };
+    if let Err(e) = app.limiter.principal_rate.take(&caller.principal.binding) {
+        return Err(limited(e));
     }
-    let principal = authenticate(app, &ep, headers, method).await?;
-    Ok((
-        ep,
-        Caller {
-            principal,
-            address: peer.to_string(),
-        },
-    ))
+    let permit = match app
+        .limiter
+        .principal_concurrent
+        .acquire(&caller.principal.binding)
+    {
+        Ok(p) => p,
+        Err(e) => return Err(limited(e)),
+    };
+    Ok((ep, caller, permit))
+}
+
+/// Holds `permit` until the response's body has been sent (or dropped).
+fn holding(resp: Response, permit: Permit) -> Response {
+    resp.map(|b| AxumBody::new(serve::Guarded::new(b, permit)))
 }
 
 async fn mcp_post(
@@ -416,10 +500,11 @@ async fn mcp_post(
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     // Identity before the body: an unauthenticated caller cannot make the gateway read it.
-    let (ep, caller) = match admit(&app, &name, &parts.uri, &headers, &parts.method, peer).await {
-        Ok(admitted) => admitted,
-        Err(resp) => return resp,
-    };
+    let (ep, caller, permit) =
+        match admit(&app, &name, &parts.uri, &headers, &parts.method, peer).await {
+            Ok(admitted) => admitted,
+            Err(resp) => return resp,
+        };
     let checked = async {
         guard::post_media(&headers).map_err(|e| (e, None))?;
         let bytes = read_body(body, &headers, app.relay.limits.max_body)
@@ -436,7 +521,7 @@ async fn mcp_post(
                 .await
         }
     };
-    respond(&name, outcome)
+    holding(respond(&name, outcome), permit)
 }
 
 async fn mcp_get(
@@ -446,7 +531,7 @@ async fn mcp_get(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (ep, caller) = match admit(&app, &name, &uri, &headers, &Method::GET, peer).await {
+    let (ep, caller, permit) = match admit(&app, &name, &uri, &headers, &Method::GET, peer).await {
         Ok(admitted) => admitted,
         Err(resp) => return resp,
     };
@@ -458,7 +543,7 @@ async fn mcp_get(
                 .await
         }
     };
-    respond(&name, outcome)
+    holding(respond(&name, outcome), permit)
 }
 
 async fn mcp_delete(
@@ -468,11 +553,15 @@ async fn mcp_delete(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (ep, caller) = match admit(&app, &name, &uri, &headers, &Method::DELETE, peer).await {
+    let (ep, caller, permit) = match admit(&app, &name, &uri, &headers, &Method::DELETE, peer).await
+    {
         Ok(admitted) => admitted,
         Err(resp) => return resp,
     };
-    respond(&name, app.relay.delete(&ep, &caller, &headers).await)
+    holding(
+        respond(&name, app.relay.delete(&ep, &caller, &headers).await),
+        permit,
+    )
 }
 
 /// Reads the body up to `max` bytes; a declared length over the limit is refused unread.
@@ -561,7 +650,12 @@ fn respond(endpoint: &str, outcome: Outcome) -> Response {
                 tracing::info!(endpoint, status = status.as_u16(), "refused: {error}");
             }
             let body = Bytes::from(error.to_json(id.as_ref()).to_string());
-            with_session(json(status, body), session.as_deref())
+            let mut resp = with_session(json(status, body), session.as_deref());
+            if let Some(secs) = error.retry_after() {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            resp
         }
     }
 }

@@ -23,7 +23,7 @@ use http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-pub use error::{AuthError, Refused};
+pub use error::{AuthError, CLAIM_MAX, Refused, clip};
 pub use principal::{Principal, PrincipalKind, unverified};
 
 use cache::{TokenCache, Verified};
@@ -113,19 +113,13 @@ impl Identity {
     /// Who sent these headers.
     ///
     /// # Errors
-    /// [`Refused`]: the reason, with the token's unverified issuer and subject when it has them.
+    /// [`Refused`]: the reason, with the token's unverified issuer and subject when it has them
+    /// (each clipped to [`CLAIM_MAX`] bytes).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, Refused> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
+        let Some(value) = authorization(headers)? else {
             return self.anonymous.clone().ok_or(AuthError::NoToken.into());
         };
-        let text = value.to_str().map_err(|_| AuthError::NotBearer)?;
-        let token = match text.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(AuthError::NotBearer.into()),
-        };
-        if token.is_empty() {
-            return Err(AuthError::NoToken.into());
-        }
+        let token = bearer(value)?;
         let hash = token_hash(token);
         if let Some(p) = self.statics.get(&hash) {
             return Ok(p.clone());
@@ -134,21 +128,14 @@ impl Identity {
             return Err(AuthError::UnknownStatic.into());
         }
         let now = unix_now();
-        if let Some(v) = self.cache.get(&hash, now) {
-            let still_published = match &v.kid {
-                Some(kid) => self.issuers[v.issuer].keys.current().has(kid),
-                None => true,
-            };
-            if still_published {
-                return Ok(v.principal);
-            }
-            self.cache.remove(&hash);
+        if let Some(p) = self.cached(&hash, now) {
+            return Ok(p);
         }
         let compact = Compact::parse(token)?;
         let refused = |error: AuthError| Refused {
             error,
-            issuer: compact.str_claim("iss").map(str::to_string),
-            subject: compact.str_claim("sub").map(str::to_string),
+            issuer: compact.str_claim("iss").map(clip),
+            subject: compact.str_claim("sub").map(clip),
         };
         let (index, checked) = self.verify(&compact, now).await.map_err(refused)?;
         let principal = Arc::new(checked.principal);
@@ -165,6 +152,36 @@ impl Identity {
         Ok(principal)
     }
 
+    /// The principal of these headers when it is known without parsing or verifying a token: a
+    /// static token, a token verified before and still cached, or no token where anonymous
+    /// callers are allowed. `None` for anything else, including what a full check would refuse.
+    /// Costs one SHA-256 of the token and a map lookup.
+    pub fn known(&self, headers: &HeaderMap) -> Option<Arc<Principal>> {
+        let Some(value) = authorization(headers).ok()? else {
+            return self.anonymous.clone();
+        };
+        let hash = token_hash(bearer(value).ok()?);
+        if let Some(p) = self.statics.get(&hash) {
+            return Some(p.clone());
+        }
+        self.cached(&hash, unix_now())
+    }
+
+    /// A cached verification of the token with this hash, if its key is still published.
+    fn cached(&self, hash: &[u8; 32], now: u64) -> Option<Arc<Principal>> {
+        let v = self.cache.get(hash, now)?;
+        let still_published = match &v.kid {
+            Some(kid) => self.issuers[v.issuer].keys.current().has(kid),
+            None => true,
+        };
+        if still_published {
+            Some(v.principal)
+        } else {
+            self.cache.remove(hash);
+            None
+        }
+    }
+
     async fn verify(
         &self,
         token: &Compact<'_>,
@@ -175,11 +192,11 @@ impl Identity {
             return Err(AuthError::AlgNone);
         }
         if alg.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("HS")) {
-            return Err(AuthError::Hmac(alg.to_string()));
+            return Err(AuthError::Hmac(clip(alg)));
         }
         let iss = token.str_claim("iss").ok_or(AuthError::NoIssuer)?;
         let Some(&index) = self.by_issuer.get(iss) else {
-            return Err(AuthError::UnknownIssuer(iss.to_string(), self.near(iss)));
+            return Err(AuthError::UnknownIssuer(clip(iss), self.near(iss)));
         };
         let issuer = &self.issuers[index];
         let alg = issuer.algorithm(alg)?;
@@ -241,6 +258,33 @@ impl Identity {
     pub fn cached_tokens(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// The one `Authorization` header, if any.
+///
+/// # Errors
+/// [`AuthError::TwoAuthorizations`]: which one counts would be a guess (HTTP/1.1 forbids
+/// repeating it; proxies differ on which they pass on).
+fn authorization(headers: &HeaderMap) -> Result<Option<&http::HeaderValue>, AuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(AuthError::TwoAuthorizations);
+    }
+    Ok(first)
+}
+
+/// The token of a `Bearer` credential.
+fn bearer(value: &http::HeaderValue) -> Result<&str, AuthError> {
+    let text = value.to_str().map_err(|_| AuthError::NotBearer)?;
+    let token = match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => return Err(AuthError::NotBearer),
+    };
+    if token.is_empty() {
+        return Err(AuthError::NoToken);
+    }
+    Ok(token)
 }
 
 fn report(issuer: &Issuer, ok: bool, retry: Option<Duration>) {

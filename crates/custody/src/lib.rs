@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod data_dir;
 pub mod http;
 pub mod identity;
+pub mod limits;
 pub mod mask;
 pub mod mcp;
 pub mod net;

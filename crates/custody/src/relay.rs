@@ -16,6 +16,7 @@ mod error;
 mod event_ids;
 mod hold;
 mod record;
+mod refusals;
 mod reply;
 mod session;
 
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::{RelayError, code};
 pub use record::RECEIPT_KEY;
 use record::Scope;
+pub use refusals::{At, Refusals};
 use reply::{Ctx, ListFilter, Watch, render, render_first};
 pub use session::{Session, SessionUpstream, Sessions};
 
@@ -39,7 +41,8 @@ use crate::approval::Approvals;
 use crate::audit::{Appended, Audit, Kind as EntryKind};
 use crate::config::{Config, UpstreamConfig};
 use crate::credentials::Credentials;
-use crate::identity::{Principal, Refused};
+use crate::identity::Principal;
+use crate::limits::{Gauge, Limit, Limiter, Permit};
 use crate::mask::{MaskKey, Masker};
 use crate::mcp::headers::{self, MCP_PROTOCOL_VERSION, ParamHeader};
 use crate::mcp::message::{Body, Kind, Message};
@@ -105,6 +108,8 @@ pub struct Endpoint {
     pub mask: Arc<Masker>,
     /// The upstream credentials only the gateway holds.
     pub credentials: Arc<Credentials>,
+    /// Sessions open, with the endpoint's cap.
+    session_cap: Arc<Gauge>,
 }
 
 impl Endpoint {
@@ -151,6 +156,14 @@ impl Endpoint {
         self.sessions.len()
     }
 
+    /// Upstream processes running (stdio endpoints).
+    pub fn process_count(&self) -> u64 {
+        match &self.upstream {
+            Upstream::Stdio(up) => up.processes(),
+            Upstream::Http(_) => 0,
+        }
+    }
+
     async fn close_session(&self, session: &Session) {
         match (&session.upstream, &self.upstream) {
             (SessionUpstream::Stdio(child), _) => child.stop().await,
@@ -187,6 +200,10 @@ pub struct Relay {
     endpoints: HashMap<String, Arc<Endpoint>>,
     known: String,
     pub limits: Limits,
+    /// Rates, concurrency and sessions per address and principal.
+    pub limiter: Arc<Limiter>,
+    /// Refusals a flood can cause, recorded in aggregate.
+    pub refusals: Arc<Refusals>,
     pub audit: Arc<Audit>,
     /// The access policy; `None` when none is configured.
     pub policy: Option<Arc<Engine>>,
@@ -229,6 +246,7 @@ impl Relay {
                         credentials.clone(),
                         max_body,
                         limits.max_depth,
+                        Gauge::new(Limit::EndpointProcesses, ep.limits.processes),
                     ))),
                 };
                 let endpoint = Endpoint {
@@ -243,16 +261,20 @@ impl Relay {
                         key: mask_key.clone(),
                     }),
                     credentials,
+                    session_cap: Gauge::new(Limit::EndpointSessions, ep.limits.sessions),
                 };
                 Ok((ep.name.clone(), Arc::new(endpoint)))
             })
             .collect::<Result<_, String>>()?;
         let mut names: Vec<&str> = endpoints.keys().map(String::as_str).collect();
         names.sort_unstable();
+        let limiter = Arc::new(Limiter::new(&config.limits));
         Ok(Arc::new(Self {
             known: names.join(", "),
             endpoints,
             limits,
+            refusals: Arc::new(Refusals::new(audit.clone(), limiter.refusal_records)),
+            limiter,
             approvals: Approvals::new(
                 &config.approvals,
                 audit.clone(),
@@ -442,43 +464,45 @@ impl Relay {
         }
     }
 
-    /// Records a request refused for its credentials and returns the refusal.
-    pub async fn unauthorized(
+    /// Answers a request refused by a limit, counting it with the others of its second (a
+    /// caller pushing against a limit must not fill the log).
+    pub fn limited(
         &self,
-        ep: &Arc<Endpoint>,
-        headers: &HeaderMap,
-        refused: Refused,
-        http_method: &str,
+        at: &At<'_>,
+        who: &Principal,
+        method: Option<&str>,
+        error: RelayError,
+        id: Option<Value>,
     ) -> Outcome {
-        let session = session_header(headers);
-        let nobody = Principal::anonymous();
-        let scope = self.scope(ep, session, &nobody);
-        let error = RelayError::Unauthorized(refused.error.clone());
-        let error = match scope.auth_failure(&refused, &error, http_method).await {
-            Ok(_) => error,
-            Err(audit) => audit,
-        };
+        self.refusals.limited(at, who, method, &error);
         Outcome::Error {
             error,
-            id: None,
+            id,
             session: None,
         }
     }
 
-    /// Records a refused credential on the gateway's own API (no endpoint).
-    pub async fn api_unauthorized(&self, refused: &Refused, http_method: &str) {
-        let nobody = Principal::anonymous();
-        let scope = Scope::new(
-            &self.audit,
-            &Arc::from(""),
-            None,
-            &nobody,
-            &Arc::new(Masker::default()),
-        );
-        let error = RelayError::Unauthorized(refused.error.clone());
-        if let Err(e) = scope.auth_failure(refused, &error, http_method).await {
-            tracing::error!("couldn't record a refused API credential: {e}");
-        }
+    /// Places for a new session: its owner's and the endpoint's, and for a stdio endpoint the
+    /// session's process.
+    fn session_places(
+        &self,
+        ep: &Arc<Endpoint>,
+        caller: &Caller,
+    ) -> Result<(Permit, Option<Permit>), RelayError> {
+        let owner = self
+            .limiter
+            .principal_sessions
+            .acquire(&caller.principal.binding)
+            .map_err(RelayError::Limit)?;
+        let open = ep.session_cap.acquire().map_err(RelayError::Limit)?;
+        let process = match &ep.upstream {
+            Upstream::Stdio(up) => Some(
+                up.reserve()
+                    .map_err(|e| RelayError::upstream(&ep.name, e))?,
+            ),
+            Upstream::Http(_) => None,
+        };
+        Ok((owner.and(open), process))
     }
 
     /// Records a client message before it is forwarded, with the policy decision on it.
@@ -639,6 +663,19 @@ impl Relay {
                 .deny(ep, caller, &msg, d, None, "initialize cannot wait for one")
                 .await;
         }
+        // The caps first: a refused open is counted, not recorded as a handshake.
+        let (places, process) = match self.session_places(ep, caller) {
+            Ok(p) => p,
+            Err(e) => {
+                let at = At {
+                    endpoint: &ep.name,
+                    address: &caller.address,
+                    http_method: "POST",
+                    session: None,
+                };
+                return self.limited(&at, &caller.principal, Some("initialize"), e, id);
+            }
+        };
         // The session id exists before the handshake so that both of its entries carry it; the
         // session itself exists only if the upstream accepts.
         let sid = session::new_id();
@@ -682,6 +719,7 @@ impl Relay {
                         },
                         &requested,
                         caller.principal.clone(),
+                        places,
                     ))
                 } else {
                     None
@@ -692,7 +730,7 @@ impl Relay {
                 render(reply, ctx).await
             }
             Upstream::Stdio(up) => {
-                let child = match up.spawn() {
+                let child = match up.spawn(process.unwrap_or_default()) {
                     Ok(c) => c,
                     Err(e) => {
                         let ctx = self.ctx(ep, requests, None, scope);
@@ -712,6 +750,7 @@ impl Relay {
                     SessionUpstream::Stdio(child.clone()),
                     &requested,
                     caller.principal.clone(),
+                    places,
                 );
                 let mut ctx = self.ctx(ep, requests, Some(session.clone()), scope.clone());
                 ctx.watch = Watch::Initialize;
@@ -1403,12 +1442,13 @@ impl Relay {
     }
 }
 
-/// The `Mcp-Session-Id` a request names, as recorded with a refusal.
-fn session_header(headers: &HeaderMap) -> Option<Arc<str>> {
+/// The `Mcp-Session-Id` a request names (clipped: it may be anything), as recorded with a
+/// refusal.
+pub fn session_header(headers: &HeaderMap) -> Option<Arc<str>> {
     headers
         .get(headers::MCP_SESSION_ID)
         .and_then(|v| v.to_str().ok())
-        .map(Arc::<str>::from)
+        .map(|s| Arc::<str>::from(crate::identity::clip(s)))
 }
 
 /// The id of the one request a POST carries, when it carries exactly one message and that is a

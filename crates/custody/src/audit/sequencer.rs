@@ -14,6 +14,8 @@
 //! the calls they record) and re-reads the tree from the store, since a commit can fail after its
 //! data reached the disk. In-memory state only ever changes after a commit succeeds.
 
+mod failures;
+
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -69,6 +71,7 @@ pub fn spawn<S: Store>(seq: Sequencer<S>, jobs: mpsc::Receiver<Job>) -> JoinHand
 
 fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut failures = failures::StoreFailures::default();
     let mut after = Vec::new();
     let mut stop = None;
     loop {
@@ -91,7 +94,7 @@ fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         if !batch.is_empty() {
-            seq.commit(&mut batch);
+            seq.commit(&mut batch, &mut failures);
         }
         // Signing comes after the round's commit, so a checkpoint covers every entry
         // acknowledged before it was asked for.
@@ -153,6 +156,7 @@ impl<S: Store> Sequencer<S> {
             super::Draft,
             tokio::sync::oneshot::Sender<Result<Appended, AuditError>>,
         )>,
+        failures: &mut failures::StoreFailures,
     ) {
         // A halted log takes nothing, whatever was queued before the alarm.
         if let Some(why) = self.health.refusal().filter(|_| self.health.halted()) {
@@ -183,6 +187,9 @@ impl<S: Store> Sequencer<S> {
         // 3. One transaction, one fsync.
         match self.store.append(first, &rows, &nodes, &next) {
             Ok(()) => {
+                if let Some(r) = failures.succeeded(std::time::Instant::now()) {
+                    r.log();
+                }
                 // 4. Only now does the in-memory state move.
                 self.publish(&next);
                 for (k, ((_, reply), row)) in batch.drain(..).zip(&rows).enumerate() {
@@ -194,11 +201,13 @@ impl<S: Store> Sequencer<S> {
                 self.range = next;
             }
             Err(e) => {
-                tracing::error!(
-                    entries = batch.len(),
-                    first,
-                    "couldn't make audit entries durable: {e}"
-                );
+                // One line per change of state, not per batch (a full disk fails hundreds a
+                // second).
+                if let Some(r) =
+                    failures.failed(std::time::Instant::now(), batch.len(), &e.to_string())
+                {
+                    r.log();
+                }
                 // What the store holds now is settled before anyone hears of the failure.
                 self.recover(next);
                 let why = e.to_string();
@@ -223,7 +232,8 @@ impl<S: Store> Sequencer<S> {
         let stored = match self.store.state() {
             Ok(stored) => stored,
             Err(e) => {
-                tracing::error!("couldn't re-read the tree state: {e}");
+                // Follows a failed commit, which is reported (once per state change) above.
+                tracing::debug!("couldn't re-read the tree state: {e}");
                 return;
             }
         };

@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// MCP endpoints by name; each is served at `/mcp/{name}`.
     #[serde(default)]
     pub endpoints: BTreeMap<String, RawEndpoint>,
+    /// What an outsider may make the gateway spend: see [`super::limits::RawLimits`].
+    #[serde(default)]
+    pub limits: super::limits::RawLimits,
 }
 
 /// `[auth]`: every call presents a bearer token that one of these accepts. A file without
@@ -177,6 +180,22 @@ pub struct RawServer {
     /// On SIGTERM or Ctrl-C, how long in-flight calls may take to finish. Default `10s`.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+    /// Client connections open at once. When full, a new connection closes the one idle
+    /// longest; only when none is idle is it refused (503). Default 1024, and never more than
+    /// the process's file limit allows (less 256 kept for upstreams and the log).
+    pub max_connections: Option<usize>,
+    /// A connection with no request in progress is closed after this. Default `60s`.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// A request's headers must arrive whole within this of their first byte, or the
+    /// connection is closed (slowloris). Default `10s`.
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    /// Largest request head (request line and headers) in bytes; larger gets 431. Default
+    /// 16384.
+    pub max_header_bytes: Option<usize>,
+    /// Most header fields in a request; more gets 431. Default 100.
+    pub max_headers: Option<usize>,
 }
 
 /// `[endpoints.NAME]`
@@ -198,6 +217,9 @@ pub struct RawEndpoint {
     pub detectors_client: Option<RawDetectors>,
     /// Secret detectors on what the log stores: `true` (default), `false` or a list.
     pub detectors_audit: Option<RawDetectors>,
+    /// Caps on this endpoint's sessions and processes: see
+    /// [`super::limits::RawEndpointLimits`].
+    pub limits: Option<super::limits::RawEndpointLimits>,
 }
 
 /// A masking rule.

@@ -2,10 +2,11 @@
 //! bearer token that identifies a person or service (never the anonymous principal); what each
 //! caller sees and may decide is the approval module's call.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
@@ -14,14 +15,41 @@ use serde_json::json;
 use super::App;
 use crate::approval::Verb;
 use crate::identity::{Principal, PrincipalKind};
+use crate::relay::At;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// The caller, or the 401 to answer with. Refused tokens are recorded like any other.
-async fn who(app: &App, headers: &HeaderMap, method: &Method) -> Result<Arc<Principal>, Response> {
-    let refused = match app.identity.authenticate(headers).await {
+/// The caller, or the 401 to answer with. Refused tokens are charged to the address and
+/// counted like any other; an address past its refusal budget gets 429 unread.
+async fn who(
+    app: &App,
+    headers: &HeaderMap,
+    method: &Method,
+    peer: SocketAddr,
+) -> Result<Arc<Principal>, Response> {
+    let address = peer.to_string();
+    let at = At {
+        endpoint: &API,
+        address: &address,
+        http_method: method.as_str(),
+        session: None,
+    };
+    let found = match super::gate_address(app, headers, peer) {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => app.identity.authenticate(headers).await,
+        Err(limited) => {
+            app.relay.refusals.unauthenticated(&at, &limited);
+            let mut resp = error(limited.status(), limited.to_string());
+            if let Some(secs) = limited.retry_after() {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return Err(resp);
+        }
+    };
+    let refused = match found {
         Ok(p) if p.kind != PrincipalKind::Anonymous => return Ok(p),
         Ok(_) => {
             let mut resp = error(
@@ -34,12 +62,8 @@ async fn who(app: &App, headers: &HeaderMap, method: &Method) -> Result<Arc<Prin
         }
         Err(refused) => refused,
     };
-    app.relay.api_unauthorized(&refused, method.as_str()).await;
-    let status = if refused.error.is_temporary() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::UNAUTHORIZED
-    };
+    let refusal = super::refused_credential(app, &at, peer, &refused);
+    let status = refusal.status();
     let mut resp = error(status, format!("unauthorized: {}", refused.error));
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
@@ -50,6 +74,9 @@ async fn who(app: &App, headers: &HeaderMap, method: &Method) -> Result<Arc<Prin
     Err(resp)
 }
 
+/// The endpoint name of the API's entries.
+static API: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+
 #[derive(Deserialize)]
 pub struct ListQuery {
     /// `all=true`: recently finished approvals too.
@@ -59,10 +86,11 @@ pub struct ListQuery {
 /// `GET /api/v1/approvals[?all=true]`
 pub async fn list(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let principal = match who(&app, &headers, &Method::GET).await {
+    let principal = match who(&app, &headers, &Method::GET, peer).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -79,10 +107,11 @@ pub async fn list(
 /// `GET /api/v1/approvals/{id}`
 pub async fn show(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let principal = match who(&app, &headers, &Method::GET).await {
+    let principal = match who(&app, &headers, &Method::GET, peer).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -106,6 +135,7 @@ pub struct DecisionBody {
 /// `POST /api/v1/approvals/{id}/approve` and `/deny`, body `{"reason": ..., "arguments_sha256": ...}`.
 pub async fn decide(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((id, verb)): Path<(String, String)>,
     body: axum::body::Bytes,
@@ -120,7 +150,7 @@ pub async fn decide(
             );
         }
     };
-    let principal = match who(&app, &headers, &Method::POST).await {
+    let principal = match who(&app, &headers, &Method::POST, peer).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };

@@ -12,6 +12,10 @@ pub enum AuthError {
     NoToken,
     #[error("the Authorization header must be `Bearer <token>`")]
     NotBearer,
+    #[error(
+        "two Authorization headers: send exactly one `Authorization: Bearer <token>` (which one counts would be a guess)"
+    )]
+    TwoAuthorizations,
     #[error("malformed token: {0}")]
     Malformed(&'static str),
     #[error("unknown static token: no [[auth.static]] entry has this token's hash")]
@@ -70,11 +74,17 @@ impl AuthError {
         matches!(self, AuthError::KeysUnavailable { .. })
     }
 
+    /// Is the request malformed (HTTP 400) rather than its credential refused (401)?
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, AuthError::TwoAuthorizations)
+    }
+
     /// A short stable name for logs and the audit entry.
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::NoToken => "no_token",
             AuthError::NotBearer => "not_bearer",
+            AuthError::TwoAuthorizations => "two_authorizations",
             AuthError::Malformed(_) => "malformed",
             AuthError::UnknownStatic => "unknown_static_token",
             AuthError::AlgNone => "alg_none",
@@ -97,6 +107,23 @@ impl AuthError {
             AuthError::ClaimMismatch { .. } => "claim_mismatch",
         }
     }
+}
+
+/// The most bytes of one claim copied from a token that was not verified (into an error, the
+/// log, a challenge): a forged token can make them as long as the header allows.
+pub const CLAIM_MAX: usize = 256;
+
+/// A claim of an unverified token, clipped to [`CLAIM_MAX`] bytes (at a character boundary,
+/// with `…` where it was cut).
+pub fn clip(s: &str) -> String {
+    if s.len() <= CLAIM_MAX {
+        return s.to_string();
+    }
+    let mut end = CLAIM_MAX - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// A refusal with what the token said about itself, unverified, for the audit entry.

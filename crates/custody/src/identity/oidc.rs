@@ -69,7 +69,7 @@ impl Issuer {
             .ok()
             .filter(|a| self.config.algorithms.contains(a))
             .ok_or_else(|| AuthError::AlgNotAllowed {
-                alg: alg.to_string(),
+                alg: super::clip(alg),
                 issuer: self.config.issuer.clone(),
                 allowed: self.allowed.clone(),
             })
@@ -135,7 +135,7 @@ impl Issuer {
                 KeyMatch::NoKey => {
                     return Err(match &token.header.kid {
                         Some(kid) => AuthError::UnknownKid {
-                            kid: kid.clone(),
+                            kid: super::clip(kid),
                             issuer: self.config.issuer.clone(),
                         },
                         None => AuthError::NoUsableKey {

@@ -76,6 +76,9 @@ pub enum UpstreamError {
     SessionGone,
     #[error("could not start the upstream process: {0}")]
     Spawn(String),
+    /// A bound on what the upstream may be made to run (its processes) was reached.
+    #[error("{0}")]
+    Limit(crate::limits::Exceeded),
 }
 
 impl UpstreamError {

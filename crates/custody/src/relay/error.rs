@@ -5,6 +5,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::identity::AuthError;
+use crate::limits::{Exceeded, Limit};
 use crate::mask::Masker;
 use crate::mcp::headers::HeaderError;
 use crate::mcp::message::{ParseError, error_response};
@@ -41,6 +42,8 @@ pub mod code {
     pub const APPROVAL_ABANDONED: i64 = -32034;
     /// The approval does not match the call it would release (checked again at release).
     pub const APPROVAL_MISMATCH: i64 = -32035;
+    /// A bound of `limits` was reached (`error.data.limit` names it).
+    pub const LIMIT: i64 = -32040;
     pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
@@ -134,6 +137,8 @@ pub enum RelayError {
         keep = super::event_ids::KEEP
     )]
     UnknownEventId(String),
+    #[error("{0}")]
+    Limit(Exceeded),
     #[error("the audit log is unavailable ({0}); the call was not forwarded")]
     AuditUnavailable(String),
     #[error("upstream of endpoint {endpoint:?} failed: {error}")]
@@ -179,9 +184,22 @@ impl std::fmt::Display for Scrubbed {
 impl RelayError {
     /// An upstream failure of `endpoint`, scrubbed with its masker.
     pub fn upstream(endpoint: &str, mask: &Masker, error: UpstreamError) -> Self {
-        RelayError::Upstream {
-            endpoint: endpoint.to_string(),
-            error: Scrubbed::new(error, mask),
+        match error {
+            UpstreamError::Limit(e) => RelayError::Limit(e),
+            error => RelayError::Upstream {
+                endpoint: endpoint.to_string(),
+                error: Scrubbed::new(error, mask),
+            },
+        }
+    }
+
+    /// `Retry-After` for this refusal, in seconds, where it has one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            RelayError::Limit(e) if !matches!(e.limit, Limit::HeaderBytes | Limit::HeaderCount) => {
+                Some(e.retry_after_secs())
+            }
+            _ => None,
         }
     }
 
@@ -195,6 +213,7 @@ impl RelayError {
                 StatusCode::FORBIDDEN
             }
             RelayError::Unauthorized(e) if e.is_temporary() => StatusCode::SERVICE_UNAVAILABLE,
+            RelayError::Unauthorized(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
             RelayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             RelayError::Denied { .. }
             | RelayError::ApprovalRequired { .. }
@@ -207,6 +226,19 @@ impl RelayError {
             RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RelayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RelayError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RelayError::Limit(e) => match e.limit {
+                Limit::AddressRefusals
+                | Limit::PrincipalRate
+                | Limit::PrincipalConcurrent
+                | Limit::PrincipalSessions => StatusCode::TOO_MANY_REQUESTS,
+                Limit::EndpointSessions | Limit::EndpointProcesses | Limit::Connections => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                Limit::HeaderBytes | Limit::HeaderCount => {
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                }
+                Limit::HeaderTime => StatusCode::REQUEST_TIMEOUT,
+            },
             RelayError::Upstream { error, .. } => match error.kind() {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::SessionGone => StatusCode::NOT_FOUND,
@@ -240,6 +272,7 @@ impl RelayError {
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
             RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
             RelayError::AuditUnavailable(_) => code::AUDIT_UNAVAILABLE,
+            RelayError::Limit(_) => code::LIMIT,
             RelayError::Upstream { error, .. } => match error.kind() {
                 UpstreamError::Timeout(_) => code::UPSTREAM_TIMEOUT,
                 UpstreamError::Protocol(_) => code::UPSTREAM_PROTOCOL,
@@ -248,6 +281,7 @@ impl RelayError {
                 UpstreamError::Unreachable(_)
                 | UpstreamError::Status(..)
                 | UpstreamError::Spawn(_) => code::UPSTREAM_UNREACHABLE,
+                UpstreamError::Limit(_) => code::LIMIT,
             },
             _ => code::BAD_REQUEST,
         }
@@ -259,6 +293,12 @@ impl RelayError {
                 "requested": v, "supported": version::supported()
             })),
             RelayError::Unauthorized(e) => Some(json!({ "reason": e.reason() })),
+            RelayError::Limit(e) => Some(json!({
+                "limit": e.limit.name(),
+                "max": e.max,
+                "config": e.limit.key(),
+                "retry_after": self.retry_after(),
+            })),
             RelayError::Denied {
                 action,
                 target,
@@ -293,6 +333,7 @@ impl RelayError {
                     UpstreamError::Status(..) => "status",
                     UpstreamError::SessionGone => "session_gone",
                     UpstreamError::Spawn(_) => "spawn",
+                    UpstreamError::Limit(_) => "limit",
                 },
             })),
             _ => None,

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::error::RelayError;
 use crate::audit::{Appended, Audit, Direction, Draft, Kind, now_ns};
-use crate::identity::{Principal, Refused, unverified};
+use crate::identity::Principal;
 use crate::mask::{self, Masker};
 use crate::mcp::message::{Kind as MessageKind, Message};
 
@@ -192,26 +192,6 @@ impl Scope {
             None => incoming.map(Message::to_bytes).or(raw).unwrap_or_default(),
         };
         d.detail = detail.to_string();
-        self.append(d).await
-    }
-
-    /// Records a request refused for its credentials: what the token claimed (unverified),
-    /// the reason, never the token.
-    pub async fn auth_failure(
-        &self,
-        refused: &Refused,
-        error: &RelayError,
-        http_method: &str,
-    ) -> Result<Appended, RelayError> {
-        let mut d = self.draft(Kind::AuthFailure, Direction::ClientToUpstream);
-        d.caller = unverified(refused.issuer.as_deref(), refused.subject.as_deref()).into();
-        d.detail = json!({
-            "status": error.status().as_u16(),
-            "reason": refused.error.reason(),
-            "error": refused.error.to_string(),
-            "http_method": http_method,
-        })
-        .to_string();
         self.append(d).await
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 
 use crate::identity::Principal;
+use crate::limits::Permit;
 use crate::mcp::upstream::stdio::Child;
 
 /// Where a session lives upstream.
@@ -32,6 +33,9 @@ pub struct Session {
     last_used: AtomicU64,
     /// The SSE event ids its client sees, and the upstream's each stands for.
     pub events: super::event_ids::EventIds,
+    /// Its places in its owner's and its endpoint's session counts, given back when the last
+    /// reference to the session goes.
+    _places: Permit,
 }
 
 impl Session {
@@ -82,6 +86,7 @@ impl Sessions {
         upstream: SessionUpstream,
         version: &str,
         owner: Arc<Principal>,
+        places: Permit,
     ) -> Arc<Session> {
         let session = Arc::new(Session {
             id,
@@ -90,6 +95,7 @@ impl Sessions {
             version: Mutex::new(version.to_string()),
             last_used: AtomicU64::new(self.now()),
             events: super::event_ids::EventIds::default(),
+            _places: places,
         });
         self.write().insert(session.id.clone(), session.clone());
         session
@@ -181,6 +187,7 @@ mod tests {
             SessionUpstream::Http { session: None },
             "2025-11-25",
             owner.clone(),
+            Permit::default(),
         );
         assert!(s.get(&kept.id, &owner.binding).is_some());
         assert!(s.take_idle(Duration::from_secs(60)).is_empty());
@@ -200,6 +207,7 @@ mod tests {
                 SessionUpstream::Http { session: None },
                 "2025-11-25",
                 alice.clone(),
+                Permit::default(),
             )
             .id
             .clone();

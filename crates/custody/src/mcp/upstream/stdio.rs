@@ -18,6 +18,7 @@ pub const PER_PROCESS: usize = 16;
 use super::UpstreamError;
 use crate::config::StdioUpstreamConfig;
 use crate::credentials::Credentials;
+use crate::limits::{Gauge, Permit};
 
 /// How a stdio endpoint's processes are started and shared.
 pub struct StdioUpstream {
@@ -28,6 +29,8 @@ pub struct StdioUpstream {
     max_line: usize,
     max_depth: usize,
     pool: Mutex<Vec<Arc<Child>>>,
+    /// Processes running (sessions' and the pool's), with the endpoint's cap.
+    processes: Arc<Gauge>,
 }
 
 impl StdioUpstream {
@@ -37,6 +40,7 @@ impl StdioUpstream {
         credentials: Arc<Credentials>,
         max_line: usize,
         max_depth: usize,
+        processes: Arc<Gauge>,
     ) -> Self {
         Self {
             endpoint: endpoint.into(),
@@ -45,14 +49,29 @@ impl StdioUpstream {
             max_line,
             max_depth,
             pool: Mutex::new(Vec::new()),
+            processes,
         }
     }
 
-    /// Starts a process of its own (for one session-based client).
+    /// A place for one more process, unless the endpoint's cap is reached.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Limit`] (`endpoint.processes`).
+    pub fn reserve(&self) -> Result<Permit, UpstreamError> {
+        self.processes.acquire().map_err(UpstreamError::Limit)
+    }
+
+    /// Processes running now.
+    pub fn processes(&self) -> u64 {
+        self.processes.held()
+    }
+
+    /// Starts a process of its own (for one session-based client) in a place taken with
+    /// [`StdioUpstream::reserve`].
     ///
     /// # Errors
     /// [`UpstreamError::Spawn`] when the program cannot be started.
-    pub fn spawn(&self) -> Result<Arc<Child>, UpstreamError> {
+    pub fn spawn(&self, place: Permit) -> Result<Arc<Child>, UpstreamError> {
         Child::spawn(
             self.endpoint.clone(),
             &self.cfg,
@@ -60,6 +79,7 @@ impl StdioUpstream {
             self.credentials.scrub(),
             self.max_line,
             self.max_depth,
+            place,
         )
     }
 
@@ -77,15 +97,22 @@ impl StdioUpstream {
             return Ok(c.clone());
         }
         if pool.len() < self.cfg.pool_size {
-            let child = self.spawn()?;
-            pool.push(child.clone());
-            return Ok(child);
+            // With every place taken by sessions, the pool makes do with what it has.
+            match self.reserve() {
+                Ok(place) => {
+                    let child = self.spawn(place)?;
+                    pool.push(child.clone());
+                    return Ok(child);
+                }
+                Err(e) if pool.is_empty() => return Err(e),
+                Err(_) => {}
+            }
         }
         Ok(pool
             .iter()
             .min_by_key(|c| c.load())
             .cloned()
-            .unwrap_or_else(|| unreachable!("pool_size is at least 1 and the pool is full")))
+            .unwrap_or_else(|| unreachable!("the pool is not empty here")))
     }
 
     /// Stops pooled processes that have had nothing to do for the idle timeout.

@@ -88,6 +88,7 @@ impl Child {
         scrub: Scrub,
         max_line: usize,
         max_depth: usize,
+        permit: crate::limits::Permit,
     ) -> Result<Arc<Self>, UpstreamError> {
         let mut cmd = tokio::process::Command::new(&cfg.command);
         cmd.args(&cfg.args)
@@ -139,7 +140,7 @@ impl Child {
         tokio::spawn(write_stdin(stdin, stdin_rx, child.stopping.clone()));
         tokio::spawn(log_stderr(stderr, endpoint, child.pid, scrub));
         let reader = tokio::spawn(read_stdout(child.clone(), stdout, max_line, max_depth));
-        tokio::spawn(supervise(child.clone(), proc, reader));
+        tokio::spawn(supervise(child.clone(), proc, reader, permit));
         Ok(child)
     }
 
@@ -603,6 +604,8 @@ async fn supervise(
     child: Arc<Child>,
     mut proc: tokio::process::Child,
     reader: tokio::task::JoinHandle<()>,
+    // The process's place in its endpoint's count, given back once it has exited.
+    _permit: crate::limits::Permit,
 ) {
     let status = tokio::select! {
         status = proc.wait() => status,
