@@ -498,7 +498,7 @@ impl Relay {
         let process = match &ep.upstream {
             Upstream::Stdio(up) => Some(
                 up.reserve()
-                    .map_err(|e| RelayError::upstream(&ep.name, e))?,
+                    .map_err(|e| RelayError::upstream(&ep.name, &ep.mask, e))?,
             ),
             Upstream::Http(_) => None,
         };

@@ -95,7 +95,9 @@ impl UpstreamError {
             UpstreamError::Closed(s) => UpstreamError::Closed(text(s, &mut f)),
             UpstreamError::Status(code, s) => UpstreamError::Status(code, text(s, &mut f)),
             UpstreamError::Spawn(s) => UpstreamError::Spawn(text(s, &mut f)),
-            e @ (UpstreamError::Timeout(_) | UpstreamError::SessionGone) => e,
+            e @ (UpstreamError::Timeout(_)
+            | UpstreamError::SessionGone
+            | UpstreamError::Limit(_)) => e,
         }
     }
 
