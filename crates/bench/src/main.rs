@@ -12,6 +12,7 @@ mod auth;
 mod flood;
 mod load;
 mod mask;
+mod messages;
 mod policy;
 mod procstat;
 
@@ -130,9 +131,30 @@ enum Cmd {
         #[arg(long)]
         seconds: u64,
     },
+    /// The strict scan every message goes through: ns per KiB, next to serde.
+    Scan {
+        #[arg(long, default_value_t = 65536)]
+        size: usize,
+        #[arg(long, default_value_t = 2000)]
+        rounds: usize,
+    },
+    /// The gateway's peak memory for one JSON-RPC batch (2025-03-26 session).
+    Batch {
+        #[arg(long, default_value_t = 64)]
+        messages: usize,
+        /// Total size of the batch in bytes.
+        #[arg(long, default_value_t = 4 * 1024 * 1024)]
+        size: usize,
+        /// The gateway's `max_batch`.
+        #[arg(long, default_value_t = 64)]
+        max_batch: usize,
+    },
     /// (internal) The conformance fixture over HTTP.
     #[command(hide = true)]
     Upstream { addr: SocketAddr },
+    /// (internal) The conformance fixture over stdio.
+    #[command(hide = true)]
+    StdioUpstream,
     /// (internal) The gateway with a config file.
     #[command(hide = true)]
     Gateway { config: PathBuf },
@@ -172,6 +194,11 @@ fn main() -> anyhow::Result<()> {
             custody_mcp_server::http::serve(engine, addr).await?;
             Ok(())
         }),
+        Cmd::StdioUpstream => rt.block_on(async {
+            let engine = custody_mcp_server::Engine::new(custody_mcp_server::Catalog::Conformance);
+            custody_mcp_server::stdio::serve(engine).await?;
+            Ok(())
+        }),
         Cmd::Gateway { .. } => unreachable!("handled above"),
         Cmd::Append {
             writers,
@@ -192,6 +219,12 @@ fn main() -> anyhow::Result<()> {
             seconds,
         } => rt.block_on(flood::generate(addr, connections, addresses, seconds)),
         Cmd::Mask { size, rounds } => mask::run(size, rounds),
+        Cmd::Scan { size, rounds } => messages::scan(size, rounds),
+        Cmd::Batch {
+            messages,
+            size,
+            max_batch,
+        } => rt.block_on(messages::batch(messages, size, max_batch)),
         Cmd::Policy { policies, calls } => policy::run(policies, calls),
         Cmd::Verify { entries, size } => rt.block_on(audit::verify(entries, size)),
         Cmd::Restart { entries, size } => rt.block_on(restart(entries, size)),

@@ -64,6 +64,12 @@ pub enum AuditError {
         "entry {index} is not covered by a checkpoint yet (latest covers {size}); retry after the next checkpoint"
     )]
     NotYetCheckpointed { index: u64, size: u64 },
+    /// The entry would be larger than `custody verify` accepts: it is never written.
+    #[error(
+        "the entry would be {0} bytes, over the {max} bytes a log entry may hold; it was not written",
+        max = tlog::entry::MAX_ENTRY_BYTES
+    )]
+    TooLarge(usize),
 }
 
 /// An entry before the sequencer gives it its index.
@@ -105,6 +111,23 @@ impl Draft {
             message: Bytes::new(),
             mark: None,
         }
+    }
+
+    /// The size of the encoded entry, at most a few bytes over (the request field is counted
+    /// whether or not it is set).
+    pub fn encoded_len(&self) -> usize {
+        let strings = [
+            self.endpoint.len(),
+            self.session.as_deref().map_or(0, str::len),
+            self.id.as_deref().map_or(0, str::len),
+            self.method.as_deref().map_or(0, str::len),
+            self.target.as_deref().map_or(0, str::len),
+            self.caller.len(),
+            self.detail.len().max(2),
+            self.message.len(),
+        ];
+        // version, index, kind, direction, time, request flag and index, a length per field.
+        1 + 8 + 1 + 1 + 8 + 1 + 8 + strings.iter().map(|n| 4 + n).sum::<usize>()
     }
 
     fn encode(&self, index: u64) -> Vec<u8> {
@@ -406,6 +429,11 @@ impl Audit {
     pub async fn append(&self, draft: Draft) -> Result<Appended, AuditError> {
         if let Some(why) = self.health.refusal() {
             return Err(AuditError::Unavailable(why));
+        }
+        // The log never holds an entry its own verifier refuses.
+        let size = draft.encoded_len();
+        if size > tlog::entry::MAX_ENTRY_BYTES {
+            return Err(AuditError::TooLarge(size));
         }
         let (tx, rx) = oneshot::channel();
         self.jobs

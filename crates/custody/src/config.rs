@@ -6,6 +6,7 @@ mod auth;
 mod limits;
 mod locate;
 mod mask;
+pub mod messages;
 pub mod raw;
 mod secret;
 mod upstream_url;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
+pub use messages::MessageLimits;
 use raw::{
     RawApprovals, RawAudit, RawConfig, RawEndpoint, RawOAuth, RawPolicy, RawServer, RawUpstream,
     RawWebhook,
@@ -202,8 +204,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<OriginPattern>,
-    pub max_body_bytes: u64,
-    pub max_json_depth: usize,
+    /// The defaults of every endpoint's [`MessageLimits`].
+    pub messages: MessageLimits,
     pub session_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub worker_threads: usize,
@@ -289,6 +291,8 @@ pub struct EndpointConfig {
     pub mask_audit: crate::mask::RuleSet,
     /// Caps on sessions and processes.
     pub limits: EndpointLimits,
+    /// Bounds on each message.
+    pub messages: MessageLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -383,6 +387,7 @@ impl Config {
         let audit = resolver
             .audit(RawAudit::default(), &server.data_dir)
             .unwrap_or_else(|e| unreachable!("the embedded default is valid: {e}"));
+        let messages = server.messages;
         Self {
             server,
             audit,
@@ -403,6 +408,7 @@ impl Config {
             limits: LimitsConfig::default(),
             endpoints: vec![EndpointConfig {
                 limits: EndpointLimits::default(),
+                messages,
                 mask_client: crate::mask::RuleSet::default(),
                 mask_audit: crate::mask::RuleSet {
                     paths: Vec::new(),
@@ -691,7 +697,7 @@ impl Resolver<'_> {
         let endpoints = raw
             .endpoints
             .into_iter()
-            .map(|(name, ep)| self.endpoint(name, ep))
+            .map(|(name, ep)| self.endpoint(name, ep, server.messages))
             .collect::<Result<Vec<_>, _>>()?;
         let auth = self.auth(raw.auth)?;
         let policy = self.policy(raw.policy)?;
@@ -818,13 +824,30 @@ impl Resolver<'_> {
                 .filter_map(|h| OriginPattern::parse(&format!("http://{h}:*")))
                 .collect(),
         };
-        let max_body_bytes = raw.max_body_bytes.unwrap_or(4 * 1024 * 1024);
-        if max_body_bytes < 1024 {
-            return Err(self.err("server.max_body_bytes", "must be at least 1024"));
-        }
+        let max_message_bytes = match (raw.max_message_bytes, raw.max_body_bytes) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "server.max_body_bytes",
+                    "is the former name of server.max_message_bytes; set only max_message_bytes",
+                ));
+            }
+            (Some(v), None) => {
+                messages::message_bytes(v).map_err(|e| self.err("server.max_message_bytes", e))?
+            }
+            (None, Some(v)) => {
+                messages::message_bytes(v).map_err(|e| self.err("server.max_body_bytes", e))?
+            }
+            (None, None) => messages::DEFAULT_MAX_MESSAGE_BYTES,
+        };
+        let max_batch = match raw.max_batch {
+            Some(v) => messages::batch(v).map_err(|e| self.err("server.max_batch", e))?,
+            None => messages::DEFAULT_MAX_BATCH,
+        };
         let max_json_depth = raw.max_json_depth.unwrap_or(64);
-        if !(8..=512).contains(&max_json_depth) {
-            return Err(self.err("server.max_json_depth", "must be between 8 and 512"));
+        // serde_json reads at most 127 levels: a deeper message would parse for one reader and
+        // not for another.
+        if !(8..=120).contains(&max_json_depth) {
+            return Err(self.err("server.max_json_depth", "must be between 8 and 120"));
         }
         let public_url = match raw.public_url {
             Some(u) => {
@@ -851,8 +874,11 @@ impl Resolver<'_> {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             allowed_hosts,
             allowed_origins,
-            max_body_bytes,
-            max_json_depth,
+            messages: MessageLimits {
+                max_message_bytes,
+                max_batch,
+                max_json_depth,
+            },
             session_idle_timeout: raw
                 .session_idle_timeout
                 .unwrap_or(Duration::from_secs(30 * 60)),
@@ -868,8 +894,22 @@ impl Resolver<'_> {
         })
     }
 
-    fn endpoint(&self, name: String, raw: RawEndpoint) -> Result<EndpointConfig, ConfigError> {
+    fn endpoint(
+        &self,
+        name: String,
+        raw: RawEndpoint,
+        defaults: MessageLimits,
+    ) -> Result<EndpointConfig, ConfigError> {
         let key = format!("endpoints.{name}");
+        let mut messages = defaults;
+        if let Some(v) = raw.max_message_bytes {
+            messages.max_message_bytes = messages::message_bytes(v)
+                .map_err(|e| self.err(&format!("{key}.max_message_bytes"), e))?;
+        }
+        if let Some(v) = raw.max_batch {
+            messages.max_batch =
+                messages::batch(v).map_err(|e| self.err(&format!("{key}.max_batch"), e))?;
+        }
         let valid_name = !name.is_empty()
             && name.len() <= 64
             && name
@@ -1012,6 +1052,7 @@ impl Resolver<'_> {
             upstream,
             mask_client,
             mask_audit,
+            messages,
         })
     }
 }

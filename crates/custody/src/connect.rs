@@ -129,7 +129,13 @@ pub async fn run(url: &str, source: token::Source) -> Result<(), ConnectError> {
         if line.trim().is_empty() {
             continue;
         }
-        let msg = match Message::parse(Bytes::from(line), 128) {
+        let msg = match Message::parse(
+            Bytes::from(line),
+            crate::mcp::message::Limits {
+                max_depth: 120,
+                max_batch: 1,
+            },
+        ) {
             Ok(m) => m,
             Err(e) => {
                 let error = json!({"jsonrpc": "2.0", "id": null,

@@ -507,10 +507,10 @@ async fn mcp_post(
         };
     let checked = async {
         guard::post_media(&headers).map_err(|e| (e, None))?;
-        let bytes = read_body(body, &headers, app.relay.limits.max_body)
+        let bytes = read_body(body, &headers, ep.messages.max_message_bytes)
             .await
             .map_err(|e| (e, None))?;
-        Body::parse(bytes.clone(), app.relay.limits.max_depth).map_err(|e| (e.into(), Some(bytes)))
+        Body::parse(bytes.clone(), ep.messages.json()).map_err(|e| (e.into(), Some(bytes)))
     }
     .await;
     let outcome = match checked {
@@ -565,16 +565,15 @@ async fn mcp_delete(
 }
 
 /// Reads the body up to `max` bytes; a declared length over the limit is refused unread.
-async fn read_body(body: AxumBody, headers: &HeaderMap, max: u64) -> Result<Bytes, RelayError> {
+async fn read_body(body: AxumBody, headers: &HeaderMap, max: usize) -> Result<Bytes, RelayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(RelayError::TooLarge(max));
     }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
+    match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

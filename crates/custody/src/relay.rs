@@ -39,7 +39,7 @@ pub use session::{Session, SessionUpstream, Sessions};
 
 use crate::approval::Approvals;
 use crate::audit::{Appended, Audit, Kind as EntryKind};
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{Config, MessageLimits, UpstreamConfig};
 use crate::credentials::Credentials;
 use crate::identity::Principal;
 use crate::limits::{Gauge, Limit, Limiter, Permit};
@@ -100,6 +100,8 @@ enum Upstream {
 /// One configured endpoint: its upstream and its sessions.
 pub struct Endpoint {
     pub name: Arc<str>,
+    /// Bounds on each message, in either direction.
+    pub messages: MessageLimits,
     upstream: Upstream,
     sessions: Sessions,
     /// `x-mcp-header` parameters of the upstream's tools, learned from `tools/list` answers.
@@ -188,18 +190,10 @@ impl Endpoint {
     }
 }
 
-/// Limits applied to every message.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_body: u64,
-    pub max_depth: usize,
-}
-
 /// All endpoints and the state shared across calls.
 pub struct Relay {
     endpoints: HashMap<String, Arc<Endpoint>>,
     known: String,
-    pub limits: Limits,
     /// Rates, concurrency and sessions per address and principal.
     pub limiter: Arc<Limiter>,
     /// Refusals a flood can cause, recorded in aggregate.
@@ -223,11 +217,6 @@ impl Relay {
         policy: Option<Arc<Engine>>,
         mask_key: Option<Arc<MaskKey>>,
     ) -> Result<Arc<Self>, String> {
-        let limits = Limits {
-            max_body: config.server.max_body_bytes,
-            max_depth: config.server.max_json_depth,
-        };
-        let max_body = usize::try_from(limits.max_body).unwrap_or(usize::MAX);
         let endpoints: HashMap<String, Arc<Endpoint>> = config
             .endpoints
             .iter()
@@ -237,20 +226,19 @@ impl Relay {
                     UpstreamConfig::Http(h) => Upstream::Http(Box::new(HttpUpstream::new(
                         h,
                         credentials.clone(),
-                        max_body,
-                        limits.max_depth,
+                        ep.messages,
                     ))),
                     UpstreamConfig::Stdio(s) => Upstream::Stdio(Box::new(StdioUpstream::new(
                         &ep.name,
                         s.clone(),
                         credentials.clone(),
-                        max_body,
-                        limits.max_depth,
+                        ep.messages,
                         Gauge::new(Limit::EndpointProcesses, ep.limits.processes),
                     ))),
                 };
                 let endpoint = Endpoint {
                     name: ep.name.as_str().into(),
+                    messages: ep.messages,
                     upstream,
                     sessions: Sessions::default(),
                     tool_headers: RwLock::new(HashMap::new()),
@@ -272,7 +260,6 @@ impl Relay {
         Ok(Arc::new(Self {
             known: names.join(", "),
             endpoints,
-            limits,
             refusals: Arc::new(Refusals::new(audit.clone(), limiter.refusal_records)),
             limiter,
             approvals: Approvals::new(
@@ -308,7 +295,14 @@ impl Relay {
     }
 
     fn scope(&self, ep: &Arc<Endpoint>, session: Option<Arc<str>>, who: &Principal) -> Scope {
-        Scope::new(&self.audit, &ep.name, session, who, &ep.mask)
+        Scope::new(
+            &self.audit,
+            &ep.name,
+            session,
+            who,
+            &ep.mask,
+            ep.messages.json(),
+        )
     }
 
     fn ctx(
@@ -529,13 +523,10 @@ impl Relay {
     ) -> Outcome {
         let single = match &body {
             Body::Single(m) => Some(m),
-            Body::Batch(_) => None,
+            Body::Batch(..) => None,
         };
         let raw_batch = || match &body {
-            Body::Batch(ms) => Some(Bytes::from(
-                serde_json::to_vec(&ms.iter().map(Message::value).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            )),
+            Body::Batch(_, raw) => Some(raw.clone()),
             Body::Single(_) => None,
         };
         let version_header = match headers::get(headers, MCP_PROTOCOL_VERSION).transpose() {
@@ -604,7 +595,7 @@ impl Relay {
                 self.stateless_post(ep, caller, headers, version_header, m)
                     .await
             }
-            Body::Batch(_) if header_gen == Some(Generation::Stateless) => {
+            Body::Batch(..) if header_gen == Some(Generation::Stateless) => {
                 let raw = raw_batch();
                 self.refuse(
                     ep,
@@ -627,7 +618,7 @@ impl Relay {
                 )
                 .await
             }
-            Body::Batch(_) => {
+            Body::Batch(..) => {
                 let raw = raw_batch();
                 self.refuse(
                     ep,
@@ -808,12 +799,8 @@ impl Relay {
         let scope = self.scope(ep, Some(session.id.clone()), &caller.principal);
         let messages = match body {
             Body::Single(m) => vec![m],
-            Body::Batch(ms) => {
+            Body::Batch(ms, raw) => {
                 if session.version() != BATCH_VERSION {
-                    let raw = Bytes::from(
-                        serde_json::to_vec(&ms.iter().map(Message::value).collect::<Vec<_>>())
-                            .unwrap_or_default(),
-                    );
                     return self
                         .refuse(
                             ep,
@@ -966,8 +953,21 @@ impl Relay {
                     headers,
                 };
                 let body = if is_batch {
-                    let values: Vec<&Value> = messages.iter().map(Message::value).collect();
-                    Bytes::from(serde_json::to_vec(&values).unwrap_or_default())
+                    // The messages as they are (each its own bytes unless the gateway changed
+                    // it), without building a document.
+                    let parts: Vec<Bytes> = messages.iter().map(Message::to_bytes).collect();
+                    let mut out = Vec::with_capacity(
+                        parts.iter().map(Bytes::len).sum::<usize>() + parts.len() + 1,
+                    );
+                    out.push(b'[');
+                    for (i, part) in parts.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(part);
+                    }
+                    out.push(b']');
+                    Bytes::from(out)
                 } else {
                     messages[0].to_bytes()
                 };

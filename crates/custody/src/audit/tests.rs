@@ -334,3 +334,17 @@ mod fail_closed {
         running.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_entry_the_verifier_would_refuse_is_never_written() {
+    let store = FaultyStore::default();
+    let (audit, _dir) = open(store.clone());
+    let mut d = draft(1);
+    let exact = d.encode(0).len();
+    assert!(d.encoded_len() >= exact && d.encoded_len() <= exact + 8);
+    d.message = Bytes::from(vec![b' '; tlog::entry::MAX_ENTRY_BYTES]);
+    let err = audit.append(d).await.unwrap_err();
+    assert!(matches!(err, AuditError::TooLarge(_)), "{err}");
+    assert!(store.0.lock().unwrap().rows.is_empty());
+    assert_eq!(audit.append(draft(2)).await.unwrap().index, 0);
+}

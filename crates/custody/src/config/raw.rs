@@ -165,8 +165,15 @@ pub struct RawServer {
     /// `Origin` values accepted when a client sends one (`scheme://host[:port]`, `*` for a port).
     /// Default: `http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`.
     pub allowed_origins: Option<Vec<String>>,
-    /// Largest request body accepted, in bytes. Default 4 MiB.
+    /// Largest message, in bytes, in either direction on every transport (a request body, a
+    /// JSON answer, one SSE event, one stdio line), for endpoints that do not set their own.
+    /// Default 4 MiB; at most the log's entry limit less 1 MiB.
+    pub max_message_bytes: Option<u64>,
+    /// The former name of `max_message_bytes` (which takes its place); set one or the other.
     pub max_body_bytes: Option<u64>,
+    /// Most messages in a JSON-RPC batch (2025-03-26), for endpoints that do not set their own.
+    /// Default 64.
+    pub max_batch: Option<usize>,
     /// Deepest JSON nesting accepted in a message. Default 64.
     pub max_json_depth: Option<usize>,
     /// A session unused for this long is closed (its upstream session or process too).
@@ -220,6 +227,10 @@ pub struct RawEndpoint {
     /// Caps on this endpoint's sessions and processes: see
     /// [`super::limits::RawEndpointLimits`].
     pub limits: Option<super::limits::RawEndpointLimits>,
+    /// Largest message in either direction, in bytes. Default `server.max_message_bytes`.
+    pub max_message_bytes: Option<u64>,
+    /// Most messages in a JSON-RPC batch. Default `server.max_batch`.
+    pub max_batch: Option<usize>,
 }
 
 /// A masking rule.

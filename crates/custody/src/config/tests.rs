@@ -330,3 +330,50 @@ fn approvals_are_configured_with_defaults_and_checked_with_their_place() {
         assert!(!e.contains("secret-path"), "the URL is not echoed: {e}");
     }
 }
+
+#[test]
+fn message_limits_default_inherit_and_override() {
+    const EP: &str = "[auth]\nanonymous = true\n[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n";
+    let c = Config::parse(EP, "t.toml").unwrap();
+    assert_eq!(c.endpoints[0].messages.max_message_bytes, 4 * 1024 * 1024);
+    assert_eq!(c.endpoints[0].messages.max_batch, 64);
+    let c = Config::parse(
+        &format!(
+            "[server]\nmax_message_bytes = 65536\nmax_batch = 8\n[endpoints.b]\nmax_message_bytes = 2048\nmax_batch = 2\n[endpoints.b.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n{EP}"
+        ),
+        "t.toml",
+    )
+    .unwrap();
+    let by_name = |n: &str| c.endpoints.iter().find(|e| e.name == n).unwrap().messages;
+    assert_eq!(by_name("a").max_message_bytes, 65536);
+    assert_eq!(by_name("a").max_batch, 8);
+    assert_eq!(by_name("b").max_message_bytes, 2048);
+    assert_eq!(by_name("b").max_batch, 2);
+    // The former name still counts.
+    let c = Config::parse(&format!("[server]\nmax_body_bytes = 4096\n{EP}"), "t.toml").unwrap();
+    assert_eq!(c.endpoints[0].messages.max_message_bytes, 4096);
+}
+
+#[test]
+fn message_limits_beyond_a_log_entry_are_refused() {
+    const EP: &str = "[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n";
+    let e = err(&format!("[server]\nmax_message_bytes = 67108864\n{EP}"));
+    assert_eq!(e.key.as_deref(), Some("server.max_message_bytes"), "{e}");
+    assert!(e.to_string().contains("log entry"), "{e}");
+    let e = err(
+        "[endpoints.a]\nmax_message_bytes = 100\n[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n",
+    );
+    assert_eq!(
+        e.key.as_deref(),
+        Some("endpoints.a.max_message_bytes"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "[server]\nmax_body_bytes = 4096\nmax_message_bytes = 4096\n{EP}"
+    ));
+    assert_eq!(e.key.as_deref(), Some("server.max_body_bytes"), "{e}");
+    let e = err(&format!("[server]\nmax_batch = 0\n{EP}"));
+    assert_eq!(e.key.as_deref(), Some("server.max_batch"), "{e}");
+    let e = err(&format!("[server]\nmax_json_depth = 200\n{EP}"));
+    assert_eq!(e.key.as_deref(), Some("server.max_json_depth"), "{e}");
+}

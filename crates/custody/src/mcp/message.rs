@@ -4,6 +4,8 @@
 //! message the gateway does not change is forwarded exactly as received.
 
 mod head;
+pub mod probe;
+mod strict;
 
 use std::sync::OnceLock;
 
@@ -13,6 +15,7 @@ use serde_json::{Value, json};
 
 use head::Head;
 pub use head::Meta;
+pub use strict::{Limits, Problem, Violation};
 
 /// The four shapes of a JSON-RPC 2.0 message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +58,9 @@ impl Clone for Message {
 pub enum ParseError {
     #[error("the body is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("the JSON is nested deeper than the limit of {0} levels")]
-    TooDeep(usize),
+    /// JSON that readers could disagree on, or that is out of bounds (see [`strict`]).
+    #[error("{0}")]
+    Strict(Violation),
     #[error("not a JSON-RPC 2.0 message: {0}")]
     NotJsonRpc(&'static str),
     #[error("not a JSON-RPC 2.0 message: {0}")]
@@ -73,7 +77,8 @@ pub enum ParseError {
 )]
 pub enum Body {
     Single(Message),
-    Batch(Vec<Message>),
+    /// The messages of a batch, each keeping its slice of the body, and the body itself.
+    Batch(Vec<Message>, Bytes),
 }
 
 impl Message {
@@ -95,9 +100,10 @@ impl Message {
     /// Parses one message (not a batch) from bytes, keeping them.
     ///
     /// # Errors
-    /// Invalid JSON, too deep, or not JSON-RPC.
-    pub fn parse(bytes: Bytes, max_depth: usize) -> Result<Self, ParseError> {
-        check_depth(&bytes, max_depth)?;
+    /// Invalid JSON, JSON without one reading or out of `limits` ([`ParseError::Strict`]), or
+    /// not JSON-RPC.
+    pub fn parse(bytes: Bytes, limits: Limits) -> Result<Self, ParseError> {
+        check(&bytes, limits)?;
         Self::parse_checked(bytes)
     }
 
@@ -256,25 +262,54 @@ impl Message {
 }
 
 impl Body {
-    /// Parses a POST body: one message or a batch.
+    /// Parses a POST body: one message or a batch. The messages of a batch share the body's
+    /// bytes (each keeps its slice); nothing is copied and no document is built.
     ///
     /// # Errors
-    /// Invalid JSON, too deep, not JSON-RPC, or an empty batch.
-    pub fn parse(bytes: Bytes, max_depth: usize) -> Result<Self, ParseError> {
-        check_depth(&bytes, max_depth)?;
+    /// As [`Message::parse`]; also an empty batch, or one longer than `limits.max_batch`.
+    pub fn parse(bytes: Bytes, limits: Limits) -> Result<Self, ParseError> {
+        check(&bytes, limits)?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'[') {
             return Message::parse_checked(bytes).map(Body::Single);
         }
-        let items: Vec<Value> = serde_json::from_slice(&bytes)?;
+        let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&bytes)?;
         if items.is_empty() {
             return Err(ParseError::EmptyBatch);
         }
-        items
-            .into_iter()
-            .map(Message::from_value)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Body::Batch)
+        let messages = items
+            .iter()
+            .map(|item| Message::parse_checked(bytes.slice_ref(item.get().as_bytes())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Body::Batch(messages, bytes))
+    }
+}
+
+/// Parses JSON text into a value, refusing what [`Message::parse`] refuses (for input that is
+/// recorded but may not be JSON-RPC).
+///
+/// # Errors
+/// [`ParseError::Json`] or [`ParseError::Strict`].
+pub fn parse_value(bytes: &[u8], limits: Limits) -> Result<Value, ParseError> {
+    check(bytes, limits)?;
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// The strict scan ([`strict`]) every message passes before it is parsed; for text that is not
+/// JSON at all, serde's words.
+///
+/// # Errors
+/// [`ParseError::Strict`], or [`ParseError::Json`] for invalid JSON.
+pub fn check(bytes: &[u8], limits: Limits) -> Result<(), ParseError> {
+    match strict::scan(bytes, limits) {
+        Ok(()) => Ok(()),
+        Err(v) if v.problem == Problem::Syntax => {
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Err(e) => Err(ParseError::Json(e)),
+                Ok(_) => Err(ParseError::Strict(v)),
+            }
+        }
+        Err(v) => Err(ParseError::Strict(v)),
     }
 }
 
@@ -347,41 +382,6 @@ fn result_object_start(raw: &[u8]) -> Option<usize> {
     (result.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)
 }
 
-/// Rejects JSON nested deeper than `max` before it is parsed, so that depth cannot be used to
-/// exhaust the stack or the CPU. One pass over the bytes, skipping string contents.
-///
-/// # Errors
-/// [`ParseError::TooDeep`].
-pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), ParseError> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Err(ParseError::TooDeep(max));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// A JSON-RPC error response.
 pub fn error_response(id: Option<&Value>, code: i64, message: &str, data: Option<Value>) -> Value {
     let mut error = json!({ "code": code, "message": message });
@@ -400,197 +400,4 @@ pub fn id_key(id: &Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_shapes() {
-        let parse = |s: &str| Message::parse(Bytes::from(s.to_owned()), 64).map(|m| m.kind());
-        assert_eq!(
-            parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap(),
-            Kind::Request
-        );
-        assert_eq!(
-            parse(r#"{"jsonrpc":"2.0","method":"n"}"#).unwrap(),
-            Kind::Notification
-        );
-        assert_eq!(
-            parse(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap(),
-            Kind::Response
-        );
-        assert_eq!(
-            parse(r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#).unwrap(),
-            Kind::Error
-        );
-        assert!(matches!(
-            parse(r#"{"id":1,"method":"x"}"#),
-            Err(ParseError::NotJsonRpc(_))
-        ));
-        assert!(matches!(parse(r#"[1]"#), Err(ParseError::Shape(_))));
-        assert!(matches!(
-            parse(r#"{"jsonrpc":"2.0","method":"x","params":{"_meta":7}}"#),
-            Err(ParseError::Shape(_))
-        ));
-        assert!(matches!(
-            parse(r#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#),
-            Err(ParseError::NotJsonRpc(_))
-        ));
-        assert!(matches!(parse("{"), Err(ParseError::Json(_))));
-    }
-
-    #[test]
-    fn depth_limit_counts_only_structure() {
-        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
-        assert!(matches!(
-            check_depth(deep.as_bytes(), 64),
-            Err(ParseError::TooDeep(64))
-        ));
-        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
-        assert!(check_depth(ok.as_bytes(), 64).is_ok());
-        let in_string = format!("\"{}\\\"{}\"", "[".repeat(100), "{".repeat(100));
-        assert!(check_depth(in_string.as_bytes(), 2).is_ok());
-    }
-
-    #[test]
-    fn unchanged_messages_keep_their_bytes() {
-        let text = r#"{"jsonrpc":"2.0",  "id":1, "method":"x", "params":{"b":1,"a":2}}"#;
-        let mut m = Message::parse(Bytes::from_static(text.as_bytes()), 64).unwrap();
-        assert_eq!(m.to_bytes(), text.as_bytes());
-        m.edit(|v| v["id"] = json!(2));
-        assert_eq!(
-            m.to_bytes(),
-            r#"{"jsonrpc":"2.0","id":2,"method":"x","params":{"b":1,"a":2}}"#.as_bytes()
-        );
-    }
-
-    #[test]
-    fn result_meta_is_spliced_or_merged() {
-        let add = |text: &'static str| {
-            let mut m = Message::parse(Bytes::from_static(text.as_bytes()), 64).unwrap();
-            m.add_result_meta("k", &json!({"i": 1}));
-            let v: Value = serde_json::from_slice(&m.to_bytes()).unwrap();
-            assert_eq!(v["result"]["_meta"]["k"]["i"], 1, "{text}");
-            v
-        };
-        let v = add(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#);
-        assert_eq!(v["result"]["content"], json!([]));
-        let mut empty = Message::parse(
-            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{ }}"#),
-            64,
-        )
-        .unwrap();
-        empty.add_result_meta("k", &json!(1));
-        assert_eq!(
-            &empty.to_bytes()[..],
-            br#"{"jsonrpc":"2.0","id":1,"result":{ }}"#,
-            "an empty result stays empty"
-        );
-        let v = add(r#"{"jsonrpc":"2.0","id":1,"result":{"_meta":{"other":true},"x":1}}"#);
-        assert_eq!(
-            v["result"]["_meta"]["other"], true,
-            "an existing _meta is kept"
-        );
-        assert_eq!(v["result"]["x"], 1);
-        add(r#"{"result":{"a":"}{\"_meta\""},"id":"s","jsonrpc":"2.0"}"#);
-        let mut err = Message::parse(
-            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#),
-            64,
-        )
-        .unwrap();
-        err.add_result_meta("k", &json!(1));
-        assert!(
-            !String::from_utf8_lossy(&err.to_bytes()).contains("_meta"),
-            "errors carry no receipt"
-        );
-    }
-
-    #[test]
-    fn batches() {
-        let b = Body::parse(
-            Bytes::from_static(br#"[{"jsonrpc":"2.0","method":"a"}]"#),
-            64,
-        )
-        .unwrap();
-        assert!(matches!(b, Body::Batch(v) if v.len() == 1));
-        assert!(matches!(
-            Body::parse(Bytes::from_static(b"[]"), 64),
-            Err(ParseError::EmptyBatch)
-        ));
-    }
-
-    #[test]
-    fn target_names() {
-        let m = Message::from_value(
-            json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"u://x"}}),
-        )
-        .unwrap();
-        assert_eq!(m.target_name(), Some("u://x"));
-        let m = Message::from_value(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"})).unwrap();
-        assert_eq!(m.target_name(), None);
-    }
-}
-
-#[cfg(test)]
-mod never_panics {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn jsonish() -> impl Strategy<Value = String> {
-        // Fragments of JSON-RPC in random order: more likely than random bytes to get deep.
-        let parts = prop::sample::select(vec![
-            "{",
-            "}",
-            "[",
-            "]",
-            ",",
-            ":",
-            "\"jsonrpc\"",
-            "\"2.0\"",
-            "\"id\"",
-            "\"method\"",
-            "\"params\"",
-            "\"result\"",
-            "\"error\"",
-            "\"_meta\"",
-            "\"name\"",
-            "\"uri\"",
-            "1",
-            "-1",
-            "1.5",
-            "null",
-            "true",
-            "\"x\"",
-            "\"\\u00e9\"",
-            "\"\\\"\"",
-            " ",
-            "\"io.modelcontextprotocol/protocolVersion\"",
-        ]);
-        prop::collection::vec(parts, 0..60).prop_map(|v| v.concat())
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
-
-        #[test]
-        fn parsing_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = check_depth(&bytes, 8);
-            if let Ok(Body::Single(m)) = Body::parse(Bytes::from(bytes), 64) {
-                let _ = (m.id(), m.method(), m.target_name(), m.meta_protocol_version(), m.value());
-            }
-        }
-
-        #[test]
-        fn parsing_jsonish_text(text in jsonish()) {
-            match Body::parse(Bytes::from(text.clone()), 16) {
-                Ok(Body::Single(mut m)) => {
-                    let _ = (m.id(), m.method(), m.target_name(), m.meta_protocol_version());
-                    m.add_result_meta("k", &serde_json::json!(1));
-                    let again: Result<Value, _> = serde_json::from_slice(&m.to_bytes());
-                    prop_assert!(again.is_ok(), "a receipt keeps the message valid JSON: {text}");
-                }
-                Ok(Body::Batch(_)) | Err(_) => {}
-            }
-        }
-    }
-}
+mod tests;

@@ -1,4 +1,7 @@
-//! Writing server-sent events to clients (the `text/event-stream` framing of Streamable HTTP).
+//! Server-sent events (the `text/event-stream` framing of Streamable HTTP): writing them to
+//! clients, and reading them from upstreams with a bound on each event ([`decode`]).
+
+pub mod decode;
 
 use bytes::{BufMut, Bytes, BytesMut};
 

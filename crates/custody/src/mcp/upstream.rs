@@ -5,6 +5,7 @@
 //! what went wrong in words an operator can act on.
 
 pub mod http;
+pub mod oversized;
 pub mod stdio;
 
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::message::Message;
+pub use oversized::Oversized;
 
 /// One server-sent event. `message` is `None` for events without data (SSE priming events).
 #[derive(Debug, Clone)]
@@ -79,6 +81,10 @@ pub enum UpstreamError {
     /// A bound on what the upstream may be made to run (its processes) was reached.
     #[error("{0}")]
     Limit(crate::limits::Exceeded),
+    /// A message over the endpoint's `max_message_bytes`. Not fatal to the stream or process
+    /// it came from: it fails the call it answers, and what follows is relayed.
+    #[error("{0}")]
+    TooLarge(Box<Oversized>),
 }
 
 impl UpstreamError {
@@ -97,7 +103,8 @@ impl UpstreamError {
             UpstreamError::Spawn(s) => UpstreamError::Spawn(text(s, &mut f)),
             e @ (UpstreamError::Timeout(_)
             | UpstreamError::SessionGone
-            | UpstreamError::Limit(_)) => e,
+            | UpstreamError::Limit(_)
+            | UpstreamError::TooLarge(_)) => e,
         }
     }
 

@@ -108,8 +108,10 @@ pub enum RelayError {
     UnsupportedMediaType(String),
     #[error("Accept must list {0}")]
     NotAcceptable(&'static str),
-    #[error("the body is larger than the limit of {0} bytes (server.max_body_bytes)")]
-    TooLarge(u64),
+    #[error(
+        "the body is larger than this endpoint's limit of {0} bytes (max_message_bytes); send smaller messages or raise the limit"
+    )]
+    TooLarge(usize),
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error("{0}")]
@@ -275,7 +277,7 @@ impl RelayError {
             RelayError::Limit(_) => code::LIMIT,
             RelayError::Upstream { error, .. } => match error.kind() {
                 UpstreamError::Timeout(_) => code::UPSTREAM_TIMEOUT,
-                UpstreamError::Protocol(_) => code::UPSTREAM_PROTOCOL,
+                UpstreamError::Protocol(_) | UpstreamError::TooLarge(_) => code::UPSTREAM_PROTOCOL,
                 UpstreamError::Closed(_) => code::UPSTREAM_CLOSED,
                 UpstreamError::SessionGone => code::SESSION_NOT_FOUND,
                 UpstreamError::Unreachable(_)
@@ -323,6 +325,17 @@ impl RelayError {
             RelayError::ApprovalExpired { id, .. }
             | RelayError::ApprovalAbandoned(id)
             | RelayError::ApprovalMismatch(id) => Some(json!({ "approval": id })),
+            RelayError::Upstream { endpoint, error }
+                if matches!(error.kind(), UpstreamError::TooLarge(_)) =>
+            {
+                let UpstreamError::TooLarge(o) = error.kind() else {
+                    unreachable!("matched by the guard")
+                };
+                let mut data = o.to_json();
+                data["endpoint"] = json!(endpoint);
+                data["reason"] = json!("too_large");
+                Some(data)
+            }
             RelayError::Upstream { endpoint, error } => Some(json!({
                 "endpoint": endpoint,
                 "reason": match error.kind() {
@@ -334,7 +347,11 @@ impl RelayError {
                     UpstreamError::SessionGone => "session_gone",
                     UpstreamError::Spawn(_) => "spawn",
                     UpstreamError::Limit(_) => "limit",
+                    UpstreamError::TooLarge(_) => "too_large",
                 },
+            })),
+            RelayError::Parse(ParseError::Strict(v)) => Some(json!({
+                "reason": v.problem.reason(), "path": v.path,
             })),
             _ => None,
         }

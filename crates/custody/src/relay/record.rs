@@ -8,7 +8,11 @@ use super::error::RelayError;
 use crate::audit::{Appended, Audit, Direction, Draft, Kind, now_ns};
 use crate::identity::Principal;
 use crate::mask::{self, Masker};
-use crate::mcp::message::{Kind as MessageKind, Message};
+use crate::mcp::message::{Kind as MessageKind, Limits, Message, parse_value};
+use sha2::Digest;
+
+/// How much of a refused body that did not parse is kept in its `rejected` entry.
+const REFUSED_KEPT: usize = 64 * 1024;
 
 /// The `_meta` key of the receipt custody adds to every result it relays.
 pub const RECEIPT_KEY: &str = "dev.custody/receipt";
@@ -22,6 +26,8 @@ pub struct Scope {
     pub caller: Arc<str>,
     /// The endpoint's masking, for what this scope records.
     pub mask: Arc<Masker>,
+    /// The endpoint's bounds on JSON, for refused input read again to be recorded.
+    pub limits: Limits,
 }
 
 impl Scope {
@@ -31,6 +37,7 @@ impl Scope {
         session: Option<Arc<str>>,
         caller: &Principal,
         mask: &Arc<Masker>,
+        limits: Limits,
     ) -> Self {
         Self {
             audit: audit.clone(),
@@ -38,6 +45,7 @@ impl Scope {
             session,
             caller: caller.audit.clone(),
             mask: mask.clone(),
+            limits,
         }
     }
 
@@ -167,12 +175,27 @@ impl Scope {
         if let Some(p) = policy {
             detail["policy"] = p;
         }
-        // What was refused is stored as its audit copy; bytes that are not JSON are masked as
-        // one string.
+        // What was refused is stored as its audit copy; bytes that are not JSON with one
+        // reading (invalid, or ambiguous: repeated member names, bad UTF-8) are masked as one
+        // string, so the log neither picks a reading nor drops a copy. Their size and hash
+        // identify the exact bytes; of a large body only the first `REFUSED_KEPT` bytes are
+        // kept, so a refusal costs the gateway a small multiple of that, not of the body.
+        let raw = raw.map(|bytes| {
+            detail["input"] = json!({
+                "bytes": bytes.len(),
+                "sha256": hex::encode(sha2::Sha256::digest(&bytes)),
+            });
+            if bytes.len() > REFUSED_KEPT {
+                detail["input"]["kept"] = json!(REFUSED_KEPT);
+                bytes.slice(..REFUSED_KEPT)
+            } else {
+                bytes
+            }
+        });
         let original = match (incoming, &raw) {
             (Some(m), _) => Some(m.value().clone()),
             (None, Some(bytes)) => Some(
-                serde_json::from_slice(bytes)
+                parse_value(bytes, self.limits)
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
             ),
             (None, None) => None,

@@ -20,7 +20,7 @@ use super::{Endpoint, Outcome};
 use crate::audit::{Appended, Direction};
 use crate::identity::Principal;
 use crate::mask;
-use crate::mcp::message::{Kind, Message, id_key};
+use crate::mcp::message::{Kind, Message, ParseError, id_key};
 use crate::mcp::sse;
 use crate::mcp::upstream::http::ResponseHeaders;
 use crate::mcp::upstream::{Event, EventStream, Reply, UpstreamError};
@@ -290,8 +290,9 @@ pub(super) async fn render(reply: Reply, ctx: Ctx) -> Outcome {
         } => {
             // The upstream refused with its own HTTP status and a JSON body: recorded (its audit
             // copy) and relayed as its client copy, like any answer: an error body may echo
-            // the credentials the gateway sent.
-            let body = match Message::parse(body.clone(), usize::MAX) {
+            // the credentials the gateway sent. A body without one reading is not relayed.
+            let limits = ctx.endpoint.messages.json();
+            let body = match Message::parse(body.clone(), limits) {
                 Ok(m) => match ctx.record(m).await {
                     Ok(m) => m.to_bytes(),
                     Err(e) => {
@@ -302,6 +303,26 @@ pub(super) async fn render(reply: Reply, ctx: Ctx) -> Outcome {
                         };
                     }
                 },
+                Err(e @ ParseError::Strict(_)) => {
+                    let error = ctx.upstream_error(UpstreamError::Protocol(format!(
+                        "its HTTP {} answer: {e}",
+                        status.as_u16()
+                    )));
+                    return match single_id(&ctx) {
+                        Some(id) => ctx.failed(error, id).await,
+                        None => {
+                            let error = match ctx.scope.failure(&error, None, None).await {
+                                Ok(_) => error,
+                                Err(audit) => audit,
+                            };
+                            Outcome::Error {
+                                error,
+                                id: None,
+                                session: ctx.session_id(),
+                            }
+                        }
+                    };
+                }
                 Err(_) => {
                     let error = ctx.upstream_error(UpstreamError::Status(
                         status.as_u16(),
@@ -467,6 +488,36 @@ async fn step(mut st: State) -> Option<(Bytes, State)> {
             }
             Some((bytes, st))
         }
+        Some(Err(UpstreamError::TooLarge(o))) => {
+            // Withheld, not fatal: the log records its size and hash, the call it answers
+            // fails, and the stream goes on.
+            let answers = o.id.as_ref().map(id_key).filter(|k| st.pending.contains(k));
+            let id = answers.as_ref().and_then(|k| st.ids.get(k)).cloned();
+            let error = st.ctx.upstream_error(UpstreamError::TooLarge(o));
+            let request = id.as_ref().and_then(|i| {
+                st.ctx
+                    .requests
+                    .iter()
+                    .find(|(r, _)| r == i)
+                    .map(|(_, a)| a.index)
+            });
+            if let Err(e) = st.ctx.scope.failure(&error, id.as_ref(), request).await {
+                let bytes = unanswered(&st.ids, &st.pending, &e);
+                st.done = true;
+                return Some((bytes, st));
+            }
+            let bytes = match (answers, id) {
+                (Some(key), Some(id)) => {
+                    st.pending.remove(&key);
+                    if st.pending.is_empty() {
+                        st.done = true;
+                    }
+                    encode_error(&error, &id)
+                }
+                _ => Bytes::from_static(WITHHELD),
+            };
+            Some((bytes, st))
+        }
         Some(Err(e)) => {
             let error = st.ctx.upstream_error(e);
             if st.pending.is_empty() {
@@ -534,6 +585,11 @@ fn unanswered(
     }
     out.freeze()
 }
+
+/// What a client's stream carries in place of an upstream message that belongs to no open
+/// request and was withheld for its size (recorded in the log by size and hash).
+const WITHHELD: &[u8] =
+    b": custody withheld an upstream message over this endpoint's max_message_bytes\n\n";
 
 fn encode_error(error: &RelayError, id: &Value) -> Bytes {
     let msg = Message::from_value(error.to_json(Some(id)))

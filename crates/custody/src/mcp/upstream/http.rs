@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
 use http::header;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -18,11 +19,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::oversized::Meter;
 use super::{Event, EventStream, Reply, UpstreamError};
-use crate::config::HttpUpstreamConfig;
+use crate::config::{HttpUpstreamConfig, MessageLimits};
 use crate::credentials::Credentials;
 use crate::mcp::headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::mcp::message::{Body, Message};
+use crate::mcp::sse::decode::{Decoder, Item};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -39,8 +42,8 @@ pub struct HttpUpstream {
     client: HttpClient,
     request_timeout: Duration,
     stream_idle_timeout: Duration,
-    max_body: usize,
-    max_depth: usize,
+    /// Bounds on each message the upstream sends.
+    messages: MessageLimits,
 }
 
 /// Per-call context: the upstream session and protocol version to send, and the caller's
@@ -144,8 +147,7 @@ impl HttpUpstream {
     pub fn new(
         cfg: &HttpUpstreamConfig,
         credentials: Arc<Credentials>,
-        max_body: usize,
-        max_depth: usize,
+        messages: MessageLimits,
     ) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -167,8 +169,7 @@ impl HttpUpstream {
             client,
             request_timeout: cfg.request_timeout,
             stream_idle_timeout: cfg.stream_idle_timeout,
-            max_body,
-            max_depth,
+            messages,
         }
     }
 
@@ -316,12 +317,16 @@ impl HttpUpstream {
         }
         match media.as_str() {
             "application/json" => {
-                let body =
-                    read_limited(resp.into_body(), self.max_body, self.request_timeout).await?;
-                match Body::parse(body, self.max_depth) {
+                let body = read_message(
+                    resp.into_body(),
+                    self.messages.max_message_bytes,
+                    self.request_timeout,
+                )
+                .await?;
+                match Body::parse(body, self.messages.json()) {
                     Ok(Body::Single(m)) => Ok(Reply::Message(m)),
-                    Ok(Body::Batch(b)) => Ok(Reply::Batch(b)),
-                    Err(e) => Err(UpstreamError::Protocol(e.to_string())),
+                    Ok(Body::Batch(b, _)) => Ok(Reply::Batch(b)),
+                    Err(e) => Err(UpstreamError::Protocol(format!("its JSON answer: {e}"))),
                 }
             }
             "text/event-stream" => Ok(Reply::Stream(self.events(resp.into_body()))),
@@ -333,57 +338,137 @@ impl HttpUpstream {
 
     fn events(&self, body: Incoming) -> EventStream {
         let idle = self.stream_idle_timeout;
-        let max_depth = self.max_depth;
-        let sse = sse_stream::SseStream::new(body);
-        let state = (Box::pin(sse), false);
+        let limits = self.messages;
+        let state = Events {
+            body,
+            decoder: Decoder::new(limits.max_message_bytes),
+            ready: VecDeque::new(),
+            ended: false,
+            failed: false,
+        };
         Box::pin(futures_util::stream::unfold(
             state,
-            move |(mut sse, failed)| async move {
-                if failed {
+            move |mut st| async move {
+                if st.failed {
                     return None;
                 }
+                // Silence is measured between events: comments and partial events do not count.
+                let deadline = tokio::time::Instant::now() + idle;
                 loop {
-                    let next = match tokio::time::timeout(idle, sse.next()).await {
-                        Err(_) => return Some((Err(UpstreamError::Timeout(idle)), (sse, true))),
-                        Ok(None) => return None,
+                    if let Some(item) = st.ready.pop_front() {
+                        let (id, retry, data) = match item {
+                            Item::Oversized(o) => {
+                                // Not fatal: the call it answers fails, the stream goes on.
+                                return Some((Err(UpstreamError::TooLarge(Box::new(o))), st));
+                            }
+                            Item::Event { id, retry, data } => (id, retry, data),
+                        };
+                        let data = data.unwrap_or_default();
+                        if data.is_empty() && id.is_none() && retry.is_none() {
+                            continue;
+                        }
+                        let message = if data.iter().all(u8::is_ascii_whitespace) {
+                            None
+                        } else {
+                            match Message::parse(data, limits.json()) {
+                                Ok(m) => Some(m),
+                                Err(e) => {
+                                    st.failed = true;
+                                    return Some((
+                                        Err(UpstreamError::Protocol(format!(
+                                            "an event's data is not a JSON-RPC message ({e})"
+                                        ))),
+                                        st,
+                                    ));
+                                }
+                            }
+                        };
+                        return Some((Ok(Event { id, retry, message }), st));
+                    }
+                    if st.ended {
+                        return None;
+                    }
+                    match tokio::time::timeout_at(deadline, st.body.frame()).await {
+                        Err(_) => {
+                            st.failed = true;
+                            return Some((Err(UpstreamError::Timeout(idle)), st));
+                        }
+                        Ok(None) => {
+                            st.ended = true;
+                            st.decoder.finish(&mut st.ready);
+                        }
                         Ok(Some(Err(e))) => {
+                            st.failed = true;
                             return Some((
                                 Err(UpstreamError::Closed(format!(
                                     "the upstream's event stream broke: {e}"
                                 ))),
-                                (sse, true),
+                                st,
                             ));
                         }
-                        Ok(Some(Ok(ev))) => ev,
-                    };
-                    let data = next.data.as_deref().unwrap_or("");
-                    if data.is_empty() && next.id.is_none() && next.retry.is_none() {
-                        continue;
-                    }
-                    let message = if data.trim().is_empty() {
-                        None
-                    } else {
-                        match Message::parse(Bytes::from(data.to_owned()), max_depth) {
-                            Ok(m) => Some(m),
-                            Err(e) => {
-                                return Some((
-                                    Err(UpstreamError::Protocol(format!(
-                                        "an event's data is not a JSON-RPC message ({e})"
-                                    ))),
-                                    (sse, true),
-                                ));
+                        Ok(Some(Ok(frame))) => {
+                            if let Ok(data) = frame.into_data() {
+                                st.decoder.push(&data, &mut st.ready);
                             }
                         }
-                    };
-                    let event = Event {
-                        id: next.id,
-                        retry: next.retry,
-                        message,
-                    };
-                    return Some((Ok(event), (sse, false)));
+                    }
                 }
             },
         ))
+    }
+}
+
+/// The state of an upstream's event stream.
+struct Events {
+    body: Incoming,
+    decoder: Decoder,
+    ready: VecDeque<Item>,
+    ended: bool,
+    failed: bool,
+}
+
+/// Reads one message body, keeping at most `limit` bytes: past it, the rest is read only to be
+/// counted and hashed (until it ends or `timeout` passes), and the answer is
+/// [`UpstreamError::TooLarge`].
+async fn read_message(
+    mut body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, UpstreamError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut kept = BytesMut::new();
+    let mut meter: Option<Meter> = None;
+    let whole = loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) if meter.is_none() => return Err(UpstreamError::Timeout(timeout)),
+            Err(_) => break false,
+            Ok(None) => break true,
+            Ok(Some(Err(e))) if meter.is_none() => {
+                return Err(UpstreamError::Closed(format!(
+                    "the upstream closed the connection mid-response: {e}"
+                )));
+            }
+            Ok(Some(Err(_))) => break false,
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match &mut meter {
+            Some(m) => m.feed(&data),
+            None if kept.len() + data.len() > limit => {
+                let mut m = Meter::new(limit);
+                m.feed(&kept);
+                m.feed(&data);
+                kept = BytesMut::new();
+                meter = Some(m);
+            }
+            None => kept.extend_from_slice(&data),
+        }
+    };
+    match meter {
+        Some(m) => Err(UpstreamError::TooLarge(Box::new(m.finish(whole)))),
+        None => Ok(kept.freeze()),
     }
 }
 

@@ -16,7 +16,7 @@ pub use child::Child;
 pub const PER_PROCESS: usize = 16;
 
 use super::UpstreamError;
-use crate::config::StdioUpstreamConfig;
+use crate::config::{MessageLimits, StdioUpstreamConfig};
 use crate::credentials::Credentials;
 use crate::limits::{Gauge, Permit};
 
@@ -26,8 +26,7 @@ pub struct StdioUpstream {
     cfg: StdioUpstreamConfig,
     /// The environment values only the gateway holds.
     credentials: Arc<Credentials>,
-    max_line: usize,
-    max_depth: usize,
+    messages: MessageLimits,
     pool: Mutex<Vec<Arc<Child>>>,
     /// Processes running (sessions' and the pool's), with the endpoint's cap.
     processes: Arc<Gauge>,
@@ -38,16 +37,14 @@ impl StdioUpstream {
         endpoint: &str,
         cfg: StdioUpstreamConfig,
         credentials: Arc<Credentials>,
-        max_line: usize,
-        max_depth: usize,
+        messages: MessageLimits,
         processes: Arc<Gauge>,
     ) -> Self {
         Self {
             endpoint: endpoint.into(),
             cfg,
             credentials,
-            max_line,
-            max_depth,
+            messages,
             pool: Mutex::new(Vec::new()),
             processes,
         }
@@ -77,8 +74,7 @@ impl StdioUpstream {
             &self.cfg,
             &self.credentials.current().env,
             self.credentials.scrub(),
-            self.max_line,
-            self.max_depth,
+            self.messages,
             place,
         )
     }

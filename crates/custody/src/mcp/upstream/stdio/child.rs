@@ -17,11 +17,13 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
+mod lines;
+
 use super::lock;
-use crate::config::StdioUpstreamConfig;
+use crate::config::{MessageLimits, StdioUpstreamConfig};
 use crate::credentials::Scrub;
-use crate::mcp::message::{Body, Kind, Message, id_key};
-use crate::mcp::upstream::{Event, EventStream, UpstreamError};
+use crate::mcp::message::{Kind, Message, id_key};
+use crate::mcp::upstream::{Event, EventStream, Oversized, UpstreamError};
 use crate::mcp::version::META_SUBSCRIPTION_ID;
 
 /// Unsolicited messages kept for a session until its client opens a GET stream.
@@ -86,8 +88,7 @@ impl Child {
         cfg: &StdioUpstreamConfig,
         env: &std::collections::BTreeMap<String, String>,
         scrub: Scrub,
-        max_line: usize,
-        max_depth: usize,
+        messages: MessageLimits,
         permit: crate::limits::Permit,
     ) -> Result<Arc<Self>, UpstreamError> {
         let mut cmd = tokio::process::Command::new(&cfg.command);
@@ -139,7 +140,7 @@ impl Child {
 
         tokio::spawn(write_stdin(stdin, stdin_rx, child.stopping.clone()));
         tokio::spawn(log_stderr(stderr, endpoint, child.pid, scrub));
-        let reader = tokio::spawn(read_stdout(child.clone(), stdout, max_line, max_depth));
+        let reader = tokio::spawn(lines::read_stdout(child.clone(), stdout, messages));
         tokio::spawn(supervise(child.clone(), proc, reader, permit));
         Ok(child)
     }
@@ -391,24 +392,7 @@ impl Child {
     /// when exactly one request is in flight, since anything else could hand one client's data
     /// to another.
     fn unsolicited(&self, r: &mut Routes, msg: Message) {
-        let streaming: Vec<&Pending> = r
-            .pending
-            .values()
-            .filter(|p| !p.detached && !p.long_lived && !p.tx.is_closed())
-            .collect();
-        let shared = r.pending.values().any(|p| p.shared);
-        let target = if shared {
-            if streaming.len() == 1 {
-                Some(streaming[0].tx.clone())
-            } else {
-                None
-            }
-        } else {
-            streaming
-                .iter()
-                .max_by_key(|p| p.order)
-                .map(|p| p.tx.clone())
-        };
+        let (target, shared) = unsolicited_target(r);
         let msg = match target {
             Some(tx) => match tx.send(Ok(Event::message(msg))) {
                 Ok(()) => return,
@@ -424,6 +408,48 @@ impl Child {
             return;
         }
         to_standalone(r, msg);
+    }
+
+    /// A line that is not one message with one reading, or one over the size limit: when it
+    /// names a request in flight, that request fails with `error` and the process goes on.
+    /// Returns whether it did.
+    fn fail_request(&self, id: Option<&Value>, error: impl FnOnce(Value) -> UpstreamError) -> bool {
+        let mut r = lock(&self.routes);
+        let Some(p) = id
+            .and_then(Value::as_u64)
+            .and_then(|i| r.pending.remove(&i))
+        else {
+            return false;
+        };
+        if let Some(t) = &p.token {
+            r.progress.remove(t);
+        }
+        if !p.shared {
+            r.client_ids.remove(&id_key(&p.client_id));
+        }
+        let _ = p.tx.send(Err(error(p.client_id.clone())));
+        true
+    }
+
+    /// A line over `max_message_bytes`: the request it answers fails; one that names no request
+    /// goes where an unsolicited message would (to be recorded there), else is dropped with a
+    /// warning. The process goes on either way.
+    fn oversized(&self, mut o: Oversized) {
+        tracing::warn!(endpoint = %self.endpoint, pid = ?self.pid, bytes = o.bytes, sha256 = %o.sha256_hex(), "upstream process wrote a message over max_message_bytes; it is not relayed");
+        let id = o.id.take();
+        if self.fail_request(id.as_ref(), |client| {
+            o.id = Some(client);
+            UpstreamError::TooLarge(Box::new(o.clone()))
+        }) {
+            return;
+        }
+        let r = lock(&self.routes);
+        let error = UpstreamError::TooLarge(Box::new(o));
+        let target = unsolicited_target(&r).0.or_else(|| r.standalone.clone());
+        if target.is_none_or(|tx| tx.send(Err(error)).is_err()) {
+            tracing::warn!(endpoint = %self.endpoint, "the oversized message belongs to no request or stream; dropped");
+        }
+        drop(r);
     }
 
     /// The process broke the protocol: fail everything in flight and stop it.
@@ -449,6 +475,31 @@ impl Child {
             let _ = tx.send(Err(err.clone()));
         }
     }
+}
+
+/// Where a message that names no request goes: the newest request still streaming on a
+/// session's own process; on a shared process only the single request in flight, if there is
+/// exactly one. Also says whether the process is shared.
+fn unsolicited_target(r: &Routes) -> (Option<Tx>, bool) {
+    let streaming: Vec<&Pending> = r
+        .pending
+        .values()
+        .filter(|p| !p.detached && !p.long_lived && !p.tx.is_closed())
+        .collect();
+    let shared = r.pending.values().any(|p| p.shared);
+    let target = if shared {
+        if streaming.len() == 1 {
+            Some(streaming[0].tx.clone())
+        } else {
+            None
+        }
+    } else {
+        streaming
+            .iter()
+            .max_by_key(|p| p.order)
+            .map(|p| p.tx.clone())
+    };
+    (target, shared)
 }
 
 /// A map key for a progress token (string or number).
@@ -559,43 +610,6 @@ async fn log_stderr(
                 tracing::info!(target: "custody::upstream::stderr", endpoint = %endpoint, pid = ?pid, "(a stderr line over 16 KiB was skipped)");
             }
             Err(_) => break,
-        }
-    }
-}
-
-async fn read_stdout(
-    child: Arc<Child>,
-    stdout: tokio::process::ChildStdout,
-    max_line: usize,
-    max_depth: usize,
-) {
-    let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(max_line));
-    while let Some(line) = lines.next().await {
-        let line = match line {
-            Ok(line) => line,
-            Err(LinesCodecError::MaxLineLengthExceeded) => {
-                child.fatal(format!(
-                    "upstream process wrote a message longer than {max_line} bytes"
-                ));
-                return;
-            }
-            Err(LinesCodecError::Io(_)) => return,
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        child.touch();
-        match Body::parse(Bytes::from(line.clone()), max_depth) {
-            Ok(Body::Single(m)) => child.route(m),
-            Ok(Body::Batch(ms)) => ms.into_iter().for_each(|m| child.route(m)),
-            Err(e) => {
-                // Scrubbed whole, then shortened: a secret cut in half is not recognised.
-                let shown: String = child.scrub.redacted(&line).chars().take(120).collect();
-                child.fatal(format!(
-                    "upstream process wrote a line that is not JSON-RPC ({e}): {shown:?}"
-                ));
-                return;
-            }
         }
     }
 }
