@@ -8,6 +8,9 @@
 //!   [`proof::HashStore`] (the one storage trait) and verified from the proof alone;
 //! * [`note`]: C2SP signed notes with Ed25519, verifier and signer key strings;
 //! * [`checkpoint`]: C2SP checkpoints;
+//! * [`cosignature`]: C2SP tlog-cosignature, Ed25519 `cosignature/v1` witness cosignatures;
+//! * [`policy`]: C2SP tlog-policy, known logs and witnesses and the quorum rule;
+//! * [`witness`]: the wire formats of C2SP tlog-witness (`add-checkpoint`);
 //! * [`receipt`]: C2SP tlog-proof, offline-verifiable proofs of inclusion;
 //! * [`entry`]: custody's canonical entry encoding;
 //! * [`check`]: verifying a whole log from its entries and checkpoints.
@@ -22,11 +25,14 @@
 pub mod check;
 pub mod checkpoint;
 pub mod compact;
+pub mod cosignature;
 pub mod entry;
 pub mod hash;
 pub mod note;
+pub mod policy;
 pub mod proof;
 pub mod receipt;
+pub mod witness;
 
 pub use checkpoint::Checkpoint;
 pub use compact::CompactRange;

@@ -17,7 +17,7 @@ const ED25519: u8 = 0x01;
 const SIG_PREFIX: &str = "\u{2014} ";
 
 /// Why a note, key or signature was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum NoteError {
     #[error("the note is larger than {MAX_NOTE_BYTES} bytes")]
     TooLarge,
@@ -51,9 +51,15 @@ pub fn check_key_name(name: &str) -> Result<(), NoteError> {
 
 /// `SHA-256(key name || 0x0A || 0x01 || public key)[:4]` (signed-note §Ed25519 signatures).
 pub fn key_id(name: &str, public: &[u8; 32]) -> u32 {
+    typed_key_id(name, ED25519, public)
+}
+
+/// `SHA-256(key name || 0x0A || signature type || public key)[:4]`, the key id that
+/// signed-note §Signatures recommends for every signature type.
+pub fn typed_key_id(name: &str, kind: u8, public: &[u8]) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ED25519]);
+    h.update([b'\n', kind]);
     h.update(public);
     let d = h.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
@@ -65,6 +71,55 @@ pub struct NoteSignature {
     pub name: String,
     pub key_id: u32,
     pub signature: Vec<u8>,
+}
+
+impl NoteSignature {
+    /// Parses one signature line, without its newline: `— <key name> base64(key ID || sig)`
+    /// (signed-note §Format).
+    ///
+    /// # Errors
+    /// [`NoteError::BadSignatureLine`] naming what is malformed.
+    pub fn parse_line(line: &str) -> Result<Self, NoteError> {
+        let rest = line
+            .strip_prefix(SIG_PREFIX)
+            .ok_or(NoteError::BadSignatureLine(
+                "it must start with an em dash and a space",
+            ))?;
+        let (name, b64) = rest.split_once(' ').ok_or(NoteError::BadSignatureLine(
+            "no space between key name and signature",
+        ))?;
+        check_key_name(name).map_err(|_| NoteError::BadSignatureLine("invalid key name"))?;
+        let raw = B64
+            .decode(b64)
+            .map_err(|_| NoteError::BadSignatureLine("the signature is not base64"))?;
+        if raw.len() < 5 {
+            return Err(NoteError::BadSignatureLine("the signature is too short"));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            key_id: u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]),
+            signature: raw[4..].to_vec(),
+        })
+    }
+
+    /// Appends the signature line, with its newline, to `out`.
+    pub fn write_line(&self, out: &mut String) {
+        let mut raw = Vec::with_capacity(4 + self.signature.len());
+        raw.extend_from_slice(&self.key_id.to_be_bytes());
+        raw.extend_from_slice(&self.signature);
+        out.push_str(SIG_PREFIX);
+        out.push_str(&self.name);
+        out.push(' ');
+        out.push_str(&B64.encode(raw));
+        out.push('\n');
+    }
+
+    /// The signature line with its newline.
+    pub fn to_line(&self) -> String {
+        let mut out = String::with_capacity(self.name.len() + 110);
+        self.write_line(&mut out);
+        out
+    }
 }
 
 /// A parsed note: its text (ending in a newline) and its signatures.
@@ -99,26 +154,7 @@ impl Note {
             if signatures.len() == MAX_SIGNATURES {
                 return Err(NoteError::TooManySignatures);
             }
-            let rest = line
-                .strip_prefix(SIG_PREFIX)
-                .ok_or(NoteError::BadSignatureLine(
-                    "it must start with an em dash and a space",
-                ))?;
-            let (name, b64) = rest.split_once(' ').ok_or(NoteError::BadSignatureLine(
-                "no space between key name and signature",
-            ))?;
-            check_key_name(name).map_err(|_| NoteError::BadSignatureLine("invalid key name"))?;
-            let raw = B64
-                .decode(b64)
-                .map_err(|_| NoteError::BadSignatureLine("the signature is not base64"))?;
-            if raw.len() < 5 {
-                return Err(NoteError::BadSignatureLine("the signature is too short"));
-            }
-            signatures.push(NoteSignature {
-                name: name.to_string(),
-                key_id: u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]),
-                signature: raw[4..].to_vec(),
-            });
+            signatures.push(NoteSignature::parse_line(line)?);
         }
         Ok(Self {
             text: text.to_string(),
@@ -132,13 +168,7 @@ impl Note {
         out.push_str(&self.text);
         out.push('\n');
         for s in &self.signatures {
-            let mut raw = s.key_id.to_be_bytes().to_vec();
-            raw.extend_from_slice(&s.signature);
-            out.push_str(SIG_PREFIX);
-            out.push_str(&s.name);
-            out.push(' ');
-            out.push_str(&B64.encode(raw));
-            out.push('\n');
+            s.write_line(&mut out);
         }
         out
     }
@@ -233,14 +263,19 @@ pub struct Verifier {
     key: VerifyingKey,
 }
 
-fn split_key(s: &str) -> Result<(&str, u32, Vec<u8>), NoteError> {
+/// Splits `name+keyid+base64(type || key)` into its name, key id, signature type byte and key
+/// material (signed-note §Verifier keys), checking only the form.
+///
+/// # Errors
+/// [`NoteError::BadKey`] or [`NoteError::BadKeyName`] naming the problem.
+pub fn split_key_string(s: &str) -> Result<(&str, u32, u8, Vec<u8>), NoteError> {
     // The name has no '+'; the base64 key may.
     let mut parts = s.splitn(3, '+');
     let (Some(name), Some(id), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(NoteError::BadKey("a key has the form name+keyid+base64"));
     };
     check_key_name(name)?;
-    if id.len() != 8 {
+    if id.len() != 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(NoteError::BadKey("the key id is 8 hex digits"));
     }
     let id =
@@ -249,11 +284,17 @@ fn split_key(s: &str) -> Result<(&str, u32, Vec<u8>), NoteError> {
         .decode(b64)
         .map_err(|_| NoteError::BadKey("the key is not base64"))?;
     match raw.split_first() {
-        Some((&ED25519, rest)) => Ok((name, id, rest.to_vec())),
-        Some(_) => Err(NoteError::BadKey(
+        Some((&kind, rest)) => Ok((name, id, kind, rest.to_vec())),
+        None => Err(NoteError::BadKey("the key is empty")),
+    }
+}
+
+fn split_key(s: &str) -> Result<(&str, u32, Vec<u8>), NoteError> {
+    match split_key_string(s)? {
+        (name, id, ED25519, raw) => Ok((name, id, raw)),
+        _ => Err(NoteError::BadKey(
             "only Ed25519 keys (type 0x01) are supported",
         )),
-        None => Err(NoteError::BadKey("the key is empty")),
     }
 }
 
@@ -288,6 +329,11 @@ impl Verifier {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The raw Ed25519 public key.
+    pub fn public_key(&self) -> &[u8; 32] {
+        self.key.as_bytes()
     }
 
     /// Checks the note's signatures. Signatures from other keys are ignored; a signature from
