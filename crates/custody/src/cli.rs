@@ -22,6 +22,7 @@ mod policy;
 mod serve;
 mod token;
 mod verify;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,8 +54,42 @@ enum ReceiptCommand {
         /// the proof.
         #[arg(long)]
         leaf: Option<String>,
+        /// A C2SP tlog-policy file: the proof's checkpoint must also carry cosignatures of
+        /// the witnesses it lists that meet its quorum.
+        #[arg(long)]
+        witness_policy: Option<PathBuf>,
         /// The tlog-proof file.
         proof: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum WitnessCommand {
+    /// Create a witness's Ed25519 cosigning key in DIR (mode 0600; never overwrites one) and
+    /// print its verifier key.
+    Keygen {
+        /// The witness's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The witness's name (`host/path`, no spaces or '+'), e.g. witness.example.com/w1.
+        #[arg(long)]
+        name: String,
+    },
+    /// Run a C2SP tlog-witness: cosign checkpoints of the accepted logs that extend what it
+    /// cosigned before, and never anything else.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:7380).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// The witness's data directory (key and state).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// A log to accept: its verifier key (origin+keyid+base64). Repeatable.
+        #[arg(long)]
+        accept: Vec<String>,
+        /// A TOML file with `listen`, `data` and `accept = [...]`.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -264,6 +299,11 @@ enum Command {
     },
     /// List, inspect, approve and deny calls held for approval (through a running gateway).
     Approvals(ApprovalsArgs),
+    /// A witness for custody logs (or any C2SP log): keygen, serve.
+    Witness {
+        #[command(subcommand)]
+        command: WitnessCommand,
+    },
     /// Static bearer tokens for local use and for people without an identity provider.
     Token {
         #[command(subcommand)]
@@ -348,8 +388,14 @@ pub fn main() -> ExitCode {
             predecessor,
         } => keys::keygen(&origin, &out, predecessor.as_deref()),
         Command::Receipt {
-            command: ReceiptCommand::Verify { key, leaf, proof },
-        } => match keys::receipt_verify(&key, &proof, leaf.as_deref()) {
+            command:
+                ReceiptCommand::Verify {
+                    key,
+                    leaf,
+                    witness_policy,
+                    proof,
+                },
+        } => match keys::receipt_verify(&key, &proof, leaf.as_deref(), witness_policy.as_deref()) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
@@ -417,6 +463,22 @@ pub fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Create { name },
         } => token::create(&name),
+        Command::Witness { command } => match command {
+            WitnessCommand::Keygen { data, name } => witness::keygen(&data, &name),
+            WitnessCommand::Serve {
+                listen,
+                data,
+                accept,
+                config,
+            } => runtime(2).and_then(|rt| {
+                rt.block_on(witness::serve(witness::ServeArgs {
+                    listen,
+                    data,
+                    accept,
+                    config,
+                }))
+            }),
+        },
         Command::DemoServer { conformance, http } => {
             runtime(1).and_then(|rt| rt.block_on(demo::run(conformance, http)))
         }

@@ -10,11 +10,13 @@ pub mod messages;
 pub mod raw;
 mod secret;
 mod upstream_url;
+mod witness;
 
 pub use auth::{AuthConfig, NameTemplate, OidcConfig, Preset, StaticToken, is_fetchable};
 pub use limits::{EndpointLimits, LimitsConfig, ServerLimits};
 pub use secret::SecretRef;
 pub use upstream_url::UpstreamUrl;
+pub use witness::{RawWitness, WitnessConfig, WitnessMode, load_policy as load_witness_policy};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -68,6 +70,8 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
     /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[witness]`: who cosigns the log's checkpoints. `None`: no witnesses.
+    pub witness: Option<WitnessConfig>,
 }
 
 /// The embedded default's policy: permissive, for the demo only.
@@ -428,6 +432,7 @@ impl Config {
                     request_timeout: Duration::from_secs(60),
                 }),
             }],
+            witness: None,
         }
     }
 }
@@ -703,6 +708,7 @@ impl Resolver<'_> {
         let policy = self.policy(raw.policy)?;
         let approvals = self.approvals(raw.approvals)?;
         let limits = self.limits(raw.limits)?;
+        let witness = raw.witness.map(|w| self.witness(w)).transpose()?;
         let mask_key_file = raw
             .masking
             .key_file
@@ -716,6 +722,7 @@ impl Resolver<'_> {
             mask_key_file,
             endpoints,
             limits,
+            witness,
         })
     }
 

@@ -23,3 +23,4 @@ pub mod policy;
 pub mod relay;
 pub mod signals;
 pub mod store;
+pub mod witness;

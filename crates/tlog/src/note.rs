@@ -331,6 +331,10 @@ impl Verifier {
         &self.name
     }
 
+    pub fn key_id(&self) -> u32 {
+        self.id
+    }
+
     /// The raw Ed25519 public key.
     pub fn public_key(&self) -> &[u8; 32] {
         self.key.as_bytes()

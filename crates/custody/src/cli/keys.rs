@@ -37,8 +37,14 @@ pub fn keygen(origin: &str, out: &Path, predecessor: Option<&Path>) -> anyhow::R
     Ok(())
 }
 
-/// Verifies a tlog-proof offline. `Ok(false)` when it does not verify (already reported).
-pub fn receipt_verify(key: &str, proof: &Path, leaf: Option<&str>) -> anyhow::Result<bool> {
+/// Verifies a tlog-proof offline, and with `policy` its checkpoint's cosignatures. `Ok(false)`
+/// when it does not verify (already reported).
+pub fn receipt_verify(
+    key: &str,
+    proof: &Path,
+    leaf: Option<&str>,
+    policy: Option<&Path>,
+) -> anyhow::Result<bool> {
     let verifier = Verifier::from_key_string(key).context("the --key verifier key")?;
     let bytes = std::fs::read(proof).with_context(|| format!("reading {}", proof.display()))?;
     let expected = leaf
@@ -53,8 +59,20 @@ pub fn receipt_verify(key: &str, proof: &Path, leaf: Option<&str>) -> anyhow::Re
     };
     match receipt.verify(&verifier, expected) {
         Ok(v) => {
+            let witnessed = match policy {
+                None => String::new(),
+                Some(p) => match super::witness::check_policy(p, &receipt.checkpoint)? {
+                    Ok(detail) => format!("; witnessed: {detail}"),
+                    Err(problem) => {
+                        eprintln!(
+                            "custody receipt verify: FAILED: the log signed the proof's checkpoint, but {problem}"
+                        );
+                        return Ok(false);
+                    }
+                },
+            };
             out!(
-                "custody receipt verify: OK: entry {} (leaf {}) is in log {} at tree size {}",
+                "custody receipt verify: OK: entry {} (leaf {}) is in log {} at tree size {}{witnessed}",
                 v.index,
                 v.leaf,
                 v.checkpoint.origin,

@@ -116,7 +116,7 @@ pub async fn run(mut config: Config, embedded: bool) -> anyhow::Result<()> {
 }
 
 /// Registers for SIGTERM and SIGINT now; the future completes when either arrives.
-fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send {
+pub(super) fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());

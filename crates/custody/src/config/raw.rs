@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// What an outsider may make the gateway spend: see [`super::limits::RawLimits`].
     #[serde(default)]
     pub limits: super::limits::RawLimits,
+    /// Witnesses that cosign the log's checkpoints (C2SP tlog-witness); see
+    /// [`super::witness::RawWitness`]. Without it no witness is asked.
+    pub witness: Option<super::witness::RawWitness>,
 }
 
 /// `[auth]`: every call presents a bearer token that one of these accepts. A file without
