@@ -80,7 +80,10 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(SocketAddr, PathBuf, Vec<Verifier
     let mut accept = Vec::new();
     for (i, k) in file.accept.iter().chain(&args.accept).enumerate() {
         let v = Verifier::from_key_string(k).with_context(|| {
-            format!("accepted log key {} ({k:?}): expected the log's verifier key, origin+keyid+base64", i + 1)
+            format!(
+                "accepted log key {} ({k:?}): expected the log's verifier key, origin+keyid+base64",
+                i + 1
+            )
         })?;
         accept.push(v);
     }
@@ -120,7 +123,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Checks a checkpoint note's cosignatures against a tlog-policy file. `Ok` describes the
 /// cosigners; `Err` says why the quorum is not met. The log's own signature is the caller's.
-pub fn check_policy(policy_file: &Path, checkpoint: &str) -> anyhow::Result<Result<String, String>> {
+pub fn check_policy(
+    policy_file: &Path,
+    checkpoint: &str,
+) -> anyhow::Result<Result<String, String>> {
     let policy = crate::config::load_witness_policy(policy_file).map_err(anyhow::Error::msg)?;
     let note = match Note::parse(checkpoint.as_bytes()) {
         Ok(n) => n,

@@ -158,10 +158,7 @@ impl Resolver<'_> {
                 .ok_or_else(|| {
                     self.err(
                         &key,
-                        format!(
-                            "{} has no witness named {name:?}",
-                            policy_file.display()
-                        ),
+                        format!("{} has no witness named {name:?}", policy_file.display()),
                     )
                 })?;
             let interval = m.min_interval.unwrap_or(Duration::ZERO);

@@ -296,8 +296,8 @@ impl Witnesses {
     ) -> Result<Submission, ClientError> {
         let parsed =
             Note::parse(note.as_bytes()).map_err(|e| ClientError::Checkpoint(e.to_string()))?;
-        let cp =
-            Checkpoint::from_text(&parsed.text).map_err(|e| ClientError::Checkpoint(e.to_string()))?;
+        let cp = Checkpoint::from_text(&parsed.text)
+            .map_err(|e| ClientError::Checkpoint(e.to_string()))?;
         let job = Arc::new(Job {
             note: note.to_string(),
             text: parsed.text,
@@ -592,11 +592,9 @@ impl Inner {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("couldn't build the request: {e}"))?;
         let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| format!("couldn't reach {}: {}", m.url, crate::net::error_chain(&e)))?;
+            let resp = self.http.request(req).await.map_err(|e| {
+                format!("couldn't reach {}: {}", m.url, crate::net::error_chain(&e))
+            })?;
             let status = resp.status();
             let header_text = |name| {
                 resp.headers()

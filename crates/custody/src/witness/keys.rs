@@ -22,13 +22,17 @@ pub enum KeyError {
         "{path} already exists; a witness keeps its key for life (a new key is a new witness that every policy must list). Use another --data directory for a new witness"
     )]
     Exists { path: PathBuf },
-    #[error("couldn't read the witness key {path}: {source}; create one with `custody witness keygen --data DIR --name NAME`")]
+    #[error(
+        "couldn't read the witness key {path}: {source}; create one with `custody witness keygen --data DIR --name NAME`"
+    )]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("the witness key {path} is readable or writable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "the witness key {path} is readable or writable by other users (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     Permissions { path: PathBuf, mode: u32 },
     #[error("the witness key {path} is not a cosigner key: {reason}")]
     Invalid { path: PathBuf, reason: String },
@@ -88,7 +92,11 @@ pub fn load(dir: &Path) -> Result<CosignatureSigner, KeyError> {
         path: path.clone(),
         source,
     };
-    let mode = std::fs::metadata(&path).map_err(read_err)?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&path)
+        .map_err(read_err)?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
         return Err(KeyError::Permissions { path, mode });
     }

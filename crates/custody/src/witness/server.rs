@@ -57,7 +57,9 @@ pub enum OpenError {
     Key(#[from] keys::KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("accept at least one log: --accept LOG_VKEY (the log's verifier key, name+keyid+base64)")]
+    #[error(
+        "accept at least one log: --accept LOG_VKEY (the log's verifier key, name+keyid+base64)"
+    )]
     NoLogs,
 }
 
@@ -120,8 +122,8 @@ impl Witness {
         let req = AddCheckpoint::parse(body).map_err(|e| bad(&e))?;
         let note = Note::parse(req.checkpoint.as_bytes())
             .map_err(|e| bad(&format!("the checkpoint: {e}")))?;
-        let cp = Checkpoint::from_text(&note.text)
-            .map_err(|e| bad(&format!("the checkpoint: {e}")))?;
+        let cp =
+            Checkpoint::from_text(&note.text).map_err(|e| bad(&format!("the checkpoint: {e}")))?;
         let trusted = self.logs.get(&cp.origin).ok_or_else(|| {
             Refusal::UnknownOrigin(format!(
                 "this witness does not accept the log {:?}",

@@ -165,13 +165,15 @@ impl Store {
         for origin in origins {
             let path = dir.join(tlog::witness::origin_hash(origin));
             let latest = match std::fs::read(&path) {
-                Ok(bytes) => Some(load(origin, &bytes, own).map_err(|reason| {
-                    StoreError::Damaged {
-                        origin: origin.to_string(),
-                        path: path.clone(),
-                        reason,
-                    }
-                })?),
+                Ok(bytes) => {
+                    Some(
+                        load(origin, &bytes, own).map_err(|reason| StoreError::Damaged {
+                            origin: origin.to_string(),
+                            path: path.clone(),
+                            reason,
+                        })?,
+                    )
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(io(&path)(e)),
             };
@@ -265,8 +267,14 @@ impl Store {
         .await;
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(origin, "couldn't keep the refused checkpoint as evidence: {e}"),
-            Err(e) => tracing::error!(origin, "couldn't keep the refused checkpoint as evidence: {e}"),
+            Ok(Err(e)) => tracing::error!(
+                origin,
+                "couldn't keep the refused checkpoint as evidence: {e}"
+            ),
+            Err(e) => tracing::error!(
+                origin,
+                "couldn't keep the refused checkpoint as evidence: {e}"
+            ),
         }
     }
 }
@@ -282,10 +290,7 @@ fn load(origin: &str, bytes: &[u8], own: &CosignatureVerifier) -> Result<Cosigne
     let note = Note::parse(bytes).map_err(|e| e.to_string())?;
     let checkpoint = Checkpoint::from_text(&note.text).map_err(|e| e.to_string())?;
     if checkpoint.origin != origin {
-        return Err(format!(
-            "it holds a checkpoint of {:?}",
-            checkpoint.origin
-        ));
+        return Err(format!("it holds a checkpoint of {:?}", checkpoint.origin));
     }
     let timestamp = own
         .verify(&note)

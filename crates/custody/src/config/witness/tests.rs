@@ -77,13 +77,21 @@ fn bad_witness_tables() {
     let good = two_of_two();
     let cases: Vec<(String, &str, &str)> = vec![
         (good.clone(), "[witness]\n", "name a C2SP tlog-policy file"),
-        (good.clone(), "[witness]\npolicy = \"missing.policy\"\n", "cannot read the witness policy"),
+        (
+            good.clone(),
+            "[witness]\npolicy = \"missing.policy\"\n",
+            "cannot read the witness policy",
+        ),
         (
             format!("witness a {}\nquorum nobody\n", vkey(1)),
             "[witness]\npolicy = \"witnesses.policy\"\n",
             "witnesses.policy:2: quorum",
         ),
-        ("quorum none\n".into(), "[witness]\npolicy = \"witnesses.policy\"\n", "quorum none"),
+        (
+            "quorum none\n".into(),
+            "[witness]\npolicy = \"witnesses.policy\"\n",
+            "quorum none",
+        ),
         (
             format!("witness a {}\nquorum a\n", vkey(1)),
             "[witness]\npolicy = \"witnesses.policy\"\n",
@@ -94,9 +102,21 @@ fn bad_witness_tables() {
             "[witness]\npolicy = \"witnesses.policy\"\n",
             "https://",
         ),
-        (good.clone(), "[witness]\npolicy = \"witnesses.policy\"\nmode = \"sometimes\"\n", "not a mode"),
-        (good.clone(), "[witness]\npolicy = \"witnesses.policy\"\nmax_lag = \"10ms\"\n", "between 100ms and 1h"),
-        (good.clone(), "[witness]\npolicy = \"witnesses.policy\"\ntimeout = \"2m\"\n", "between 100ms and 60s"),
+        (
+            good.clone(),
+            "[witness]\npolicy = \"witnesses.policy\"\nmode = \"sometimes\"\n",
+            "not a mode",
+        ),
+        (
+            good.clone(),
+            "[witness]\npolicy = \"witnesses.policy\"\nmax_lag = \"10ms\"\n",
+            "between 100ms and 1h",
+        ),
+        (
+            good.clone(),
+            "[witness]\npolicy = \"witnesses.policy\"\ntimeout = \"2m\"\n",
+            "between 100ms and 60s",
+        ),
         (
             good.clone(),
             "[witness]\npolicy = \"witnesses.policy\"\n[witness.witnesses.c]\nmin_interval = \"1m\"\n",
@@ -107,7 +127,11 @@ fn bad_witness_tables() {
             "[witness]\npolicy = \"witnesses.policy\"\n[witness.witnesses.a]\nmin_interval = \"2days\"\n",
             "at most 24h",
         ),
-        (good.clone(), "[witness]\npolicy = \"witnesses.policy\"\nquorum = \"a\"\n", "unknown field `quorum`"),
+        (
+            good.clone(),
+            "[witness]\npolicy = \"witnesses.policy\"\nquorum = \"a\"\n",
+            "unknown field `quorum`",
+        ),
         (
             good.clone(),
             "[witness]\npolicy = \"witnesses.policy\"\n[witness.witnesses.b]\nmin_interval = \"1m\"\n",

@@ -47,7 +47,10 @@ fn every_status_of_the_spec() {
         "o",
     ));
     assert!(fork.is_alarm());
-    assert!(fork.to_string().contains("the proof does not verify"), "{fork}");
+    assert!(
+        fork.to_string().contains("the proof does not verify"),
+        "{fork}"
+    );
     for s in [403, 404, 400, 413, 405] {
         assert!(
             matches!(
@@ -118,9 +121,15 @@ fn alarms_are_forks_and_rollbacks_only() {
         .is_alarm()
     );
     for o in [
-        Outcome::Misconfigured { detail: String::new() },
-        Outcome::Invalid { detail: String::new() },
-        Outcome::Skipped { detail: String::new() },
+        Outcome::Misconfigured {
+            detail: String::new(),
+        },
+        Outcome::Invalid {
+            detail: String::new(),
+        },
+        Outcome::Skipped {
+            detail: String::new(),
+        },
         Outcome::Unavailable {
             detail: String::new(),
             retry_in: Duration::ZERO,

@@ -76,7 +76,11 @@ fn the_checks_of_add_checkpoint() {
         Err(Refusal::Inconsistent(m)) if m.contains("fork")
     ));
     // 422: a rewritten history with a proof from its own tree.
-    let more: Vec<Hash> = other.iter().copied().chain(leaves(12)[10..].iter().copied()).collect();
+    let more: Vec<Hash> = other
+        .iter()
+        .copied()
+        .chain(leaves(12)[10..].iter().copied())
+        .collect();
     assert!(matches!(
         check(Some(&ten), 10, &proof(&more, 10, 12), &cp(&more)),
         Err(Refusal::Inconsistent(_))
