@@ -421,3 +421,27 @@ async fn a_restarted_witness_still_refuses_to_go_back() {
     assert_eq!(s, 200);
     assert!(served.contains("\n10\n"));
 }
+
+/// Witnesses of tlog-witness v1.0.0 answered a different root at the size they hold with 409
+/// (naming that size, or with no size at all): a fork too, never a re-sync loop.
+#[tokio::test]
+async fn an_older_witness_conflict_is_a_fork() {
+    let log = Log::new();
+    log.append(7);
+    for with_size in [true, false] {
+        let (url, vkey) = bad_witness("v1.example", Misbehaviour::V1Conflict(with_size)).await;
+        let p = policy(&[("v1", &vkey, &url)], "quorum v1\n");
+        let witnesses = client(p, TIMEOUT);
+        witnesses.set_cosigned("v1", 7);
+        let s = witnesses
+            .submit(&log.checkpoint(), log.proofs())
+            .await
+            .unwrap();
+        assert!(!s.quorum);
+        assert!(
+            matches!(s.outcomes[0].1, Outcome::Fork { .. }),
+            "{with_size}: {}",
+            s.outcomes[0].1
+        );
+    }
+}

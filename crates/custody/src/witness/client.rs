@@ -498,6 +498,21 @@ impl Inner {
                         o => o,
                     };
                 }
+                Step::Resync(size) if size == old => {
+                    // A v1.0.0 witness answers a different root at the size it holds with 409
+                    // naming that size; anything else naming the size sent makes no sense.
+                    return if old == job.size {
+                        m.alarm(Outcome::Fork {
+                            detail: format!(
+                                "409 naming the size sent ({old}), the checkpoint's own: a tlog-witness v1.0.0 witness holding a different root at this size"
+                            ),
+                        })
+                    } else {
+                        Outcome::Invalid {
+                            detail: format!("409 naming the old size that was sent ({old})"),
+                        }
+                    };
+                }
                 Step::Resync(size) => {
                     let max = m.lock().max_cosigned;
                     if size < max {

@@ -226,6 +226,9 @@ pub enum Misbehaviour {
     OldTimestamp,
     /// Waits this long, then answers garbage.
     Slow(Duration),
+    /// A tlog-witness v1.0.0 witness refusing another root at the size it holds: 409 naming
+    /// the old size sent (`true`), or 409 without a body (`false`).
+    V1Conflict(bool),
 }
 
 /// A misbehaving witness on loopback; returns its URL and the key a policy lists for it.
@@ -234,6 +237,7 @@ pub async fn bad_witness(name: &str, how: Misbehaviour) -> (String, String) {
     let other = Arc::new(CosignatureSigner::new(name, rand_seed()).unwrap());
     let vkey = listed.verifier().to_key_string();
     let handler = move |body: String| {
+        use axum::response::IntoResponse as _;
         let listed = listed.clone();
         let other = other.clone();
         async move {
@@ -244,20 +248,40 @@ pub async fn bad_witness(name: &str, how: Misbehaviour) -> (String, String) {
             let req = AddCheckpoint::parse(body.as_bytes()).unwrap();
             let note = Note::parse(req.checkpoint.as_bytes()).unwrap();
             match how {
-                Misbehaviour::Garbage => "<html>witness maintenance</html>\n".to_string(),
-                Misbehaviour::WrongKey => other.sign(&note.text, now).unwrap().to_line(),
+                Misbehaviour::Garbage => "<html>witness maintenance</html>\n".into_response(),
+                Misbehaviour::WrongKey => other
+                    .sign(&note.text, now)
+                    .unwrap()
+                    .to_line()
+                    .into_response(),
                 Misbehaviour::OtherCheckpoint => {
                     let mut cp = Checkpoint::from_text(&note.text).unwrap();
                     cp.size += 1;
-                    listed.sign(&cp.to_text(), now).unwrap().to_line()
+                    listed
+                        .sign(&cp.to_text(), now)
+                        .unwrap()
+                        .to_line()
+                        .into_response()
                 }
-                Misbehaviour::OldTimestamp => {
-                    listed.sign(&note.text, now - 86_400).unwrap().to_line()
-                }
+                Misbehaviour::OldTimestamp => listed
+                    .sign(&note.text, now - 86_400)
+                    .unwrap()
+                    .to_line()
+                    .into_response(),
                 Misbehaviour::Slow(d) => {
                     tokio::time::sleep(d).await;
-                    "late\n".to_string()
+                    "late\n".into_response()
                 }
+                Misbehaviour::V1Conflict(with_size) => (
+                    axum::http::StatusCode::CONFLICT,
+                    [("content-type", "text/x.tlog.size")],
+                    if with_size {
+                        format!("{}\n", req.old)
+                    } else {
+                        String::new()
+                    },
+                )
+                    .into_response(),
             }
         }
     };
