@@ -24,6 +24,27 @@ npm_packages=(
 )
 pip_packages=(mcp==2.3.0 pyyaml==6.0.3 mcp-server-time==2026.10.19 mcp-server-git==2026.10.19)
 
+# The third-party witness for .ci/interop/witness.sh needs Python 3.12, in a venv of its own.
+witness_packages=(aics-witness==0.1.0 aics-tlog==0.2.1)
+if [[ ! -f "$cache/witness-venv/installed" || "$(cat "$cache/witness-venv/installed")" != "${witness_packages[*]}" ]]; then
+  py312=""
+  for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 "$(command -v python3.12 || true)"; do
+    if [[ -n $candidate && -x $candidate ]] && "$candidate" --version >/dev/null 2>&1; then
+      py312=$candidate
+      break
+    fi
+  done
+  if [[ -n $py312 ]]; then
+    echo "installing ${witness_packages[*]} with $py312"
+    rm -rf "$cache/witness-venv"
+    "$py312" -m venv "$cache/witness-venv"
+    "$cache/witness-venv/bin/pip" install --quiet --disable-pip-version-check "${witness_packages[@]}"
+    echo "${witness_packages[*]}" > "$cache/witness-venv/installed"
+  else
+    echo "no Python 3.12 found: the witness interop peer (aics-witness) is not installed" >&2
+  fi
+fi
+
 want="${npm_packages[*]} | ${pip_packages[*]}"
 if [[ -f "$cache/installed" && "$(cat "$cache/installed")" == "$want" ]]; then
   echo "interop peers already installed in $cache"

@@ -19,20 +19,31 @@ pub const ORIGIN: &str = "ci.example.com/custody";
 
 /// A log: leaves in memory, checkpoints signed with a real Ed25519 key.
 pub struct Log {
-    seed: [u8; 32],
+    /// The signer key string (`PRIVATE+KEY+origin+...`).
+    key: String,
     pub leaves: Arc<Mutex<Vec<Hash>>>,
 }
 
 impl Log {
     pub fn new() -> Self {
+        Self::with_key(&Signer::new(ORIGIN, [42; 32]).unwrap().to_key_string())
+    }
+
+    /// A log signing with this key (a `custody keygen` file's content); its origin is the
+    /// key's name.
+    pub fn with_key(key: &str) -> Self {
         Self {
-            seed: [42; 32],
+            key: key.trim().to_string(),
             leaves: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
     pub fn signer(&self) -> Signer {
-        Signer::new(ORIGIN, self.seed).unwrap()
+        Signer::from_key_string(&self.key).unwrap()
+    }
+
+    pub fn origin(&self) -> String {
+        self.signer().name().to_string()
     }
 
     pub fn verifier(&self) -> Verifier {
@@ -58,7 +69,7 @@ impl Log {
         let mut leaves = self.leaves.lock().unwrap().clone();
         leaves[index] = leaf_hash(b"what the operator wishes had happened");
         Self {
-            seed: self.seed,
+            key: self.key.clone(),
             leaves: Arc::new(Mutex::new(leaves)),
         }
     }
@@ -67,7 +78,7 @@ impl Log {
     pub fn truncated(&self, n: usize) -> Self {
         let leaves = self.leaves.lock().unwrap()[..n].to_vec();
         Self {
-            seed: self.seed,
+            key: self.key.clone(),
             leaves: Arc::new(Mutex::new(leaves)),
         }
     }
@@ -79,7 +90,7 @@ impl Log {
             c.append(*l, |_| {});
         }
         Checkpoint {
-            origin: ORIGIN.into(),
+            origin: self.origin(),
             size: leaves.len() as u64,
             root: c.root(),
             extensions: vec![],
