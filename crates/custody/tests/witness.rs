@@ -445,3 +445,37 @@ async fn an_older_witness_conflict_is_a_fork() {
         );
     }
 }
+
+/// Not run by default: how long a checkpoint takes to reach a 2-of-2 quorum of two local
+/// built-in witnesses (each fsyncs its state before answering), from submit to return.
+/// `cargo test -p custody --release --test witness -- --ignored --nocapture quorum_latency`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn quorum_latency() {
+    let log = Log::new();
+    let a = TestWitness::start("a.witness.example", &log).await;
+    let b = TestWitness::start("b.witness.example", &log).await;
+    let p = policy(
+        &[("a", &a.vkey, &a.url), ("b", &b.vkey, &b.url)],
+        "group both all a b\nquorum both\n",
+    );
+    let witnesses = client(p, TIMEOUT);
+    let mut took = Vec::new();
+    for _ in 0..300 {
+        log.append(50);
+        let note = log.checkpoint();
+        let started = Instant::now();
+        let s = witnesses.submit(&note, log.proofs()).await.unwrap();
+        took.push(started.elapsed());
+        assert!(s.quorum, "{:?}", kinds(&s.outcomes));
+    }
+    took.sort_unstable();
+    let pct = |p: usize| took[(took.len() * p / 100).min(took.len() - 1)];
+    println!(
+        "quorum latency over {} checkpoints (2-of-2, local witnesses): p50 {:?}, p99 {:?}, max {:?}",
+        took.len(),
+        pct(50),
+        pct(99),
+        took[took.len() - 1]
+    );
+}

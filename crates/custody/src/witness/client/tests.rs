@@ -138,3 +138,9 @@ fn alarms_are_forks_and_rollbacks_only() {
         assert!(!o.is_alarm(), "{o}");
     }
 }
+
+/// The gateway spawns submissions on its runtime: the future must be `Send`.
+#[allow(dead_code)]
+fn submit_is_send(w: &Witnesses, p: Arc<dyn ConsistencyProofs>) -> impl Send + '_ {
+    w.submit("", p)
+}
