@@ -54,18 +54,22 @@ custody_dir=$(dirname "$custody")
 github_example() {
   local out
   "$python" "$here/example_script.py" "$here/../../examples/github-actions.yml" >"$work/gh-script.py" || return 1
-  out=$(env -i PATH="$custody_dir:$PATH" HOME="$HOME" CUSTODY_URL="http://127.0.0.1:$connect_port" GITHUB_SHA=5d8f1e2a9c0b \
+  mkdir -p "$work/gh-job"
+  out=$(cd "$work/gh-job" && env -i PATH="$custody_dir:$PATH" HOME="$HOME" CUSTODY_URL="http://127.0.0.1:$connect_port" GITHUB_SHA=5d8f1e2a9c0b \
     ACTIONS_ID_TOKEN_REQUEST_URL="http://127.0.0.1:$gh_port/token?api-version=2.0" \
     ACTIONS_ID_TOKEN_REQUEST_TOKEN=gha-request-token "$python" "$work/gh-script.py" 2>&1) || { echo "$out"; return 1; }
   echo "$out"
-  grep -q "deployed api 5d8f1e2 to production" <<<"$out"
+  grep -q "deployed api 5d8f1e2 to production" <<<"$out" || return 1
+  # The job's evidence (the artifact the workflow uploads) checks against the gateway.
+  "$custody" verify --evidence "$work/gh-job/custody-evidence.json" --gateway "http://127.0.0.1:$connect_port"
 }
 check "examples: the GitHub Actions workflow's script, with GitHub's token variables" github_example
 
 gitlab_example() {
   local out
   "$python" "$here/example_script.py" "$here/../../examples/gitlab-ci.yml" >"$work/gl-script.py" || return 1
-  out=$(env -i PATH="$custody_dir:$PATH" HOME="$HOME" CUSTODY_URL="http://127.0.0.1:$connect_port" CI_COMMIT_SHORT_SHA=5d8f1e2a \
+  mkdir -p "$work/gl-job"
+  out=$(cd "$work/gl-job" && env -i PATH="$custody_dir:$PATH" HOME="$HOME" CUSTODY_URL="http://127.0.0.1:$connect_port" CI_COMMIT_SHORT_SHA=5d8f1e2a \
     CUSTODY_TOKEN="$github_token" "$python" "$work/gl-script.py" 2>&1) || { echo "$out"; return 1; }
   echo "$out"
   grep -q "deployed api 5d8f1e2a to staging" <<<"$out"

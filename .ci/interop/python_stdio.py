@@ -1,7 +1,8 @@
 """The official Python MCP client, with its stdio transport, through `custody connect`: the
 client starts `custody connect URL` as its server process, as a CI job would.
 
-usage: python_stdio.py CUSTODY URL TOOL ARGS_JSON EXPECT   (the job's token in $CUSTODY_TOKEN)
+usage: python_stdio.py CUSTODY URL TOOL ARGS_JSON EXPECT   (the job's token in $CUSTODY_TOKEN;
+$CUSTODY_EVIDENCE, if set, is where `custody connect --evidence` writes the job's evidence)
 Lists tools, calls TOOL and checks the result's text contains EXPECT; exits non-zero otherwise.
 """
 
@@ -18,7 +19,8 @@ async def main() -> None:
     custody, url, tool, args, expect = sys.argv[1:6]
     server = StdioServerParameters(
         command=custody,
-        args=["connect", url],
+        args=["connect", url]
+        + (["--evidence", os.environ["CUSTODY_EVIDENCE"]] if os.environ.get("CUSTODY_EVIDENCE") else []),
         # Only what a job would pass on: its token (and PATH for the process to start).
         env={"CUSTODY_TOKEN": os.environ["CUSTODY_TOKEN"], "PATH": os.environ.get("PATH", "")},
     )

@@ -181,6 +181,12 @@ source "$here/approvals.sh"
 source "$here/connect.sh"
 source "$here/compose.sh"
 
+# --- witnesses: built-in witnesses cosigning a gateway's log; a third-party witness both ways ---
+check "witnesses: a 2-of-2 gateway, a job's evidence, a rewrite detected (witnessed.sh)" \
+  "$here/witnessed.sh" "$custody" "$cache"
+check "witnesses: interop with aics-witness, both directions (witness.sh)" \
+  "$here/witness.sh" "$custody" "$cache"
+
 # --- protocol fidelity: third-party clients and stdio servers, direct vs through custody --------
 # Its own gateway and peers; PEERS_KNOWN_FAILURES=1 reports issue 15's known differences
 # without failing (see peers.sh).

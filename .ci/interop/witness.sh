@@ -9,7 +9,7 @@
 #    `custody witness serve`: cosignatures verified by aics-tlog, 409 re-sync, a fork refused
 #    with 422, the monitoring checkpoint verified by aics-tlog.
 #
-# Not yet part of run.sh. Everything binds to 127.0.0.1 on free ports and is stopped on exit.
+# run.sh runs it. Everything binds to 127.0.0.1 on free ports and is stopped on exit.
 #
 # usage: witness.sh CUSTODY_BINARY CACHE_DIR
 set -euo pipefail

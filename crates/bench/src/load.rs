@@ -160,3 +160,60 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
+
+/// A GET of `path` on `addr`, as text (one connection per request: for polling, not load).
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", "127.0.0.1")
+        .body(Full::new(Bytes::new()))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(status == 200, "GET {path}: {status}");
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The published checkpoint's note.
+pub async fn checkpoint_text(addr: SocketAddr) -> anyhow::Result<String> {
+    get(addr, "/api/v1/log/checkpoint").await
+}
+
+/// The size the published checkpoint covers.
+pub async fn checkpoint_size(addr: SocketAddr) -> anyhow::Result<u64> {
+    let note = checkpoint_text(addr).await?;
+    note.lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not a checkpoint: {note}"))
+}
+
+/// One `tools/call` through the gateway; the index of its answer's entry (from the receipt).
+pub async fn call_index(addr: SocketAddr, path: &str) -> anyhow::Result<u64> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": { "name": "test_simple_text", "arguments": {}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": { "name": "custody-bench", "version": "0" } } }
+    });
+    let req = Request::post(path)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "test_simple_text")
+        .body(Full::new(Bytes::from(body.to_string())))?;
+    let resp = sender.send_request(req).await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v.pointer("/result/_meta/dev.custody~1receipt/response/index")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| anyhow::anyhow!("no receipt in {v}"))
+}

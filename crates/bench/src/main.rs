@@ -15,6 +15,7 @@ mod mask;
 mod messages;
 mod policy;
 mod procstat;
+mod witnessing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -158,6 +159,26 @@ enum Cmd {
     /// (internal) The gateway with a config file.
     #[command(hide = true)]
     Gateway { config: PathBuf },
+    /// Two local witnesses in `required` mode: relay throughput against no witnesses, and the
+    /// time from an entry's commit to a published checkpoint with both cosignatures.
+    Witness {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Calls whose wait for a cosigned checkpoint is measured.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
+    /// (internal) A built-in witness: DIR ADDR LOG_VKEY.
+    #[command(hide = true)]
+    WitnessServer {
+        dir: PathBuf,
+        addr: SocketAddr,
+        accept: String,
+    },
     /// Load only, against a running server (for profiling it): prints calls/s.
     Load {
         addr: SocketAddr,
@@ -200,6 +221,15 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Cmd::Gateway { .. } => unreachable!("handled above"),
+        Cmd::Witness {
+            clients,
+            seconds,
+            rounds,
+            samples,
+        } => rt.block_on(witnessing::run(clients, seconds, rounds, samples)),
+        Cmd::WitnessServer { dir, addr, accept } => {
+            rt.block_on(witnessing::serve_witness(&dir, addr, &accept))
+        }
         Cmd::Append {
             writers,
             size,

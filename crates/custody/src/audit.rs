@@ -20,6 +20,7 @@ mod sequencer;
 #[cfg(test)]
 mod tests;
 pub mod verify;
+pub mod witnessing;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -70,6 +71,19 @@ pub enum AuditError {
         max = tlog::entry::MAX_ENTRY_BYTES
     )]
     TooLarge(usize),
+    #[error(
+        "the log's newest entries have waited {} for a checkpoint its witnesses cosign ({quorum}), longer than witness.max_lag ({}); calls are refused until the witnesses answer (GET /api/v1/log/witnesses says which do not)",
+        humantime::format_duration(std::time::Duration::from_millis(u64::try_from(lag.as_millis()).unwrap_or(u64::MAX))),
+        humantime::format_duration(*max_lag)
+    )]
+    Unwitnessed {
+        lag: std::time::Duration,
+        max_lag: std::time::Duration,
+        quorum: String,
+    },
+    /// A checkpoint was signed but not published: its witnesses did not meet the quorum.
+    #[error("{0}")]
+    Withheld(String),
 }
 
 /// An entry before the sequencer gives it its index.
@@ -206,6 +220,8 @@ pub struct Audit {
     sequencer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     lock: std::sync::Mutex<Option<files::DirLock>>,
     scrubbed: std::sync::Mutex<Option<scrub::Outcome>>,
+    /// The witnesses, once attached (`[witness]`).
+    witnessing: std::sync::OnceLock<Arc<witnessing::Witnessing>>,
 }
 
 /// What opening the log found.
@@ -409,6 +425,7 @@ impl Audit {
             sequencer: std::sync::Mutex::new(Some(handle)),
             lock: std::sync::Mutex::new(lock),
             scrubbed: std::sync::Mutex::new(None),
+            witnessing: std::sync::OnceLock::new(),
         });
         Ok(Opened {
             audit,
@@ -429,6 +446,13 @@ impl Audit {
     pub async fn append(&self, draft: Draft) -> Result<Appended, AuditError> {
         if let Some(why) = self.health.refusal() {
             return Err(AuditError::Unavailable(why));
+        }
+        // Required witnessing refuses what calls send; the gateway's own events (alarms,
+        // heartbeats, its stop) are still recorded.
+        if draft.direction != Direction::Gateway
+            && let Some(refusal) = self.witnessing.get().and_then(|w| w.refusal())
+        {
+            return Err(refusal);
         }
         // The log never holds an entry its own verifier refuses.
         let size = draft.encoded_len();
@@ -461,7 +485,38 @@ impl Audit {
 
     /// Whether the log is fit to take entries, and every reason it is not.
     pub fn health(&self) -> health::Report {
-        self.health.report()
+        let mut report = self.health.report();
+        if let Some(refusal) = self.witnessing.get().and_then(|w| w.refusal()) {
+            report.ready = false;
+            report.reasons.push(refusal.to_string());
+        }
+        report
+    }
+
+    /// Whether an integrity alarm stopped signing: checkpoints and proofs are not served then.
+    pub fn halted(&self) -> Option<String> {
+        self.health
+            .halted()
+            .then(|| self.health.report().reasons.join("; "))
+    }
+
+    /// Asks the witnesses of `config` to cosign every checkpoint from now on. Call once,
+    /// before the first checkpoint of this run.
+    ///
+    /// # Errors
+    /// A witness's URL is unusable.
+    pub fn attach_witnesses(&self, config: &crate::config::WitnessConfig) -> Result<(), String> {
+        let w = witnessing::Witnessing::new(config)?;
+        if let Ok(Some(last)) = self.files.last_checkpoint() {
+            w.seed(&last.checkpoint.note, last.checkpoint.size);
+        }
+        let _ = self.witnessing.set(Arc::new(w));
+        Ok(())
+    }
+
+    /// The witnesses' state, when there are witnesses.
+    pub fn witnesses(&self) -> Option<witnessing::Report> {
+        self.witnessing.get().map(|w| w.report())
     }
 
     /// The last scrub's outcome, once one has run.
@@ -479,26 +534,46 @@ impl Audit {
             .clone()
     }
 
-    /// A tlog-proof for entry `index` in the latest checkpoint, with the entry's leaf hash in
-    /// its `extra` line.
+    /// A tlog-proof for entry `index` in the latest published checkpoint, or (`size`) in the
+    /// published checkpoint of that size, with the entry's leaf hash in its `extra` line.
     ///
     /// # Errors
-    /// The entry is not checkpointed yet, is not in the log, or cannot be read.
-    pub async fn proof(&self, index: u64) -> Result<String, AuditError> {
-        let Some(cp) = self.latest_checkpoint() else {
+    /// The entry is not checkpointed yet, is not in the log, no checkpoint has that size, or
+    /// an integrity alarm stopped the log.
+    pub async fn proof(&self, index: u64, size: Option<u64>) -> Result<String, AuditError> {
+        if let Some(why) = self.halted() {
+            return Err(AuditError::Unavailable(why));
+        }
+        let Some(latest) = self.latest_checkpoint() else {
             return Err(AuditError::NotYetCheckpointed { index, size: 0 });
         };
-        if index >= cp.size {
-            return Err(AuditError::NotYetCheckpointed {
-                index,
-                size: cp.size,
-            });
-        }
         let dir = self.data_dir.clone();
         let health = self.health.clone();
         let verifier = self.verifier.clone();
         tokio::task::spawn_blocking(move || {
             let reader = SqliteReader::open(&dir).map_err(|e| AuditError::Proof(e.to_string()))?;
+            let cp = match size {
+                None => latest,
+                Some(s) if s == latest.size => latest,
+                Some(s) if s > latest.size => {
+                    return Err(AuditError::Proof(format!(
+                        "no checkpoint of size {s} is published yet (the latest covers {})",
+                        latest.size
+                    )));
+                }
+                Some(s) => reader
+                    .checkpoint_at(s)
+                    .map_err(|e| AuditError::Proof(e.to_string()))?
+                    .ok_or_else(|| {
+                        AuditError::Proof(format!("the log signed no checkpoint of size {s}"))
+                    })?,
+            };
+            if index >= cp.size {
+                return Err(AuditError::NotYetCheckpointed {
+                    index,
+                    size: cp.size,
+                });
+            }
             let (leaf, _) = reader
                 .entry(index)
                 .map_err(|e| AuditError::Proof(e.to_string()))?;
@@ -526,6 +601,31 @@ impl Audit {
                 checkpoint: cp.note,
             }
             .encode())
+        })
+        .await
+        .map_err(|e| AuditError::Proof(e.to_string()))?
+    }
+
+    /// A consistency proof (RFC 9162 §2.1.4) from the tree of `from` entries to the tree of
+    /// `to`, where `to` is at most the latest published checkpoint's size.
+    ///
+    /// # Errors
+    /// Sizes out of order or past the latest checkpoint, a stopped log, or the store.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {
+        if let Some(why) = self.halted() {
+            return Err(AuditError::Unavailable(why));
+        }
+        let latest = self.latest_checkpoint().map_or(0, |c| c.size);
+        if from > to || to > latest {
+            return Err(AuditError::Proof(format!(
+                "a consistency proof needs from <= to <= {latest} (the latest published checkpoint's size); got from={from}, to={to}"
+            )));
+        }
+        let dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = SqliteReader::open(&dir).map_err(|e| AuditError::Proof(e.to_string()))?;
+            tlog::proof::consistency_proof(&reader, from, to)
+                .map_err(|e| AuditError::Proof(e.to_string()))
         })
         .await
         .map_err(|e| AuditError::Proof(e.to_string()))?

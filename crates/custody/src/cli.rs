@@ -16,6 +16,7 @@ macro_rules! out {
 
 mod approvals;
 mod demo;
+mod evidence;
 mod keys;
 mod log;
 mod policy;
@@ -225,10 +226,23 @@ enum Command {
         /// The log's verifier key (`name+keyid+base64`); default: the one stored with the log.
         #[arg(long)]
         key: Option<String>,
-        /// A checkpoint kept elsewhere (a signed note, or a copy of checkpoints.jsonl) that
-        /// the log must still match. Repeatable.
+        /// A checkpoint kept elsewhere (a signed note, a copy of checkpoints.jsonl or
+        /// log.head, or a tlog-proof) that the log must still match. Repeatable.
         #[arg(long)]
         trusted: Vec<PathBuf>,
+        /// A C2SP tlog-policy file: the newest checkpoint must carry cosignatures of its
+        /// witnesses that meet its quorum (a history rewritten after the witnesses cosigned has
+        /// none of its own).
+        #[arg(long)]
+        witness_policy: Option<PathBuf>,
+        /// An evidence file a CI job kept (`custody connect --evidence`): prove every record in
+        /// it is still in today's log, unchanged, read from --gateway URL or --data DIR.
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+        /// With --evidence: the gateway whose log to check (its base URL, e.g.
+        /// https://custody.example.com).
+        #[arg(long)]
+        gateway: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -296,6 +310,11 @@ enum Command {
         /// A file holding the token, read again when the token nears expiry.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// When the session ends, write here every receipt of the job's calls with an
+        /// inclusion proof of each in the latest (cosigned) checkpoint that covers them, for
+        /// `custody verify --evidence` (keep it as a build artifact).
+        #[arg(long)]
+        evidence: Option<PathBuf>,
     },
     /// List, inspect, approve and deny calls held for approval (through a running gateway).
     Approvals(ApprovalsArgs),
@@ -357,12 +376,50 @@ pub fn main() -> ExitCode {
             data,
             key,
             trusted,
+            witness_policy,
+            evidence: Some(evidence),
+            gateway,
             json,
         } => {
+            if !trusted.is_empty() {
+                eprintln!("custody verify: --trusted does not apply to --evidence");
+                return ExitCode::from(2);
+            }
+            // --data has a default; with --gateway it is not what is meant.
+            let data = gateway.is_none().then_some(data);
+            match evidence::run(&evidence::Options {
+                evidence,
+                gateway,
+                data,
+                key,
+                witness_policy,
+                json,
+            }) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Verify {
+            data,
+            key,
+            trusted,
+            witness_policy,
+            evidence: None,
+            gateway,
+            json,
+        } => {
+            if gateway.is_some() {
+                eprintln!(
+                    "custody verify: --gateway goes with --evidence; to check a whole log, run custody verify --data on the gateway's data directory"
+                );
+                return ExitCode::from(2);
+            }
             match verify::run(&verify::Options {
                 data,
                 key,
                 trusted,
+                witness_policy,
                 json,
             }) {
                 Ok(true) => Ok(()),
@@ -432,10 +489,11 @@ pub fn main() -> ExitCode {
             audience,
             token_env,
             token_file,
+            evidence,
         } => {
             let source = crate::connect::token::Source::detect(&audience, &token_env, token_file);
             match runtime(1).and_then(|rt| {
-                rt.block_on(crate::connect::run(&url, source))
+                rt.block_on(crate::connect::run(&url, source, evidence.as_deref()))
                     .map_err(anyhow::Error::from)
             }) {
                 Ok(()) => Ok(()),

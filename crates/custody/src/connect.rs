@@ -9,6 +9,7 @@
 //! A refused token or an unreachable gateway ends it with a message on stderr and a non-zero
 //! status (after answering the request with a JSON-RPC error), so a pipeline step fails loudly.
 
+pub mod evidence;
 pub mod token;
 
 use std::collections::HashMap;
@@ -47,6 +48,8 @@ pub enum ConnectError {
     Unreachable { url: String, reason: String },
     #[error("{0}")]
     Io(String),
+    #[error("couldn't write the evidence file {path}: {reason}")]
+    Evidence { path: String, reason: String },
 }
 
 struct State {
@@ -62,6 +65,8 @@ struct State {
     out: mpsc::Sender<String>,
     fatal: Mutex<Option<ConnectError>>,
     stop: tokio_util::sync::CancellationToken,
+    /// Receipts kept for `--evidence`.
+    evidence: Option<evidence::Collector>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -72,7 +77,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///
 /// # Errors
 /// [`ConnectError`]: no token, a refused token, an unreachable gateway.
-pub async fn run(url: &str, source: token::Source) -> Result<(), ConnectError> {
+pub async fn run(
+    url: &str,
+    source: token::Source,
+    evidence_file: Option<&std::path::Path>,
+) -> Result<(), ConnectError> {
     let uri: http::Uri = url.parse().map_err(|_| ConnectError::Unreachable {
         url: url.to_string(),
         reason:
@@ -99,6 +108,7 @@ pub async fn run(url: &str, source: token::Source) -> Result<(), ConnectError> {
         out,
         fatal: Mutex::new(None),
         stop: tokio_util::sync::CancellationToken::new(),
+        evidence: evidence_file.map(|_| evidence::Collector::default()),
     });
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
@@ -178,6 +188,26 @@ pub async fn run(url: &str, source: token::Source) -> Result<(), ConnectError> {
             .body(Full::new(Bytes::new()))
         {
             let _ = tokio::time::timeout(Duration::from_secs(5), state.http.request(req)).await;
+        }
+    }
+    if let (Some(path), Some(collector)) = (evidence_file, &state.evidence)
+        && lock(&state.fatal).is_none()
+    {
+        let base = evidence::base_of(&state.url);
+        let written = match collector.finish(&state.url_text, &base, &state.http).await {
+            Ok(e) => serde_json::to_vec_pretty(&e)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| std::fs::write(path, bytes).map_err(|e| e.to_string())),
+            Err(e) => Err(e),
+        };
+        if let Err(reason) = written {
+            fatal(
+                &state,
+                ConnectError::Evidence {
+                    path: path.display().to_string(),
+                    reason,
+                },
+            );
         }
     }
     let fatal = lock(&state.fatal).take();
@@ -424,6 +454,9 @@ async fn deliver(state: &State, request: Option<&Message>, data: String) {
         && v.get("id").is_some()
         && v.get("id") == request.id()
     {
+        if let Some(collector) = &state.evidence {
+            collector.observe(&v, request.method(), request.target_name());
+        }
         match request.method() {
             Some("initialize") => {
                 if let Some(pv) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {

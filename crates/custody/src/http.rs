@@ -95,6 +95,8 @@ pub enum StartError {
     Record(crate::audit::AuditError),
     #[error("an upstream credential cannot be resolved: {0}")]
     Credentials(String),
+    #[error("the witnesses cannot be used: {0}")]
+    Witnesses(String),
 }
 
 /// Opens the audit log, binds the listener and starts serving.
@@ -174,7 +176,15 @@ pub async fn start_with(
     crate::approval::Approvals::abandon_unfinished(&audit, &opened.pending_approvals)
         .await
         .map_err(StartError::Record)?;
-    audit.checkpoint().await.map_err(StartError::Record)?;
+    if let Some(w) = &config.witness {
+        audit.attach_witnesses(w).map_err(StartError::Witnesses)?;
+    }
+    match audit.checkpoint().await {
+        // Witnesses that are down do not stop a start; required witnessing refuses calls once
+        // their lag passes max_lag.
+        Ok(_) | Err(crate::audit::AuditError::Withheld(_)) => {}
+        Err(e) => return Err(StartError::Record(e)),
+    }
     let mask_key = MaskKey::load(&config.mask_key_file, true)?;
     let relay = Relay::new(
         config,
@@ -223,6 +233,8 @@ pub async fn start_with(
         .route("/api/v1/log/checkpoint", get(api::checkpoint))
         .route("/api/v1/log/proof", get(api::proof))
         .route("/api/v1/log/key", get(api::key))
+        .route("/api/v1/log/consistency", get(api::consistency))
+        .route("/api/v1/log/witnesses", get(api::witnesses))
         .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/approvals/{id}", get(approvals::show))
         .route("/api/v1/approvals/{id}/{verb}", post(approvals::decide))

@@ -139,6 +139,11 @@ pub trait LogReader {
     /// # Errors
     /// [`StoreError`].
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    /// The stored checkpoint of exactly `size` entries, if one was signed.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
     /// # Errors
     /// [`StoreError::NotFound`] for an index not in the log.
     fn entry(&self, index: u64) -> Result<(Hash, Vec<u8>), StoreError>;

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::witnessing::{Witnessed, Witnessing};
 use super::{Audit, AuditError, Draft, Job, Kind, Signed};
-use crate::store::StoredCheckpoint;
+use crate::store::{SqliteReader, StoredCheckpoint};
+use crate::witness::client::ConsistencyProofs;
 
 pub async fn run(
     audit: Arc<Audit>,
@@ -61,6 +63,11 @@ impl Audit {
     /// The checkpoint could not be signed or made durable.
     pub async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditError> {
         let _in_order = self.publishing.lock().await;
+        let witnessing = self.witnessing.get().cloned();
+        if let Some(w) = &witnessing {
+            w.grew(self.head().size);
+        }
+        let signed_at = std::time::Instant::now();
         let published = self.latest_checkpoint().map(|c| c.size);
         let (reply, rx) = oneshot::channel();
         self.jobs
@@ -70,7 +77,15 @@ impl Audit {
         let Some(signed) = rx.await.map_err(|_| AuditError::Closed)?? else {
             return Ok(None);
         };
-        if let Err(e) = self.persist(&signed).await {
+        let mut signed = signed;
+        if let Err(e) = self
+            .persist(&mut signed, witnessing.as_deref(), signed_at)
+            .await
+        {
+            if matches!(e, AuditError::Withheld(_)) {
+                // Not a durability failure: required witnessing refuses calls by its lag.
+                return Err(e);
+            }
             if self.health.fail(e.to_string()) {
                 tracing::error!(
                     size = signed.checkpoint.size,
@@ -96,8 +111,14 @@ impl Audit {
         Ok(Some(cp))
     }
 
-    /// Steps 2–4.
-    async fn persist(&self, signed: &Signed) -> Result<(), AuditError> {
+    /// Steps 2–4, with the witnesses between 3 and 4: the checkpoint published (and stored
+    /// again, in its place in the database) is the one carrying their cosignatures.
+    async fn persist(
+        &self,
+        signed: &mut Signed,
+        witnessing: Option<&Witnessing>,
+        signed_at: std::time::Instant,
+    ) -> Result<(), AuditError> {
         let unavailable = |e: &dyn std::fmt::Display| AuditError::Unavailable(e.to_string());
         let files = self.files.clone();
         let (cp, range) = (signed.checkpoint.clone(), signed.range.clone());
@@ -105,17 +126,80 @@ impl Audit {
             .await
             .map_err(|e| unavailable(&e))?
             .map_err(|e| unavailable(&e))?;
-        let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Store(signed.checkpoint.clone(), reply))
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)??;
+        self.store_checkpoint(signed.checkpoint.clone()).await?;
+        if let Some(w) = witnessing {
+            let size = signed.checkpoint.size;
+            match w
+                .witness(
+                    &signed.checkpoint.note,
+                    size,
+                    signed_at,
+                    || self.head().size,
+                    self.consistency_proofs(),
+                )
+                .await
+            {
+                Witnessed::Publish(note) => {
+                    if note != signed.checkpoint.note {
+                        signed.checkpoint.note = note;
+                        self.store_checkpoint(signed.checkpoint.clone()).await?;
+                    }
+                }
+                Witnessed::Withhold(why) => return Err(AuditError::Withheld(why)),
+                Witnessed::Alarm(witness, what) => {
+                    self.witness_alarm(&witness, &what, size).await;
+                    return Err(AuditError::Unavailable(format!(
+                        "witness {witness} raised an alarm: {what}"
+                    )));
+                }
+            }
+        }
         let files = self.files.clone();
         let cp = signed.checkpoint.clone();
         tokio::task::spawn_blocking(move || files.append_checkpoint(&cp))
             .await
             .map_err(|e| unavailable(&e))?
             .map_err(|e| unavailable(&e))
+    }
+
+    async fn store_checkpoint(&self, cp: StoredCheckpoint) -> Result<(), AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Store(cp, reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Consistency proofs for the witnesses, read from the stored tree (a proof from a changed
+    /// database does not verify, and the witness refuses it: that is an alarm, as it should be).
+    fn consistency_proofs(&self) -> Arc<dyn ConsistencyProofs> {
+        let dir = self.data_dir.clone();
+        Arc::new(move |old: u64, new: u64| {
+            let dir = dir.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let reader = SqliteReader::open(&dir).map_err(|e| e.to_string())?;
+                    tlog::proof::consistency_proof(&reader, old, new).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            }
+        })
+    }
+
+    /// A witness saw another tree, or a larger one: record it, then stop signing and taking
+    /// entries until a person looks.
+    async fn witness_alarm(&self, witness: &str, what: &str, size: u64) {
+        let why = format!("witness {witness}: {what}");
+        tracing::error!(size, "{why}; signing stops");
+        let detail = serde_json::json!({ "alarm": "witness", "witness": witness, "size": size, "what": what });
+        if let Err(e) = self
+            .append(Draft::gateway(Kind::Alarm, "", detail.to_string()))
+            .await
+        {
+            tracing::error!("couldn't record the witness alarm: {e}");
+        }
+        self.health.alarm(why, true);
     }
 }

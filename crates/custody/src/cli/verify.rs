@@ -14,6 +14,7 @@ pub struct Options {
     pub data: PathBuf,
     pub key: Option<String>,
     pub trusted: Vec<PathBuf>,
+    pub witness_policy: Option<PathBuf>,
     pub json: bool,
 }
 
@@ -63,8 +64,37 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
             }
         }
     }
-    let result = verify::check(&reader, verifier.clone(), &sources, &leaves);
+    let mut result = verify::check(&reader, verifier.clone(), &sources, &leaves);
+    if let (Ok(_), Some(policy)) = (&result, &opts.witness_policy) {
+        result = witnessed(policy, &sources)
+            .map_err(|message| Problem {
+                index: None,
+                message,
+            })
+            .and(result);
+    }
     Ok(report(opts, &verifier, result, &key_source, &places))
+}
+
+/// With a witness policy: the newest checkpoint the log was checked against must carry
+/// cosignatures that meet its quorum.
+fn witnessed(policy: &Path, sources: &[verify::Source]) -> Result<(), String> {
+    let newest = sources
+        .iter()
+        .filter_map(|s| signed_size(&s.note).map(|n| (n, s)))
+        .max_by_key(|(n, s)| (*n, s.note.len()));
+    let Some((size, source)) = newest else {
+        return Err("no checkpoint to check against the witness policy".into());
+    };
+    match super::witness::check_policy(policy, &source.note) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(why)) => Err(format!(
+            "the newest checkpoint (size {size}, {}) is not cosigned as {} asks: {why}; a history rewritten after the witnesses cosigned has no cosigned checkpoint of its own",
+            source.label,
+            policy.display()
+        )),
+        Err(e) => Err(format!("{e:#}")),
+    }
 }
 
 /// The size a checkpoint note signs, if it parses.

@@ -29,6 +29,9 @@ pub mod code {
     pub const UPSTREAM_PROTOCOL: i64 = -32012;
     pub const UPSTREAM_CLOSED: i64 = -32013;
     pub const AUDIT_UNAVAILABLE: i64 = -32015;
+    /// `[witness] mode = "required"` and no checkpoint reached the witnesses' quorum for longer
+    /// than `max_lag`.
+    pub const UNWITNESSED: i64 = -32016;
     pub const HEADER_MISMATCH: i64 = -32020;
     /// Policy denies the call.
     pub const POLICY_DENIED: i64 = -32030;
@@ -143,6 +146,8 @@ pub enum RelayError {
     Limit(Exceeded),
     #[error("the audit log is unavailable ({0}); the call was not forwarded")]
     AuditUnavailable(String),
+    #[error("{0}; the call was not forwarded")]
+    Unwitnessed(String),
     #[error("upstream of endpoint {endpoint:?} failed: {error}")]
     Upstream { endpoint: String, error: Scrubbed },
 }
@@ -184,6 +189,14 @@ impl std::fmt::Display for Scrubbed {
 }
 
 impl RelayError {
+    /// A refused audit entry: the message it records does not move.
+    pub fn audit(e: crate::audit::AuditError) -> Self {
+        match e {
+            crate::audit::AuditError::Unwitnessed { .. } => RelayError::Unwitnessed(e.to_string()),
+            other => RelayError::AuditUnavailable(other.to_string()),
+        }
+    }
+
     /// An upstream failure of `endpoint`, scrubbed with its masker.
     pub fn upstream(endpoint: &str, mask: &Masker, error: UpstreamError) -> Self {
         match error {
@@ -227,7 +240,9 @@ impl RelayError {
             RelayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RelayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            RelayError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RelayError::AuditUnavailable(_) | RelayError::Unwitnessed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RelayError::Limit(e) => match e.limit {
                 Limit::AddressRefusals
                 | Limit::PrincipalRate
@@ -274,6 +289,7 @@ impl RelayError {
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
             RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
             RelayError::AuditUnavailable(_) => code::AUDIT_UNAVAILABLE,
+            RelayError::Unwitnessed(_) => code::UNWITNESSED,
             RelayError::Limit(_) => code::LIMIT,
             RelayError::Upstream { error, .. } => match error.kind() {
                 UpstreamError::Timeout(_) => code::UPSTREAM_TIMEOUT,
@@ -371,6 +387,7 @@ impl RelayError {
                 !matches!(error.kind(), UpstreamError::SessionGone)
             }
             RelayError::AuditUnavailable(_)
+            | RelayError::Unwitnessed(_)
             | RelayError::Denied { .. }
             | RelayError::ApprovalRequired { .. }
             | RelayError::ApprovalDenied { .. }

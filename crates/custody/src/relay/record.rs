@@ -248,10 +248,7 @@ impl Scope {
     }
 
     async fn append(&self, d: Draft) -> Result<Appended, RelayError> {
-        self.audit
-            .append(d)
-            .await
-            .map_err(|e| RelayError::AuditUnavailable(e.to_string()))
+        self.audit.append(d).await.map_err(RelayError::audit)
     }
 }
 
@@ -285,10 +282,16 @@ pub fn json_text(detail: serde_json::Map<String, Value>) -> String {
 /// Adds the receipt to a result: the log, and where the request and this response are in it.
 pub fn add_receipt(msg: &mut Message, origin: &str, request: Option<Appended>, response: Appended) {
     let entry = |a: Appended| json!({ "index": a.index, "leaf": a.leaf.to_hex() });
+    // The checkpoint that will cover it: the first published with more entries than its
+    // index, fetched (with the witnesses' cosignatures) through the proof URL.
     let receipt = json!({
         "log": origin,
         "request": request.map(entry),
         "response": entry(response),
+        "covered_by": {
+            "min_size": response.index + 1,
+            "proof": format!("/api/v1/log/proof?index={}", response.index),
+        },
     });
     msg.add_result_meta(RECEIPT_KEY, &receipt);
 }

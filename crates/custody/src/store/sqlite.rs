@@ -345,6 +345,15 @@ impl LogReader for SqliteReader {
             .map_err(StoreError::sql("read a checkpoint"))
     }
 
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT size, note, signed_ns FROM checkpoints WHERE size = ?1")
+            .map_err(StoreError::sql("prepare the checkpoint query"))?
+            .query_row(params![i64_of(size)], checkpoint_row)
+            .optional()
+            .map_err(StoreError::sql("read a checkpoint"))
+    }
+
     fn entry(&self, index: u64) -> Result<(Hash, Vec<u8>), StoreError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self
             .conn

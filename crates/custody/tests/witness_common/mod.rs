@@ -153,9 +153,15 @@ impl TestWitness {
 
     /// The witness of an existing data directory.
     pub async fn start_in(dir: tempfile::TempDir, log: &Log) -> Self {
+        Self::start_on(dir, log, "127.0.0.1:0").await
+    }
+
+    /// The witness of an existing data directory, on `addr` (to come back where a policy
+    /// names it).
+    pub async fn start_on(dir: tempfile::TempDir, log: &Log, addr: &str) -> Self {
         let w = Arc::new(server::Witness::open(dir.path(), vec![log.verifier()]).unwrap());
         let vkey = w.verifier().to_key_string();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let task = tokio::spawn(server::serve(listener, w, stop.clone()));
