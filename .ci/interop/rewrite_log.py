@@ -47,7 +47,7 @@ def main() -> None:
     data_dir, index = sys.argv[1], int(sys.argv[2])
     key = open(f"{data_dir}/log.key").read().strip()
     # PRIVATE+KEY+<name>+<hex key id>+<base64(0x01 || seed)>
-    _, _, name, _, blob = key.split("+")
+    _, _, name, _, blob = key.split("+", 4)
     seed = base64.b64decode(blob)[1:]
     signer = Ed25519PrivateKey.from_private_bytes(seed)
     public = signer.public_key().public_bytes_raw()
@@ -56,8 +56,15 @@ def main() -> None:
     db = sqlite3.connect(f"{data_dir}/log.sqlite")
     rows = db.execute("SELECT idx, data FROM entries ORDER BY idx").fetchall()
     datas = [bytearray(d) for _, d in rows]
-    # The last byte of an entry is the end of the recorded message: still a valid entry.
-    datas[index][-1] ^= 0x01
+    # Change one letter inside a JSON string value of the entry (its message or detail): the
+    # entry still decodes, only what it says has changed.
+    d = datas[index]
+    at = d.find(b'":"')
+    while at != -1 and not chr(d[at + 3]).isalpha():
+        at = d.find(b'":"', at + 1)
+    if at == -1:
+        raise SystemExit(f"entry {index} has no JSON string value to change")
+    d[at + 3] ^= 0x20
     leaves = [leaf_hash(bytes(d)) for d in datas]
     db.execute("DELETE FROM entries")
     db.execute("DELETE FROM nodes")
