@@ -525,7 +525,7 @@ fn gateway_config(
     std::fs::write(
         path,
         format!(
-            "[server]\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n\n[audit]\ndurability = \"{durability}\"\norigin = \"bench.custody/log\"\n\n[auth]\nanonymous = true\n\n[endpoints.bench.upstream]\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n",
+            "[server]\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n\n[audit]\ndurability = \"{durability}\"\norigin = \"bench.custody/log\"\n\n[auth]\nanonymous = true\n\n# Every benchmark client is the same (anonymous) principal: lift its limits.\n[limits]\nprincipal_requests_per_second = 1000000\nprincipal_request_burst = 1000000\nprincipal_concurrent_requests = 100000\n\n[endpoints.bench.upstream]\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n",
             data.display()
         ),
     )?;
