@@ -1,0 +1,97 @@
+//! One configured endpoint: its upstream, its sessions, and what the gateway learned about the
+//! upstream's tools.
+
+use super::*;
+
+/// One configured endpoint: its upstream and its sessions.
+pub struct Endpoint {
+    pub name: Arc<str>,
+    /// Bounds on each message, in either direction.
+    pub messages: MessageLimits,
+    pub(super) upstream: Upstream,
+    pub(super) sessions: Sessions,
+    /// `x-mcp-header` parameters of the upstream's tools, learned from `tools/list` answers.
+    pub(super) tool_headers: RwLock<HashMap<String, Vec<ParamHeader>>>,
+    /// What the client and the log get masked.
+    pub mask: Arc<Masker>,
+    /// The upstream credentials only the gateway holds.
+    pub credentials: Arc<Credentials>,
+    /// Sessions open, with the endpoint's cap.
+    pub(super) session_cap: Arc<Gauge>,
+}
+
+impl Endpoint {
+    pub(super) fn learn_tools(&self, tools: &Value) {
+        let Some(tools) = tools.as_array() else {
+            return;
+        };
+        let mut map = self
+            .tool_headers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for tool in tools {
+            if let (Some(name), Some(schema)) = (
+                tool.get("name").and_then(Value::as_str),
+                tool.get("inputSchema"),
+            ) {
+                let params = headers::param_headers(schema);
+                if params.is_empty() {
+                    map.remove(name);
+                } else {
+                    map.insert(name.to_string(), params);
+                }
+            }
+        }
+    }
+
+    pub(super) fn param_headers(&self, msg: &Message) -> Vec<ParamHeader> {
+        if msg.method() != Some("tools/call") {
+            return Vec::new();
+        }
+        let Some(tool) = msg.target_name() else {
+            return Vec::new();
+        };
+        self.tool_headers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tool)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sessions currently open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Upstream processes running (stdio endpoints).
+    pub fn process_count(&self) -> u64 {
+        match &self.upstream {
+            Upstream::Stdio(up) => up.processes(),
+            Upstream::Http(_) => 0,
+        }
+    }
+
+    pub(super) async fn close_session(&self, session: &Session) {
+        match (&session.upstream, &self.upstream) {
+            (SessionUpstream::Stdio(child), _) => child.stop().await,
+            (
+                SessionUpstream::Http {
+                    session: upstream_sid,
+                },
+                Upstream::Http(up),
+            ) => {
+                if let Some(sid) = upstream_sid {
+                    let empty = HeaderMap::new();
+                    let out = Outbound {
+                        session: Some(sid),
+                        version: Some(&session.version()),
+                        headers: &empty,
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), up.delete(out)).await;
+                }
+            }
+            (SessionUpstream::Http { .. }, Upstream::Stdio(_)) => {}
+        }
+    }
+}
