@@ -211,6 +211,8 @@ pub struct ServerConfig {
     /// The defaults of every endpoint's [`MessageLimits`].
     pub messages: MessageLimits,
     pub session_idle_timeout: Duration,
+    /// The idle timeout of sessions that hold a stdio process of their own.
+    pub stdio_session_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub worker_threads: usize,
     /// Connections, request heads.
@@ -889,6 +891,15 @@ impl Resolver<'_> {
             session_idle_timeout: raw
                 .session_idle_timeout
                 .unwrap_or(Duration::from_secs(30 * 60)),
+            stdio_session_idle_timeout: match raw.stdio_session_idle_timeout {
+                Some(d) if d < Duration::from_secs(1) => {
+                    return Err(
+                        self.err("server.stdio_session_idle_timeout", "must be at least 1s")
+                    );
+                }
+                Some(d) => d,
+                None => Duration::from_secs(5 * 60),
+            },
             shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
             worker_threads: match raw.worker_threads {
                 Some(0) => {

@@ -50,6 +50,12 @@ pub enum ConnectError {
     Io(String),
     #[error("couldn't write the evidence file {path}: {reason}")]
     Evidence { path: String, reason: String },
+    #[error("the gateway at {url} answered HTTP {status}: {reason}")]
+    Ended {
+        url: String,
+        status: StatusCode,
+        reason: String,
+    },
 }
 
 struct State {
@@ -286,7 +292,7 @@ async fn post(state: &State, msg: Message) {
             return;
         }
     };
-    let resp = match state.http.request(req).await {
+    let resp = match send_retrying(state, req).await {
         Ok(r) => r,
         Err(e) => {
             let reason = crate::net::error_chain(&e);
@@ -346,6 +352,60 @@ async fn post(state: &State, msg: Message) {
     if status == StatusCode::ACCEPTED {
         return;
     }
+    if status == StatusCode::FORBIDDEN
+        || status == StatusCode::NOT_FOUND
+        || status.is_server_error()
+    {
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let answer = serde_json::from_slice::<Value>(&body).ok();
+        // A 2026-07-28 server answers a method it does not know 404 / -32601: that is an
+        // ordinary answer to this request, not the end of anything.
+        let unknown_method = answer
+            .as_ref()
+            .and_then(|v| v.pointer("/error/code"))
+            .and_then(Value::as_i64)
+            == Some(-32601);
+        if status == StatusCode::NOT_FOUND
+            && unknown_method
+            && let Some(v) = answer
+        {
+            deliver(state, Some(&msg), v.to_string()).await;
+            return;
+        }
+        let reason = answer
+            .as_ref()
+            .and_then(|v| v.pointer("/error/message"))
+            .and_then(Value::as_str)
+            .map_or_else(
+                || {
+                    String::from_utf8_lossy(&body)
+                        .trim()
+                        .chars()
+                        .take(300)
+                        .collect()
+                },
+                str::to_string,
+            );
+        answer_error(
+            state,
+            &msg,
+            &format!("the gateway answered HTTP {status}: {reason}"),
+        )
+        .await;
+        fatal(
+            state,
+            ConnectError::Ended {
+                url: state.url_text.clone(),
+                status,
+                reason,
+            },
+        );
+        return;
+    }
     if content_type.starts_with("text/event-stream") {
         let mut events = sse_stream::SseStream::new(resp.into_body());
         while let Some(event) = events.next().await {
@@ -396,6 +456,30 @@ async fn post(state: &State, msg: Message) {
             .await;
         }
     }
+}
+
+/// Sends `req`, again after 1 s and 2 s while the gateway answers 502, 503 or 504 (a gateway
+/// restarting behind a load balancer); the last answer otherwise.
+async fn send_retrying(
+    state: &State,
+    req: Request<Full<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    let (parts, body) = req.into_parts();
+    let mut delay = Duration::from_secs(1);
+    for _ in 0..2 {
+        let retry = Request::from_parts(parts.clone(), body.clone());
+        let resp = state.http.request(retry).await?;
+        if !matches!(
+            resp.status(),
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ) || resp.headers().contains_key(header::RETRY_AFTER)
+        {
+            return Ok(resp);
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    state.http.request(Request::from_parts(parts, body)).await
 }
 
 /// Relays the session's standalone stream (GET): what the server sends outside any request,

@@ -247,7 +247,7 @@ pub async fn start_with(
         let relay = relay.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            let mut tick = tokio::time::interval(relay.reap_interval());
             loop {
                 tokio::select! {
                     _ = tick.tick() => relay.reap().await,

@@ -19,9 +19,11 @@ mod hold;
 mod record;
 mod refusals;
 mod reply;
+mod server_requests;
 mod session;
 mod session_based;
 mod stateless;
+mod versions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -33,12 +35,12 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+pub use endpoint::Endpoint;
 pub use error::{RelayError, code};
 pub use record::RECEIPT_KEY;
 use record::Scope;
 pub use refusals::{At, Refusals};
 use reply::{Ctx, ListFilter, Watch, render, render_first};
-pub use endpoint::Endpoint;
 pub use session::{Session, SessionUpstream, Sessions};
 
 use crate::approval::Approvals;
@@ -101,7 +103,6 @@ enum Upstream {
     Stdio(Box<StdioUpstream>),
 }
 
-
 /// All endpoints and the state shared across calls.
 pub struct Relay {
     endpoints: HashMap<String, Arc<Endpoint>>,
@@ -116,6 +117,7 @@ pub struct Relay {
     /// Calls held for approval.
     pub approvals: Arc<Approvals>,
     session_idle: Duration,
+    stdio_session_idle: Duration,
     /// Cancelled when shutdown begins: long-lived streams end.
     closing: CancellationToken,
     /// Cancelled when the grace period is over: everything ends.
@@ -154,6 +156,7 @@ impl Relay {
                     upstream,
                     sessions: Sessions::default(),
                     tool_headers: RwLock::new(HashMap::new()),
+                    versions: RwLock::new(endpoint::Versions::default()),
                     mask: Arc::new(Masker {
                         client: ep.mask_client.clone(),
                         audit: ep.mask_audit.clone(),
@@ -163,7 +166,13 @@ impl Relay {
                     credentials,
                     session_cap: Gauge::new(Limit::EndpointSessions, ep.limits.sessions),
                 };
-                Ok((ep.name.clone(), Arc::new(endpoint)))
+                let endpoint = Arc::new(endpoint);
+                if let Upstream::Stdio(up) = &endpoint.upstream
+                    && let Some(rx) = up.take_server_requests()
+                {
+                    server_requests::spawn(audit.clone(), endpoint.clone(), rx);
+                }
+                Ok((ep.name.clone(), endpoint))
             })
             .collect::<Result<_, String>>()?;
         let mut names: Vec<&str> = endpoints.keys().map(String::as_str).collect();
@@ -183,6 +192,7 @@ impl Relay {
             audit,
             policy,
             session_idle: config.server.session_idle_timeout,
+            stdio_session_idle: config.server.stdio_session_idle_timeout,
             closing: CancellationToken::new(),
             force: CancellationToken::new(),
         }))
@@ -459,15 +469,9 @@ impl Relay {
         if let Some(v) = &version_header
             && version::generation(v).is_none()
         {
+            let error = self.unsupported(ep, v).await;
             return self
-                .refuse(
-                    ep,
-                    &caller.principal,
-                    headers,
-                    RelayError::UnsupportedVersion(v.clone()),
-                    single,
-                    raw_batch(),
-                )
+                .refuse(ep, &caller.principal, headers, error, single, raw_batch())
                 .await;
         }
         if let Some(sid) = headers.get(headers::MCP_SESSION_ID) {
@@ -545,11 +549,14 @@ impl Relay {
         }
     }
 
-
     /// Closes sessions idle longer than the configured timeout and idle pooled processes.
     pub async fn reap(&self) {
         for ep in self.endpoints.values() {
-            for session in ep.sessions.take_idle(self.session_idle) {
+            let idle = match ep.upstream {
+                Upstream::Stdio(_) => self.stdio_session_idle.min(self.session_idle),
+                Upstream::Http(_) => self.session_idle,
+            };
+            for session in ep.sessions.take_idle(idle) {
                 tracing::info!(endpoint = %ep.name, session = %session.id, "closing idle session");
                 self.close(ep, &session, "idle").await;
             }
@@ -557,6 +564,13 @@ impl Relay {
                 up.reap_idle().await;
             }
         }
+    }
+
+    /// How often `reap` should run: often enough that a session outlives its idle timeout by at
+    /// most a quarter of it (between 1 s and 15 s).
+    pub fn reap_interval(&self) -> Duration {
+        (self.session_idle.min(self.stdio_session_idle) / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(15))
     }
 
     /// Resolves every endpoint's credential references again (SIGHUP), recording each outcome
@@ -659,4 +673,3 @@ async fn fail(ctx: &Ctx, error: RelayError, id: Option<Value>) -> Outcome {
         session: ctx.session.as_ref().map(|s| s.id.clone()),
     }
 }
-

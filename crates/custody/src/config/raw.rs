@@ -183,6 +183,11 @@ pub struct RawServer {
     /// Default `30m`.
     #[serde(default, with = "humantime_serde")]
     pub session_idle_timeout: Option<Duration>,
+    /// A session of a stdio endpoint (which holds a process of its own) unused for this long
+    /// is closed, and its process stopped. Default `5m`: clients that never send DELETE must
+    /// not keep processes for half an hour.
+    #[serde(default, with = "humantime_serde")]
+    pub stdio_session_idle_timeout: Option<Duration>,
     /// Threads that relay calls. Default 1: one thread relays about 16,000 calls/s on a
     /// 2-core VM with less CPU per call than two (no cross-thread wake-ups); raise it when the
     /// gateway needs more than one core.

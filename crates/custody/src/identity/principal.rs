@@ -112,6 +112,21 @@ impl Principal {
             binding: "[\"anonymous\"]".into(),
         }
     }
+
+    /// The gateway itself, as the caller of the requests it makes of an upstream on its own
+    /// behalf (asking `server/discover` which versions the upstream speaks). It has no rights:
+    /// it is never authorized, and approvals treat it as anonymous.
+    pub fn gateway() -> Self {
+        Self {
+            kind: PrincipalKind::Anonymous,
+            issuer: None,
+            subject: String::new(),
+            name: "gateway".into(),
+            claims: Map::new(),
+            audit: crate::audit::GATEWAY.into(),
+            binding: "[\"gateway\"]".into(),
+        }
+    }
 }
 
 /// The `caller` of an `auth_failure` entry: what the token claimed, marked unverified.

@@ -5,6 +5,7 @@
 //! what went wrong in words an operator can act on.
 
 pub mod http;
+mod ndjson;
 pub mod oversized;
 pub mod stdio;
 

@@ -9,9 +9,20 @@ pub const DEFAULT_SESSION_VERSION: &str = "2025-03-26";
 /// The last version that allowed JSON-RPC batches.
 pub const BATCH_VERSION: &str = "2025-03-26";
 
+/// Methods the stateless generation removed: a 2026-07-28 server answers them 404 / -32601.
+pub const REMOVED_IN_STATELESS: &[&str] = &[
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
 /// `_meta` keys of the stateless generation.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generation {

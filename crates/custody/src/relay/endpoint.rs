@@ -18,9 +18,65 @@ pub struct Endpoint {
     pub credentials: Arc<Credentials>,
     /// Sessions open, with the endpoint's cap.
     pub(super) session_cap: Arc<Gauge>,
+    /// The protocol versions the upstream announced (`server/discover`'s `supportedVersions`,
+    /// or the versions `initialize` answers negotiated), and when the gateway last asked.
+    pub(super) versions: RwLock<Versions>,
+}
+
+/// What the gateway knows of an upstream's protocol versions.
+#[derive(Debug, Default)]
+pub(super) struct Versions {
+    pub announced: Option<Vec<String>>,
+    pub asked: Option<std::time::Instant>,
 }
 
 impl Endpoint {
+    /// The versions that work through this endpoint: those the upstream announced that the
+    /// gateway relays, newest first; `None` while the upstream's are unknown.
+    pub(super) fn supported_versions(&self) -> Option<Vec<String>> {
+        let v = self
+            .versions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let announced = v.announced.as_ref()?;
+        Some(
+            version::supported()
+                .into_iter()
+                .filter(|g| announced.iter().any(|a| a == g))
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+
+    /// Learns the versions an upstream announced (`server/discover`).
+    pub(super) fn learn_versions(&self, announced: &Value) {
+        let Some(list) = announced.as_array() else {
+            return;
+        };
+        let list: Vec<String> = list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .take(64)
+            .collect();
+        self.versions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .announced = Some(list);
+    }
+
+    /// Learns one version an upstream speaks (what an `initialize` answer negotiated).
+    pub(super) fn learn_version(&self, v: &str) {
+        let mut versions = self
+            .versions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = versions.announced.get_or_insert_with(Vec::new);
+        if !list.iter().any(|x| x == v) && list.len() < 64 {
+            list.push(v.to_string());
+        }
+    }
+
     pub(super) fn learn_tools(&self, tools: &Value) {
         let Some(tools) = tools.as_array() else {
             return;

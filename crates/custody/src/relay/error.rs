@@ -10,7 +10,6 @@ use crate::mask::Masker;
 use crate::mcp::headers::HeaderError;
 use crate::mcp::message::{ParseError, error_response};
 use crate::mcp::upstream::UpstreamError;
-use crate::mcp::version;
 
 /// JSON-RPC error codes. `-32000..=-32019` is implementation-defined; custody's own live there.
 pub mod code {
@@ -125,8 +124,18 @@ pub enum RelayError {
     SessionRequired,
     #[error("session not found{0}; it ended or expired: initialize a new session")]
     SessionNotFound(String),
-    #[error("unsupported protocol version {0:?}")]
-    UnsupportedVersion(String),
+    // The words an MCP server uses; which versions work is in `error.data.supported`.
+    #[error("unsupported protocol version {requested:?}")]
+    UnsupportedVersion {
+        requested: String,
+        /// The versions that work through this endpoint: those its upstream announced and the
+        /// gateway relays, or, while the upstream's are unknown, every version it relays.
+        supported: Vec<String>,
+    },
+    /// A method the request's generation removed, answered as a server of that generation
+    /// answers it.
+    #[error("method not found: {0}")]
+    RemovedMethod(String),
     #[error("header mismatch: {0}")]
     HeaderMismatch(#[from] HeaderError),
     #[error("invalid params: {0}")]
@@ -144,8 +153,8 @@ pub enum RelayError {
     UnknownEventId(String),
     #[error("{0}")]
     Limit(Exceeded),
-    #[error("the audit log is unavailable ({0}); the call was not forwarded")]
-    AuditUnavailable(String),
+    #[error("the audit log is unavailable ({why}); {}", stage.says())]
+    AuditUnavailable { why: String, stage: Unrecorded },
     #[error("{0}; the call was not forwarded")]
     Unwitnessed(String),
     #[error("upstream of endpoint {endpoint:?} failed: {error}")]
@@ -190,10 +199,13 @@ impl std::fmt::Display for Scrubbed {
 
 impl RelayError {
     /// A refused audit entry: the message it records does not move.
-    pub fn audit(e: crate::audit::AuditError) -> Self {
+    pub fn audit(e: crate::audit::AuditError, stage: Unrecorded) -> Self {
         match e {
             crate::audit::AuditError::Unwitnessed { .. } => RelayError::Unwitnessed(e.to_string()),
-            other => RelayError::AuditUnavailable(other.to_string()),
+            other => RelayError::AuditUnavailable {
+                why: other.to_string(),
+                stage,
+            },
         }
     }
 
@@ -240,7 +252,8 @@ impl RelayError {
             RelayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RelayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            RelayError::AuditUnavailable(_) | RelayError::Unwitnessed(_) => {
+            RelayError::RemovedMethod(_) => StatusCode::NOT_FOUND,
+            RelayError::AuditUnavailable { .. } | RelayError::Unwitnessed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RelayError::Limit(e) => match e.limit {
@@ -264,7 +277,7 @@ impl RelayError {
             RelayError::BodyRead(_)
             | RelayError::Parse(_)
             | RelayError::SessionRequired
-            | RelayError::UnsupportedVersion(_)
+            | RelayError::UnsupportedVersion { .. }
             | RelayError::HeaderMismatch(_)
             | RelayError::InvalidMeta(_)
             | RelayError::UnknownEventId(_)
@@ -285,10 +298,15 @@ impl RelayError {
             RelayError::ApprovalExpired { .. } => code::APPROVAL_EXPIRED,
             RelayError::ApprovalAbandoned(_) => code::APPROVAL_ABANDONED,
             RelayError::ApprovalMismatch(_) => code::APPROVAL_MISMATCH,
-            RelayError::UnsupportedVersion(_) => code::UNSUPPORTED_PROTOCOL_VERSION,
+            RelayError::UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
+            RelayError::RemovedMethod(_) => code::METHOD_NOT_FOUND,
+            // As MCP servers answer a request from a host or origin they do not accept.
+            RelayError::HostNotAllowed(_) | RelayError::OriginNotAllowed(_) => {
+                code::INVALID_REQUEST
+            }
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
             RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
-            RelayError::AuditUnavailable(_) => code::AUDIT_UNAVAILABLE,
+            RelayError::AuditUnavailable { .. } => code::AUDIT_UNAVAILABLE,
             RelayError::Unwitnessed(_) => code::UNWITNESSED,
             RelayError::Limit(_) => code::LIMIT,
             RelayError::Upstream { error, .. } => match error.kind() {
@@ -307,8 +325,12 @@ impl RelayError {
 
     fn data(&self) -> Option<Value> {
         match self {
-            RelayError::UnsupportedVersion(v) => Some(json!({
-                "requested": v, "supported": version::supported()
+            RelayError::UnsupportedVersion {
+                requested,
+                supported,
+                ..
+            } => Some(json!({
+                "requested": requested, "supported": supported
             })),
             RelayError::Unauthorized(e) => Some(json!({ "reason": e.reason() })),
             RelayError::Limit(e) => Some(json!({
@@ -386,7 +408,7 @@ impl RelayError {
             RelayError::Upstream { error, .. } => {
                 !matches!(error.kind(), UpstreamError::SessionGone)
             }
-            RelayError::AuditUnavailable(_)
+            RelayError::AuditUnavailable { .. }
             | RelayError::Unwitnessed(_)
             | RelayError::Denied { .. }
             | RelayError::ApprovalRequired { .. }
@@ -420,5 +442,30 @@ pub fn stateless_status(error_code: i64) -> StatusCode {
         | code::MISSING_CLIENT_CAPABILITY
         | code::UNSUPPORTED_PROTOCOL_VERSION => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
+    }
+}
+
+/// What had happened to a call when the entry recording it could not be made: so that the
+/// error says truthfully whether it reached the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrecorded {
+    /// The client's message itself: it was not forwarded.
+    Request,
+    /// The upstream's answer: the call reached the upstream, and its answer is withheld.
+    Answer,
+    /// The gateway's own answer (an upstream failure, a refusal, an event): the client gets the
+    /// error the gateway meant to record, with this note.
+    GatewayAnswer,
+}
+
+impl Unrecorded {
+    fn says(self) -> &'static str {
+        match self {
+            Unrecorded::Request => "the call was not forwarded",
+            Unrecorded::Answer => {
+                "the call reached the upstream, but its answer could not be recorded and is withheld"
+            }
+            Unrecorded::GatewayAnswer => "the gateway's answer could not be recorded",
+        }
     }
 }

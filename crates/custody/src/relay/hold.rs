@@ -115,7 +115,12 @@ impl Relay {
             Ok(p) => p,
             Err(e) => {
                 let ctx = self.ctx(ep, requests, session, scope);
-                return fail(&ctx, RelayError::AuditUnavailable(e.to_string()), id).await;
+                return fail(
+                    &ctx,
+                    RelayError::audit(e, super::error::Unrecorded::Request),
+                    id,
+                )
+                .await;
             }
         };
         let progress = msg

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::error::RelayError;
+use super::error::{RelayError, Unrecorded};
 use crate::audit::{Appended, Audit, Direction, Draft, Kind, now_ns};
 use crate::identity::Principal;
 use crate::mask::{self, Masker};
@@ -248,7 +248,15 @@ impl Scope {
     }
 
     async fn append(&self, d: Draft) -> Result<Appended, RelayError> {
-        self.audit.append(d).await.map_err(RelayError::audit)
+        let stage = match d.direction {
+            Direction::ClientToUpstream => Unrecorded::Request,
+            Direction::UpstreamToClient => Unrecorded::Answer,
+            Direction::Gateway => Unrecorded::GatewayAnswer,
+        };
+        self.audit
+            .append(d)
+            .await
+            .map_err(|e| RelayError::audit(e, stage))
     }
 }
 

@@ -32,6 +32,8 @@ pub(super) enum Watch {
     Nothing,
     /// The answer to `initialize`: record the negotiated protocol version on the session.
     Initialize,
+    /// The answer to `server/discover`: the versions the upstream supports.
+    Discover,
     /// The answer to `tools/list`: learn the tools' `x-mcp-header` parameters.
     ToolsList,
 }
@@ -109,6 +111,12 @@ impl Ctx {
                         .and_then(Value::as_str),
                 ) {
                     s.set_version(v);
+                    self.endpoint.learn_version(v);
+                }
+            }
+            Watch::Discover => {
+                if let Some(v) = msg.value().pointer("/result/supportedVersions") {
+                    self.endpoint.learn_versions(v);
                 }
             }
             Watch::ToolsList => {
@@ -562,8 +570,10 @@ async fn failures(
             .find(|(r, _)| r == id)
             .map(|(_, a)| a.index);
         if ctx.scope.failure(&error, Some(id), request).await.is_err() {
-            let unrecorded =
-                RelayError::AuditUnavailable("the failure could not be recorded".into());
+            let unrecorded = RelayError::AuditUnavailable {
+                why: format!("the failure could not be recorded: {error}"),
+                stage: super::error::Unrecorded::GatewayAnswer,
+            };
             return unanswered(ids, pending, &unrecorded);
         }
         out.extend_from_slice(&encode_error(&error, id));

@@ -21,6 +21,12 @@ impl Relay {
         if msg.is_request()
             && let Err(e) = check_request_meta(&msg)
         {
+            let e = match e {
+                RelayError::UnsupportedVersion { requested, .. } => {
+                    self.unsupported(ep, &requested).await
+                }
+                e => e,
+            };
             return self
                 .refuse(ep, &caller.principal, headers, e, Some(&msg), None)
                 .await;
@@ -32,6 +38,18 @@ impl Relay {
         let decision = self.authorize(ep, caller, &msg, &version);
         if let Some(d) = decision.as_ref().filter(|d| d.verdict == Verdict::Deny) {
             return self.deny(ep, caller, &msg, d, None, "").await;
+        }
+        // A process of the pool may speak older versions too and answer what 2026-07-28 removed
+        // as if it were a session's: answer those as a 2026-07-28 server does. (An HTTP
+        // upstream answers them itself.)
+        if let (Upstream::Stdio(_), Some(method)) = (&ep.upstream, msg.method())
+            && msg.is_request()
+            && version::REMOVED_IN_STATELESS.contains(&method)
+        {
+            let e = RelayError::RemovedMethod(method.to_string());
+            return self
+                .refuse(ep, &caller.principal, headers, e, Some(&msg), None)
+                .await;
         }
         let filter = self.list_filter(caller, &[&msg], &version);
         let scope = self.scope(ep, None, &caller.principal);
@@ -93,10 +111,10 @@ impl Relay {
             .map(|i| (i, recorded))
             .into_iter()
             .collect();
-        let watch = if msg.method() == Some("tools/list") {
-            Watch::ToolsList
-        } else {
-            Watch::Nothing
+        let watch = match msg.method() {
+            Some("tools/list") => Watch::ToolsList,
+            Some("server/discover") => Watch::Discover,
+            _ => Watch::Nothing,
         };
         let long_lived = msg.method() == Some("subscriptions/listen");
         match &ep.upstream {
@@ -166,7 +184,10 @@ pub(super) fn check_request_meta(msg: &Message) -> Result<(), RelayError> {
         ));
     }
     if version::generation(v) != Some(Generation::Stateless) {
-        return Err(RelayError::UnsupportedVersion(v.to_string()));
+        return Err(RelayError::UnsupportedVersion {
+            requested: v.to_string(),
+            supported: Vec::new(),
+        });
     }
     Ok(())
 }

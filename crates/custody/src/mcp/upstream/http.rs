@@ -19,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::ndjson::{JsonAnswer, Scanner, is_answer, take_value};
 use super::oversized::Meter;
 use super::{Event, EventStream, Reply, UpstreamError};
 use crate::config::{HttpUpstreamConfig, MessageLimits};
@@ -317,16 +318,37 @@ impl HttpUpstream {
         }
         match media.as_str() {
             "application/json" => {
-                let body = read_message(
+                let answer = read_json_answer(
                     resp.into_body(),
                     self.messages.max_message_bytes,
                     self.request_timeout,
                 )
                 .await?;
-                match Body::parse(body, self.messages.json()) {
-                    Ok(Body::Single(m)) => Ok(Reply::Message(m)),
-                    Ok(Body::Batch(b, _)) => Ok(Reply::Batch(b)),
-                    Err(e) => Err(UpstreamError::Protocol(format!("its JSON answer: {e}"))),
+                match answer {
+                    JsonAnswer::Whole(body) => match Body::parse(body, self.messages.json()) {
+                        Ok(Body::Single(m)) => Ok(Reply::Message(m)),
+                        Ok(Body::Batch(b, _)) => Ok(Reply::Batch(b)),
+                        Err(e) => Err(UpstreamError::Protocol(format!("its JSON answer: {e}"))),
+                    },
+                    JsonAnswer::Lines {
+                        first,
+                        rest,
+                        scanner,
+                        body,
+                    } => {
+                        let first = Message::parse(first, self.messages.json()).map_err(|e| {
+                            UpstreamError::Protocol(format!("its JSON stream's first message: {e}"))
+                        })?;
+                        Ok(Reply::Stream(super::ndjson::lines(
+                            first,
+                            rest,
+                            scanner,
+                            body,
+                            self.messages.json(),
+                            self.messages.max_message_bytes,
+                            self.stream_idle_timeout,
+                        )))
+                    }
                 }
             }
             "text/event-stream" => Ok(Reply::Stream(self.events(resp.into_body()))),
@@ -427,48 +449,62 @@ struct Events {
     failed: bool,
 }
 
-/// Reads one message body, keeping at most `limit` bytes: past it, the rest is read only to be
-/// counted and hashed (until it ends or `timeout` passes), and the answer is
-/// [`UpstreamError::TooLarge`].
-async fn read_message(
+/// Reads an `application/json` answer up to the end of its first message: the whole reply when
+/// that message is the answer, else the start of a stream of messages ([`super::ndjson`]). A
+/// first message over `limit` is counted and hashed to its end, never buffered past it.
+async fn read_json_answer(
     mut body: Incoming,
     limit: usize,
     timeout: Duration,
-) -> Result<Bytes, UpstreamError> {
+) -> Result<JsonAnswer, UpstreamError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut kept = BytesMut::new();
-    let mut meter: Option<Meter> = None;
-    let whole = loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) if meter.is_none() => return Err(UpstreamError::Timeout(timeout)),
-            Err(_) => break false,
-            Ok(None) => break true,
-            Ok(Some(Err(e))) if meter.is_none() => {
+    let mut buf = BytesMut::new();
+    let mut scanner = Scanner::default();
+    loop {
+        let first = take_value(&mut buf, &mut scanner)
+            .map_err(|e| UpstreamError::Protocol(format!("its JSON answer: {e}")))?;
+        if let Some(first) = first {
+            if is_answer(&first) {
+                return Ok(JsonAnswer::Whole(first));
+            }
+            return Ok(JsonAnswer::Lines {
+                first,
+                rest: buf,
+                scanner,
+                body,
+            });
+        }
+        if buf.len() > limit {
+            let mut m = Meter::new(limit);
+            m.feed(&buf);
+            let whole = loop {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(None) => break true,
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            m.feed(&data);
+                        }
+                    }
+                    Err(_) | Ok(Some(Err(_))) => break false,
+                }
+            };
+            return Err(UpstreamError::TooLarge(Box::new(m.finish(whole))));
+        }
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(UpstreamError::Timeout(timeout)),
+            // The end: what there is (nothing complete) is refused by the parser, with why.
+            Ok(None) => return Ok(JsonAnswer::Whole(buf.freeze())),
+            Ok(Some(Err(e))) => {
                 return Err(UpstreamError::Closed(format!(
                     "the upstream closed the connection mid-response: {e}"
                 )));
             }
-            Ok(Some(Err(_))) => break false,
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        match &mut meter {
-            Some(m) => m.feed(&data),
-            None if kept.len() + data.len() > limit => {
-                let mut m = Meter::new(limit);
-                m.feed(&kept);
-                m.feed(&data);
-                kept = BytesMut::new();
-                meter = Some(m);
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
             }
-            None => kept.extend_from_slice(&data),
         }
-    };
-    match meter {
-        Some(m) => Err(UpstreamError::TooLarge(Box::new(m.finish(whole)))),
-        None => Ok(kept.freeze()),
     }
 }
 

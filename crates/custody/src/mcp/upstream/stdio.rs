@@ -10,7 +10,9 @@ mod child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use child::Child;
+use tokio::sync::mpsc;
+
+pub use child::{Child, ServerRequest};
 
 /// Requests in flight on one pooled process before the next one is used.
 pub const PER_PROCESS: usize = 16;
@@ -30,6 +32,9 @@ pub struct StdioUpstream {
     pool: Mutex<Vec<Arc<Child>>>,
     /// Processes running (sessions' and the pool's), with the endpoint's cap.
     processes: Arc<Gauge>,
+    /// Requests pooled processes send to the client, for the relay to answer.
+    server_requests: mpsc::Sender<child::ServerRequest>,
+    server_requests_rx: Mutex<Option<mpsc::Receiver<child::ServerRequest>>>,
 }
 
 impl StdioUpstream {
@@ -40,6 +45,7 @@ impl StdioUpstream {
         messages: MessageLimits,
         processes: Arc<Gauge>,
     ) -> Self {
+        let (server_requests, rx) = mpsc::channel(256);
         Self {
             endpoint: endpoint.into(),
             cfg,
@@ -47,7 +53,15 @@ impl StdioUpstream {
             messages,
             pool: Mutex::new(Vec::new()),
             processes,
+            server_requests,
+            server_requests_rx: Mutex::new(Some(rx)),
         }
+    }
+
+    /// The requests pooled processes send to the client (sampling, elicitation, roots), which
+    /// no stateless client can take: the relay answers them. Taken once.
+    pub fn take_server_requests(&self) -> Option<mpsc::Receiver<child::ServerRequest>> {
+        lock(&self.server_requests_rx).take()
     }
 
     /// A place for one more process, unless the endpoint's cap is reached.
@@ -69,6 +83,14 @@ impl StdioUpstream {
     /// # Errors
     /// [`UpstreamError::Spawn`] when the program cannot be started.
     pub fn spawn(&self, place: Permit) -> Result<Arc<Child>, UpstreamError> {
+        self.start(place, None)
+    }
+
+    fn start(
+        &self,
+        place: Permit,
+        server_requests: Option<mpsc::Sender<child::ServerRequest>>,
+    ) -> Result<Arc<Child>, UpstreamError> {
         Child::spawn(
             self.endpoint.clone(),
             &self.cfg,
@@ -76,6 +98,7 @@ impl StdioUpstream {
             self.credentials.scrub(),
             self.messages,
             place,
+            server_requests,
         )
     }
 
@@ -96,7 +119,7 @@ impl StdioUpstream {
             // With every place taken by sessions, the pool makes do with what it has.
             match self.reserve() {
                 Ok(place) => {
-                    let child = self.spawn(place)?;
+                    let child = self.start(place, Some(self.server_requests.clone()))?;
                     pool.push(child.clone());
                     return Ok(child);
                 }

@@ -52,6 +52,25 @@ pub struct Child {
     /// The credentials the gateway holds (the process's environment among them): scrubbed
     /// from what the process writes before the gateway's log sees it.
     scrub: Scrub,
+    /// Where a pooled process's requests to the client go: stateless clients cannot take them,
+    /// so the gateway answers them itself (recorded), and the call goes on.
+    server_requests: Option<mpsc::Sender<ServerRequest>>,
+}
+
+/// A request a pooled process sent to "the client" (sampling, elicitation, roots): the gateway
+/// records it and its answer, then writes the answer back with [`ServerRequest::answer`].
+pub struct ServerRequest {
+    pub message: Message,
+    reply: mpsc::Sender<Bytes>,
+}
+
+impl ServerRequest {
+    /// Writes `answer` (already recorded) to the process.
+    pub async fn answer(&self, answer: &Message) {
+        let mut line = answer.to_bytes().to_vec();
+        line.push(b'\n');
+        let _ = self.reply.send(Bytes::from(line)).await;
+    }
 }
 
 #[derive(Default)]
@@ -90,6 +109,7 @@ impl Child {
         scrub: Scrub,
         messages: MessageLimits,
         permit: crate::limits::Permit,
+        server_requests: Option<mpsc::Sender<ServerRequest>>,
     ) -> Result<Arc<Self>, UpstreamError> {
         let mut cmd = tokio::process::Command::new(&cfg.command);
         cmd.args(&cfg.args)
@@ -135,6 +155,7 @@ impl Child {
             gone: CancellationToken::new(),
             stopping: CancellationToken::new(),
             scrub: scrub.clone(),
+            server_requests,
         });
         tracing::info!(endpoint = %endpoint, pid = ?child.pid, command = %cfg.command.display(), "started upstream process");
 
@@ -187,27 +208,30 @@ impl Child {
         let internal = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_id = msg.id().cloned().unwrap_or(Value::Null);
         let long_lived = msg.method() == Some("subscriptions/listen");
+        let asked = msg.meta("progressToken").cloned();
+        let (tx, rx) = mpsc::unbounded_channel();
         let mut client_token = None;
         let mut token = None;
-        msg.edit(|value| {
-            value["id"] = json!(internal);
-            if let Some(t) = value.pointer_mut("/params/_meta/progressToken") {
-                if shared {
-                    // Clients sharing a process may pick the same token: give each its own.
-                    let ours = format!("custody-{internal}");
-                    client_token = Some(std::mem::replace(t, json!(ours)));
-                    token = Some(ours);
-                } else {
-                    // A session's tokens are unique within it (the spec requires so): keep them.
-                    token = Some(progress_key(t));
-                }
-            }
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
+        let mut rewrite = None;
         {
             let mut r = lock(&self.routes);
             if let Some(why) = &r.dead {
                 return Err(UpstreamError::Closed(why.clone()));
+            }
+            // The process sees the client's own progress token, unless another request in
+            // flight on this process already uses it (clients sharing a pooled process may
+            // pick the same one): only then does this request get a token of the gateway's.
+            // A session's tokens are unique within it (the spec requires so).
+            if let Some(t) = &asked {
+                let key = progress_key(t);
+                if shared && r.progress.contains_key(&key) {
+                    let ours = format!("custody-{internal}");
+                    client_token = Some(t.clone());
+                    rewrite = Some(ours.clone());
+                    token = Some(ours);
+                } else {
+                    token = Some(key);
+                }
             }
             r.order += 1;
             let order = r.order;
@@ -231,6 +255,16 @@ impl Child {
                 },
             );
         }
+        // The route is in place: edit the message outside the lock (re-serialising it costs its
+        // size).
+        msg.edit(|value| {
+            value["id"] = json!(internal);
+            if let (Some(ours), Some(t)) =
+                (&rewrite, value.pointer_mut("/params/_meta/progressToken"))
+            {
+                *t = json!(ours);
+            }
+        });
         self.touch();
         if let Err(e) = self.write(&msg).await {
             self.forget(internal);
@@ -380,6 +414,18 @@ impl Child {
                         send_or_standalone(&mut r, &tx, detached, msg);
                     }
                     None => self.unsolicited(&mut r, msg),
+                }
+            }
+            Kind::Request if self.server_requests.is_some() => {
+                drop(r);
+                let request = ServerRequest {
+                    message: msg,
+                    reply: self.stdin.clone(),
+                };
+                if let Some(tx) = &self.server_requests
+                    && tx.try_send(request).is_err()
+                {
+                    tracing::warn!(endpoint = %self.endpoint, "too many requests from a pooled process waiting to be answered; one dropped (its call times out)");
                 }
             }
             _ => self.unsolicited(&mut r, msg),

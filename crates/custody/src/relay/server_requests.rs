@@ -1,0 +1,107 @@
+//! Requests a pooled stdio process sends to "the client" in the middle of a call (sampling,
+//! elicitation, roots). The process serves stateless (2026-07-28) clients, who cannot take
+//! requests from a server: relayed, such a request would hang the call. The gateway answers it
+//! at once, as a 2026-07-28 client would (method not found), after recording both the request
+//! and its answer (the gateway as caller: the request may belong to any call the process is
+//! working on), and the call completes.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::code;
+use super::endpoint::Endpoint;
+use super::record::{Scope, json_text};
+use crate::audit::{Audit, Direction};
+use crate::identity::Principal;
+use crate::mask;
+use crate::mcp::message::Message;
+use crate::mcp::upstream::stdio::ServerRequest;
+
+/// Answers what the endpoint's pooled processes ask of the client, until they stop asking.
+pub(super) fn spawn(audit: Arc<Audit>, ep: Arc<Endpoint>, mut rx: mpsc::Receiver<ServerRequest>) {
+    tokio::spawn(async move {
+        while let Some(request) = rx.recv().await {
+            answer(&audit, &ep, request).await;
+        }
+    });
+}
+
+async fn answer(audit: &Arc<Audit>, ep: &Arc<Endpoint>, request: ServerRequest) {
+    let gateway = Principal::gateway();
+    let scope = Scope::new(
+        audit,
+        &ep.name,
+        None,
+        &gateway,
+        &ep.mask,
+        ep.messages.json(),
+    );
+    let msg = &request.message;
+    let method = msg.method().unwrap_or("").to_string();
+    let copies = ep.mask.copies(msg.value());
+    let mut detail = serde_json::Map::new();
+    detail.insert(
+        "answered_by_gateway".into(),
+        json!("a pooled process serves stateless clients, which take no requests from a server"),
+    );
+    if !copies.marks.is_empty() {
+        detail.insert("mask".into(), mask::report(&copies.marks));
+    }
+    let recorded = match &copies.audit {
+        Some(copy) => {
+            scope
+                .masked_copy(
+                    msg,
+                    copy,
+                    Direction::UpstreamToClient,
+                    None,
+                    json_text(detail),
+                )
+                .await
+        }
+        None => {
+            scope
+                .message_with(msg, Direction::UpstreamToClient, None, json_text(detail))
+                .await
+        }
+    };
+    let recorded = match recorded {
+        Ok(a) => a,
+        Err(e) => {
+            // Unrecorded, so unanswered: the call it belongs to times out rather than run on
+            // an answer the log does not hold.
+            tracing::error!(endpoint = %ep.name, method, "couldn't record a pooled process's request: {e}");
+            return;
+        }
+    };
+    let answer = json!({
+        "jsonrpc": "2.0",
+        "id": msg.id(),
+        // What a 2026-07-28 server says when a tool needs to ask the client: the same words,
+        // so the tool answers its client as it would direct.
+        "error": {
+            "code": code::METHOD_NOT_FOUND,
+            "message": "server-to-client requests need a session",
+            "data": { "method": method, "answered_by": "custody: the client speaks 2026-07-28 and takes no requests from the server" },
+        },
+    });
+    let Ok(answer) = Message::from_value(answer) else {
+        return;
+    };
+    if let Err(e) = scope
+        .message_with(
+            &answer,
+            Direction::Gateway,
+            Some(recorded.index),
+            String::new(),
+        )
+        .await
+    {
+        tracing::error!(endpoint = %ep.name, method, "couldn't record the gateway's answer to a pooled process's request: {e}");
+        return;
+    }
+    tracing::info!(endpoint = %ep.name, method, "a pooled process asked the client; answered for the stateless client");
+    request.answer(&answer).await;
+}
