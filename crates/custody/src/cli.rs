@@ -493,8 +493,14 @@ pub fn main() -> ExitCode {
         } => {
             let source = crate::connect::token::Source::detect(&audience, &token_env, token_file);
             match runtime(1).and_then(|rt| {
-                rt.block_on(crate::connect::run(&url, source, evidence.as_deref()))
-                    .map_err(anyhow::Error::from)
+                let result = rt
+                    .block_on(crate::connect::run(&url, source, evidence.as_deref()))
+                    .map_err(anyhow::Error::from);
+                // The read of stdin sits on a blocking thread that only returns when the
+                // client writes or closes it; a job's client keeps it open, so waiting for
+                // that thread (as dropping the runtime does) would keep connect running.
+                rt.shutdown_background();
+                result
             }) {
                 Ok(()) => Ok(()),
                 Err(e) => {
