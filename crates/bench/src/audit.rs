@@ -18,6 +18,8 @@ pub fn audit_config(dir: &Path, durability: Durability) -> AuditConfig {
         checkpoint_interval: Duration::from_secs(1),
         heartbeat_interval: Duration::from_secs(60),
         scrub_interval: None,
+        retention: None,
+        erasers: Vec::new(),
         predecessor: None,
     }
 }
@@ -43,6 +45,8 @@ pub fn draft(size: usize, n: u64) -> Draft {
         detail: String::new(),
         message: Bytes::from(message),
         mark: None,
+        headers: None,
+        erase: None,
     }
 }
 

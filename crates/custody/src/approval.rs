@@ -307,6 +307,8 @@ impl Pending {
             detail: detail.to_string(),
             message: Bytes::new(),
             mark,
+            headers: None,
+            erase: None,
         }
     }
 

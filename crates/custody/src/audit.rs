@@ -10,6 +10,7 @@
 //! * Keys (`keys.rs`): the Ed25519 log key, created on first start.
 
 mod checkpointer;
+pub mod erase;
 pub mod files;
 pub mod health;
 pub mod keys;
@@ -34,7 +35,7 @@ pub use tlog::entry::{Direction, Kind};
 use tlog::{Hash, Signer, Verifier};
 
 use crate::config::{AuditConfig, Durability};
-pub use crate::store::Mark;
+pub use crate::store::{Erase, Mark};
 use crate::store::{LogReader, SqliteReader, SqliteStore, Store, StoreError, StoredCheckpoint};
 use files::Files;
 use health::Health;
@@ -71,6 +72,13 @@ pub enum AuditError {
         max = tlog::entry::MAX_ENTRY_BYTES
     )]
     TooLarge(usize),
+    /// A version-2 entry's header (everything but its payloads) over its cap: refused where
+    /// it is made, never truncated.
+    #[error(
+        "the entry's header would be {0} bytes, over the {max} bytes a version-2 entry's header may hold (its payloads are not counted); it was not written",
+        max = tlog::entry::MAX_HEADER_BYTES
+    )]
+    HeaderTooLarge(usize),
     #[error(
         "the log's newest entries have waited {} for a checkpoint its witnesses cosign ({quorum}), longer than witness.max_lag ({}); calls are refused until the witnesses answer (GET /api/v1/log/witnesses says which do not)",
         humantime::format_duration(std::time::Duration::from_millis(u64::try_from(lag.as_millis()).unwrap_or(u64::MAX))),
@@ -105,6 +113,11 @@ pub struct Draft {
     pub message: Bytes,
     /// Whether this entry opens or closes a pending approval (committed with it).
     pub mark: Option<Mark>,
+    /// The upstream's recorded response headers (JSON, masked): a payload of their own in a
+    /// version-2 log (in `detail` in a version-1 log).
+    pub headers: Option<Bytes>,
+    /// Payloads this entry erases, in the same transaction (`payload_erased` entries only).
+    pub erase: Option<Erase>,
 }
 
 impl Draft {
@@ -124,13 +137,29 @@ impl Draft {
             detail,
             message: Bytes::new(),
             mark: None,
+            headers: None,
+            erase: None,
         }
     }
 
-    /// The size of the encoded entry, at most a few bytes over (the request field is counted
-    /// whether or not it is set).
-    pub fn encoded_len(&self) -> usize {
-        let strings = [
+    /// The payloads a version-2 entry commits to, in slot order (an empty message is none).
+    fn payloads(&self) -> impl Iterator<Item = (u8, &Bytes)> {
+        [
+            (
+                tlog::payload::MESSAGE,
+                Some(&self.message).filter(|m| !m.is_empty()),
+            ),
+            (tlog::payload::HEADERS, self.headers.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(slot, p)| p.map(|p| (slot, p)))
+    }
+
+    /// The size of the encoded entry in a log of `version`, at most a few bytes over (the
+    /// request field is counted whether or not it is set). In version 2 it is the header's:
+    /// the payloads are committed to, not held.
+    pub fn encoded_len(&self, version: u8) -> usize {
+        let mut strings = vec![
             self.endpoint.len(),
             self.session.as_deref().map_or(0, str::len),
             self.id.as_deref().map_or(0, str::len),
@@ -138,15 +167,54 @@ impl Draft {
             self.target.as_deref().map_or(0, str::len),
             self.caller.len(),
             self.detail.len().max(2),
-            self.message.len(),
         ];
+        if version == tlog::entry::V1 {
+            strings.push(self.message.len() + self.headers.as_ref().map_or(0, |h| h.len() + 24));
+        }
         // version, index, kind, direction, time, request flag and index, a length per field.
-        1 + 8 + 1 + 1 + 8 + 1 + 8 + strings.iter().map(|n| 4 + n).sum::<usize>()
+        let fixed = 1 + 8 + 1 + 1 + 8 + 1 + 8 + strings.iter().map(|n| 4 + n).sum::<usize>();
+        if version == tlog::entry::V1 {
+            fixed
+        } else {
+            fixed + 1 + self.payloads().count() * 41
+        }
     }
 
-    fn encode(&self, index: u64) -> Vec<u8> {
-        use std::borrow::Cow::Borrowed;
-        tlog::Entry {
+    /// The entry's bytes in a log of `version`, and (version 2) the payloads to store beside
+    /// it, each with the random opening of its commitment.
+    fn encode(&self, index: u64, version: u8) -> (Vec<u8>, Vec<crate::store::Payload>) {
+        use std::borrow::Cow::{Borrowed, Owned};
+        let mut payloads = Vec::new();
+        let mut commitments = Vec::new();
+        let mut detail = Borrowed(if self.detail.is_empty() {
+            "{}"
+        } else {
+            self.detail.as_str()
+        });
+        if version == tlog::entry::V2 {
+            for (slot, data) in self.payloads() {
+                let opening: [u8; 32] = rand::random();
+                commitments.push(tlog::payload::Commitment {
+                    slot,
+                    length: data.len() as u64,
+                    hash: tlog::payload::commit(&opening, data),
+                });
+                payloads.push(crate::store::Payload {
+                    slot,
+                    opening,
+                    data: data.clone(),
+                });
+            }
+        } else if let Some(h) = &self.headers {
+            // A version-1 log keeps the headers in the detail, as it always did.
+            let mut d: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&detail).unwrap_or_default();
+            if let Ok(v) = serde_json::from_slice(h) {
+                d.insert("upstream_headers".into(), v);
+            }
+            detail = Owned(serde_json::Value::Object(d).to_string());
+        }
+        let bytes = tlog::Entry {
             index,
             kind: self.kind,
             direction: self.direction,
@@ -158,14 +226,17 @@ impl Draft {
             target: Borrowed(self.target.as_deref().unwrap_or("")),
             caller: Borrowed(&self.caller),
             request: self.request,
-            detail: Borrowed(if self.detail.is_empty() {
-                "{}"
+            detail,
+            message: if version == tlog::entry::V1 {
+                Borrowed(&self.message[..])
             } else {
-                &self.detail
-            }),
-            message: Borrowed(&self.message),
+                Borrowed(&[][..])
+            },
+            version,
+            commitments,
         }
-        .encode()
+        .encode();
+        (bytes, payloads)
     }
 }
 
@@ -184,7 +255,7 @@ pub struct Head {
 }
 
 enum Job {
-    Append(Draft, oneshot::Sender<Result<Appended, AuditError>>),
+    Append(Box<Draft>, oneshot::Sender<Result<Appended, AuditError>>),
     /// Sign the tree as it stands if it is larger than `published` covers (see
     /// `sequencer::sign`); `None` when there is nothing new to sign.
     Sign {
@@ -220,8 +291,12 @@ pub struct Audit {
     sequencer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     lock: std::sync::Mutex<Option<files::DirLock>>,
     scrubbed: std::sync::Mutex<Option<scrub::Outcome>>,
+    /// Held while an erasure is checked and recorded, one at a time.
+    erasing: tokio::sync::Mutex<()>,
     /// The witnesses, once attached (`[witness]`).
     witnessing: std::sync::OnceLock<Arc<witnessing::Witnessing>>,
+    /// The log's entry version: 2, or 1 for a log created before.
+    entry_version: u8,
 }
 
 /// What opening the log found.
@@ -370,6 +445,15 @@ impl Audit {
         let db = data_dir.join(crate::store::FILE);
         let resumed = resume::resume(&mut store, &files, &verifier, &db)?;
         let created = resumed.latest.is_none();
+        // A log keeps the entry version it was created with; a new one is version 2.
+        let entry_version = match store.entry_version()? {
+            Some(v) => v,
+            None if created && resumed.range.size() == 0 => {
+                store.set_entry_version(tlog::entry::V2)?;
+                tlog::entry::V2
+            }
+            None => tlog::entry::V1,
+        };
         let pending_approvals = match SqliteReader::open(data_dir) {
             Ok(reader) => unfinished(&reader)?,
             Err(_) => Vec::new(),
@@ -407,6 +491,7 @@ impl Audit {
                 signer: signer.clone(),
                 health: health.clone(),
                 head: head_tx,
+                version: entry_version,
             },
             rx,
         );
@@ -425,7 +510,9 @@ impl Audit {
             sequencer: std::sync::Mutex::new(Some(handle)),
             lock: std::sync::Mutex::new(lock),
             scrubbed: std::sync::Mutex::new(None),
+            erasing: tokio::sync::Mutex::new(()),
             witnessing: std::sync::OnceLock::new(),
+            entry_version,
         });
         Ok(Opened {
             audit,
@@ -455,16 +542,30 @@ impl Audit {
             return Err(refusal);
         }
         // The log never holds an entry its own verifier refuses.
-        let size = draft.encoded_len();
-        if size > tlog::entry::MAX_ENTRY_BYTES {
-            return Err(AuditError::TooLarge(size));
+        let size = draft.encoded_len(self.entry_version);
+        if self.entry_version == tlog::entry::V2 && size > tlog::entry::MAX_HEADER_BYTES {
+            return Err(AuditError::HeaderTooLarge(size));
+        }
+        let largest = size.max(draft.message.len());
+        if largest > tlog::entry::MAX_ENTRY_BYTES {
+            return Err(AuditError::TooLarge(largest));
         }
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Append(draft, tx))
+            .send(Job::Append(Box::new(draft), tx))
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Principal names that may erase payloads through the API (`[audit] erasers`).
+    pub fn erasers(&self) -> &[String] {
+        &self.config.erasers
+    }
+
+    /// The log's entry version: `tlog::entry::V2`, or `V1` for a log created before it.
+    pub fn entry_version(&self) -> u8 {
+        self.entry_version
     }
 
     pub fn origin(&self) -> &str {

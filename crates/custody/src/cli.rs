@@ -249,7 +249,10 @@ enum Command {
     },
     /// Print audit entries as JSON lines (caller, message, detail embedded as JSON). Reading
     /// only; `custody verify` checks integrity.
+    #[command(args_conflicts_with_subcommands = true)]
     Log {
+        #[command(subcommand)]
+        command: Option<LogCommand>,
         /// The gateway's data directory.
         #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR)]
         data: PathBuf,
@@ -428,11 +431,22 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Log {
+            command: None,
             data,
             kind,
             from,
             limit,
         } => log::run(&data, &log::Filter { kind, from, limit }),
+        Command::Log {
+            command:
+                Some(LogCommand::Erase {
+                    config,
+                    index,
+                    reason,
+                }),
+            ..
+        } => serve::load(config.as_deref())
+            .and_then(|cfg| runtime(1)?.block_on(log::erase(&cfg, index, &reason))),
         Command::AuditHash { config, value } => (|| {
             let config = crate::config::Config::load(&config)?;
             let key = crate::mask::MaskKey::load(&config.mask_key_file, false)?;
@@ -554,4 +568,23 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Erase an entry's payloads (its message, its recorded headers) for good, recording a
+    /// `payload_erased` entry with the reason; the tree and every proof stay valid. Run it
+    /// with the gateway stopped; while it runs, use `POST /api/v1/log/entries/{index}/erase`.
+    Erase {
+        /// The gateway's configuration (its data directory and log key); default: the
+        /// embedded default's.
+        #[arg(long, short, env = "CUSTODY_CONFIG")]
+        config: Option<PathBuf>,
+        /// The entry whose payloads to erase.
+        #[arg(long)]
+        index: u64,
+        /// Why (the order, ticket or incident), recorded with the erasure.
+        #[arg(long)]
+        reason: String,
+    },
 }

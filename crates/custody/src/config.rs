@@ -196,6 +196,10 @@ pub struct AuditConfig {
     pub heartbeat_interval: Duration,
     /// How often the whole stored log is verified again in the background; `None`: never.
     pub scrub_interval: Option<Duration>,
+    /// Payloads older than this are erased in recorded batches; `None`: kept for good.
+    pub retention: Option<Duration>,
+    /// Principal names that may erase payloads through the API.
+    pub erasers: Vec<String>,
     /// A new log's predecessor: a file holding the last checkpoint of the log it follows.
     pub predecessor: Option<PathBuf>,
 }
@@ -771,6 +775,22 @@ impl Resolver<'_> {
             }
             Some(d) => Some(d),
         };
+        if let Some(r) = raw.retention
+            && r < Duration::from_secs(60 * 60)
+        {
+            return Err(self.err(
+                "audit.retention",
+                "must be at least 1h (payloads younger than that are still being read by calls and approvals); leave it out to keep payloads",
+            ));
+        }
+        for (i, name) in raw.erasers.iter().enumerate() {
+            if name.trim().is_empty() {
+                return Err(self.err(
+                    &format!("audit.erasers.{i}"),
+                    "must name a principal (a static token's name or an OIDC principal's name)",
+                ));
+            }
+        }
         Ok(AuditConfig {
             durability,
             origin: raw.origin,
@@ -778,6 +798,8 @@ impl Resolver<'_> {
             checkpoint_interval,
             heartbeat_interval,
             scrub_interval,
+            retention: raw.retention,
+            erasers: raw.erasers,
             predecessor: raw.predecessor,
         })
     }

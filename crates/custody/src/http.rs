@@ -4,6 +4,7 @@
 
 mod api;
 mod approvals;
+mod erase;
 mod guard;
 mod metadata;
 mod serve;
@@ -36,6 +37,9 @@ use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::message::Body;
 use crate::policy::Engine;
 use crate::relay::{At, Caller, Endpoint, Outcome, Relay, RelayError};
+
+/// How often retention (`[audit] retention`) looks for expired payloads.
+const RETENTION_EVERY: Duration = Duration::from_secs(60 * 60);
 
 struct App {
     relay: Arc<Relay>,
@@ -212,6 +216,7 @@ pub async fn start_with(
     let key_loaders = identity.start(&stop).await;
     let checkpointer = audit.start_checkpointer(stop.clone());
     let scrub = audit.start_scrub(stop.clone());
+    let retention = audit.start_retention(RETENTION_EVERY, stop.clone());
     let app = Arc::new(App {
         relay: relay.clone(),
         limiter: relay.limiter.clone(),
@@ -235,6 +240,7 @@ pub async fn start_with(
         .route("/api/v1/log/key", get(api::key))
         .route("/api/v1/log/consistency", get(api::consistency))
         .route("/api/v1/log/witnesses", get(api::witnesses))
+        .route("/api/v1/log/entries/{index}/erase", post(erase::erase))
         .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/approvals/{id}", get(approvals::show))
         .route("/api/v1/approvals/{id}/{verb}", post(approvals::decide))
@@ -298,6 +304,9 @@ pub async fn start_with(
             reaper.abort();
             if let Some(scrub) = scrub {
                 scrub.abort();
+            }
+            if let Some(r) = retention {
+                r.abort();
             }
             for loader in key_loaders {
                 loader.abort();

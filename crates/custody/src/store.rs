@@ -50,6 +50,29 @@ pub struct Row {
     pub data: Vec<u8>,
     /// Whether the entry opens or closes a pending approval.
     pub mark: Option<Mark>,
+    /// A version-2 entry's payloads, stored beside it in the same transaction.
+    pub payloads: Vec<Payload>,
+    /// When the entry was made (for retention), nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+    /// Payloads the entry erases, deleted in the same transaction.
+    pub erase: Option<Erase>,
+}
+
+/// A payload of a version-2 entry and the opening of its commitment.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub slot: u8,
+    pub opening: [u8; 32],
+    pub data: bytes::Bytes,
+}
+
+/// Which payloads a `payload_erased` entry erases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Erase {
+    /// These entries' payloads.
+    Indices(Vec<u64>),
+    /// The payloads of entries `from..to` made before `before_ns` (a retention batch).
+    Range { from: u64, to: u64, before_ns: u64 },
 }
 
 /// What an entry does to the set of pending approvals, committed with the entry itself so that
@@ -62,6 +85,9 @@ pub enum Mark {
     /// The approval with this id is over.
     Close(String),
 }
+
+/// A payload as stored: its slot, the opening of its commitment, its bytes.
+pub type StoredPayload = (u8, [u8; 32], Vec<u8>);
 
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +130,19 @@ pub trait Store: Send + 'static {
     /// # Errors
     /// [`StoreError`].
     fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+
+    /// The entry version of this log (`tlog::entry::V1` or `V2`); `None` for a store that
+    /// never said (a log created before version 2: version 1 if it holds entries).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn entry_version(&mut self) -> Result<Option<u8>, StoreError>;
+
+    /// Records the entry version of a new log. Durable on `Ok`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn set_entry_version(&mut self, version: u8) -> Result<(), StoreError>;
 
     /// The latest stored checkpoint, if any. Nothing in it is trusted until its signature is
     /// checked: the caller verifies.
@@ -161,6 +200,21 @@ pub trait LogReader {
         &self,
         f: impl FnMut(u64, Hash, &[u8]) -> Result<(), E>,
     ) -> Result<(), E>;
+    /// [`LogReader::for_each_entry`], with the payloads stored beside each entry (slot,
+    /// opening, bytes), in slot order.
+    ///
+    /// # Errors
+    /// [`StoreError`], or `f`'s error.
+    fn for_each_entry_with_payloads<E: From<StoreError>>(
+        &self,
+        f: impl FnMut(u64, Hash, &[u8], &[StoredPayload]) -> Result<(), E>,
+    ) -> Result<(), E>;
+    /// The payloads stored beside entry `index` (slot, opening, bytes), in slot order; empty
+    /// when erased or for a version-1 entry.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn payloads(&self, index: u64) -> Result<Vec<StoredPayload>, StoreError>;
 }
 
 /// Is there a log database in `dir`?
@@ -197,6 +251,16 @@ impl Store for Empty {
 
     fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
         Ok(None)
+    }
+
+    fn entry_version(&mut self) -> Result<Option<u8>, StoreError> {
+        Ok(None)
+    }
+
+    fn set_entry_version(&mut self, _: u8) -> Result<(), StoreError> {
+        Err(StoreError::Inconsistent(
+            "the empty store keeps nothing".into(),
+        ))
     }
 
     fn scan(&mut self, from: u64, to: u64, _: bool, _: &mut ScanFn<'_>) -> Result<(), StoreError> {

@@ -259,8 +259,16 @@ async fn tampering_is_detected_with_a_precise_message() {
     let mut data: Vec<u8> = db
         .query_row("SELECT data FROM entries WHERE idx = 4", [], |r| r.get(0))
         .unwrap();
-    let last = data.len() - 2;
-    data[last] ^= 0x20;
+    // A byte of the header (the first key of its first JSON field, past the fixed-size
+    // version, index, kind, direction and time), not of a payload commitment: with the leaf
+    // recomputed below, the signed root is what catches it.
+    let at = 19
+        + data[19..]
+            .windows(2)
+            .position(|w| w == b"{\"")
+            .expect("the entry holds JSON")
+        + 2;
+    data[at] ^= 0x20;
     db.execute("UPDATE entries SET data = ?1 WHERE idx = 4", params![data])
         .unwrap();
     drop(db);
@@ -328,7 +336,18 @@ async fn tampering_is_detected_with_a_precise_message() {
             params![i],
         )
         .unwrap();
+        // The payloads move with their entries, as a careful forger would move them.
+        db.execute(
+            "UPDATE payloads SET idx = idx + 1 WHERE idx = ?1",
+            params![i],
+        )
+        .unwrap();
     }
+    db.execute(
+        "INSERT INTO payloads SELECT 2, slot, time_ns, opening, data FROM payloads WHERE idx = 1",
+        [],
+    )
+    .unwrap();
     let mut forged = entries(dir.path())[1].clone();
     forged.index = 2;
     forged.detail = "{\"forged\":true}".into();

@@ -70,6 +70,14 @@ impl Store for FullDisk {
         Ok(None)
     }
 
+    fn entry_version(&mut self) -> Result<Option<u8>, StoreError> {
+        Ok(Some(tlog::entry::V2))
+    }
+
+    fn set_entry_version(&mut self, _: u8) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn scan(
         &mut self,
         from: u64,
@@ -101,6 +109,8 @@ async fn a_full_disk_logs_one_error_and_one_recovery_not_a_line_per_batch() {
         checkpoint_interval: std::time::Duration::from_secs(60),
         heartbeat_interval: std::time::Duration::from_secs(60),
         scrub_interval: None,
+        retention: None,
+        erasers: Vec::new(),
         predecessor: None,
     };
     let store = FullDisk::default();

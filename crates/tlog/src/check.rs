@@ -45,6 +45,18 @@ pub struct Summary {
     pub first_time_ns: Option<u64>,
     pub last_time_ns: Option<u64>,
     pub unanswered_requests: u64,
+    /// Version-2 entries whose payloads were checked against their commitments.
+    pub payloads_checked: u64,
+    /// Entries whose payloads were erased, each erasure recorded by a `payload_erased` entry.
+    pub erased: Vec<u64>,
+}
+
+/// A payload as the store keeps it beside its entry.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredPayload<'a> {
+    pub slot: u8,
+    pub opening: &'a [u8; 32],
+    pub data: &'a [u8],
 }
 
 /// The request an answer must match.
@@ -68,6 +80,12 @@ pub struct LogCheck {
     kinds: HashMap<Kind, u64>,
     /// Leaf hashes that entries must have (from receipts the caller holds), by index.
     leaves: HashMap<u64, (Hash, String)>,
+    /// Whether payloads are fed with their entries (a check from tiles has none).
+    payloads: bool,
+    /// Entries whose payloads are missing, not (yet) explained by a `payload_erased` entry.
+    missing: std::collections::BTreeMap<u64, u8>,
+    /// Erasures recorded so far: listed indices, and index ranges (retention).
+    erasures: (HashSet<u64>, Vec<(u64, u64)>),
     summary: Summary,
 }
 
@@ -83,8 +101,18 @@ impl LogCheck {
             answered: HashSet::new(),
             kinds: HashMap::new(),
             leaves: HashMap::new(),
+            payloads: true,
+            missing: std::collections::BTreeMap::new(),
+            erasures: (HashSet::new(), Vec::new()),
             summary: Summary::default(),
         }
+    }
+
+    /// A check that is not given payloads (from tiles, which hold only the entries' headers):
+    /// version-2 entries are checked without them.
+    pub fn without_payloads(mut self) -> Self {
+        self.payloads = false;
+        self
     }
 
     /// Adds a signed checkpoint the log must match; `source` names it in problems (e.g.
@@ -150,6 +178,21 @@ impl LogCheck {
         bytes: &[u8],
         stored_leaf: Option<Hash>,
     ) -> Result<(), Problem> {
+        self.push_with(stored_index, bytes, stored_leaf, &[])
+    }
+
+    /// [`LogCheck::push`], with the payloads the store keeps beside the entry: each must open
+    /// its commitment; a missing one must be explained by a later `payload_erased` entry.
+    ///
+    /// # Errors
+    /// The first [`Problem`] with this entry, its payloads, or a checkpoint it completes.
+    pub fn push_with(
+        &mut self,
+        stored_index: u64,
+        bytes: &[u8],
+        stored_leaf: Option<Hash>,
+        payloads: &[StoredPayload<'_>],
+    ) -> Result<(), Problem> {
         let i = self.range.size();
         if i == 0 {
             // Checkpoints of the empty tree (a new log signs one at once).
@@ -193,12 +236,94 @@ impl LogCheck {
                 ),
             ));
         }
+        self.payloads(i, &entry, payloads)?;
         self.pair(i, &entry)?;
         *self.kinds.entry(entry.kind).or_default() += 1;
         self.summary.first_time_ns.get_or_insert(entry.time_ns);
         self.summary.last_time_ns = Some(entry.time_ns);
         self.range.append(leaf, |_| {});
         self.match_checkpoints()
+    }
+
+    fn payloads(
+        &mut self,
+        i: u64,
+        e: &Entry<'_>,
+        payloads: &[StoredPayload<'_>],
+    ) -> Result<(), Problem> {
+        if e.kind == Kind::PayloadErased {
+            self.erased(i, e)?;
+        }
+        if !self.payloads {
+            return Ok(());
+        }
+        for p in payloads {
+            if !e.commitments.iter().any(|c| c.slot == p.slot) {
+                return Err(problem(
+                    i,
+                    format!(
+                        "a payload (slot {}) is stored for it, but it commits to none there: one was added",
+                        p.slot
+                    ),
+                ));
+            }
+        }
+        if e.commitments.is_empty() {
+            return Ok(());
+        }
+        self.summary.payloads_checked += 1;
+        for c in &e.commitments {
+            match payloads.iter().find(|p| p.slot == c.slot) {
+                Some(p) if crate::payload::opens(c, p.opening, p.data) => {}
+                Some(_) => {
+                    return Err(problem(
+                        i,
+                        format!(
+                            "its payload (slot {}) does not open its commitment: the payload was changed after it was written",
+                            c.slot
+                        ),
+                    ));
+                }
+                None => {
+                    self.missing.insert(i, c.slot);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A `payload_erased` entry: the erasures it records, which must name earlier entries.
+    fn erased(&mut self, i: u64, e: &Entry<'_>) -> Result<(), Problem> {
+        let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
+        let earlier = |x: u64| -> Result<u64, Problem> {
+            if x >= i {
+                return Err(problem(
+                    i,
+                    format!("it records the erasure of entry {x}, which is not earlier in the log"),
+                ));
+            }
+            Ok(x)
+        };
+        if let Some(list) = detail.get("indices").and_then(serde_json::Value::as_array) {
+            for x in list.iter().filter_map(serde_json::Value::as_u64) {
+                let x = earlier(x)?;
+                self.erasures.0.insert(x);
+                self.missing.remove(&x);
+            }
+        }
+        if let (Some(from), Some(to)) = (
+            detail.get("from").and_then(serde_json::Value::as_u64),
+            detail.get("to").and_then(serde_json::Value::as_u64),
+        ) {
+            earlier(to.saturating_sub(1))?;
+            self.erasures.1.push((from, to));
+            let gone: Vec<u64> = self.missing.range(from..to).map(|(k, _)| *k).collect();
+            for x in gone {
+                self.missing.remove(&x);
+                self.erasures.0.insert(x);
+            }
+        }
+        Ok(())
     }
 
     fn pair(&mut self, i: u64, e: &Entry<'_>) -> Result<(), Problem> {
@@ -312,6 +437,17 @@ impl LogCheck {
                 ),
             ));
         }
+        if let Some((index, slot)) = self.missing.iter().next() {
+            return Err(problem(
+                *index,
+                format!(
+                    "its payload (slot {slot}) is missing, and no payload_erased entry records its erasure: it was deleted"
+                ),
+            ));
+        }
+        let mut erased: Vec<u64> = self.erasures.0.iter().copied().collect();
+        erased.sort_unstable();
+        self.summary.erased = erased;
         let mut kinds: Vec<(&'static str, u64)> =
             self.kinds.iter().map(|(k, n)| (k.name(), *n)).collect();
         kinds.sort();

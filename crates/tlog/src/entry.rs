@@ -1,4 +1,10 @@
-//! custody's log entry, version 1: what the gateway saw, who sent it, and when.
+//! custody's log entry: what the gateway saw, who sent it, and when.
+//!
+//! Version 2 (every new log) keeps the header in the tree and each payload (the masked message,
+//! the recorded upstream headers) *beside* it, as a salted commitment (see [`crate::payload`]):
+//! the encoded entry stays under [`MAX_HEADER_BYTES`] (so the log can be published as C2SP
+//! tlog-tiles, whose entries are at most 65,535 bytes), and a payload can be erased without
+//! changing a leaf. Version 1 (logs created before) holds the message itself.
 //!
 //! The encoding is canonical by construction (fixed-width integers, length-prefixed fields, no
 //! optional padding, nothing after the last field): bytes that decode re-encode to themselves,
@@ -18,7 +24,9 @@
 //! str caller           JSON text describing who sent it
 //! u8  has_request + u64 request   (a response names its request's index)
 //! str detail           JSON object text, kind-specific
-//! bytes message        the JSON-RPC message as it crossed the gateway
+//! bytes message        (v1) the JSON-RPC message as it crossed the gateway
+//! u8  count            (v2) payload commitments, then each:
+//!     u8 slot, u64 length, [32] commitment
 //! ```
 //! All integers are big-endian; `str` and `bytes` are a u32 length and that many bytes
 //! (`str` is UTF-8).
@@ -27,7 +35,11 @@ use std::borrow::Cow;
 
 /// The largest encoded entry accepted by [`Entry::decode`].
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
-const VERSION: u8 = 1;
+/// The largest encoded version-2 entry (its header): a larger one is refused where it is made.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The entry versions.
+pub const V1: u8 = 1;
+pub const V2: u8 = 2;
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +84,9 @@ pub enum Kind {
     /// The first entry of a log started after another log's data was lost: `detail` names the
     /// old log's origin and last signed checkpoint, so the chain of custody has no silent gap.
     Predecessor = 22,
+    /// Payloads of earlier entries were erased (by a person, or by retention): `detail` names
+    /// the entries (`indices`, or `before` for a retention batch), the reason and who.
+    PayloadErased = 23,
 }
 
 impl Kind {
@@ -100,6 +115,7 @@ impl Kind {
             20 => NotificationFailed,
             21 => Alarm,
             22 => Predecessor,
+            23 => PayloadErased,
             _ => return None,
         })
     }
@@ -129,6 +145,7 @@ impl Kind {
             NotificationFailed => "notification_failed",
             Alarm => "alarm",
             Predecessor => "predecessor",
+            PayloadErased => "payload_erased",
         }
     }
 
@@ -196,7 +213,12 @@ pub struct Entry<'a> {
     pub caller: Cow<'a, str>,
     pub request: Option<u64>,
     pub detail: Cow<'a, str>,
+    /// Version 1: the message itself. Version 2: empty (the payloads are committed to).
     pub message: Cow<'a, [u8]>,
+    /// [`V1`] or [`V2`].
+    pub version: u8,
+    /// Version 2: the commitments to the entry's payloads, in slot order.
+    pub commitments: Vec<crate::payload::Commitment>,
 }
 
 /// Why bytes are not an entry.
@@ -218,6 +240,10 @@ pub enum DecodeError {
     Flag(u8),
     #[error("{0} bytes follow the last field")]
     Trailing(usize),
+    #[error("a version-2 entry is larger than {MAX_HEADER_BYTES} bytes")]
+    HeaderTooLarge,
+    #[error("payload slot {0} is out of order or repeated")]
+    Slot(u8),
 }
 
 struct Reader<'a> {
@@ -274,8 +300,11 @@ impl<'a> Entry<'a> {
         }
         let mut r = Reader { b };
         let version = r.u8("version")?;
-        if version != VERSION {
+        if version != V1 && version != V2 {
             return Err(DecodeError::Version(version));
+        }
+        if version == V2 && b.len() > MAX_HEADER_BYTES {
+            return Err(DecodeError::HeaderTooLarge);
         }
         let index = r.u64("index")?;
         let kind = r.u8("kind")?;
@@ -295,7 +324,30 @@ impl<'a> Entry<'a> {
             f => return Err(DecodeError::Flag(f)),
         };
         let detail = r.str("detail")?;
-        let message = Cow::Borrowed(r.bytes("message")?);
+        let mut commitments = Vec::new();
+        let message = if version == V1 {
+            Cow::Borrowed(r.bytes("message")?)
+        } else {
+            let count = r.u8("payload count")?;
+            for _ in 0..count {
+                let slot = r.u8("payload slot")?;
+                if commitments
+                    .last()
+                    .is_some_and(|c: &crate::payload::Commitment| c.slot >= slot)
+                {
+                    return Err(DecodeError::Slot(slot));
+                }
+                let length = r.u64("payload length")?;
+                let hash = r.take(32, "payload commitment")?;
+                commitments.push(crate::payload::Commitment {
+                    slot,
+                    length,
+                    hash: crate::hash::Hash::from_slice(hash)
+                        .ok_or(DecodeError::Truncated("payload commitment"))?,
+                });
+            }
+            Cow::Borrowed(&[][..])
+        };
         if !r.b.is_empty() {
             return Err(DecodeError::Trailing(r.b.len()));
         }
@@ -313,6 +365,8 @@ impl<'a> Entry<'a> {
             request,
             detail,
             message,
+            version,
+            commitments,
         })
     }
 
@@ -336,9 +390,11 @@ impl<'a> Entry<'a> {
             + 8
             + strings.iter().map(|s| 4 + s.len()).sum::<usize>()
             + 4
-            + self.message.len();
+            + self.message.len()
+            + 1
+            + self.commitments.len() * 41;
         let mut out = Vec::with_capacity(len);
-        out.push(VERSION);
+        out.push(self.version);
         out.extend_from_slice(&self.index.to_be_bytes());
         out.push(self.kind as u8);
         out.push(self.direction as u8);
@@ -357,7 +413,17 @@ impl<'a> Entry<'a> {
             }
         }
         put_bytes(&mut out, self.detail.as_bytes());
-        put_bytes(&mut out, &self.message);
+        if self.version == V1 {
+            put_bytes(&mut out, &self.message);
+        } else {
+            let count = u8::try_from(self.commitments.len()).expect("at most 255 payloads");
+            out.push(count);
+            for c in &self.commitments {
+                out.push(c.slot);
+                out.extend_from_slice(&c.length.to_be_bytes());
+                out.extend_from_slice(&c.hash.0);
+            }
+        }
         out
     }
 
@@ -376,6 +442,8 @@ impl<'a> Entry<'a> {
             request: self.request,
             detail: Cow::Owned(self.detail.into_owned()),
             message: Cow::Owned(self.message.into_owned()),
+            version: self.version,
+            commitments: self.commitments,
         }
     }
 }
@@ -399,6 +467,8 @@ mod tests {
             request: Some(6),
             detail: "{}".into(),
             message: Cow::Owned(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}".to_vec()),
+            version: V1,
+            commitments: Vec::new(),
         }
     }
 
@@ -414,9 +484,9 @@ mod tests {
     #[test]
     fn every_malformation_is_named() {
         let bytes = sample().encode();
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert_eq!(Entry::decode(&v2), Err(DecodeError::Version(2)));
+        let mut v3 = bytes.clone();
+        v3[0] = 3;
+        assert_eq!(Entry::decode(&v3), Err(DecodeError::Version(3)));
         let mut kind = bytes.clone();
         kind[9] = 99;
         assert_eq!(Entry::decode(&kind), Err(DecodeError::Kind(99)));

@@ -29,6 +29,7 @@ pub mod cosignature;
 pub mod entry;
 pub mod hash;
 pub mod note;
+pub mod payload;
 pub mod policy;
 pub mod proof;
 pub mod receipt;

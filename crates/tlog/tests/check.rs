@@ -28,6 +28,8 @@ fn entry(index: u64, kind: Kind, request: Option<u64>) -> Vec<u8> {
         request,
         detail: "{}".into(),
         message: Cow::Owned(format!("{{\"n\":{index}}}").into_bytes()),
+        version: tlog::entry::V1,
+        commitments: Vec::new(),
     }
     .encode()
 }

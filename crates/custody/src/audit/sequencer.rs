@@ -40,6 +40,8 @@ pub struct Sequencer<S> {
     pub signer: Arc<Signer>,
     pub health: Arc<Health>,
     pub head: watch::Sender<Head>,
+    /// The log's entry version (`tlog::entry::V1` or `V2`).
+    pub version: u8,
 }
 
 /// Signs a checkpoint of `range`.
@@ -82,7 +84,7 @@ fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Append(draft, reply) => batch.push((draft, reply)),
+                Job::Append(draft, reply) => batch.push((*draft, reply)),
                 Job::Stop(reply) => {
                     stop = Some(reply);
                     break;
@@ -171,7 +173,7 @@ impl<S: Store> Sequencer<S> {
         let mut nodes: Vec<Node> = Vec::new();
         let mut rows = Vec::with_capacity(batch.len());
         for (k, (draft, _)) in batch.iter().enumerate() {
-            let data = draft.encode(first + k as u64);
+            let (data, payloads) = draft.encode(first + k as u64, self.version);
             let leaf = leaf_hash(&data);
             next.append(leaf, |n| {
                 if n.level >= NODE_LEVEL {
@@ -182,6 +184,9 @@ impl<S: Store> Sequencer<S> {
                 leaf,
                 data,
                 mark: draft.mark.clone(),
+                payloads,
+                time_ns: draft.time_ns,
+                erase: draft.erase.clone(),
             });
         }
         // 3. One transaction, one fsync.

@@ -76,6 +76,14 @@ impl Store for FaultyStore {
         Ok(None)
     }
 
+    fn entry_version(&mut self) -> Result<Option<u8>, StoreError> {
+        Ok(Some(tlog::entry::V2))
+    }
+
+    fn set_entry_version(&mut self, _: u8) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn scan(
         &mut self,
         from: u64,
@@ -100,6 +108,8 @@ fn config(dir: &std::path::Path) -> AuditConfig {
         checkpoint_interval: Duration::from_millis(50),
         heartbeat_interval: Duration::from_secs(60),
         scrub_interval: None,
+        retention: None,
+        erasers: Vec::new(),
         predecessor: None,
     }
 }
@@ -340,11 +350,22 @@ async fn an_entry_the_verifier_would_refuse_is_never_written() {
     let store = FaultyStore::default();
     let (audit, _dir) = open(store.clone());
     let mut d = draft(1);
-    let exact = d.encode(0).len();
-    assert!(d.encoded_len() >= exact && d.encoded_len() <= exact + 8);
-    d.message = Bytes::from(vec![b' '; tlog::entry::MAX_ENTRY_BYTES]);
+    for version in [tlog::entry::V1, tlog::entry::V2] {
+        let exact = d.encode(0, version).0.len();
+        let estimate = d.encoded_len(version);
+        assert!(estimate >= exact && estimate <= exact + 8, "v{version}");
+    }
+    d.message = Bytes::from(vec![b' '; tlog::entry::MAX_ENTRY_BYTES + 1]);
     let err = audit.append(d).await.unwrap_err();
     assert!(matches!(err, AuditError::TooLarge(_)), "{err}");
+    // A version-2 header over its cap is refused where it is made, never truncated.
+    let mut d = draft(1);
+    d.detail = format!(
+        "{{\"big\":\"{}\"}}",
+        "x".repeat(tlog::entry::MAX_HEADER_BYTES)
+    );
+    let err = audit.append(d).await.unwrap_err();
+    assert!(matches!(err, AuditError::HeaderTooLarge(_)), "{err}");
     assert!(store.0.lock().unwrap().rows.is_empty());
     assert_eq!(audit.append(draft(2)).await.unwrap().index, 0);
 }

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use tlog::check::{LogCheck, Problem, Summary};
+use tlog::check::{LogCheck, Problem, StoredPayload, Summary};
 use tlog::{Hash, InclusionReceipt, Verifier};
 
 use super::files::{CHECKPOINTS_FILE, HEAD_FILE};
@@ -160,8 +160,18 @@ pub fn check<R: LogReader>(
     for l in leaves {
         c.expect_leaf(l.index, l.leaf, &l.label);
     }
-    let scanned = reader
-        .for_each_entry(|idx, leaf, data| c.push(idx, data, Some(leaf)).map_err(Stop::Problem));
+    let scanned = reader.for_each_entry_with_payloads(|idx, leaf, data, payloads| {
+        let payloads: Vec<StoredPayload<'_>> = payloads
+            .iter()
+            .map(|(slot, opening, data)| StoredPayload {
+                slot: *slot,
+                opening,
+                data,
+            })
+            .collect();
+        c.push_with(idx, data, Some(leaf), &payloads)
+            .map_err(Stop::Problem)
+    });
     match scanned {
         Ok(()) => c.finish(),
         Err(Stop::Problem(p)) => Err(p),

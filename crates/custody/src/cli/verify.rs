@@ -187,6 +187,8 @@ fn summary_json(s: &Summary, v: &Verifier, key: &str) -> serde_json::Value {
         "first_time_ns": s.first_time_ns,
         "last_time_ns": s.last_time_ns,
         "unanswered_requests": s.unanswered_requests,
+        "payloads_checked": s.payloads_checked,
+        "erased": s.erased,
     })
 }
 
@@ -205,6 +207,23 @@ fn print_summary(s: &Summary, v: &Verifier, key: &str, data: &Path, places: &[St
         None => out!("  checkpoints    none"),
     }
     out!("  checked against {}", places.join(", "));
+    if s.payloads_checked > 0 || !s.erased.is_empty() {
+        let erased = if s.erased.is_empty() {
+            "none erased".to_string()
+        } else {
+            let shown: Vec<String> = s.erased.iter().take(20).map(u64::to_string).collect();
+            format!(
+                "{} erased, each recorded by a payload_erased entry (entries {}{})",
+                s.erased.len(),
+                shown.join(", "),
+                if s.erased.len() > 20 { ", …" } else { "" }
+            )
+        };
+        out!(
+            "  payloads       {} entries' payloads open their commitments; {erased}",
+            s.payloads_checked
+        );
+    }
     if !s.trusted.is_empty() {
         let sizes: Vec<String> = s.trusted.iter().map(u64::to_string).collect();
         out!(

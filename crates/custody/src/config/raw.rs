@@ -145,6 +145,14 @@ pub struct RawAudit {
     /// `"0s"` turns the scrub off.
     #[serde(default, with = "humantime_serde")]
     pub scrub_interval: Option<Duration>,
+    /// Payloads (messages, recorded headers) older than this are erased in recorded batches;
+    /// headers and the tree are kept. Version-2 logs only. Default: kept for good.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// Principal names that may erase a payload through the API
+    /// (`POST /api/v1/log/entries/{index}/erase`). Default: none.
+    #[serde(default)]
+    pub erasers: Vec<String>,
     /// Only for a new log that follows one whose entries were lost: a file holding the old
     /// log's last checkpoint (its `checkpoints.jsonl`, `log.head`, or a signed note). The new
     /// log's first entry names it.

@@ -23,11 +23,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The caller, or the 401 to answer with. Refused tokens are charged to the address and
 /// counted like any other; an address past its refusal budget gets 429 unread.
-async fn who(
+pub(super) async fn who(
     app: &App,
     headers: &HeaderMap,
     method: &Method,
     peer: SocketAddr,
+    api: &str,
 ) -> Result<Arc<Principal>, Response> {
     let address = peer.to_string();
     let at = At {
@@ -54,7 +55,9 @@ async fn who(
         Ok(_) => {
             let mut resp = error(
                 StatusCode::UNAUTHORIZED,
-                "the approvals API needs a bearer token (anonymous callers cannot see or decide approvals)",
+                format!(
+                    "the {api} API needs a bearer token that names who you are; anonymous callers are refused"
+                ),
             );
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -90,7 +93,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let principal = match who(&app, &headers, &Method::GET, peer).await {
+    let principal = match who(&app, &headers, &Method::GET, peer, "approvals").await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -111,7 +114,7 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let principal = match who(&app, &headers, &Method::GET, peer).await {
+    let principal = match who(&app, &headers, &Method::GET, peer, "approvals").await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -150,7 +153,7 @@ pub async fn decide(
             );
         }
     };
-    let principal = match who(&app, &headers, &Method::POST, peer).await {
+    let principal = match who(&app, &headers, &Method::POST, peer, "approvals").await {
         Ok(p) => p,
         Err(resp) => return resp,
     };

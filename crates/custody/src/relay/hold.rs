@@ -287,7 +287,7 @@ async fn waiting_notice(
     let detail = json!({ "approval": pending.id }).to_string();
     // What the client is told is in the log first, like everything else it receives.
     if scope
-        .message_with(&msg, Direction::Gateway, None, detail)
+        .message_with(&msg, Direction::Gateway, None, detail, None)
         .await
         .is_ok()
     {

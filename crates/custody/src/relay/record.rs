@@ -69,12 +69,19 @@ impl Scope {
                     Direction::ClientToUpstream,
                     None,
                     json_text(detail),
+                    None,
                 )
                 .await
             }
             None => {
-                self.message_with(msg, Direction::ClientToUpstream, None, json_text(detail))
-                    .await
+                self.message_with(
+                    msg,
+                    Direction::ClientToUpstream,
+                    None,
+                    json_text(detail),
+                    None,
+                )
+                .await
             }
         }
     }
@@ -94,6 +101,8 @@ impl Scope {
             detail: String::new(),
             message: bytes::Bytes::new(),
             mark: None,
+            headers: None,
+            erase: None,
         }
     }
 
@@ -108,9 +117,11 @@ impl Scope {
         direction: Direction,
         request: Option<u64>,
         detail: String,
+        headers: Option<bytes::Bytes>,
     ) -> Result<Appended, RelayError> {
         let kind = entry_kind(msg);
         let mut d = self.draft(kind, direction);
+        d.headers = headers;
         d.id = msg.id().map(Value::to_string);
         d.method = msg.method().map(str::to_string);
         d.target = msg.target_name().map(str::to_string);
@@ -130,9 +141,11 @@ impl Scope {
         direction: Direction,
         request: Option<u64>,
         detail: String,
+        headers: Option<bytes::Bytes>,
     ) -> Result<Appended, RelayError> {
         let kind = entry_kind(original);
         let mut d = self.draft(kind, direction);
+        d.headers = headers;
         d.id = copy.get("id").map(Value::to_string);
         d.method = copy
             .get("method")

@@ -227,5 +227,7 @@ fn draft(c: Counted<Key, Sample>) -> Draft {
         detail: detail.to_string(),
         message: bytes::Bytes::new(),
         mark: None,
+        headers: None,
+        erase: None,
     }
 }

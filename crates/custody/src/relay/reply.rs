@@ -161,10 +161,11 @@ impl Ctx {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(mut h) = headers.filter(|h| !h.is_empty()) {
+        // The recorded response headers: a payload of their own in a version-2 log.
+        let headers = headers.filter(|h| !h.is_empty()).map(|mut h| {
             marks.extend(self.scope.mask.headers(&mut h));
-            detail.insert("upstream_headers".into(), Value::Object(h));
-        }
+            Bytes::from(Value::Object(h).to_string())
+        });
         if !marks.is_empty() {
             detail.insert("mask".into(), mask::report(&marks));
         }
@@ -178,6 +179,7 @@ impl Ctx {
                         Direction::UpstreamToClient,
                         request_index,
                         json_text(detail),
+                        headers,
                     )
                     .await?
             }
@@ -188,6 +190,7 @@ impl Ctx {
                         Direction::UpstreamToClient,
                         request_index,
                         json_text(detail),
+                        headers,
                     )
                     .await?
             }

@@ -58,12 +58,19 @@ async fn answer(audit: &Arc<Audit>, ep: &Arc<Endpoint>, request: ServerRequest) 
                     Direction::UpstreamToClient,
                     None,
                     json_text(detail),
+                    None,
                 )
                 .await
         }
         None => {
             scope
-                .message_with(msg, Direction::UpstreamToClient, None, json_text(detail))
+                .message_with(
+                    msg,
+                    Direction::UpstreamToClient,
+                    None,
+                    json_text(detail),
+                    None,
+                )
                 .await
         }
     };
@@ -96,6 +103,7 @@ async fn answer(audit: &Arc<Audit>, ep: &Arc<Endpoint>, request: ServerRequest) 
             Direction::Gateway,
             Some(recorded.index),
             String::new(),
+            None,
         )
         .await
     {

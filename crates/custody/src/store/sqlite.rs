@@ -8,7 +8,10 @@ use tlog::compact::Node;
 use tlog::proof::HashStore;
 use tlog::{CompactRange, Hash, node_hash};
 
-use super::{LogReader, Mark, NODE_LEVEL, Row, ScanFn, Store, StoreError, StoredCheckpoint};
+use super::{
+    Erase, LogReader, Mark, NODE_LEVEL, Row, ScanFn, Store, StoreError, StoredCheckpoint,
+    StoredPayload,
+};
 use crate::config::Durability;
 
 /// The database file in a data directory.
@@ -34,6 +37,19 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS pending_approvals (
     id    TEXT PRIMARY KEY,
     entry INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payloads (
+    idx     INTEGER NOT NULL,
+    slot    INTEGER NOT NULL,
+    time_ns INTEGER NOT NULL,
+    opening BLOB NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (idx, slot)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS payloads_by_time ON payloads (time_ns);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 ";
 
@@ -121,6 +137,49 @@ impl Store for SqliteStore {
                 node.execute(params![n.level, i64_of(n.index), &n.hash.0[..]])
                     .map_err(StoreError::sql("insert a tree node"))?;
             }
+            let mut payload = tx
+                .prepare_cached(
+                    "INSERT INTO payloads (idx, slot, time_ns, opening, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(StoreError::sql("prepare the payload insert"))?;
+            for (k, row) in rows.iter().enumerate() {
+                for p in &row.payloads {
+                    payload
+                        .execute(params![
+                            i64_of(first + k as u64),
+                            p.slot,
+                            i64_of(row.time_ns),
+                            &p.opening[..],
+                            &p.data[..]
+                        ])
+                        .map_err(StoreError::sql("insert a payload"))?;
+                }
+                match &row.erase {
+                    None => {}
+                    Some(Erase::Indices(list)) => {
+                        let mut del = tx
+                            .prepare_cached("DELETE FROM payloads WHERE idx = ?1")
+                            .map_err(StoreError::sql("prepare the payload erasure"))?;
+                        for i in list {
+                            del.execute(params![i64_of(*i)])
+                                .map_err(StoreError::sql("erase a payload"))?;
+                        }
+                    }
+                    Some(Erase::Range {
+                        from,
+                        to,
+                        before_ns,
+                    }) => {
+                        tx.prepare_cached(
+                            "DELETE FROM payloads WHERE idx >= ?1 AND idx < ?2 AND time_ns < ?3",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![i64_of(*from), i64_of(*to), i64_of(*before_ns)])
+                        })
+                        .map_err(StoreError::sql("erase payloads"))?;
+                    }
+                }
+            }
             for (k, row) in rows.iter().enumerate() {
                 match &row.mark {
                     None => {}
@@ -188,6 +247,20 @@ impl Store for SqliteStore {
         latest_checkpoint(&self.conn)
     }
 
+    fn entry_version(&mut self) -> Result<Option<u8>, StoreError> {
+        entry_version(&self.conn)
+    }
+
+    fn set_entry_version(&mut self, version: u8) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('entry_version', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1",
+                params![version.to_string()],
+            )
+            .map_err(StoreError::sql("record the entry version"))?;
+        Ok(())
+    }
+
     fn scan(
         &mut self,
         from: u64,
@@ -197,6 +270,51 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         scan(&self.conn, from, to, data, f)
     }
+}
+
+fn entry_version(conn: &Connection) -> Result<Option<u8>, StoreError> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'entry_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(StoreError::sql("read the entry version"))?;
+    v.map(|v| {
+        v.parse().map_err(|_| {
+            StoreError::Inconsistent(format!("the entry version {v:?} is not a number"))
+        })
+    })
+    .transpose()
+}
+
+type StoredPayloads = Vec<StoredPayload>;
+
+fn opening_of(index: u64, opening: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    opening.try_into().map_err(|_| {
+        StoreError::Inconsistent(format!("entry {index}'s payload opening is not 32 bytes"))
+    })
+}
+
+fn payloads_of(conn: &Connection, index: u64) -> Result<StoredPayloads, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT slot, opening, data FROM payloads WHERE idx = ?1 ORDER BY slot")
+        .map_err(StoreError::sql("prepare the payload query"))?;
+    let rows = stmt
+        .query_map(params![i64_of(index)], |r| {
+            Ok((
+                r.get::<_, u8>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })
+        .map_err(StoreError::sql("read payloads"))?;
+    rows.map(|r| {
+        let (slot, opening, data) = r.map_err(StoreError::sql("read a payload"))?;
+        Ok((slot, opening_of(index, opening)?, data))
+    })
+    .collect()
 }
 
 fn latest_checkpoint(conn: &Connection) -> Result<Option<StoredCheckpoint>, StoreError> {
@@ -366,6 +484,51 @@ impl LogReader for SqliteReader {
         Ok((hash_of(&leaf)?, data))
     }
 
+    fn payloads(&self, index: u64) -> Result<StoredPayloads, StoreError> {
+        payloads_of(&self.conn, index)
+    }
+
+    fn for_each_entry_with_payloads<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(u64, Hash, &[u8], &[StoredPayload]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        // Two cursors walked together: entries in order, payloads in (index, slot) order.
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, slot, opening, data FROM payloads ORDER BY idx, slot")
+            .map_err(StoreError::sql("prepare the payload scan"))?;
+        let mut rows = stmt.query([]).map_err(StoreError::sql("scan payloads"))?;
+        let next =
+            |rows: &mut rusqlite::Rows<'_>| -> Result<Option<(u64, StoredPayload)>, StoreError> {
+                let Some(r) = rows.next().map_err(StoreError::sql("read a payload"))? else {
+                    return Ok(None);
+                };
+                let idx: i64 = r.get(0).map_err(StoreError::sql("read a payload index"))?;
+                let slot: u8 = r.get(1).map_err(StoreError::sql("read a payload slot"))?;
+                let opening: Vec<u8> = r.get(2).map_err(StoreError::sql("read an opening"))?;
+                let data: Vec<u8> = r.get(3).map_err(StoreError::sql("read a payload"))?;
+                let idx = u64::try_from(idx).unwrap_or(u64::MAX);
+                Ok(Some((idx, (slot, opening_of(idx, opening)?, data))))
+            };
+        let mut ahead = next(&mut rows)?;
+        let mut mine: StoredPayloads = Vec::new();
+        self.for_each_entry(|idx, leaf, data| {
+            mine.clear();
+            while let Some(p) = ahead.take() {
+                if p.0 <= idx {
+                    if p.0 == idx {
+                        mine.push(p.1);
+                    }
+                    ahead = next(&mut rows)?;
+                    continue;
+                }
+                ahead = Some(p);
+                break;
+            }
+            f(idx, leaf, data, &mine)
+        })
+    }
+
     fn pending_approvals(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut stmt = self
             .conn
@@ -404,6 +567,47 @@ impl LogReader for SqliteReader {
             f(u64::try_from(idx).unwrap_or(u64::MAX), leaf, data)?;
         }
         Ok(())
+    }
+}
+
+impl SqliteReader {
+    /// The log's entry version (1 for a log created before version 2).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn entry_version(&self) -> Result<u8, StoreError> {
+        Ok(entry_version(&self.conn)?.unwrap_or(tlog::entry::V1))
+    }
+
+    /// The next retention batch: the index range `from..to` of at most `limit` stored
+    /// payloads of entries made before `cutoff_ns`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn expired_range(
+        &self,
+        cutoff_ns: u64,
+        limit: u64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let first: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT min(idx) FROM payloads WHERE time_ns < ?1",
+                params![i64_of(cutoff_ns)],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::sql("find expired payloads"))?;
+        let Some(first) = first else { return Ok(None) };
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(idx) FROM (SELECT idx FROM payloads WHERE idx >= ?1 AND time_ns < ?2 ORDER BY idx LIMIT ?3)",
+                params![first, i64_of(cutoff_ns), i64_of(limit)],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::sql("find expired payloads"))?;
+        let from = u64::try_from(first).unwrap_or(0);
+        Ok(last.map(|l| (from, u64::try_from(l).unwrap_or(0) + 1)))
     }
 }
 

@@ -14,13 +14,45 @@ use serde_json::{Value, json};
 pub const SESSION_VERSION: &str = "2025-11-25";
 pub const STATELESS_VERSION: &str = "2026-07-28";
 
-/// Every entry of the log in `dir`, read straight from the database.
+/// Every entry of the log in `dir`, read straight from the database. A version-2 entry holds
+/// its payloads beside it: they are put back where a version-1 entry had them (the message in
+/// `message`, the recorded upstream headers in `detail.upstream_headers`), so one reading
+/// serves both versions.
 pub fn entries(dir: &std::path::Path) -> Vec<tlog::Entry<'static>> {
     let db = rusqlite::Connection::open(dir.join("log.sqlite")).unwrap();
-    let mut stmt = db.prepare("SELECT data FROM entries ORDER BY idx").unwrap();
-    stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+    let mut stmt = db
+        .prepare("SELECT idx, data FROM entries ORDER BY idx")
+        .unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
-        .map(|d| tlog::Entry::decode(&d.unwrap()).unwrap().into_owned())
+        .map(Result::unwrap)
+        .collect();
+    let mut payloads = db
+        .prepare("SELECT slot, data FROM payloads WHERE idx = ?1")
+        .unwrap();
+    rows.into_iter()
+        .map(|(idx, d)| {
+            let mut e = tlog::Entry::decode(&d).unwrap().into_owned();
+            if e.version == tlog::entry::V2 {
+                let stored: Vec<(u8, Vec<u8>)> = payloads
+                    .query_map([idx], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                for (slot, data) in stored {
+                    if slot == tlog::payload::MESSAGE {
+                        e.message = data.into();
+                    } else if slot == tlog::payload::HEADERS {
+                        let mut detail: serde_json::Value =
+                            serde_json::from_str(&e.detail).unwrap_or_default();
+                        detail["upstream_headers"] = serde_json::from_slice(&data).unwrap();
+                        e.detail = detail.to_string().into();
+                    }
+                }
+            }
+            e
+        })
         .collect()
 }
 
