@@ -20,6 +20,8 @@ pub fn audit_config(dir: &Path, durability: Durability) -> AuditConfig {
         scrub_interval: None,
         retention: None,
         erasers: Vec::new(),
+        tiles_prefix: "/log".into(),
+        tiles_public: true,
         predecessor: None,
     }
 }

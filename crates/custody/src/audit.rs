@@ -558,6 +558,11 @@ impl Audit {
         rx.await.map_err(|_| AuditError::Closed)?
     }
 
+    /// The data directory the log lives in.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// Principal names that may erase payloads through the API (`[audit] erasers`).
     pub fn erasers(&self) -> &[String] {
         &self.config.erasers

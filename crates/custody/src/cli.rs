@@ -243,6 +243,14 @@ enum Command {
         /// https://custody.example.com).
         #[arg(long)]
         gateway: Option<String>,
+        /// Verify from the log's tiles served at this URL (e.g.
+        /// https://custody.example.com/log/), without its database; needs --key.
+        #[arg(long, conflicts_with_all = ["tiles", "evidence"])]
+        url: Option<String>,
+        /// Verify from tiles exported to this directory (`custody log export-tiles`); needs
+        /// --key.
+        #[arg(long, conflicts_with = "evidence")]
+        tiles: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -383,6 +391,7 @@ pub fn main() -> ExitCode {
             evidence: Some(evidence),
             gateway,
             json,
+            ..
         } => {
             if !trusted.is_empty() {
                 eprintln!("custody verify: --trusted does not apply to --evidence");
@@ -411,7 +420,38 @@ pub fn main() -> ExitCode {
             evidence: None,
             gateway,
             json,
+            url,
+            tiles,
         } => {
+            let source = match (url, tiles) {
+                (Some(u), _) => Some(crate::tiles::Source::Url(u)),
+                (None, Some(d)) => Some(crate::tiles::Source::Dir(d)),
+                (None, None) => None,
+            };
+            if let Some(source) = source {
+                let Some(key) = key else {
+                    eprintln!(
+                        "custody verify: verifying from tiles needs --key, the log's verifier key from a copy kept apart from the log (what serves the tiles could serve another key too)"
+                    );
+                    return ExitCode::from(2);
+                };
+                return match runtime(2).and_then(|rt| {
+                    rt.block_on(verify::run_tiles(&verify::TilesOptions {
+                        source,
+                        key,
+                        trusted,
+                        witness_policy,
+                        json,
+                    }))
+                }) {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("custody verify: {e:#}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
             if gateway.is_some() {
                 eprintln!(
                     "custody verify: --gateway goes with --evidence; to check a whole log, run custody verify --data on the gateway's data directory"
@@ -447,6 +487,18 @@ pub fn main() -> ExitCode {
             ..
         } => serve::load(config.as_deref())
             .and_then(|cfg| runtime(1)?.block_on(log::erase(&cfg, index, &reason))),
+        Command::Log {
+            command: Some(LogCommand::ExportTiles { data, out }),
+            ..
+        } => crate::tiles::export(&data, &out).map(|e| {
+            out!(
+                "exported the tiles of {} entries to {}: {} written, {} already there",
+                e.size,
+                out.display(),
+                e.written,
+                e.present
+            );
+        }),
         Command::AuditHash { config, value } => (|| {
             let config = crate::config::Config::load(&config)?;
             let key = crate::mask::MaskKey::load(&config.mask_key_file, false)?;
@@ -586,5 +638,16 @@ enum LogCommand {
         /// Why (the order, ticket or incident), recorded with the erasure.
         #[arg(long)]
         reason: String,
+    },
+    /// Write the log's tiles (C2SP tlog-tiles, as served at /log/) to a directory, for
+    /// write-once storage: incremental, create-only (a tile present with other bytes is an
+    /// error), the checkpoint last. Runs beside a running gateway.
+    ExportTiles {
+        /// The gateway's data directory.
+        #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// Where to write `checkpoint` and `tile/...`.
+        #[arg(long)]
+        out: PathBuf,
     },
 }

@@ -200,6 +200,10 @@ pub struct AuditConfig {
     pub retention: Option<Duration>,
     /// Principal names that may erase payloads through the API.
     pub erasers: Vec<String>,
+    /// Where the log is served as tiles (`/log`).
+    pub tiles_prefix: String,
+    /// Whether the tiles are readable without a token.
+    pub tiles_public: bool,
     /// A new log's predecessor: a file holding the last checkpoint of the log it follows.
     pub predecessor: Option<PathBuf>,
 }
@@ -791,7 +795,27 @@ impl Resolver<'_> {
                 ));
             }
         }
+        let tiles_prefix = raw.tiles_prefix.unwrap_or_else(|| "/log".into());
+        let reserved = ["/mcp", "/api", "/.well-known", "/healthz", "/readyz"];
+        if !tiles_prefix.starts_with('/')
+            || tiles_prefix.len() < 2
+            || tiles_prefix.ends_with('/')
+            || !tiles_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+            || tiles_prefix.contains("//")
+            || reserved
+                .iter()
+                .any(|r| tiles_prefix == *r || tiles_prefix.starts_with(&format!("{r}/")))
+        {
+            return Err(self.err(
+                "audit.tiles_prefix",
+                format!("{tiles_prefix:?} cannot serve the tiles: use a path like \"/log\" (a leading /, no trailing /, letters, digits, - _ . /, not under /mcp, /api or /.well-known)"),
+            ));
+        }
         Ok(AuditConfig {
+            tiles_prefix,
+            tiles_public: raw.tiles_public.unwrap_or(true),
             durability,
             origin: raw.origin,
             key_file: raw.key_file.unwrap_or_else(|| data_dir.join("log.key")),

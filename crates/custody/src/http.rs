@@ -8,6 +8,7 @@ mod erase;
 mod guard;
 mod metadata;
 mod serve;
+mod tiles;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ struct App {
     identity: Arc<Identity>,
     public_url: Option<String>,
     shutting_down: CancellationToken,
+    /// Whether the log's tiles are readable without a token.
+    tiles_public: bool,
 }
 
 type Shared = State<Arc<App>>;
@@ -224,6 +227,7 @@ pub async fn start_with(
         identity,
         public_url: config.server.public_url.clone(),
         shutting_down: stop.clone(),
+        tiles_public: config.audit.tiles_public,
     });
     let router = Router::new()
         .route(
@@ -241,6 +245,14 @@ pub async fn start_with(
         .route("/api/v1/log/consistency", get(api::consistency))
         .route("/api/v1/log/witnesses", get(api::witnesses))
         .route("/api/v1/log/entries/{index}/erase", post(erase::erase))
+        .route(
+            &format!("{}/checkpoint", config.audit.tiles_prefix),
+            get(tiles::checkpoint),
+        )
+        .route(
+            &format!("{}/tile/{{*path}}", config.audit.tiles_prefix),
+            get(tiles::tile),
+        )
         .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/approvals/{id}", get(approvals::show))
         .route("/api/v1/approvals/{id}/{verb}", post(approvals::decide))

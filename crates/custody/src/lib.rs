@@ -23,4 +23,5 @@ pub mod policy;
 pub mod relay;
 pub mod signals;
 pub mod store;
+pub mod tiles;
 pub mod witness;

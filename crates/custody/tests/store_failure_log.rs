@@ -111,6 +111,8 @@ async fn a_full_disk_logs_one_error_and_one_recovery_not_a_line_per_batch() {
         scrub_interval: None,
         retention: None,
         erasers: Vec::new(),
+        tiles_prefix: "/log".into(),
+        tiles_public: true,
         predecessor: None,
     };
     let store = FullDisk::default();

@@ -12,7 +12,9 @@
 //! * [`policy`]: C2SP tlog-policy, known logs and witnesses and the quorum rule;
 //! * [`witness`]: the wire formats of C2SP tlog-witness (`add-checkpoint`);
 //! * [`receipt`]: C2SP tlog-proof, offline-verifiable proofs of inclusion;
-//! * [`entry`]: custody's canonical entry encoding;
+//! * [`entry`]: custody's canonical entry encoding (version 2: a header and commitments);
+//! * [`payload`]: salted commitments to the payloads kept beside the tree;
+//! * [`tiles`]: C2SP tlog-tiles paths, the tiles of a tree, entry bundles;
 //! * [`check`]: verifying a whole log from its entries and checkpoints.
 //!
 //! Deliberately out of scope: I/O, async, clocks, storage engines, MCP, HTTP and
@@ -33,6 +35,7 @@ pub mod payload;
 pub mod policy;
 pub mod proof;
 pub mod receipt;
+pub mod tiles;
 pub mod witness;
 
 pub use checkpoint::Checkpoint;

@@ -110,6 +110,8 @@ fn config(dir: &std::path::Path) -> AuditConfig {
         scrub_interval: None,
         retention: None,
         erasers: Vec::new(),
+        tiles_prefix: "/log".into(),
+        tiles_public: true,
         predecessor: None,
     }
 }

@@ -18,6 +18,88 @@ pub struct Options {
     pub json: bool,
 }
 
+pub struct TilesOptions {
+    pub source: crate::tiles::Source,
+    pub key: String,
+    pub trusted: Vec<PathBuf>,
+    pub witness_policy: Option<PathBuf>,
+    pub json: bool,
+}
+
+/// `custody verify --url | --tiles`: the log from its tiles alone. `Ok(true)` verified,
+/// `Ok(false)` a problem was found and reported.
+pub async fn run_tiles(opts: &TilesOptions) -> anyhow::Result<bool> {
+    let verifier = Verifier::from_key_string(&opts.key).context("the --key verifier key")?;
+    let mut sources = Vec::new();
+    let mut leaves = Vec::new();
+    for path in &opts.trusted {
+        let t = verify::read_trusted(path, &verifier, true)?;
+        sources.extend(t.sources);
+        leaves.extend(t.leaves);
+    }
+    let started = std::time::Instant::now();
+    let result = crate::tiles::verify(
+        &opts.source,
+        verifier.clone(),
+        &sources,
+        &leaves,
+        !opts.json,
+    )
+    .await;
+    let place = match &opts.source {
+        crate::tiles::Source::Url(u) => u.clone(),
+        crate::tiles::Source::Dir(d) => d.display().to_string(),
+    };
+    let result = match (result, &opts.witness_policy) {
+        (Ok(v), Some(policy)) => {
+            let source = verify::Source {
+                note: v.checkpoint.clone(),
+                label: format!("the checkpoint at {place}"),
+                trusted: false,
+            };
+            witnessed(policy, &[source])
+                .map_err(|message| Problem {
+                    index: None,
+                    message,
+                })
+                .map(|()| v)
+        }
+        (r, _) => r,
+    };
+    let ok = result.is_ok();
+    match (result, opts.json) {
+        (Ok(v), true) => {
+            let mut j = summary_json(&v.summary, &verifier, "--key");
+            j["tiles"] = json!(v.tiles);
+            j["checked_against"] = json!([format!("the checkpoint at {place}")]);
+            out!("{j}");
+        }
+        (Ok(v), false) => {
+            print_summary(
+                &v.summary,
+                &verifier,
+                "--key",
+                Path::new(&place),
+                &["the checkpoint served with the tiles".to_string()],
+            );
+            out!(
+                "  tiles          {} fetched and checked in {:.1} s (payloads are not in tiles: checked with --data)",
+                v.tiles,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        (Err(p), true) => out!(
+            "{}",
+            json!({ "ok": false, "index": p.index, "problem": p.message, "log": verifier.name() })
+        ),
+        (Err(p), false) => {
+            eprintln!("custody verify: FAILED");
+            eprintln!("  {p}");
+        }
+    }
+    Ok(ok)
+}
+
 /// How the check went: `Ok(true)` verified, `Ok(false)` a problem was found and reported.
 pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let (verifier, key_source) = verifier(opts)?;

@@ -153,6 +153,11 @@ pub struct RawAudit {
     /// (`POST /api/v1/log/entries/{index}/erase`). Default: none.
     #[serde(default)]
     pub erasers: Vec<String>,
+    /// Where the log is served as C2SP tlog-tiles. Default `/log`.
+    pub tiles_prefix: Option<String>,
+    /// Whether the tiles are readable without a token. Default `true`: they hold the
+    /// entries' headers and commitments, never payloads.
+    pub tiles_public: Option<bool>,
     /// Only for a new log that follows one whose entries were lost: a file holding the old
     /// log's last checkpoint (its `checkpoints.jsonl`, `log.head`, or a signed note). The new
     /// log's first entry names it.

@@ -1,6 +1,8 @@
 //! The SQLite store: WAL journal, `synchronous = FULL` (every commit is fsynced) or `OFF`
 //! for `durability = "none"`.
 
+mod ranges;
+
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};

@@ -1,0 +1,154 @@
+//! `custody log export-tiles`: the log's tiles written to a directory, for write-once storage.
+//!
+//! Incremental and create-only: a tile already present with the same bytes is left alone; one
+//! present with other bytes is an error (the directory holds another log, or this log was
+//! forked), never overwritten. Each tile is written to a temporary file and linked into place,
+//! which fails if the name exists. The file system is synced once, after the tiles and before
+//! the `checkpoint`, which is written last, replaced atomically, and never by one of a smaller
+//! tree: a checkpoint is only ever next to complete tiles. A tile a crashed export left empty
+//! or cut short (a prefix of its bytes) is completed by the next export.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use tlog::tiles::{Tile, tiles_of};
+
+use crate::store::{LogReader, SqliteReader};
+
+/// What an export did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exported {
+    /// The size of the checkpoint exported.
+    pub size: u64,
+    /// Tiles written by this export.
+    pub written: u64,
+    /// Tiles that were already there with the same bytes.
+    pub present: u64,
+}
+
+/// Exports the log in `data` (its latest stored checkpoint and the tiles of that tree) to
+/// `out`.
+///
+/// # Errors
+/// The log cannot be read or is version 1, a tile present in `out` differs, or `out` cannot
+/// be written.
+pub fn export(data: &Path, out: &Path) -> anyhow::Result<Exported> {
+    let reader = SqliteReader::open(data)
+        .with_context(|| format!("opening the log in {}", data.display()))?;
+    if reader.entry_version()? != tlog::entry::V2 {
+        return Err(super::TileError::Version1.into());
+    }
+    let Some(cp) = reader.latest_checkpoint()? else {
+        bail!(
+            "the log in {} has no signed checkpoint yet: nothing to export",
+            data.display()
+        );
+    };
+    let size = cp.size;
+    let checkpoint_path = out.join("checkpoint");
+    if let Some(old) = existing_size(&checkpoint_path)?
+        && old > size
+    {
+        bail!(
+            "{} covers {old} entries, more than this log's latest checkpoint ({size}): refusing to go back (is it another log's directory?)",
+            checkpoint_path.display()
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut done = Exported {
+        size,
+        written: 0,
+        present: 0,
+    };
+    for tile in tiles_of(size) {
+        let bytes = super::read(&reader, tile, size)
+            .with_context(|| format!("reading {tile} from the log"))?;
+        if put(out, tile, &bytes)? {
+            done.written += 1;
+        } else {
+            done.present += 1;
+        }
+    }
+    // Every tile on stable storage before the checkpoint that names them.
+    let root = std::fs::File::open(out).with_context(|| format!("opening {}", out.display()))?;
+    nix::unistd::syncfs(&root).with_context(|| format!("syncing {}", out.display()))?;
+    replace(&checkpoint_path, cp.note.as_bytes())?;
+    Ok(done)
+}
+
+/// The size of the checkpoint at `path`, if there is one.
+fn existing_size(path: &Path) -> anyhow::Result<Option<u64>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let note = tlog::Note::parse(&bytes)
+        .with_context(|| format!("{} is not a signed checkpoint", path.display()))?;
+    let cp = tlog::Checkpoint::from_text(&note.text)
+        .with_context(|| format!("{} is not a checkpoint", path.display()))?;
+    Ok(Some(cp.size))
+}
+
+/// Writes `bytes` as `tile` under `out` unless it is there; `Ok(false)` when it was there
+/// with the same bytes.
+fn put(out: &Path, tile: Tile, bytes: &[u8]) -> anyhow::Result<bool> {
+    let path = out.join(tile.path());
+    match std::fs::read(&path) {
+        Ok(existing) if existing == bytes => return Ok(false),
+        // Cut short by a crash before the export's sync: completed, not an error.
+        Ok(existing) if existing.len() < bytes.len() && bytes.starts_with(&existing) => {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("replacing the incomplete {}", path.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists with other bytes than this log's {tile}: the directory holds another log, or this log's history changed; refusing to overwrite it",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let dir = path.parent().unwrap_or(out);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = temp_name(&path);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        // Linking fails if the name exists: create-only even against a concurrent export.
+        std::fs::hard_link(&tmp, &path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another export wrote it meanwhile: fine if the bytes agree.
+            put(out, tile, bytes)
+        }
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+/// Replaces the file at `path` with `bytes` atomically.
+fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = temp_name(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
