@@ -94,6 +94,15 @@ def config_of(docs, gateway, where):
     return main, config_path, tomllib.loads(text), mounts, config_maps
 
 
+def seconds(duration):
+    """A configuration duration ("500ms", "20s", "5m", "1h") in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)", duration)
+    if not match:
+        raise ValueError(f"{duration!r} is not a duration this check reads")
+    return int(match.group(1)) * units[match.group(2)]
+
+
 def mount_for(path, mounts):
     best = None
     for mount_path in mounts:
@@ -241,6 +250,18 @@ def check_gateway(docs, gateway, where):
         port = main.get(probe, {}).get("httpGet", {}).get("port")
         if ports.get(port, port) != listen_port:
             fail(where, f"{probe} probes port {port}, but server.listen is {config['server']['listen']}")
+    # SIGTERM comes after the preStop pause; custody then lets calls run for shutdown_grace and
+    # still has the final checkpoint to sign, before the kubelet's SIGKILL.
+    grace = seconds(config["server"].get("shutdown_grace", "10s"))
+    pause = main.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pause = float(pause[1]) if pause[:1] == ["sleep"] else 0.0
+    budget = spec.get("terminationGracePeriodSeconds", 30)
+    if pause + grace + 10 > budget:
+        fail(
+            where,
+            f"terminationGracePeriodSeconds {budget} leaves under 10 s after the preStop pause ({pause:g} s)"
+            f" and server.shutdown_grace ({grace:g} s) for the final checkpoint",
+        )
     if not config["server"].get("allowed_hosts"):
         fail(where, "server.allowed_hosts is empty: the gateway refuses to listen beyond loopback without it")
     for what, path, writable in config_paths(config, config_path):
@@ -332,7 +353,18 @@ def check_network(docs, gateway, where):
         fail(where, "no egress rule lets the gateway reach the MCP servers")
 
 
+def differences(a, b, at=""):
+    """The key paths where two parsed configurations differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from differences(a.get(key), b.get(key), f"{at}.{key}" if at else key)
+    elif a != b:
+        yield at
+
+
 def rules(args):
+    # The overlays' configurations are the same but for where the log is (`audit.store`).
+    configs = {}
     for path in args.files:
         where = os.path.basename(path)
         docs = load(path)
@@ -350,6 +382,10 @@ def rules(args):
         gateway = gateway_of(docs, where)
         if gateway is not None:
             check_gateway(docs, gateway, f"{where} {name(gateway)}")
+            config = config_of(docs, gateway, where)[2]
+            if config is not None:
+                config.get("audit", {}).pop("store", None)
+                configs[where] = config
             check_network(docs, gateway, where)
             ports = {
                 p["name"] for c in pod_template(gateway)["spec"]["containers"] for p in c.get("ports", [])
@@ -364,6 +400,14 @@ def rules(args):
                             f"scrapes {e.get('port')}{e.get('path')}, not a gateway port's /metrics",
                         )
         print(f"rules: {where}: {len(docs)} resources, {len(failures) - before} failed")
+    first = next(iter(configs), None)
+    for where, config in configs.items():
+        diff = list(differences(configs[first], config))
+        if diff:
+            fail(
+                where,
+                f"its custody.toml differs from {first}'s in {', '.join(diff)}; keep the overlays' in step",
+            )
 
 
 # --- the pod, run here --------------------------------------------------------------------
