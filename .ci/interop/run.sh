@@ -181,6 +181,10 @@ source "$here/approvals.sh"
 source "$here/connect.sh"
 source "$here/compose.sh"
 
+# --- Kubernetes: deploy/kubernetes rendered, validated, scanned, and its gateway pod run here ---
+check "kubernetes: the manifests render, validate, scan clean, and the pod's gateway serves (kubernetes.sh)" \
+  "$here/kubernetes.sh" "$cache" "$custody"
+
 # --- witnesses: built-in witnesses cosigning a gateway's log; a third-party witness both ways ---
 check "witnesses: a 2-of-2 gateway, a job's evidence, a rewrite detected (witnessed.sh)" \
   "$here/witnessed.sh" "$custody" "$cache"
