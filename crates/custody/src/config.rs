@@ -338,6 +338,9 @@ pub struct StdioUpstreamConfig {
     pub pool_size: usize,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// How long a call waits for a stateless client's retry with the input its process asked
+    /// for (and how long the `requestState` the client holds is good for).
+    pub input_timeout: Duration,
 }
 
 /// `[endpoints.NAME.upstream.oauth]`, validated.
@@ -440,6 +443,7 @@ impl Config {
                     pool_size: 2,
                     idle_timeout: Duration::from_secs(600),
                     request_timeout: Duration::from_secs(60),
+                    input_timeout: Duration::from_secs(60),
                 }),
             }],
             witness: None,
@@ -1058,6 +1062,7 @@ impl Resolver<'_> {
                 pool_size,
                 idle_timeout,
                 request_timeout,
+                input_timeout,
             } => {
                 if command.trim().is_empty() {
                     return Err(self.err(&format!("{ukey}.command"), "must name a program"));
@@ -1065,6 +1070,13 @@ impl Resolver<'_> {
                 let pool_size = pool_size.unwrap_or(2);
                 if !(1..=64).contains(&pool_size) {
                     return Err(self.err(&format!("{ukey}.pool_size"), "must be between 1 and 64"));
+                }
+                let input_timeout = input_timeout.unwrap_or(Duration::from_secs(60));
+                if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&input_timeout) {
+                    return Err(self.err(
+                        &format!("{ukey}.input_timeout"),
+                        "must be between 1s and 1h",
+                    ));
                 }
                 if let Some(dir) = &cwd
                     && !dir.is_dir()
@@ -1091,6 +1103,7 @@ impl Resolver<'_> {
                     pool_size,
                     idle_timeout: idle_timeout.unwrap_or(Duration::from_secs(600)),
                     request_timeout: request_timeout.unwrap_or(Duration::from_secs(60)),
+                    input_timeout,
                 })
             }
         };

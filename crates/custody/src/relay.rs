@@ -16,6 +16,7 @@ mod endpoint;
 mod error;
 mod event_ids;
 mod hold;
+mod mrtr;
 mod record;
 mod refusals;
 mod reply;
@@ -131,6 +132,10 @@ impl Relay {
         policy: Option<Arc<Engine>>,
         mask_key: Option<Arc<MaskKey>>,
     ) -> Result<Arc<Self>, String> {
+        let closing = CancellationToken::new();
+        // One key for every endpoint: state shown to the wrong one is told apart from state
+        // that was altered.
+        let state_key = Arc::new(mrtr::StateKey::random());
         let endpoints: HashMap<String, Arc<Endpoint>> = config
             .endpoints
             .iter()
@@ -150,7 +155,17 @@ impl Relay {
                         Gauge::new(Limit::EndpointProcesses, ep.limits.processes),
                     ))),
                 };
+                let parking = match &upstream {
+                    Upstream::Stdio(up) => (up.input_timeout(), up.capacity()),
+                    Upstream::Http(_) => (Duration::ZERO, 0),
+                };
                 let endpoint = Endpoint {
+                    parking: mrtr::Parking::new(
+                        state_key.clone(),
+                        parking.0,
+                        parking.1,
+                        closing.clone(),
+                    ),
                     name: ep.name.as_str().into(),
                     messages: ep.messages,
                     upstream,
@@ -193,7 +208,7 @@ impl Relay {
             policy,
             session_idle: config.server.session_idle_timeout,
             stdio_session_idle: config.server.stdio_session_idle_timeout,
-            closing: CancellationToken::new(),
+            closing,
             force: CancellationToken::new(),
         }))
     }

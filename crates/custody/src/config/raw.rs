@@ -394,5 +394,9 @@ pub enum RawUpstream {
         /// Time allowed for the process to answer a request. Default `60s`.
         #[serde(default, with = "humantime_serde")]
         request_timeout: Option<Duration>,
+        /// How long a pooled process's call waits for a stateless client to come back with the
+        /// input the process asked it for (a multi round-trip request). Default `60s`.
+        #[serde(default, with = "humantime_serde")]
+        input_timeout: Option<Duration>,
     },
 }

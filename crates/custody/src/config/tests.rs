@@ -46,6 +46,7 @@ fn parses_a_full_file() {
     assert_eq!(s.args, ["server.js", "/tmp"]);
     assert_eq!(s.pool_size, 3);
     assert!(!s.inherit_env);
+    assert_eq!(s.input_timeout, Duration::from_secs(60));
 }
 
 #[test]
@@ -134,6 +135,26 @@ fn reserved_and_invalid_headers() {
 fn pool_size_bounds() {
     let e = err("[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\npool_size = 0\n");
     assert_eq!(e.key.as_deref(), Some("endpoints.a.upstream.pool_size"));
+}
+
+#[test]
+fn input_timeout_bounds() {
+    let stdio = "[endpoints.a.upstream]\ntransport = \"stdio\"\ncommand = \"x\"\n";
+    for bad in ["500ms", "2h"] {
+        let e = err(&format!("{stdio}input_timeout = \"{bad}\"\n"));
+        assert_eq!(e.key.as_deref(), Some("endpoints.a.upstream.input_timeout"));
+        assert!(e.message.contains("between 1s and 1h"), "{e}");
+    }
+    let good = format!("[auth]\nanonymous = true\n{stdio}input_timeout = \"5m\"\n");
+    let c = Config::parse(&good, "t.toml").unwrap();
+    let UpstreamConfig::Stdio(s) = &c.endpoints[0].upstream else {
+        panic!("a is stdio")
+    };
+    assert_eq!(s.input_timeout, Duration::from_secs(300));
+    let e = err(
+        "[endpoints.a.upstream]\ntransport = \"http\"\nurl = \"http://h/mcp\"\ninput_timeout = \"5m\"\n",
+    );
+    assert!(e.message.contains("input_timeout"), "{e}");
 }
 
 #[test]

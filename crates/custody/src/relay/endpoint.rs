@@ -21,6 +21,8 @@ pub struct Endpoint {
     /// The protocol versions the upstream announced (`server/discover`'s `supportedVersions`,
     /// or the versions `initialize` answers negotiated), and when the gateway last asked.
     pub(super) versions: RwLock<Versions>,
+    /// Calls of the stdio pool waiting for their clients' input (multi round-trip requests).
+    pub(super) parking: super::mrtr::Parking,
 }
 
 /// What the gateway knows of an upstream's protocol versions.

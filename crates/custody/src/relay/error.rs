@@ -17,6 +17,7 @@ pub mod code {
     pub const INVALID_REQUEST: i64 = -32600;
     pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
     /// A request the gateway rejects at the HTTP layer (content type, Accept, size, session).
     pub const BAD_REQUEST: i64 = -32000;
     pub const SESSION_NOT_FOUND: i64 = -32001;
@@ -159,6 +160,10 @@ pub enum RelayError {
     Unwitnessed(String),
     #[error("upstream of endpoint {endpoint:?} failed: {error}")]
     Upstream { endpoint: String, error: Scrubbed },
+    /// A retry's `requestState` (or `inputResponses`) the gateway cannot accept: the call it
+    /// would resume is not resumed.
+    #[error("{0}")]
+    RequestState(super::mrtr::StateError),
 }
 
 /// An upstream failure whose words have been through the endpoint's client-copy scrubbing
@@ -280,6 +285,7 @@ impl RelayError {
             | RelayError::UnsupportedVersion { .. }
             | RelayError::HeaderMismatch(_)
             | RelayError::InvalidMeta(_)
+            | RelayError::RequestState(_)
             | RelayError::UnknownEventId(_)
             | RelayError::BatchNotAllowed(_) => StatusCode::BAD_REQUEST,
         }
@@ -305,7 +311,7 @@ impl RelayError {
                 code::INVALID_REQUEST
             }
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
-            RelayError::InvalidMeta(_) => code::INVALID_PARAMS,
+            RelayError::InvalidMeta(_) | RelayError::RequestState(_) => code::INVALID_PARAMS,
             RelayError::AuditUnavailable { .. } => code::AUDIT_UNAVAILABLE,
             RelayError::Unwitnessed(_) => code::UNWITNESSED,
             RelayError::Limit(_) => code::LIMIT,
@@ -388,6 +394,9 @@ impl RelayError {
                     UpstreamError::TooLarge(_) => "too_large",
                 },
             })),
+            RelayError::RequestState(e) => {
+                Some(json!({ "reason": e.reason(), "param": e.param() }))
+            }
             RelayError::Parse(ParseError::Strict(v)) => Some(json!({
                 "reason": v.problem.reason(), "path": v.path,
             })),

@@ -1,9 +1,10 @@
 //! Requests a pooled stdio process sends to "the client" in the middle of a call (sampling,
-//! elicitation, roots). The process serves stateless (2026-07-28) clients, who cannot take
-//! requests from a server: relayed, such a request would hang the call. The gateway answers it
+//! elicitation, roots) that cannot be put to the client. The process serves stateless
+//! (2026-07-28) clients, who cannot take requests from a server: relayed, such a request would
+//! hang the call. Where the request can only belong to one call and that call's client can be
+//! asked through a multi round-trip request, `mrtr.rs` asks it; otherwise the gateway answers it
 //! at once, as a 2026-07-28 client would (method not found), after recording both the request
-//! and its answer (the gateway as caller: the request may belong to any call the process is
-//! working on), and the call completes.
+//! and its answer, and the call completes.
 
 use std::sync::Arc;
 
@@ -38,14 +39,24 @@ async fn answer(audit: &Arc<Audit>, ep: &Arc<Endpoint>, request: ServerRequest) 
         &ep.mask,
         ep.messages.json(),
     );
-    let msg = &request.message;
+    // The gateway as caller: the request may belong to any call the process is working on.
+    let why = "a pooled process serves stateless clients, which take no requests from a server";
+    if let Some(answer) = answer_now(&scope, &request.message, why).await {
+        tracing::info!(endpoint = %ep.name, method = ?request.message.method(), "a pooled process asked the client; answered for the stateless client");
+        request.answer(&answer).await;
+    }
+}
+
+/// Records a process's request to the client and the gateway's answer to it, -32601 as a
+/// 2026-07-28 client would give (`why` says why the client was not asked); returns the answer
+/// for the caller to write to the process. `None` when either could not be recorded: then the
+/// request goes unanswered (the call it belongs to times out rather than run on an answer the
+/// log does not hold).
+pub(super) async fn answer_now(scope: &Scope, msg: &Message, why: &str) -> Option<Message> {
     let method = msg.method().unwrap_or("").to_string();
-    let copies = ep.mask.copies(msg.value());
+    let copies = scope.mask.copies(msg.value());
     let mut detail = serde_json::Map::new();
-    detail.insert(
-        "answered_by_gateway".into(),
-        json!("a pooled process serves stateless clients, which take no requests from a server"),
-    );
+    detail.insert("answered_by_gateway".into(), json!(why));
     if !copies.marks.is_empty() {
         detail.insert("mask".into(), mask::report(&copies.marks));
     }
@@ -77,10 +88,8 @@ async fn answer(audit: &Arc<Audit>, ep: &Arc<Endpoint>, request: ServerRequest) 
     let recorded = match recorded {
         Ok(a) => a,
         Err(e) => {
-            // Unrecorded, so unanswered: the call it belongs to times out rather than run on
-            // an answer the log does not hold.
-            tracing::error!(endpoint = %ep.name, method, "couldn't record a pooled process's request: {e}");
-            return;
+            tracing::error!(endpoint = %scope.endpoint, method, "couldn't record a pooled process's request: {e}");
+            return None;
         }
     };
     let answer = json!({
@@ -91,12 +100,10 @@ async fn answer(audit: &Arc<Audit>, ep: &Arc<Endpoint>, request: ServerRequest) 
         "error": {
             "code": code::METHOD_NOT_FOUND,
             "message": "server-to-client requests need a session",
-            "data": { "method": method, "answered_by": "custody: the client speaks 2026-07-28 and takes no requests from the server" },
+            "data": { "method": method, "answered_by": format!("custody: {why}") },
         },
     });
-    let Ok(answer) = Message::from_value(answer) else {
-        return;
-    };
+    let answer = Message::from_value(answer).ok()?;
     if let Err(e) = scope
         .message_with(
             &answer,
@@ -107,9 +114,8 @@ async fn answer(audit: &Arc<Audit>, ep: &Arc<Endpoint>, request: ServerRequest) 
         )
         .await
     {
-        tracing::error!(endpoint = %ep.name, method, "couldn't record the gateway's answer to a pooled process's request: {e}");
-        return;
+        tracing::error!(endpoint = %scope.endpoint, method, "couldn't record the gateway's answer to a pooled process's request: {e}");
+        return None;
     }
-    tracing::info!(endpoint = %ep.name, method, "a pooled process asked the client; answered for the stateless client");
-    request.answer(&answer).await;
+    Some(answer)
 }

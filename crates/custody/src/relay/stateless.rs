@@ -51,6 +51,13 @@ impl Relay {
                 .refuse(ep, &caller.principal, headers, e, Some(&msg), None)
                 .await;
         }
+        // A retry of a call parked for its client's input: its state is checked before it is
+        // recorded as forwarded.
+        if let Err(e) = self.check_retry(ep, &caller.principal, &msg) {
+            return self
+                .refuse(ep, &caller.principal, headers, e, Some(&msg), None)
+                .await;
+        }
         let filter = self.list_filter(caller, &[&msg], &version);
         let scope = self.scope(ep, None, &caller.principal);
         let recorded = match self.record_client(&scope, &msg, decision.as_ref()).await {
@@ -59,7 +66,7 @@ impl Relay {
         };
         if let Some(d) = decision.filter(|d| d.verdict == Verdict::NeedsApproval) {
             // A granted list is filtered like any other.
-            let (ep2, headers) = (ep.clone(), headers.clone());
+            let (ep2, headers, principal) = (ep.clone(), headers.clone(), caller.principal.clone());
             return self
                 .hold(
                     ep,
@@ -76,6 +83,7 @@ impl Relay {
                         relay
                             .stateless_send(
                                 &ep2,
+                                &principal,
                                 &headers,
                                 version_header,
                                 msg,
@@ -88,8 +96,17 @@ impl Relay {
                 )
                 .await;
         }
-        self.stateless_send(ep, headers, version_header, msg, recorded, scope, filter)
-            .await
+        self.stateless_send(
+            ep,
+            &caller.principal,
+            headers,
+            version_header,
+            msg,
+            recorded,
+            scope,
+            filter,
+        )
+        .await
     }
 
     /// Forwards a recorded stateless message to the upstream and renders the answer.
@@ -97,6 +114,7 @@ impl Relay {
     pub(super) async fn stateless_send(
         &self,
         ep: &Arc<Endpoint>,
+        principal: &Principal,
         headers: &HeaderMap,
         version_header: Option<String>,
         msg: Message,
@@ -145,7 +163,29 @@ impl Relay {
                     // pass on for a notification without a session.
                     return Outcome::Accepted { session: None };
                 }
+                if mrtr::is_retry(&msg) {
+                    return self.resume(ep, principal, msg, recorded, scope).await;
+                }
                 let events = match up.pooled() {
+                    // A call whose process may ask its client for input: such requests come
+                    // on its stream, to be translated (multi round-trip requests).
+                    Ok(child) if mrtr::takes_input(&msg) => {
+                        let asking = mrtr::Asking {
+                            ep: ep.clone(),
+                            child: child.clone(),
+                            scope: scope.clone(),
+                            who: mrtr::who(&principal.binding),
+                            req: mrtr::request_digest(msg.method().unwrap_or(""), msg.params()),
+                            client_id: id.clone().unwrap_or(Value::Null),
+                            original_id: id.clone().unwrap_or(Value::Null),
+                            capabilities: mrtr::capabilities(&msg),
+                            progress: mrtr::Progress::AsIs,
+                        };
+                        child
+                            .request_asking(msg)
+                            .await
+                            .map(|events| mrtr::intercept(events, asking))
+                    }
                     Ok(child) => child.request(msg, true).await,
                     Err(e) => Err(e),
                 };

@@ -75,6 +75,7 @@ impl Relay {
         let outcome = self
             .stateless_send(
                 ep,
+                &gateway,
                 &headers,
                 Some(stateless.to_string()),
                 msg,

@@ -153,6 +153,18 @@ impl StdioUpstream {
         self.cfg.idle_timeout
     }
 
+    /// How long a call waits for a stateless client to come back with the input its process
+    /// asked for (`input_timeout`).
+    pub fn input_timeout(&self) -> Duration {
+        self.cfg.input_timeout
+    }
+
+    /// Requests the pool serves at once before it doubles up: the most calls that can sensibly
+    /// wait for their clients' input.
+    pub fn capacity(&self) -> usize {
+        self.cfg.pool_size * PER_PROCESS
+    }
+
     /// Stops every pooled process.
     pub async fn shutdown(&self) {
         let all: Vec<Arc<Child>> = lock(&self.pool).drain(..).collect();

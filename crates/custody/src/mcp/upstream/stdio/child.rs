@@ -3,7 +3,6 @@
 //! Lock ownership: `routes` is the only lock; it is held for map updates and channel sends
 //! (unbounded, never blocking), never across an `.await`.
 
-use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +17,12 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
 mod lines;
+mod routes;
+
+use routes::{
+    Pending, Routes, asking_target, deliver, progress_key, send_or_standalone, to_standalone,
+    unsolicited_target,
+};
 
 use super::lock;
 use crate::config::{MessageLimits, StdioUpstreamConfig};
@@ -71,34 +76,6 @@ impl ServerRequest {
         line.push(b'\n');
         let _ = self.reply.send(Bytes::from(line)).await;
     }
-}
-
-#[derive(Default)]
-struct Routes {
-    pending: HashMap<u64, Pending>,
-    /// Gateway progress token → request.
-    progress: HashMap<String, u64>,
-    /// Client id key → request (for `notifications/cancelled` from the client).
-    client_ids: HashMap<String, u64>,
-    standalone: Option<Tx>,
-    backlog: VecDeque<Message>,
-    order: u64,
-    dead: Option<String>,
-}
-
-struct Pending {
-    client_id: Value,
-    client_token: Option<Value>,
-    token: Option<String>,
-    tx: Tx,
-    order: u64,
-    /// The client's stream went away (session-based: later messages go to the GET stream).
-    detached: bool,
-    /// Shared processes must not guess where unattributed messages belong.
-    shared: bool,
-    /// A `subscriptions/listen` stream: open until the client leaves, carries only tagged
-    /// notifications, and does not count as work in flight.
-    long_lived: bool,
 }
 
 impl Child {
@@ -202,8 +179,31 @@ impl Child {
     /// [`UpstreamError::Closed`] when the process is gone.
     pub async fn request(
         self: &Arc<Self>,
+        msg: Message,
+        shared: bool,
+    ) -> Result<EventStream, UpstreamError> {
+        self.send_request(msg, shared, false).await
+    }
+
+    /// As [`Child::request`] on a pooled process, for a client that can be asked for input
+    /// (multi round-trip requests): a request the process sends to the client while this is
+    /// the one request it is working on comes on this stream, for the relay to translate.
+    /// Otherwise such a request goes to the relay's answering task, as for any other call.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Closed`] when the process is gone.
+    pub async fn request_asking(
+        self: &Arc<Self>,
+        msg: Message,
+    ) -> Result<EventStream, UpstreamError> {
+        self.send_request(msg, true, true).await
+    }
+
+    async fn send_request(
+        self: &Arc<Self>,
         mut msg: Message,
         shared: bool,
+        asks: bool,
     ) -> Result<EventStream, UpstreamError> {
         let internal = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_id = msg.id().cloned().unwrap_or(Value::Null);
@@ -252,6 +252,7 @@ impl Child {
                     detached: false,
                     shared,
                     long_lived,
+                    asks,
                 },
             );
         }
@@ -416,19 +417,35 @@ impl Child {
                     None => self.unsolicited(&mut r, msg),
                 }
             }
-            Kind::Request if self.server_requests.is_some() => {
-                drop(r);
-                let request = ServerRequest {
-                    message: msg,
-                    reply: self.stdin.clone(),
-                };
-                if let Some(tx) = &self.server_requests
-                    && tx.try_send(request).is_err()
-                {
-                    tracing::warn!(endpoint = %self.endpoint, "too many requests from a pooled process waiting to be answered; one dropped (its call times out)");
+            Kind::Request if self.server_requests.is_some() => match asking_target(&r) {
+                // The one call in flight takes it: the relay asks that call's client.
+                Some(tx) => {
+                    if let Err(mpsc::error::SendError(Ok(ev))) = tx.send(Ok(Event::message(msg)))
+                        && let Some(m) = ev.message
+                    {
+                        drop(r);
+                        self.to_relay(m);
+                    }
                 }
-            }
+                None => {
+                    drop(r);
+                    self.to_relay(msg);
+                }
+            },
             _ => self.unsolicited(&mut r, msg),
+        }
+    }
+
+    /// A pooled process's request to the client, for the relay to answer at once.
+    fn to_relay(&self, message: Message) {
+        let request = ServerRequest {
+            message,
+            reply: self.stdin.clone(),
+        };
+        if let Some(tx) = &self.server_requests
+            && tx.try_send(request).is_err()
+        {
+            tracing::warn!(endpoint = %self.endpoint, "too many requests from a pooled process waiting to be answered; one dropped (its call times out)");
         }
     }
 
@@ -521,77 +538,6 @@ impl Child {
             let _ = tx.send(Err(err.clone()));
         }
     }
-}
-
-/// Where a message that names no request goes: the newest request still streaming on a
-/// session's own process; on a shared process only the single request in flight, if there is
-/// exactly one. Also says whether the process is shared.
-fn unsolicited_target(r: &Routes) -> (Option<Tx>, bool) {
-    let streaming: Vec<&Pending> = r
-        .pending
-        .values()
-        .filter(|p| !p.detached && !p.long_lived && !p.tx.is_closed())
-        .collect();
-    let shared = r.pending.values().any(|p| p.shared);
-    let target = if shared {
-        if streaming.len() == 1 {
-            Some(streaming[0].tx.clone())
-        } else {
-            None
-        }
-    } else {
-        streaming
-            .iter()
-            .max_by_key(|p| p.order)
-            .map(|p| p.tx.clone())
-    };
-    (target, shared)
-}
-
-/// A map key for a progress token (string or number).
-fn progress_key(token: &Value) -> String {
-    match token {
-        Value::String(s) => s.clone(),
-        other => format!("#{other}"),
-    }
-}
-
-fn deliver(r: &mut Routes, p: &Pending, msg: Message) {
-    send_or_standalone(r, &p.tx, p.detached, msg);
-}
-
-fn send_or_standalone(r: &mut Routes, tx: &Tx, detached: bool, msg: Message) {
-    if detached || tx.is_closed() {
-        to_standalone(r, msg);
-    } else if let Err(mpsc::error::SendError(Ok(ev))) = tx.send(Ok(Event::message(msg)))
-        && let Some(m) = ev.message
-    {
-        to_standalone(r, m);
-    }
-}
-
-fn to_standalone(r: &mut Routes, msg: Message) {
-    if let Some(tx) = &r.standalone {
-        match tx.send(Ok(Event::message(msg))) {
-            Ok(()) => return,
-            Err(mpsc::error::SendError(Ok(ev))) => {
-                r.standalone = None;
-                if let Some(m) = ev.message {
-                    push_backlog(r, m);
-                }
-                return;
-            }
-            Err(_) => return,
-        }
-    }
-    push_backlog(r, msg);
-}
-
-fn push_backlog(r: &mut Routes, msg: Message) {
-    if r.backlog.len() >= BACKLOG {
-        r.backlog.pop_front();
-    }
-    r.backlog.push_back(msg);
 }
 
 /// Cancels or detaches a request whose stream was dropped before its answer.
