@@ -224,15 +224,10 @@ pub async fn verify(entries: u64, size: usize) -> anyhow::Result<()> {
     let running = custody::http::start(&config).await?;
     let url = format!("http://{}/log/", running.addr);
     let started = Instant::now();
-    let from_http = custody::tiles::verify(
-        &custody::tiles::Source::Url(url),
-        verifier,
-        &[],
-        &[],
-        false,
-    )
-    .await
-    .map_err(|p| anyhow::anyhow!("{p}"))?;
+    let from_http =
+        custody::tiles::verify(&custody::tiles::Source::Url(url), verifier, &[], &[], false)
+            .await
+            .map_err(|p| anyhow::anyhow!("{p}"))?;
     let http_time = started.elapsed();
     running.shutdown().await;
 

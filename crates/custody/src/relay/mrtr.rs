@@ -211,6 +211,7 @@ impl Parked {
                     Direction::Gateway,
                     Some(self.asked_index),
                     detail.to_string(),
+                    None,
                 )
                 .await
             {
@@ -417,12 +418,19 @@ async fn record_input(
                     Direction::ClientToUpstream,
                     Some(asked),
                     detail,
+                    None,
                 )
                 .await
         }
         None => {
             scope
-                .message_with(answer, Direction::ClientToUpstream, Some(asked), detail)
+                .message_with(
+                    answer,
+                    Direction::ClientToUpstream,
+                    Some(asked),
+                    detail,
+                    None,
+                )
                 .await
         }
     }

@@ -165,12 +165,19 @@ impl Asking {
                         Direction::UpstreamToClient,
                         None,
                         json_text(detail),
+                        None,
                     )
                     .await
             }
             None => {
                 self.scope
-                    .message_with(&msg, Direction::UpstreamToClient, None, json_text(detail))
+                    .message_with(
+                        &msg,
+                        Direction::UpstreamToClient,
+                        None,
+                        json_text(detail),
+                        None,
+                    )
                     .await
             }
         };
