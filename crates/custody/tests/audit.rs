@@ -338,13 +338,13 @@ async fn tampering_is_detected_with_a_precise_message() {
         .unwrap();
         // The payloads move with their entries, as a careful forger would move them.
         db.execute(
-            "UPDATE payloads SET idx = idx + 1 WHERE idx = ?1",
+            "UPDATE payloads SET id = id + 4 WHERE id >> 2 = ?1",
             params![i],
         )
         .unwrap();
     }
     db.execute(
-        "INSERT INTO payloads SELECT 2, slot, time_ns, opening, data FROM payloads WHERE idx = 1",
+        "INSERT INTO payloads SELECT 8 + (id & 3), time_ns, opening, data FROM payloads WHERE id >> 2 = 1",
         [],
     )
     .unwrap();

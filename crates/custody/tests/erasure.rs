@@ -144,7 +144,7 @@ async fn an_erased_payload_leaves_the_tree_valid_and_verify_lists_it() {
     let db = Connection::open(dir.path().join("log.sqlite")).unwrap();
     let left: i64 = db
         .query_row(
-            "SELECT count(*) FROM payloads WHERE idx = ?1",
+            "SELECT count(*) FROM payloads WHERE id >> 2 = ?1",
             params![index as i64],
             |r| r.get(0),
         )
@@ -222,7 +222,7 @@ async fn a_changed_or_deleted_payload_is_caught() {
     let dir = s.gw.shutdown().await;
     let db = Connection::open(dir.path().join("log.sqlite")).unwrap();
     db.execute(
-        "UPDATE payloads SET data = CAST(replace(CAST(data AS TEXT), 'personal', 'PERSONAL') AS BLOB) WHERE idx = ?1 AND slot = 1",
+        "UPDATE payloads SET data = CAST(replace(CAST(data AS TEXT), 'personal', 'PERSONAL') AS BLOB) WHERE id = ?1 * 4 + 1",
         params![index as i64],
     )
     .unwrap();
@@ -235,8 +235,11 @@ async fn a_changed_or_deleted_payload_is_caught() {
         "{err}"
     );
     // Deleted, as an erasure would, but without the recorded entry an erasure makes.
-    db.execute("DELETE FROM payloads WHERE idx = ?1", params![index as i64])
-        .unwrap();
+    db.execute(
+        "DELETE FROM payloads WHERE id >> 2 = ?1",
+        params![index as i64],
+    )
+    .unwrap();
     let (ok, _, err) = verify(dir.path());
     assert!(!ok);
     assert!(
@@ -333,7 +336,9 @@ async fn retention_erases_expired_payloads_in_recorded_batches() {
     let with_payloads = |dir: &Path| -> i64 {
         Connection::open(dir.join("log.sqlite"))
             .unwrap()
-            .query_row("SELECT count(DISTINCT idx) FROM payloads", [], |r| r.get(0))
+            .query_row("SELECT count(DISTINCT id >> 2) FROM payloads", [], |r| {
+                r.get(0)
+            })
             .unwrap()
     };
     let before = with_payloads(dir.path());

@@ -41,14 +41,11 @@ CREATE TABLE IF NOT EXISTS pending_approvals (
     entry INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS payloads (
-    idx     INTEGER NOT NULL,
-    slot    INTEGER NOT NULL,
+    id      INTEGER PRIMARY KEY, -- entry index * 4 + slot: appended in key order
     time_ns INTEGER NOT NULL,
     opening BLOB NOT NULL,
-    data    BLOB NOT NULL,
-    PRIMARY KEY (idx, slot)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS payloads_by_time ON payloads (time_ns);
+    data    BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -84,6 +81,10 @@ impl SqliteStore {
             Durability::Fsync => "FULL",
             Durability::None => "OFF",
         };
+        // Larger pages for a new database: a 4 KiB payload and its row fit one page instead
+        // of spilling into an overflow chain (an existing database keeps its page size).
+        conn.pragma_update(None, "page_size", 16384)
+            .map_err(StoreError::sql("set the page size"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(StoreError::sql("set the WAL journal mode"))?;
         conn.pragma_update(None, "synchronous", sync)
@@ -141,7 +142,7 @@ impl Store for SqliteStore {
             }
             let mut payload = tx
                 .prepare_cached(
-                    "INSERT INTO payloads (idx, slot, time_ns, opening, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO payloads (id, time_ns, opening, data) VALUES (?1 * 4 + ?2, ?3, ?4, ?5)",
                 )
                 .map_err(StoreError::sql("prepare the payload insert"))?;
             for (k, row) in rows.iter().enumerate() {
@@ -160,7 +161,9 @@ impl Store for SqliteStore {
                     None => {}
                     Some(Erase::Indices(list)) => {
                         let mut del = tx
-                            .prepare_cached("DELETE FROM payloads WHERE idx = ?1")
+                            .prepare_cached(
+                                "DELETE FROM payloads WHERE id >= ?1 * 4 AND id < ?1 * 4 + 4",
+                            )
                             .map_err(StoreError::sql("prepare the payload erasure"))?;
                         for i in list {
                             del.execute(params![i64_of(*i)])
@@ -173,7 +176,7 @@ impl Store for SqliteStore {
                         before_ns,
                     }) => {
                         tx.prepare_cached(
-                            "DELETE FROM payloads WHERE idx >= ?1 AND idx < ?2 AND time_ns < ?3",
+                            "DELETE FROM payloads WHERE id >= ?1 * 4 AND id < ?2 * 4 AND time_ns < ?3",
                         )
                         .and_then(|mut st| {
                             st.execute(params![i64_of(*from), i64_of(*to), i64_of(*before_ns)])
@@ -301,7 +304,9 @@ fn opening_of(index: u64, opening: Vec<u8>) -> Result<[u8; 32], StoreError> {
 
 fn payloads_of(conn: &Connection, index: u64) -> Result<StoredPayloads, StoreError> {
     let mut stmt = conn
-        .prepare_cached("SELECT slot, opening, data FROM payloads WHERE idx = ?1 ORDER BY slot")
+        .prepare_cached(
+            "SELECT id & 3, opening, data FROM payloads WHERE id >= ?1 * 4 AND id < ?1 * 4 + 4 ORDER BY id",
+        )
         .map_err(StoreError::sql("prepare the payload query"))?;
     let rows = stmt
         .query_map(params![i64_of(index)], |r| {
@@ -497,7 +502,7 @@ impl LogReader for SqliteReader {
         // Two cursors walked together: entries in order, payloads in (index, slot) order.
         let mut stmt = self
             .conn
-            .prepare("SELECT idx, slot, opening, data FROM payloads ORDER BY idx, slot")
+            .prepare("SELECT id >> 2, id & 3, opening, data FROM payloads ORDER BY id")
             .map_err(StoreError::sql("prepare the payload scan"))?;
         let mut rows = stmt.query([]).map_err(StoreError::sql("scan payloads"))?;
         let next =
@@ -581,8 +586,10 @@ impl SqliteReader {
         Ok(entry_version(&self.conn)?.unwrap_or(tlog::entry::V1))
     }
 
-    /// The next retention batch: the index range `from..to` of at most `limit` stored
-    /// payloads of entries made before `cutoff_ns`.
+    /// The oldest run of at most `limit` entries whose payloads were all made before
+    /// `cutoff_ns`, as `from..to`: payloads are read oldest first (entries are in time
+    /// order, give or take the moment between their time and their commit), stopping at the
+    /// first that is not expired.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -591,25 +598,35 @@ impl SqliteReader {
         cutoff_ns: u64,
         limit: u64,
     ) -> Result<Option<(u64, u64)>, StoreError> {
-        let first: Option<i64> = self
+        let mut stmt = self
             .conn
-            .query_row(
-                "SELECT min(idx) FROM payloads WHERE time_ns < ?1",
-                params![i64_of(cutoff_ns)],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT id >> 2, time_ns FROM payloads ORDER BY id LIMIT ?1")
+            .map_err(StoreError::sql("prepare the expired payload query"))?;
+        let mut rows = stmt
+            .query(params![i64_of(limit.saturating_mul(4))])
             .map_err(StoreError::sql("find expired payloads"))?;
-        let Some(first) = first else { return Ok(None) };
-        let last: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT max(idx) FROM (SELECT idx FROM payloads WHERE idx >= ?1 AND time_ns < ?2 ORDER BY idx LIMIT ?3)",
-                params![first, i64_of(cutoff_ns), i64_of(limit)],
-                |r| r.get(0),
-            )
-            .map_err(StoreError::sql("find expired payloads"))?;
-        let from = u64::try_from(first).unwrap_or(0);
-        Ok(last.map(|l| (from, u64::try_from(l).unwrap_or(0) + 1)))
+        let mut range: Option<(u64, u64)> = None;
+        while let Some(r) = rows
+            .next()
+            .map_err(StoreError::sql("find expired payloads"))?
+        {
+            let idx: i64 = r.get(0).map_err(StoreError::sql("read a payload index"))?;
+            let time: i64 = r.get(1).map_err(StoreError::sql("read a payload time"))?;
+            if u64::try_from(time).unwrap_or(0) >= cutoff_ns {
+                break;
+            }
+            let idx = u64::try_from(idx).unwrap_or(0);
+            match &mut range {
+                None => range = Some((idx, idx + 1)),
+                Some((from, to)) => {
+                    if idx + 1 - *from > limit {
+                        break;
+                    }
+                    *to = idx + 1;
+                }
+            }
+        }
+        Ok(range)
     }
 }
 

@@ -29,7 +29,7 @@ pub fn entries(dir: &std::path::Path) -> Vec<tlog::Entry<'static>> {
         .map(Result::unwrap)
         .collect();
     let mut payloads = db
-        .prepare("SELECT slot, data FROM payloads WHERE idx = ?1")
+        .prepare("SELECT id & 3, data FROM payloads WHERE id >> 2 = ?1")
         .unwrap();
     rows.into_iter()
         .map(|(idx, d)| {
