@@ -3,6 +3,7 @@
 //! the file, line, key path and what is wrong.
 
 mod auth;
+mod export;
 mod limits;
 mod locate;
 mod mask;
@@ -13,6 +14,7 @@ mod upstream_url;
 mod witness;
 
 pub use auth::{AuthConfig, NameTemplate, OidcConfig, Preset, StaticToken, is_fetchable};
+pub use export::{ExportConfig, ExportFormat, ExportTarget, RawExport};
 pub use limits::{EndpointLimits, LimitsConfig, ServerLimits};
 pub use secret::SecretRef;
 pub use upstream_url::UpstreamUrl;
@@ -72,6 +74,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[witness]`: who cosigns the log's checkpoints. `None`: no witnesses.
     pub witness: Option<WitnessConfig>,
+    /// `[[export]]`: sinks streaming committed entries.
+    pub exports: Vec<ExportConfig>,
 }
 
 /// The embedded default's policy: permissive, for the demo only.
@@ -447,6 +451,7 @@ impl Config {
                 }),
             }],
             witness: None,
+            exports: Vec::new(),
         }
     }
 }
@@ -723,6 +728,7 @@ impl Resolver<'_> {
         let approvals = self.approvals(raw.approvals)?;
         let limits = self.limits(raw.limits)?;
         let witness = raw.witness.map(|w| self.witness(w)).transpose()?;
+        let exports = self.exports(raw.export)?;
         let mask_key_file = raw
             .masking
             .key_file
@@ -737,6 +743,7 @@ impl Resolver<'_> {
             endpoints,
             limits,
             witness,
+            exports,
         })
     }
 
