@@ -187,6 +187,10 @@ source "$here/compose.sh"
 check "kubernetes: the manifests render, validate, scan clean, and the pod's gateway serves (kubernetes.sh)" \
   "$here/kubernetes.sh" "$cache" "$custody"
 
+# --- metrics: /metrics checked by promtool and scraped by a real Prometheus ----------------------
+check "metrics: promtool check metrics is silent, and a Prometheus scrape counts the calls just made (prometheus.sh)" \
+  "$here/prometheus.sh" "$custody" "$cache"
+
 # --- witnesses: built-in witnesses cosigning a gateway's log; a third-party witness both ways ---
 check "witnesses: a 2-of-2 gateway, a job's evidence, a rewrite detected (witnessed.sh)" \
   "$here/witnessed.sh" "$custody" "$cache"

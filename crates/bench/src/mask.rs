@@ -62,6 +62,7 @@ pub fn run(size: usize, rounds: usize) -> anyhow::Result<()> {
         },
         credentials: vec!["sk-live-upstream-credential-0001".to_string()].into(),
         key: key.clone(),
+        metrics: None,
     };
     let with_rules = Masker {
         client: RuleSet {
@@ -76,6 +77,7 @@ pub fn run(size: usize, rounds: usize) -> anyhow::Result<()> {
         },
         credentials: vec!["sk-live-upstream-credential-0001".to_string()].into(),
         key,
+        metrics: None,
     };
     println!(
         "custody masking benchmark: a {} KiB tool result (rows of customer records as structured content and again as JSON text), both copies",

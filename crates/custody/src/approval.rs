@@ -413,6 +413,7 @@ pub struct Approvals {
     pending: Mutex<HashMap<String, Arc<Pending>>>,
     recent: Mutex<VecDeque<Arc<Pending>>>,
     notifier: notify::Notifier,
+    metrics: Arc<crate::metrics::ApprovalMetrics>,
 }
 
 impl Approvals {
@@ -421,8 +422,10 @@ impl Approvals {
         audit: Arc<Audit>,
         policy: Option<Arc<Engine>>,
         public_url: Option<String>,
+        metrics: Arc<crate::metrics::ApprovalMetrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            metrics,
             notifier: notify::Notifier::new(config.webhooks.clone(), audit.clone(), public_url),
             config: config.clone(),
             audit,
@@ -541,7 +544,14 @@ impl Approvals {
         }
         pending.set(&mut state, next);
         drop(state);
-        self.retire(&pending.id);
+        self.retire(
+            pending,
+            match ending {
+                Ending::Expired => "expired",
+                Ending::Cancelled => "cancelled",
+                Ending::Abandoned => "abandoned",
+            },
+        );
         tracing::info!(approval = %pending.id, "{}: {reason}", kind.name());
         let resolution = Resolution::Ended {
             ending,
@@ -573,12 +583,23 @@ impl Approvals {
         matching.len()
     }
 
-    fn retire(&self, id: &str) {
+    /// Calls held now, waiting for an approval.
+    pub fn pending_count(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// An approval ended (`outcome`: granted, denied, expired, cancelled, abandoned).
+    fn retire(&self, pending: &Pending, outcome: &str) {
+        let waited = Duration::from_nanos(now_ns().saturating_sub(pending.requested_ns));
+        self.metrics.ended(outcome, waited);
         let removed = self
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+            .remove(&pending.id);
         if let Some(p) = removed {
             // The arguments as sent leave memory with the approval.
             p.held.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -802,7 +823,11 @@ impl Approvals {
             kind.name()
         );
         if let Some(r) = resolution {
-            self.retire(&pending.id);
+            let outcome = match &r {
+                Resolution::Granted { .. } => "granted",
+                _ => "denied",
+            };
+            self.retire(&pending, outcome);
             pending.resolved.send_replace(Some(r));
         }
         Ok(pending)

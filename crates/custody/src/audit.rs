@@ -15,6 +15,7 @@ pub mod files;
 pub mod health;
 pub mod keys;
 pub mod predecessor;
+mod ready;
 mod resume;
 pub mod scrub;
 mod sequencer;
@@ -264,6 +265,8 @@ enum Job {
     },
     /// Store a signed checkpoint in the database's checkpoints table.
     Store(StoredCheckpoint, oneshot::Sender<Result<(), AuditError>>),
+    /// Read something cheap from the store (`/readyz`: the store answers).
+    Probe(oneshot::Sender<Result<(), String>>),
     /// Finish what is queued before this, then exit.
     Stop(oneshot::Sender<()>),
 }
@@ -297,6 +300,8 @@ pub struct Audit {
     witnessing: std::sync::OnceLock<Arc<witnessing::Witnessing>>,
     /// The log's entry version: 2, or 1 for a log created before.
     entry_version: u8,
+    /// What `/metrics` shows of the log.
+    metrics: Arc<crate::metrics::AuditMetrics>,
 }
 
 /// What opening the log found.
@@ -483,6 +488,7 @@ impl Audit {
             root: range.root(),
         });
         let (jobs, rx) = mpsc::channel(65_536);
+        let metrics = Arc::new(crate::metrics::AuditMetrics::default());
         let handle = sequencer::spawn(
             sequencer::Sequencer {
                 store,
@@ -492,6 +498,7 @@ impl Audit {
                 health: health.clone(),
                 head: head_tx,
                 version: entry_version,
+                metrics: metrics.clone(),
             },
             rx,
         );
@@ -513,6 +520,7 @@ impl Audit {
             erasing: tokio::sync::Mutex::new(()),
             witnessing: std::sync::OnceLock::new(),
             entry_version,
+            metrics,
         });
         Ok(Opened {
             audit,
@@ -531,6 +539,23 @@ impl Audit {
     /// entries (a checkpoint could not be persisted, or an integrity alarm halted it): the
     /// caller must not let the message it records move on.
     pub async fn append(&self, draft: Draft) -> Result<Appended, AuditError> {
+        let refused = self.refuse(&draft);
+        if refused.is_err() {
+            self.metrics
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        refused?;
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Append(Box::new(draft), tx))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Why the log must refuse `draft` before it reaches the sequencer, if it must.
+    fn refuse(&self, draft: &Draft) -> Result<(), AuditError> {
         if let Some(why) = self.health.refusal() {
             return Err(AuditError::Unavailable(why));
         }
@@ -550,12 +575,7 @@ impl Audit {
         if largest > tlog::entry::MAX_ENTRY_BYTES {
             return Err(AuditError::TooLarge(largest));
         }
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Append(Box::new(draft), tx))
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+        Ok(())
     }
 
     /// The data directory the log lives in.
@@ -612,7 +632,7 @@ impl Audit {
     /// # Errors
     /// A witness's URL is unusable.
     pub fn attach_witnesses(&self, config: &crate::config::WitnessConfig) -> Result<(), String> {
-        let w = witnessing::Witnessing::new(config)?;
+        let w = witnessing::Witnessing::new(config, self.metrics.clone())?;
         if let Ok(Some(last)) = self.files.last_checkpoint() {
             w.seed(&last.checkpoint.note, last.checkpoint.size);
         }

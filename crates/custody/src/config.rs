@@ -8,6 +8,7 @@ mod limits;
 mod locate;
 mod mask;
 pub mod messages;
+mod metrics;
 pub mod raw;
 mod secret;
 mod upstream_url;
@@ -16,6 +17,7 @@ mod witness;
 pub use auth::{AuthConfig, NameTemplate, OidcConfig, Preset, StaticToken, is_fetchable};
 pub use export::{ExportConfig, ExportFormat, ExportTarget, RawExport};
 pub use limits::{EndpointLimits, LimitsConfig, ServerLimits};
+pub use metrics::{MetricsConfig, RawMetrics};
 pub use secret::SecretRef;
 pub use upstream_url::UpstreamUrl;
 pub use witness::{RawWitness, WitnessConfig, WitnessMode, load_policy as load_witness_policy};
@@ -76,6 +78,8 @@ pub struct Config {
     pub witness: Option<WitnessConfig>,
     /// `[[export]]`: sinks streaming committed entries.
     pub exports: Vec<ExportConfig>,
+    /// `[metrics]`: `/metrics`, where and for whom.
+    pub metrics: MetricsConfig,
 }
 
 /// The embedded default's policy: permissive, for the demo only.
@@ -452,6 +456,7 @@ impl Config {
             }],
             witness: None,
             exports: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -729,6 +734,7 @@ impl Resolver<'_> {
         let limits = self.limits(raw.limits)?;
         let witness = raw.witness.map(|w| self.witness(w)).transpose()?;
         let exports = self.exports(raw.export)?;
+        let metrics = self.metrics(raw.metrics)?;
         let mask_key_file = raw
             .masking
             .key_file
@@ -744,6 +750,7 @@ impl Resolver<'_> {
             limits,
             witness,
             exports,
+            metrics,
         })
     }
 

@@ -7,13 +7,15 @@ mod approvals;
 mod erase;
 mod guard;
 mod metadata;
+mod observe;
+mod ops;
 mod serve;
 mod tiles;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body as AxumBody;
@@ -48,7 +50,6 @@ struct App {
     guard: Guard,
     identity: Arc<Identity>,
     public_url: Option<String>,
-    shutting_down: CancellationToken,
     /// Whether the log's tiles are readable without a token.
     tiles_public: bool,
 }
@@ -58,6 +59,8 @@ type Shared = State<Arc<App>>;
 /// A running gateway.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The listener of `[metrics] listen`, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub relay: Arc<Relay>,
     stop: CancellationToken,
     done: tokio::task::JoinHandle<()>,
@@ -193,13 +196,26 @@ pub async fn start_with(
         Err(e) => return Err(StartError::Record(e)),
     }
     let mask_key = MaskKey::load(&config.mask_key_file, true)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        config.endpoints.iter().map(|e| e.name.as_str()),
+        audit.metrics().clone(),
+    ));
     let relay = Relay::new(
         config,
         audit.clone(),
         policy.clone(),
         Some(Arc::new(mask_key)),
+        metrics,
     )
     .map_err(StartError::Credentials)?;
+    let ops_listener = match config.metrics.listen.filter(|_| config.metrics.enabled) {
+        Some(addr) => Some(
+            ops::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     let stop = CancellationToken::new();
     let reloader = Some(match policy {
         Some(engine) => {
@@ -220,16 +236,32 @@ pub async fn start_with(
     let checkpointer = audit.start_checkpointer(stop.clone());
     let scrub = audit.start_scrub(stop.clone());
     let retention = audit.start_retention(RETENTION_EVERY, stop.clone());
-    let (_exports, export_tasks) = crate::export::start(&audit, &config.exports, &stop);
+    let (exports, export_tasks) = crate::export::start(&audit, &config.exports, &stop);
+    let exports = Arc::new(exports);
     let app = Arc::new(App {
         relay: relay.clone(),
         limiter: relay.limiter.clone(),
         guard: Guard::new(&config.server),
         identity,
         public_url: config.server.public_url.clone(),
-        shutting_down: stop.clone(),
         tiles_public: config.audit.tiles_public,
     });
+    let make_ops = |metrics: bool| {
+        Arc::new(ops::Ops {
+            relay: relay.clone(),
+            exports: exports.clone(),
+            token_sha256: config.metrics.token_sha256,
+            shutting_down: stop.clone(),
+            metrics,
+            fresh_within: ops::freshness(config),
+        })
+    };
+    // `/metrics` on the main listener unless it has a listener of its own.
+    let ops_here = make_ops(config.metrics.enabled && ops_listener.is_none());
+    let ops_stopped = CancellationToken::new();
+    let metrics_addr = ops_listener.as_ref().map(|(_, a)| *a);
+    let ops_server =
+        ops_listener.map(|(listener, _)| ops::serve(listener, make_ops(true), ops_stopped.clone()));
     let router = Router::new()
         .route(
             "/mcp/{endpoint}",
@@ -257,10 +289,9 @@ pub async fn start_with(
         .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/approvals/{id}", get(approvals::show))
         .route("/api/v1/approvals/{id}/{verb}", post(approvals::decide))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
         .fallback(not_found)
-        .with_state(app);
+        .with_state(app)
+        .merge(ops::routes(ops_here));
 
     let reaper = {
         let relay = relay.clone();
@@ -346,32 +377,19 @@ pub async fn start_with(
                 tracing::error!("couldn't sign the final checkpoint: {e}");
             }
             audit.close().await;
+            ops_stopped.cancel();
+            if let Some(s) = ops_server {
+                let _ = s.await;
+            }
         })
     };
     Ok(Running {
         addr,
+        metrics_addr,
         relay,
         stop,
         done,
     })
-}
-
-/// Ready when the gateway takes calls and its log can be trusted to record them: 503 with
-/// every reason as JSON otherwise.
-async fn readyz(State(app): Shared) -> Response {
-    let mut reasons = Vec::new();
-    if app.shutting_down.is_cancelled() {
-        reasons.push("shutting down".to_string());
-    }
-    reasons.extend(app.relay.audit.health().reasons);
-    if reasons.is_empty() {
-        return axum::Json(serde_json::json!({ "ready": true })).into_response();
-    }
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({ "ready": false, "reasons": reasons })),
-    )
-        .into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -454,7 +472,8 @@ fn refused_credential(app: &App, at: &At<'_>, peer: SocketAddr, refused: &Refuse
 /// What every MCP request goes through before its method's own handling: the endpoint, the
 /// address's refusal budget, the `Host`/`Origin` guard, the caller's token, and the principal's
 /// rate and concurrency. Refusals before authentication are counted, not recorded one by one.
-/// The permit holds the principal's place among its requests in progress.
+/// The permit holds the principal's place among its requests in progress. A refusal comes with
+/// its outcome label (`metrics::labels::OUTCOMES`).
 async fn admit(
     app: &App,
     name: &str,
@@ -462,11 +481,12 @@ async fn admit(
     headers: &HeaderMap,
     method: &Method,
     peer: SocketAddr,
-) -> Result<(Arc<Endpoint>, Caller, Permit), Response> {
+) -> Result<(Arc<Endpoint>, Caller, Permit), (Response, usize)> {
+    use crate::metrics::labels::outcome as label;
     let ep = app
         .relay
         .endpoint(name)
-        .map_err(|e| respond(name, unrecorded(e)))?;
+        .map_err(|e| (respond(name, unrecorded(e)), label::NOT_FOUND))?;
     let address = peer.to_string();
     let at = At {
         endpoint: &ep.name,
@@ -483,17 +503,19 @@ async fn admit(
             // flood a handshake per request.
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Err(resp);
+            return Err((resp, label::LIMITED));
         }
     };
     if let Err(error) = app.guard.check(uri, headers) {
         app.limiter.addresses.charge(address_key(peer.ip()));
         app.relay.refusals.unauthenticated(&at, &error);
-        return Err(respond(name, unrecorded(error)));
+        return Err((respond(name, unrecorded(error)), label::FORBIDDEN));
     }
     let principal = match known {
         Some(p) => p,
-        None => authenticate(app, &ep, headers, &at, peer).await?,
+        None => authenticate(app, &ep, headers, &at, peer)
+            .await
+            .map_err(|resp| (resp, label::UNAUTHORIZED))?,
     };
     let caller = Caller { principal, address };
     let at = At {
@@ -506,7 +528,7 @@ async fn admit(
         let outcome = app
             .relay
             .limited(&at, &caller.principal, None, RelayError::Limit(e), None);
-        respond(name, outcome)
+        (respond(name, outcome), label::LIMITED)
     };
     if let Err(e) = app.limiter.principal_rate.take(&caller.principal.binding) {
         return Err(limited(e));
@@ -522,9 +544,15 @@ async fn admit(
     Ok((ep, caller, permit))
 }
 
-/// Holds `permit` until the response's body has been sent (or dropped).
-fn holding(resp: Response, permit: Permit) -> Response {
-    resp.map(|b| AxumBody::new(serve::Guarded::new(b, permit)))
+/// Holds `permit` until the response's body has been sent (or dropped); a stream is counted
+/// for `/metrics` then too, anything else now.
+fn holding(resp: Response, permit: Permit, observed: observe::Observed) -> Response {
+    if observed.streaming {
+        resp.map(|b| AxumBody::new(serve::Guarded::new(b, (permit, observed))))
+    } else {
+        drop(observed);
+        resp.map(|b| AxumBody::new(serve::Guarded::new(b, permit)))
+    }
 }
 
 async fn mcp_post(
@@ -533,6 +561,7 @@ async fn mcp_post(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    let started = Instant::now();
     // Taking the request whole avoids copying its headers into extractors.
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
@@ -540,7 +569,10 @@ async fn mcp_post(
     let (ep, caller, permit) =
         match admit(&app, &name, &parts.uri, &headers, &parts.method, peer).await {
             Ok(admitted) => admitted,
-            Err(resp) => return resp,
+            Err((resp, outcome)) => {
+                let unread = crate::metrics::labels::method::UNKNOWN;
+                return observe::refused(&app.relay, &name, unread, outcome, started, resp);
+            }
         };
     let checked = async {
         guard::post_media(&headers).map_err(|e| (e, None))?;
@@ -550,15 +582,21 @@ async fn mcp_post(
         Body::parse(bytes.clone(), ep.messages.json()).map_err(|e| (e.into(), Some(bytes)))
     }
     .await;
-    let outcome = match checked {
-        Ok(body) => app.relay.post(&ep, &caller, &headers, body).await,
+    let (outcome, labels) = match checked {
+        Ok(body) => {
+            let labels = observe::labels(&ep, &body);
+            (app.relay.post(&ep, &caller, &headers, body).await, labels)
+        }
         Err((error, raw)) => {
-            app.relay
+            let outcome = app
+                .relay
                 .refuse(&ep, &caller.principal, &headers, error, None, raw)
-                .await
+                .await;
+            (outcome, (crate::metrics::labels::method::UNKNOWN, None))
         }
     };
-    holding(respond(&name, outcome), permit)
+    let observed = observe::Observed::new(ep, labels, started, &outcome);
+    holding(respond(&name, outcome), permit, observed)
 }
 
 async fn mcp_get(
@@ -568,9 +606,13 @@ async fn mcp_get(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let started = Instant::now();
+    let labels = (crate::metrics::labels::method::GET, None);
     let (ep, caller, permit) = match admit(&app, &name, &uri, &headers, &Method::GET, peer).await {
         Ok(admitted) => admitted,
-        Err(resp) => return resp,
+        Err((resp, outcome)) => {
+            return observe::refused(&app.relay, &name, labels.0, outcome, started, resp);
+        }
     };
     let outcome = match guard::get_media(&headers) {
         Ok(()) => app.relay.get(&ep, &caller, &headers).await,
@@ -580,7 +622,8 @@ async fn mcp_get(
                 .await
         }
     };
-    holding(respond(&name, outcome), permit)
+    let observed = observe::Observed::new(ep, labels, started, &outcome);
+    holding(respond(&name, outcome), permit, observed)
 }
 
 async fn mcp_delete(
@@ -590,15 +633,18 @@ async fn mcp_delete(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let started = Instant::now();
+    let labels = (crate::metrics::labels::method::DELETE, None);
     let (ep, caller, permit) = match admit(&app, &name, &uri, &headers, &Method::DELETE, peer).await
     {
         Ok(admitted) => admitted,
-        Err(resp) => return resp,
+        Err((resp, outcome)) => {
+            return observe::refused(&app.relay, &name, labels.0, outcome, started, resp);
+        }
     };
-    holding(
-        respond(&name, app.relay.delete(&ep, &caller, &headers).await),
-        permit,
-    )
+    let outcome = app.relay.delete(&ep, &caller, &headers).await;
+    let observed = observe::Observed::new(ep, labels, started, &outcome);
+    holding(respond(&name, outcome), permit, observed)
 }
 
 /// Reads the body up to `max` bytes; a declared length over the limit is refused unread.

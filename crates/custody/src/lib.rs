@@ -19,6 +19,7 @@ pub mod identity;
 pub mod limits;
 pub mod mask;
 pub mod mcp;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod relay;

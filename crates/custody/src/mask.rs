@@ -104,6 +104,8 @@ pub struct Masker {
     /// tokens), kept current by the endpoint's credentials.
     pub credentials: crate::credentials::Scrub,
     pub key: Option<std::sync::Arc<MaskKey>>,
+    /// Where what this masker masks for the log is counted.
+    pub metrics: Option<std::sync::Arc<crate::metrics::EndpointMetrics>>,
 }
 
 /// The copies of one message.
@@ -129,7 +131,14 @@ impl Masker {
                 self.apply(self.audit_paths(), &mut v, "", &mut marks);
             }
         }
+        self.count(&marks);
         (!marks.is_empty()).then_some((v, marks))
+    }
+
+    fn count(&self, marks: &[Mark]) {
+        if let (Some(m), false) = (&self.metrics, marks.is_empty()) {
+            m.masked(marks);
+        }
     }
 
     /// Masks a message on its way to the client: the client copy, and the audit copy (the
@@ -147,6 +156,7 @@ impl Masker {
             let mut audit = original.clone();
             let mut marks = Vec::new();
             self.apply(self.both(), &mut audit, "", &mut marks);
+            self.count(&marks);
             return Copies {
                 client: (!client_marks.is_empty()).then_some(client),
                 audit: (!marks.is_empty()).then_some(audit),
@@ -165,6 +175,7 @@ impl Masker {
             (marks.len() > client_count).then_some(a)
         };
         let client = (client_count > 0).then_some(client);
+        self.count(&marks);
         Copies {
             audit: audit.or_else(|| client.clone()),
             client,
@@ -221,6 +232,7 @@ impl Masker {
                 self.scrub(scan, s, &pointer, &mut marks);
             }
         }
+        self.count(&marks);
         marks
     }
 
@@ -448,6 +460,7 @@ mod tests {
             },
             credentials: vec!["upstream-api-key-123".to_string()].into(),
             key: Some(std::sync::Arc::new(MaskKey::from_secret([7; 32]))),
+            metrics: None,
         }
     }
 

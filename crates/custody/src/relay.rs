@@ -117,6 +117,8 @@ pub struct Relay {
     pub policy: Option<Arc<Engine>>,
     /// Calls held for approval.
     pub approvals: Arc<Approvals>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
     session_idle: Duration,
     stdio_session_idle: Duration,
     /// Cancelled when shutdown begins: long-lived streams end.
@@ -131,6 +133,7 @@ impl Relay {
         audit: Arc<Audit>,
         policy: Option<Arc<Engine>>,
         mask_key: Option<Arc<MaskKey>>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<Self>, String> {
         let closing = CancellationToken::new();
         // One key for every endpoint: state shown to the wrong one is told apart from state
@@ -159,7 +162,9 @@ impl Relay {
                     Upstream::Stdio(up) => (up.input_timeout(), up.capacity()),
                     Upstream::Http(_) => (Duration::ZERO, 0),
                 };
+                let counted = metrics.endpoint(&ep.name);
                 let endpoint = Endpoint {
+                    metrics: counted.clone(),
                     parking: mrtr::Parking::new(
                         state_key.clone(),
                         parking.0,
@@ -177,6 +182,7 @@ impl Relay {
                         audit: ep.mask_audit.clone(),
                         credentials: credentials.scrub(),
                         key: mask_key.clone(),
+                        metrics: Some(counted),
                     }),
                     credentials,
                     session_cap: Gauge::new(Limit::EndpointSessions, ep.limits.sessions),
@@ -196,14 +202,20 @@ impl Relay {
         Ok(Arc::new(Self {
             known: names.join(", "),
             endpoints,
-            refusals: Arc::new(Refusals::new(audit.clone(), limiter.refusal_records)),
+            refusals: Arc::new(Refusals::new(
+                audit.clone(),
+                limiter.refusal_records,
+                metrics.clone(),
+            )),
             limiter,
             approvals: Approvals::new(
                 &config.approvals,
                 audit.clone(),
                 policy.clone(),
                 config.server.public_url.clone(),
+                metrics.approvals.clone(),
             ),
+            metrics,
             audit,
             policy,
             session_idle: config.server.session_idle_timeout,
@@ -261,6 +273,8 @@ impl Relay {
             stateless_status: false,
             filter: None,
             upstream_headers: std::sync::Mutex::new(None),
+            forwarded: std::time::Instant::now(),
+            timed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -282,7 +296,7 @@ impl Relay {
             "tools/call" | "prompts/get" => msg.params().and_then(|p| p.get("arguments")),
             _ => None,
         };
-        Some(engine.decide(&Call {
+        let decision = engine.decide(&Call {
             principal: &caller.principal,
             endpoint: &ep.name,
             method,
@@ -290,7 +304,13 @@ impl Relay {
             arguments,
             protocol_version: version,
             client_address: &caller.address,
-        }))
+        });
+        ep.metrics.decision(match decision.verdict {
+            Verdict::Allow => 0,
+            Verdict::Deny => 1,
+            Verdict::NeedsApproval => 2,
+        });
+        Some(decision)
     }
 
     /// The list filter for the list requests among `messages`, when policies are configured.
@@ -674,6 +694,9 @@ fn error_outcome(error: RelayError, id: Option<Value>, session: Option<Arc<str>>
 
 /// Answers a recorded request with a failure, recording the answer.
 async fn fail(ctx: &Ctx, error: RelayError, id: Option<Value>) -> Outcome {
+    if matches!(error, RelayError::Upstream { .. }) {
+        ctx.answered(true);
+    }
     let request = id
         .as_ref()
         .and_then(|i| ctx.requests.iter().find(|(r, _)| r == i))

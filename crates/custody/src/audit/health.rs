@@ -18,6 +18,8 @@ pub struct Report {
     pub ready: bool,
     /// Every reason the log is not ready, most serious first.
     pub reasons: Vec<String>,
+    /// Whether an integrity alarm stands.
+    pub alarm: bool,
 }
 
 #[derive(Debug, Default)]
@@ -26,6 +28,11 @@ pub struct Health {
     troubled: AtomicBool,
     failure: Mutex<Option<String>>,
     alarm: Mutex<Option<Alarm>>,
+    /// Set while the store's latest commit failed: one atomic load per successful commit.
+    commit_failing: AtomicBool,
+    /// Why it failed. Not a reason to refuse entries (the next commit may succeed; a failed
+    /// one refuses its own batch), but the log is not writable while it lasts.
+    commit: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +78,19 @@ impl Health {
         self.update();
     }
 
+    /// The store's commit failed with `why`.
+    pub fn commit_failed(&self, why: &str) {
+        *lock(&self.commit) = Some(why.to_string());
+        self.commit_failing.store(true, Ordering::Release);
+    }
+
+    /// The store committed: it is writable (again).
+    pub fn commit_succeeded(&self) {
+        if self.commit_failing.swap(false, Ordering::AcqRel) {
+            lock(&self.commit).take();
+        }
+    }
+
     /// Why an entry must be refused now, if it must.
     pub fn refusal(&self) -> Option<String> {
         if !self.troubled.load(Ordering::Acquire) {
@@ -97,12 +117,21 @@ impl Health {
         if let Some(a) = lock(&self.alarm).as_ref() {
             reasons.push(format!("integrity alarm: {}", a.why));
         }
+        let alarm = !reasons.is_empty();
         if let Some(f) = lock(&self.failure).as_ref() {
             reasons.push(format!("checkpoint not durable: {f}"));
+        }
+        if self.commit_failing.load(Ordering::Acquire)
+            && let Some(c) = lock(&self.commit).as_ref()
+        {
+            reasons.push(format!(
+                "the log is not writable: its latest commit failed ({c})"
+            ));
         }
         Report {
             ready: reasons.is_empty(),
             reasons,
+            alarm,
         }
     }
 }
@@ -130,5 +159,21 @@ mod tests {
             r.contains("entry 4 changed"),
             "the first alarm is named: {r}"
         );
+        assert!(h.report().alarm);
+    }
+
+    #[test]
+    fn a_failed_commit_makes_the_log_not_writable_until_one_succeeds() {
+        let h = Health::default();
+        h.commit_failed("disk I/O error");
+        let r = h.report();
+        assert!(!r.ready && !r.alarm);
+        assert!(r.reasons[0].contains("not writable") && r.reasons[0].contains("disk I/O error"));
+        assert!(
+            h.refusal().is_none(),
+            "the next batch may succeed: not refused"
+        );
+        h.commit_succeeded();
+        assert!(h.report().ready);
     }
 }

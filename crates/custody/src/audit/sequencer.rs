@@ -17,6 +17,7 @@
 mod failures;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use tlog::compact::Node;
@@ -42,6 +43,8 @@ pub struct Sequencer<S> {
     pub head: watch::Sender<Head>,
     /// The log's entry version (`tlog::entry::V1` or `V2`).
     pub version: u8,
+    /// Commits, batches and entries, for `/metrics`.
+    pub metrics: Arc<crate::metrics::AuditMetrics>,
 }
 
 /// Signs a checkpoint of `range`.
@@ -112,6 +115,15 @@ fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
                         .map_err(|e| AuditError::Unavailable(e.to_string()));
                     let _ = reply.send(stored);
                 }
+                Job::Probe(reply) => {
+                    // A cheap read through the writer's own connection: the store answers.
+                    let answered = seq
+                        .store
+                        .latest_checkpoint()
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(answered);
+                }
                 Job::Append(..) | Job::Stop(_) => {
                     unreachable!("appends and stops are not deferred")
                 }
@@ -162,6 +174,9 @@ impl<S: Store> Sequencer<S> {
     ) {
         // A halted log takes nothing, whatever was queued before the alarm.
         if let Some(why) = self.health.refusal().filter(|_| self.health.halted()) {
+            self.metrics
+                .refused
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             for (_, reply) in batch.drain(..) {
                 let _ = reply.send(Err(AuditError::Unavailable(why.clone())));
             }
@@ -190,11 +205,24 @@ impl<S: Store> Sequencer<S> {
             });
         }
         // 3. One transaction, one fsync.
-        match self.store.append(first, &rows, &nodes, &next) {
+        let started = std::time::Instant::now();
+        let committed = self.store.append(first, &rows, &nodes, &next);
+        let took = started.elapsed();
+        let m = &self.metrics;
+        match committed {
             Ok(()) => {
                 if let Some(r) = failures.succeeded(std::time::Instant::now()) {
                     r.log();
                 }
+                self.health.commit_succeeded();
+                let bytes: usize = rows
+                    .iter()
+                    .map(|r| r.data.len() + r.payloads.iter().map(|p| p.data.len()).sum::<usize>())
+                    .sum();
+                m.appended.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                m.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                m.batches.observe(0, rows.len() as u64);
+                m.commits.observe_duration(0, took);
                 // 4. Only now does the in-memory state move.
                 self.publish(&next);
                 for (k, ((_, reply), row)) in batch.drain(..).zip(&rows).enumerate() {
@@ -213,9 +241,12 @@ impl<S: Store> Sequencer<S> {
                 {
                     r.log();
                 }
+                m.failed.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                m.commits.observe_duration(0, took);
+                let why = e.to_string();
+                self.health.commit_failed(&why);
                 // What the store holds now is settled before anyone hears of the failure.
                 self.recover(next);
-                let why = e.to_string();
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(AuditError::Unavailable(why.clone())));
                 }

@@ -35,6 +35,8 @@ pub struct Witnessing {
     last: Mutex<Option<Quorum>>,
     /// Whether the last checkpoint was withheld (logged once per change).
     withholding: std::sync::atomic::AtomicBool,
+    /// Where each witness's outcomes are counted.
+    metrics: Arc<crate::metrics::AuditMetrics>,
 }
 
 /// The newest checkpoint that met the quorum.
@@ -69,7 +71,10 @@ pub enum Witnessed {
 }
 
 impl Witnessing {
-    pub fn new(config: &WitnessConfig) -> Result<Self, String> {
+    pub fn new(
+        config: &WitnessConfig,
+        metrics: Arc<crate::metrics::AuditMetrics>,
+    ) -> Result<Self, String> {
         Ok(Self {
             client: Witnesses::from_config(config).map_err(|e| e.to_string())?,
             mode: config.mode,
@@ -79,6 +84,7 @@ impl Witnessing {
             quorum_size: AtomicU64::new(0),
             last: Mutex::new(None),
             withholding: std::sync::atomic::AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -150,6 +156,9 @@ impl Witnessing {
             Ok(s) => s,
             Err(e) => return Witnessed::Withhold(e.to_string()),
         };
+        for (name, outcome) in &sub.outcomes {
+            self.metrics.witness_outcome(name, outcome.kind());
+        }
         if let Some((w, o)) = sub.alarms().next() {
             return Witnessed::Alarm(w.to_string(), o.to_string());
         }
@@ -162,6 +171,7 @@ impl Witnessing {
             while !sub.pending.is_empty() {
                 match tokio::time::timeout_at(deadline, sub.late.recv()).await {
                     Ok(Some((name, outcome))) => {
+                        self.metrics.witness_outcome(&name, outcome.kind());
                         sub.pending.retain(|p| *p != name);
                         if let Outcome::Cosigned {
                             signature,

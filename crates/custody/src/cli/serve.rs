@@ -104,6 +104,17 @@ pub async fn run(mut config: Config, embedded: bool) -> anyhow::Result<()> {
             ep.name
         );
     }
+    if config.metrics.enabled {
+        let at = running
+            .metrics_addr
+            .map_or_else(|| base.clone(), |a| format!("http://{a}"));
+        let token = if config.metrics.token_sha256.is_some() {
+            " (bearer token: [metrics] token)"
+        } else {
+            ""
+        };
+        say!("  metrics        {at}/metrics{token}");
+    }
     let stop = running.stop_token();
     tokio::spawn(async move {
         signals.await;

@@ -40,6 +40,10 @@ pub struct RawConfig {
     /// Sinks that stream committed entries; see [`super::export::RawExport`].
     #[serde(default)]
     pub export: Vec<super::export::RawExport>,
+    /// `/metrics` (Prometheus): whether, where, and behind which token; see
+    /// [`super::metrics::RawMetrics`].
+    #[serde(default)]
+    pub metrics: super::metrics::RawMetrics,
 }
 
 /// `[auth]`: every call presents a bearer token that one of these accepts. A file without

@@ -171,6 +171,7 @@ fn masker(client: [bool; 8]) -> Masker {
         },
         credentials: vec![CREDENTIAL_VALUE.to_string()].into(),
         key: None,
+        metrics: None,
     }
 }
 

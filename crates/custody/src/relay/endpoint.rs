@@ -23,6 +23,8 @@ pub struct Endpoint {
     pub(super) versions: RwLock<Versions>,
     /// Calls of the stdio pool waiting for their clients' input (multi round-trip requests).
     pub(super) parking: super::mrtr::Parking,
+    /// What `/metrics` shows of this endpoint.
+    pub metrics: Arc<crate::metrics::EndpointMetrics>,
 }
 
 /// What the gateway knows of an upstream's protocol versions.
@@ -83,6 +85,11 @@ impl Endpoint {
         let Some(tools) = tools.as_array() else {
             return;
         };
+        self.metrics.learn_tools(
+            tools
+                .iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str)),
+        );
         let mut map = self
             .tool_headers
             .write()
@@ -120,6 +127,11 @@ impl Endpoint {
     /// Sessions currently open.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Whether the upstream is a process (stdio) rather than an HTTP server.
+    pub fn is_stdio(&self) -> bool {
+        matches!(self.upstream, Upstream::Stdio(_))
     }
 
     /// Upstream processes running (stdio endpoints).

@@ -52,6 +52,7 @@ struct Sample {
 pub struct Refusals {
     audit: Arc<Audit>,
     tally: Tally<Key, Sample>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Who was refused and from where.
@@ -64,15 +65,25 @@ pub struct At<'a> {
 }
 
 impl Refusals {
-    pub fn new(audit: Arc<Audit>, max_keys: usize) -> Self {
+    pub fn new(audit: Arc<Audit>, max_keys: usize, metrics: Arc<crate::metrics::Metrics>) -> Self {
         Self {
             audit,
             tally: Tally::new(max_keys, fold),
+            metrics,
+        }
+    }
+
+    /// Counts a refusal by a limit for `/metrics`.
+    fn count_limit(&self, at: &At<'_>, error: &RelayError) {
+        if let RelayError::Limit(e) = error {
+            self.metrics.limit(at.endpoint, e.limit.name());
         }
     }
 
     /// A refused credential.
     pub fn auth_failure(&self, at: &At<'_>, refused: &Refused, error: &RelayError) {
+        self.metrics
+            .auth_failure(at.endpoint, refused.error.reason());
         let key = Key {
             endpoint: at.endpoint.clone(),
             kind: Kind::AuthFailure,
@@ -95,6 +106,7 @@ impl Refusals {
     /// Any other refusal before authentication (`Host`, `Origin`, headers, the address's own
     /// limit).
     pub fn unauthenticated(&self, at: &At<'_>, error: &RelayError) {
+        self.count_limit(at, error);
         let key = Key {
             endpoint: at.endpoint.clone(),
             kind: Kind::Rejected,
@@ -115,6 +127,7 @@ impl Refusals {
 
     /// A limit an authenticated caller ran into; `method` is the JSON-RPC method, if known.
     pub fn limited(&self, at: &At<'_>, who: &Principal, method: Option<&str>, error: &RelayError) {
+        self.count_limit(at, error);
         let key = Key {
             endpoint: at.endpoint.clone(),
             kind: Kind::Rejected,

@@ -90,9 +90,27 @@ pub(super) struct Ctx {
     /// The HTTP upstream's response headers, recorded (masked) with the first message of the
     /// answer.
     pub upstream_headers: std::sync::Mutex<Option<ResponseHeaders>>,
+    /// When the call was forwarded upstream, and whether its answer's time was counted.
+    pub forwarded: std::time::Instant,
+    pub timed: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
+    /// The call was forwarded at `t` (before the upstream's answer began to arrive).
+    pub fn since(mut self, t: std::time::Instant) -> Self {
+        self.forwarded = t;
+        self
+    }
+
+    /// Counts the upstream's time to its first answer (or failure), once per call.
+    pub fn answered(&self, failed: bool) {
+        if !self.timed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.endpoint
+                .metrics
+                .upstream(failed, self.forwarded.elapsed());
+        }
+    }
+
     fn session_id(&self) -> Option<Arc<str>> {
         self.session.as_ref().map(|s| s.id.clone())
     }
@@ -146,6 +164,9 @@ impl Ctx {
         } else {
             None
         };
+        if request.is_some() {
+            self.answered(false);
+        }
         let mut detail = serde_json::Map::new();
         if let (Some(f), Kind::Response) = (&self.filter, msg.kind())
             && let Some(removed) = f.apply(&self.endpoint.name, &mut msg)

@@ -56,10 +56,11 @@ impl Relay {
                     version: version_header.as_deref(),
                     headers,
                 };
+                let sent = std::time::Instant::now();
                 let (reply, upstream_sid, recorded) = match up.post(out, msg.to_bytes()).await {
                     Ok(r) => r,
                     Err(e) => {
-                        let ctx = self.ctx(ep, requests, None, scope);
+                        let ctx = self.ctx(ep, requests, None, scope).since(sent);
                         return fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), id).await;
                     }
                 };
@@ -87,7 +88,7 @@ impl Relay {
                 } else {
                     None
                 };
-                let mut ctx = self.ctx(ep, requests, session, scope);
+                let mut ctx = self.ctx(ep, requests, session, scope).since(sent);
                 ctx.watch = Watch::Initialize;
                 ctx.upstream_headers = std::sync::Mutex::new(Some(recorded));
                 render(reply, ctx).await
@@ -343,9 +344,10 @@ impl Relay {
                 } else {
                     messages[0].to_bytes()
                 };
+                let sent = std::time::Instant::now();
                 match up.post(out, body).await {
                     Ok((reply, _, recorded)) => {
-                        let mut ctx = self.ctx(ep, requests, Some(session), scope);
+                        let mut ctx = self.ctx(ep, requests, Some(session), scope).since(sent);
                         ctx.watch = watch;
                         ctx.filter = filter;
                         ctx.upstream_headers = std::sync::Mutex::new(Some(recorded));
@@ -367,7 +369,7 @@ impl Relay {
                         }
                     }
                     Err(e) => {
-                        let ctx = self.ctx(ep, requests, Some(session), scope);
+                        let ctx = self.ctx(ep, requests, Some(session), scope).since(sent);
                         fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), single_id).await
                     }
                 }

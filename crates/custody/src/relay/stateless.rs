@@ -142,9 +142,10 @@ impl Relay {
                     version: version_header.as_deref(),
                     headers,
                 };
+                let sent = std::time::Instant::now();
                 match up.post(out, msg.to_bytes()).await {
                     Ok((reply, _, recorded)) => {
-                        let mut ctx = self.ctx(ep, requests, None, scope);
+                        let mut ctx = self.ctx(ep, requests, None, scope).since(sent);
                         ctx.watch = watch;
                         ctx.long_lived = long_lived;
                         ctx.filter = filter;
@@ -152,7 +153,7 @@ impl Relay {
                         render(reply, ctx).await
                     }
                     Err(e) => {
-                        let ctx = self.ctx(ep, requests, None, scope);
+                        let ctx = self.ctx(ep, requests, None, scope).since(sent);
                         fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), id).await
                     }
                 }

@@ -1,0 +1,688 @@
+//! `/metrics` and `/readyz` end to end (issue 19): real calls through a gateway, then what a
+//! scrape says about them; the token `[metrics] token` names; tool labels bounded to what an
+//! upstream announced; readiness that turns when the log cannot be written and while the
+//! gateway drains.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The value of the sample `name{labels}` in a scrape, where the sample's labels are exactly
+/// `labels` (in any order).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let inner = rest.strip_suffix('}')?;
+            let mut found: Vec<(&str, &str)> = if inner.is_empty() {
+                Vec::new()
+            } else {
+                inner
+                    .split("\",")
+                    .map(|kv| {
+                        let (k, v) = kv.split_once("=\"").unwrap();
+                        (k, v.trim_end_matches('"'))
+                    })
+                    .collect()
+            };
+            let mut want = labels.to_vec();
+            found.sort_unstable();
+            want.sort_unstable();
+            (found == want).then(|| value.parse().unwrap())
+        })
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let r = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        r.headers()
+    );
+    r.text().await.unwrap()
+}
+
+fn simple_text() -> Value {
+    json!({"name": "test_simple_text", "arguments": {}})
+}
+
+#[tokio::test]
+async fn a_call_is_counted_by_endpoint_method_and_outcome_and_the_log_by_its_appends() {
+    let gw = Gateway::start("", &stdio_fixture("f", "")).await;
+    let before = scrape(gw.addr).await;
+    let requests = |text: &str| {
+        sample(
+            text,
+            "custody_requests_total",
+            &[
+                ("endpoint", "f"),
+                ("method", "tools/call"),
+                ("outcome", "ok"),
+            ],
+        )
+    };
+    assert_eq!(requests(&before), None, "no series before the first call");
+    let committed = |text: &str| {
+        sample(
+            text,
+            "custody_audit_appends_total",
+            &[("outcome", "committed")],
+        )
+        .unwrap()
+    };
+    let c = gw.client("f").stateless();
+    let a = c.call("tools/call", simple_text()).await;
+    assert!(a.response()["result"].is_object(), "{:?}", a.response());
+    let after = scrape(gw.addr).await;
+    if let Ok(dump) = std::env::var("CUSTODY_DUMP_SCRAPE") {
+        std::fs::write(dump, &after).unwrap();
+    }
+    assert_eq!(requests(&after), Some(1.0), "{after}");
+    let count = sample(
+        &after,
+        "custody_request_duration_seconds_count",
+        &[
+            ("endpoint", "f"),
+            ("method", "tools/call"),
+            ("outcome", "ok"),
+        ],
+    );
+    assert_eq!(count, Some(1.0));
+    // The request and its answer, at least, are in the log now.
+    assert!(committed(&after) >= committed(&before) + 2.0, "{after}");
+    let entries = sample(&after, "custody_audit_log_entries", &[]).unwrap();
+    assert!(
+        entries >= 3.0,
+        "started, the request, its answer: {entries}"
+    );
+    assert!(sample(&after, "custody_audit_log_bytes", &[]).unwrap() > 0.0);
+    assert!(sample(&after, "custody_audit_checkpoint_age_seconds", &[]).unwrap() < 60.0);
+    let answered = sample(
+        &after,
+        "custody_upstream_duration_seconds_count",
+        &[("endpoint", "f"), ("outcome", "answered")],
+    );
+    assert_eq!(answered, Some(1.0), "{after}");
+    assert_eq!(
+        sample(&after, "custody_sessions", &[("endpoint", "f")]),
+        Some(0.0)
+    );
+    assert!(sample(&after, "custody_upstream_processes", &[("endpoint", "f")]).unwrap() >= 1.0);
+    assert_eq!(sample(&after, "custody_approvals_pending", &[]), Some(0.0));
+    // A scraper reaches the gateway by its pod's address: /metrics does not check Host.
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/metrics", gw.addr))
+        .header("host", "10.1.2.3:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Whereas an MCP request with that Host is refused, and counted as such.
+    let refused = c
+        .post_builder()
+        .header("host", "10.1.2.3:8080")
+        .json(&c.request_body("tools/call", simple_text()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let text = scrape(gw.addr).await;
+    let forbidden = sample(
+        &text,
+        "custody_requests_total",
+        &[
+            ("endpoint", "f"),
+            ("method", "unknown"),
+            ("outcome", "forbidden"),
+        ],
+    );
+    assert_eq!(forbidden, Some(1.0), "{text}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_credentials_are_counted_by_reason() {
+    let token = "metrics-test-static-token-0001";
+    let auth = format!(
+        "[auth]\n[[auth.static]]\nname = \"ci\"\nsha256 = \"{}\"\n",
+        hex::encode(custody::identity::token_hash(token))
+    );
+    let gw = Gateway::start("", &format!("{auth}{}", stdio_fixture("f", ""))).await;
+    let none = gw.client("f").stateless();
+    assert_eq!(none.call("tools/call", simple_text()).await.status, 401);
+    let wrong = gw.client("f").stateless().with_token("not-the-token");
+    assert_eq!(wrong.call("tools/call", simple_text()).await.status, 401);
+    assert_eq!(wrong.call("tools/call", simple_text()).await.status, 401);
+    let right = gw.client("f").stateless().with_token(token);
+    assert_eq!(right.call("tools/call", simple_text()).await.status, 200);
+    let text = scrape(gw.addr).await;
+    let failures = |reason| {
+        sample(
+            &text,
+            "custody_auth_failures_total",
+            &[("endpoint", "f"), ("reason", reason)],
+        )
+    };
+    assert_eq!(failures("no_token"), Some(1.0), "{text}");
+    assert_eq!(failures("malformed"), Some(2.0), "{text}");
+    let unauthorized = sample(
+        &text,
+        "custody_requests_total",
+        &[
+            ("endpoint", "f"),
+            ("method", "unknown"),
+            ("outcome", "unauthorized"),
+        ],
+    );
+    assert_eq!(unauthorized, Some(3.0), "{text}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn policy_decisions_and_denials_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.cedar");
+    std::fs::write(
+        &policy,
+        r#"@id("list") permit(principal, action in [Action::"other", Action::"list"], resource);
+@id("simple") permit(principal, action == Action::"tools/call", resource)
+when { resource.name == "test_simple_text" };
+"#,
+    )
+    .unwrap();
+    let endpoints = format!(
+        "[policy]\nfiles = [\"{}\"]\n{}",
+        policy.display(),
+        stdio_fixture("f", "")
+    );
+    let gw = Gateway::start("", &endpoints).await;
+    let c = gw.client("f").stateless();
+    assert!(c.call("tools/call", simple_text()).await.response()["result"].is_object());
+    let denied = c
+        .call(
+            "tools/call",
+            json!({"name": "test_image_content", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(
+        denied.response()["error"]["code"],
+        -32030,
+        "{:?}",
+        denied.response()
+    );
+    let text = scrape(gw.addr).await;
+    let decisions = |d| {
+        sample(
+            &text,
+            "custody_policy_decisions_total",
+            &[("endpoint", "f"), ("decision", d)],
+        )
+    };
+    assert_eq!(decisions("allow"), Some(1.0), "{text}");
+    assert_eq!(decisions("deny"), Some(1.0), "{text}");
+    let outcome = |o| {
+        sample(
+            &text,
+            "custody_requests_total",
+            &[("endpoint", "f"), ("method", "tools/call"), ("outcome", o)],
+        )
+    };
+    assert_eq!(outcome("ok"), Some(1.0));
+    assert_eq!(outcome("denied"), Some(1.0), "{text}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn tool_labels_name_only_tools_the_upstream_announced() {
+    let gw = Gateway::start("", &stdio_fixture("f", "")).await;
+    let c = gw.client("f").stateless();
+    // Before tools/list, no tool name is known: even a real tool counts as other.
+    c.call("tools/call", simple_text()).await;
+    c.call("tools/list", json!({})).await;
+    c.call("tools/call", simple_text()).await;
+    // A name the client made up stays "other", whatever it calls.
+    let made_up = c
+        .call(
+            "tools/call",
+            json!({"name": "made_up_tool_4711", "arguments": {}}),
+        )
+        .await;
+    assert!(
+        made_up.response().get("error").is_some()
+            || made_up.response()["result"]["isError"] == true
+    );
+    let text = scrape(gw.addr).await;
+    let tool = |name, outcome| {
+        sample(
+            &text,
+            "custody_tool_calls_total",
+            &[("endpoint", "f"), ("tool", name), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(tool("test_simple_text", "ok"), Some(1.0), "{text}");
+    assert_eq!(tool("other", "ok"), Some(2.0), "{text}");
+    assert!(!text.contains("made_up_tool_4711"), "{text}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_metrics_token_is_required_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "0123456789abcdef0123456789abcdef";
+    let file = dir.path().join("metrics-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[metrics]\ntoken = \"${{file:{}}}\"\n{}",
+            file.display(),
+            stdio_fixture("f", "")
+        ),
+    )
+    .await;
+    let url = format!("http://{}/metrics", gw.addr);
+    let http = reqwest::Client::new();
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = http
+        .get(&url)
+        .bearer_auth("0123456789abcdef0123456789abcdeX")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("not the one"),
+        "{body}"
+    );
+    let r = http.get(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("custody_build_info"));
+    // Probes need no token.
+    let r = http
+        .get(format!("http://{}/readyz", gw.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gw.shutdown().await;
+}
+
+#[test]
+fn a_metrics_token_must_be_a_long_enough_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let parse = |metrics: &str| {
+        let text = format!(
+            "[server]\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n{metrics}\n[endpoints.f.upstream]\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\n",
+            dir.path().display()
+        );
+        custody::config::Config::parse(&text, "t.toml")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let literal = parse("[metrics]\ntoken = \"0123456789abcdef0123\"").unwrap_err();
+    assert!(
+        literal.contains("metrics.token") && literal.contains("by reference"),
+        "{literal}"
+    );
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc").unwrap();
+    let e = parse(&format!(
+        "[metrics]\ntoken = \"${{file:{}}}\"",
+        short.display()
+    ))
+    .unwrap_err();
+    assert!(e.contains("shorter than 16"), "{e}");
+    assert!(!e.contains("abc"), "the token is never quoted: {e}");
+    let e = parse("[metrics]\nlisten = \"nine\"").unwrap_err();
+    assert!(
+        e.contains("metrics.listen") && e.contains("not an address"),
+        "{e}"
+    );
+    let e = parse("[metrics]\nport = 9464").unwrap_err();
+    assert!(e.contains("unknown field") && e.contains("port"), "{e}");
+}
+
+#[tokio::test]
+async fn metrics_on_a_listener_of_their_own_and_off_the_main_one() {
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n{}",
+            stdio_fixture("f", "")
+        ),
+    )
+    .await;
+    let ops = gw
+        .running
+        .as_ref()
+        .unwrap()
+        .metrics_addr
+        .expect("its own listener");
+    assert_ne!(ops, gw.addr);
+    let main = reqwest::get(format!("http://{}/metrics", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(main.status(), 404, "not on the main listener");
+    assert!(
+        scrape(ops)
+            .await
+            .contains("# TYPE custody_requests_total counter")
+    );
+    for at in [ops, gw.addr] {
+        assert_eq!(
+            reqwest::get(format!("http://{at}/readyz"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            reqwest::get(format!("http://{at}/healthz"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    gw.shutdown().await;
+    assert!(
+        reqwest::get(format!("http://{ops}/healthz")).await.is_err(),
+        "closed once the gateway stopped"
+    );
+}
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let gw = Gateway::start(
+        "",
+        &format!("[metrics]\nenabled = false\n{}", stdio_fixture("f", "")),
+    )
+    .await;
+    let r = reqwest::get(format!("http://{}/metrics", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        reqwest::get(format!("http://{}/readyz", gw.addr))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gw.shutdown().await;
+}
+
+/// An MCP server over HTTP that answers every request after `delay`.
+async fn slow_upstream(delay: Duration) -> String {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: axum::Json<Value>| async move {
+            tokio::time::sleep(delay).await;
+            axum::Json(
+                json!({"jsonrpc": "2.0", "id": body.0["id"].clone(), "result": {"content": []}}),
+            )
+        }),
+    );
+    serve_router(app).await
+}
+
+#[tokio::test]
+async fn not_ready_while_draining() {
+    let upstream = slow_upstream(Duration::from_secs(2)).await;
+    let mut gw = Gateway::start(
+        "shutdown_grace = \"10s\"",
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n{}",
+            http_upstream("slow", &upstream, "")
+        ),
+    )
+    .await;
+    let running = gw.running.take().unwrap();
+    let ops = running.metrics_addr.unwrap();
+    let readyz = format!("http://{ops}/readyz");
+    assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
+    let c = gw.client("slow").stateless();
+    let call = tokio::spawn(async move { c.call("tools/call", simple_text()).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.stop_token().cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{body}"
+    );
+    // The call in flight still finishes.
+    let answer = call.await.unwrap();
+    assert!(
+        answer.response()["result"].is_object(),
+        "{:?}",
+        answer.response()
+    );
+    running.wait().await;
+}
+
+/// A store whose commits and reads fail while `broken` is set.
+#[derive(Clone, Default)]
+struct Breakable {
+    broken: Arc<AtomicBool>,
+    state: Arc<std::sync::Mutex<tlog::CompactRange>>,
+}
+
+impl custody::store::Store for Breakable {
+    fn append(
+        &mut self,
+        _: u64,
+        _: &[custody::store::Row],
+        _: &[tlog::compact::Node],
+        state: &tlog::CompactRange,
+    ) -> Result<(), custody::store::StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(custody::store::StoreError::Inconsistent(
+                "disk I/O error (injected)".into(),
+            ));
+        }
+        *self.state.lock().unwrap() = state.clone();
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<tlog::CompactRange, custody::store::StoreError> {
+        Ok(self.state.lock().unwrap().clone())
+    }
+
+    fn put_checkpoint(
+        &mut self,
+        _: &custody::store::StoredCheckpoint,
+    ) -> Result<(), custody::store::StoreError> {
+        Ok(())
+    }
+
+    fn latest_checkpoint(
+        &mut self,
+    ) -> Result<Option<custody::store::StoredCheckpoint>, custody::store::StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(custody::store::StoreError::Inconsistent(
+                "the database is locked (injected)".into(),
+            ));
+        }
+        Ok(None)
+    }
+
+    fn entry_version(&mut self) -> Result<Option<u8>, custody::store::StoreError> {
+        Ok(Some(tlog::entry::V2))
+    }
+
+    fn set_entry_version(&mut self, _: u8) -> Result<(), custody::store::StoreError> {
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        from: u64,
+        to: u64,
+        _: bool,
+        _: &mut custody::store::ScanFn<'_>,
+    ) -> Result<(), custody::store::StoreError> {
+        match from..to {
+            r if r.is_empty() => Ok(()),
+            _ => Err(custody::store::StoreError::NotFound(from)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn readyz_says_why_when_the_log_cannot_be_written() {
+    let data = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n[audit]\ncheckpoint_interval = \"100ms\"\nheartbeat_interval = \"500ms\"\nscrub_interval = \"0s\"\n{}",
+        data.path().display(),
+        stdio_fixture("f", "")
+    );
+    let config = custody::config::Config::parse(&text, "t.toml").unwrap();
+    custody::data_dir::prepare(&config.server.data_dir).unwrap();
+    let store = Breakable::default();
+    let signer = tlog::Signer::new("test/metrics", [9; 32]).unwrap();
+    let opened =
+        custody::audit::Audit::with_store(store.clone(), signer, true, data.path(), &config.audit)
+            .unwrap();
+    let running = custody::http::start_with(&config, opened).await.unwrap();
+    let readyz = format!("http://{}/readyz", running.addr);
+    assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
+    store.broken.store(true, Ordering::SeqCst);
+    let c = Client::new(format!("http://{}/mcp/f", running.addr)).stateless();
+    let refused = c.call("tools/call", simple_text()).await;
+    assert_eq!(
+        refused.response()["error"]["code"],
+        -32015,
+        "{:?}",
+        refused.response()
+    );
+    // Not writable, the store does not answer, and (no entry, so no checkpoint) soon stale.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reasons = loop {
+        let r = reqwest::get(&readyz).await.unwrap();
+        assert_eq!(r.status(), 503);
+        let body: Value = r.json().await.unwrap();
+        let reasons: Vec<String> = body["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        if reasons.iter().any(|r| r.contains("latest checkpoint")) {
+            break reasons;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never stale: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let all = reasons.join("\n");
+    assert!(
+        all.contains("not writable") && all.contains("disk I/O error"),
+        "{all}"
+    );
+    assert!(
+        all.contains("store does not answer") && all.contains("database is locked"),
+        "{all}"
+    );
+    let text = scrape(running.addr).await;
+    assert!(
+        sample(
+            &text,
+            "custody_audit_appends_total",
+            &[("outcome", "failed")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    let unavailable = sample(
+        &text,
+        "custody_requests_total",
+        &[
+            ("endpoint", "f"),
+            ("method", "tools/call"),
+            ("outcome", "audit_unavailable"),
+        ],
+    );
+    assert_eq!(unavailable, Some(1.0), "{text}");
+    // The store recovers: so does readiness.
+    store.broken.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reqwest::get(&readyz).await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.shutdown().await;
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("custody.toml");
+    // An anonymous gateway warns at start: there is something on stderr to look at.
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n{}",
+            dir.path().join("data").display(),
+            stdio_fixture("f", "")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(custody_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with("custody listening on"), "{first}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    child.wait().unwrap();
+    assert!(err.contains("INFO") || err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+}
