@@ -686,3 +686,37 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(err.contains("INFO") || err.contains("WARN"), "{err}");
     assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
 }
+
+#[tokio::test]
+async fn export_sinks_report_their_lag_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    // One sink that delivers (a file), one that cannot (nothing listens at its URL).
+    let down = closed_port().await;
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[[export]]\nname = \"file\"\nfile = \"{}\"\n[[export]]\nname = \"down\"\nurl = \"{down}\"\n{}",
+            dir.path().join("events.jsonl").display(),
+            stdio_fixture("f", "")
+        ),
+    )
+    .await;
+    let c = gw.client("f").stateless();
+    c.call("tools/call", simple_text()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(gw.addr).await;
+        let lag = |sink| sample(&text, "custody_export_lag_entries", &[("sink", sink)]).unwrap();
+        let failing = sample(&text, "custody_export_failing", &[("sink", "down")]).unwrap();
+        if lag("file") == 0.0 && failing == 1.0 && lag("down") >= 1.0 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        sample(&text, "custody_export_failing", &[("sink", "file")]),
+        Some(0.0)
+    );
+    gw.shutdown().await;
+}
