@@ -130,6 +130,22 @@ async fn setup_with(approvals: &str) -> Setup {
     }
 }
 
+/// The value of the first sample of the gateway's `/metrics` that starts with `prefix`.
+async fn metric(s: &Setup, prefix: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", s.gw.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix}in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 async fn setup() -> Setup {
     setup_with("keepalive = \"200ms\"\n").await
 }
@@ -173,6 +189,7 @@ async fn an_approved_call_is_released_and_a_denied_one_fails_with_the_approvers_
     assert_eq!(first["policies"], json!(["staging-needs-approval"]));
     assert_eq!(first["min_approvals"], 1);
     let id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(metric(&s, "custody_approvals_pending ").await, 1.0);
     // Someone who is no approver can neither see nor decide it; nobody anonymous can.
     let (status, list) = s.get("carol", "").await;
     assert_eq!(
@@ -236,6 +253,14 @@ async fn an_approved_call_is_released_and_a_denied_one_fails_with_the_approvers_
         )
     );
     assert_eq!(error["data"]["approver"], "alice");
+    // /metrics: nothing waits now; one approval was granted and one denied, each timed.
+    assert_eq!(metric(&s, "custody_approvals_pending ").await, 0.0);
+    for outcome in ["granted", "denied"] {
+        let count = format!("custody_approval_wait_seconds_count{{outcome=\"{outcome}\"}} ");
+        assert_eq!(metric(&s, &count).await, 1.0, "{outcome}");
+    }
+    let held = "custody_policy_decisions_total{endpoint=\"demo\",decision=\"needs_approval\"} ";
+    assert!(metric(&s, held).await >= 2.0);
 
     let dir = s.gw.shutdown().await;
     let log = entries(dir.path());

@@ -720,3 +720,87 @@ async fn export_sinks_report_their_lag_and_failures() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn masks_are_counted_by_endpoint_kind_and_rule() {
+    // The fixture's simple text answer, redacted in the log by a path rule; arguments that
+    // carry a GitHub token, redacted by a detector.
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{}[[endpoints.f.mask_audit]]\npath = \"$.result.content[0].text\"\naction = \"redact\"\n[endpoints.f]\ndetectors_audit = [\"github_token\"]\n",
+            stdio_fixture("f", "")
+        ),
+    )
+    .await;
+    let c = gw.client("f").stateless();
+    c.call("tools/call", simple_text()).await;
+    c.call(
+        "tools/call",
+        json!({"name": "test_simple_text", "arguments": {"token": "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB"}}),
+    )
+    .await;
+    let text = scrape(gw.addr).await;
+    let rule = sample(
+        &text,
+        "custody_masks_total",
+        &[
+            ("endpoint", "f"),
+            ("kind", "rule"),
+            ("rule", "$.result.content[0].text"),
+        ],
+    );
+    assert_eq!(rule, Some(2.0), "{text}");
+    let detector = sample(
+        &text,
+        "custody_masks_total",
+        &[
+            ("endpoint", "f"),
+            ("kind", "detector"),
+            ("rule", "github_token"),
+        ],
+    );
+    assert_eq!(detector, Some(1.0), "{text}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_refusals_are_counted_by_limit() {
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[limits]\nprincipal_requests_per_second = 1\nprincipal_request_burst = 1\n{}",
+            stdio_fixture("f", "")
+        ),
+    )
+    .await;
+    let c = gw.client("f").stateless();
+    let mut limited = 0;
+    for _ in 0..4 {
+        if c.call("tools/call", simple_text()).await.status == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 2, "{limited}");
+    let text = scrape(gw.addr).await;
+    let refusals = sample(
+        &text,
+        "custody_limit_refusals_total",
+        &[
+            ("endpoint", "f"),
+            ("limit", "principal.requests_per_second"),
+        ],
+    );
+    assert_eq!(refusals, Some(f64::from(limited)), "{text}");
+    let answered = sample(
+        &text,
+        "custody_requests_total",
+        &[
+            ("endpoint", "f"),
+            ("method", "unknown"),
+            ("outcome", "limited"),
+        ],
+    );
+    assert_eq!(answered, Some(f64::from(limited)), "{text}");
+    gw.shutdown().await;
+}

@@ -107,6 +107,16 @@ async fn call(gw: &Gateway) -> Value {
         .clone()
 }
 
+/// The gateway's `/metrics`.
+async fn scrape(gw: &Gateway) -> String {
+    reqwest::get(format!("http://{}/metrics", gw.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Waits until the published checkpoint covers `size` entries; returns its note.
 async fn published(gw: &Gateway, size: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -192,6 +202,20 @@ async fn checkpoints_are_published_with_both_cosignatures_and_a_jobs_evidence_ho
     let policy = tlog::policy::Policy::parse(&std::fs::read(&s.policy).unwrap()).unwrap();
     let check = policy.check(&tlog::Note::parse(note.as_bytes()).unwrap());
     assert!(check.met, "both witnesses cosigned: {note}");
+    // /metrics counts each witness's cosignatures; no alarm.
+    let metrics = scrape(&gw).await;
+    for w in ["a", "b"] {
+        let cosigned =
+            format!("custody_witness_outcomes_total{{witness=\"{w}\",outcome=\"cosigned\"}} ");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&cosigned)),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("custody_witness_alarm{{witness=\"{w}\"}} 0")),
+            "{metrics}"
+        );
+    }
     // The proof a client fetches carries the cosigned checkpoint and verifies offline.
     let proof = reqwest::get(format!("http://{}/api/v1/log/proof?index={index}", gw.addr))
         .await
@@ -446,6 +470,24 @@ async fn a_witness_that_is_down_best_effort_goes_on_and_required_fails_closed_th
         .await
         .unwrap();
     assert!(w["witnesses"]["lag_ms"].as_u64().unwrap() > 0, "{w}");
+    // /metrics says the same: the lag, and which witness fails.
+    let metrics = scrape(&gw).await;
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}: {metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(value("custody_witness_lag_seconds ") > 0.0, "{metrics}");
+    assert!(value("custody_witness_consecutive_failures{witness=\"b\"} ") >= 1.0);
+    assert!(value("custody_witness_outcomes_total{witness=\"b\",outcome=\"unavailable\"} ") >= 1.0);
+    assert_eq!(
+        value("custody_witness_consecutive_failures{witness=\"a\"} "),
+        0.0
+    );
     let dir = gw.shutdown().await;
 
     // required: after max_lag, calls fail closed with -32016 and /readyz says why.
