@@ -264,6 +264,8 @@ enum Job {
     },
     /// Store a signed checkpoint in the database's checkpoints table.
     Store(StoredCheckpoint, oneshot::Sender<Result<(), AuditError>>),
+    /// Carry out the erasures recorded below this size (a persisted checkpoint's).
+    CompleteErasures(u64, oneshot::Sender<Result<u64, AuditError>>),
     /// Finish what is queued before this, then exit.
     Stop(oneshot::Sender<()>),
 }
@@ -475,6 +477,12 @@ impl Audit {
                 .map_err(|e| OpenError::Genesis(AuditError::Unavailable(e.to_string())))?;
             files.append_checkpoint(&genesis.checkpoint)?;
             latest = Some(genesis.checkpoint);
+        }
+        // Erasures a previous run recorded and signed but did not carry out.
+        if let Some(l) = &latest
+            && let Err(e) = store.complete_erasures(l.size)
+        {
+            tracing::error!("couldn't carry out the erasures the log recorded: {e}");
         }
         let range = resumed.range;
         let entries = range.size();

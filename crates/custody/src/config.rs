@@ -208,6 +208,8 @@ pub struct AuditConfig {
     pub tiles_prefix: String,
     /// Whether the tiles are readable without a token.
     pub tiles_public: bool,
+    /// Whether `tiles_public` was set in the file (else its default applies).
+    pub tiles_public_set: bool,
     /// A new log's predecessor: a file holding the last checkpoint of the log it follows.
     pub predecessor: Option<PathBuf>,
 }
@@ -724,6 +726,13 @@ impl Resolver<'_> {
             .map(|(name, ep)| self.endpoint(name, ep, server.messages))
             .collect::<Result<Vec<_>, _>>()?;
         let auth = self.auth(raw.auth)?;
+        // Tile entries carry session ids; with anonymous calls allowed, every anonymous caller
+        // is the same principal, so a session id read from a public tile would be a way into
+        // someone's session. Public tiles then need saying so.
+        let mut audit = audit;
+        if auth.anonymous && audit.tiles_public && !audit.tiles_public_set {
+            audit.tiles_public = false;
+        }
         let policy = self.policy(raw.policy)?;
         let approvals = self.approvals(raw.approvals)?;
         let limits = self.limits(raw.limits)?;
@@ -827,6 +836,7 @@ impl Resolver<'_> {
         Ok(AuditConfig {
             tiles_prefix,
             tiles_public: raw.tiles_public.unwrap_or(true),
+            tiles_public_set: raw.tiles_public.is_some(),
             durability,
             origin: raw.origin,
             key_file: raw.key_file.unwrap_or_else(|| data_dir.join("log.key")),

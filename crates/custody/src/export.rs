@@ -121,8 +121,9 @@ async fn run(
         let to = head.min(cursor + config.batch);
         let dir = audit.data_dir().to_path_buf();
         let (format, o) = (config.format, origin.clone());
-        let lines = tokio::task::spawn_blocking(move || render(&dir, cursor, to, format, &o)).await;
-        let lines = match lines {
+        let lines =
+            tokio::task::spawn_blocking(move || render_batch(&dir, cursor, to, format, &o)).await;
+        let (lines, to) = match lines {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
                 fail(
@@ -191,6 +192,44 @@ async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
         () = stop.cancelled() => true,
         () = tokio::time::sleep(d) => false,
     }
+}
+
+/// The most bytes of entries one batch reads: a batch stops early past it (after at least one
+/// entry), so large payloads cannot make a batch, and the gateway, grow without bound.
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// The lines of entries `from..` (up to `to`, and up to [`MAX_BATCH_BYTES`] of entries and
+/// payloads read) in `format`, and the index after the last one rendered.
+///
+/// # Errors
+/// The log cannot be read.
+pub fn render_batch(
+    dir: &std::path::Path,
+    from: u64,
+    to: u64,
+    format: ExportFormat,
+    origin: &str,
+) -> Result<(Vec<Value>, u64), StoreError> {
+    let reader = SqliteReader::open(dir)?;
+    let mut end = from;
+    let mut bytes = 0usize;
+    reader.entries_in(from, to, |i, data| -> Result<(), StoreError> {
+        if bytes >= MAX_BATCH_BYTES {
+            return Ok(());
+        }
+        bytes += data.len();
+        if format == ExportFormat::Entries {
+            bytes += reader
+                .payloads(i)?
+                .iter()
+                .map(|(_, _, d)| d.len())
+                .sum::<usize>();
+        }
+        end = i + 1;
+        Ok(())
+    })?;
+    drop(reader);
+    Ok((render(dir, from, end, format, origin)?, end))
 }
 
 /// The lines of entries `from..to` in `format`.
