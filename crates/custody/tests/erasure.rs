@@ -496,3 +496,20 @@ async fn retention_cannot_be_steered_by_the_unsigned_time_column() {
         "{err}"
     );
 }
+
+/// The entry version is a row nothing signs: set back to 1, the gateway refuses to extend a
+/// version-2 log (messages would go into the tree, beyond erasure).
+#[tokio::test]
+async fn a_log_cannot_be_set_back_to_version_1() {
+    let gw = Gateway::start("", &stdio_fixture("f", "")).await;
+    let dir = gw.shutdown().await;
+    let db = Connection::open(dir.path().join("log.sqlite")).unwrap();
+    db.execute("DELETE FROM meta", []).unwrap();
+    drop(db);
+    let config = custody::config::Config::load(&config_of(dir.path())).unwrap();
+    let err = custody::audit::Audit::open(dir.path(), &config.audit)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("the version was changed"), "{err}");
+}

@@ -90,6 +90,8 @@ pub struct LogCheck {
     /// once its erasure is signed), or anyone who can append to the stored log could explain
     /// away a deletion.
     explained: Vec<(u64, u64)>,
+    /// The entry version seen so far (a log never goes back to an older one).
+    version: u8,
     /// Erasures recorded so far: listed indices, and index ranges (retention).
     erasures: (HashSet<u64>, Vec<(u64, u64)>),
     summary: Summary,
@@ -110,6 +112,7 @@ impl LogCheck {
             payloads: true,
             missing: std::collections::BTreeMap::new(),
             explained: Vec::new(),
+            version: 0,
             erasures: (HashSet::new(), Vec::new()),
             summary: Summary::default(),
         }
@@ -228,6 +231,16 @@ impl LogCheck {
         }
         let entry = Entry::decode(bytes)
             .map_err(|e| problem(i, format!("cannot be decoded ({e}): the entry was changed")))?;
+        if entry.version < self.version {
+            return Err(problem(
+                i,
+                format!(
+                    "it is a version-{} entry after version-{} entries: a log keeps its entry version, so the log's version was changed",
+                    entry.version, self.version
+                ),
+            ));
+        }
+        self.version = entry.version;
         if entry.kind == Kind::Predecessor && i != 0 {
             return Err(problem(
                 i,
