@@ -81,16 +81,29 @@ fn cursor_path(audit: &Audit, name: &str) -> PathBuf {
     audit.data_dir().join(format!("export-{name}.cursor"))
 }
 
-fn read_cursor(path: &std::path::Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+/// The cursor: the log's origin and the next index. A cursor of another log (the log was
+/// replaced by a successor) starts the new one from its beginning.
+fn read_cursor(path: &std::path::Path, origin: &str, name: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return 0;
+    };
+    match text.trim().split_once(' ') {
+        Some((o, next)) if o == origin => next.parse().unwrap_or(0),
+        Some((o, _)) => {
+            tracing::warn!(
+                export = name,
+                "the cursor {} belongs to the log {o}, not {origin}: exporting this log from its start",
+                path.display()
+            );
+            0
+        }
+        None => 0,
+    }
 }
 
-fn write_cursor(path: &std::path::Path, next: u64) -> std::io::Result<()> {
+fn write_cursor(path: &std::path::Path, origin: &str, next: u64) -> std::io::Result<()> {
     let tmp = path.with_extension("cursor.tmp");
-    std::fs::write(&tmp, format!("{next}\n"))?;
+    std::fs::write(&tmp, format!("{origin} {next}\n"))?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)
 }
@@ -102,9 +115,19 @@ async fn run(
     stop: CancellationToken,
 ) {
     let path = cursor_path(&audit, &config.name);
-    let mut cursor = read_cursor(&path);
-    let mut sink = sink::Sink::new(&config);
     let origin = audit.origin().to_string();
+    let mut cursor = read_cursor(&path, &origin, &config.name);
+    let mut sink = sink::Sink::new(&config);
+    let head = audit.head().size;
+    if cursor > head {
+        let why = format!(
+            "the cursor {} says {cursor} entries were exported but the log holds {head}: it was changed, and following it would skip entries; this sink stops until it is fixed (delete it to export from the start) and the gateway restarts",
+            path.display()
+        );
+        tracing::error!(export = %config.name, "{why}");
+        set(&status, |s| s.last_error = Some(why));
+        return;
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         let head = audit.head().size;
@@ -144,7 +167,7 @@ async fn run(
         match sink.deliver(&lines).await {
             Ok(()) => {
                 cursor = to;
-                if let Err(e) = write_cursor(&path, cursor) {
+                if let Err(e) = write_cursor(&path, &origin, cursor) {
                     fail(
                         &status,
                         &config.name,

@@ -129,13 +129,19 @@ impl Sessions {
         self.write().remove(id)
     }
 
-    /// Removes and returns the sessions unused for `idle`.
+    /// Removes and returns the sessions unused for `idle`. A session a request is using (its
+    /// handler holds it: a call in flight, an initialize waiting for a slow process, an open
+    /// stream) is not idle, however long that takes; its idle time starts again from now.
     pub fn take_idle(&self, idle: Duration) -> Vec<Arc<Session>> {
         let now = self.now();
         let mut map = self.write();
         let expired: Vec<Arc<str>> = map
             .iter()
             .filter(|(_, s)| {
+                if Arc::strong_count(s) > 1 {
+                    s.last_used.store(now, Ordering::Relaxed);
+                    return false;
+                }
                 now.saturating_sub(s.last_used.load(Ordering::Relaxed)) >= idle.as_secs()
             })
             .map(|(k, _)| k.clone())
