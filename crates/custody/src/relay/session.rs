@@ -197,9 +197,13 @@ mod tests {
         );
         assert!(s.get(&kept.id, &owner.binding).is_some());
         assert!(s.take_idle(Duration::from_secs(60)).is_empty());
+        // While a request holds it, it is not idle.
+        assert!(s.take_idle(Duration::ZERO).is_empty());
+        let id = kept.id.clone();
+        drop(kept);
         let gone = s.take_idle(Duration::ZERO);
         assert_eq!(gone.len(), 1);
-        assert!(s.get(&kept.id, &owner.binding).is_none());
+        assert!(s.get(&id, &owner.binding).is_none());
     }
 
     #[test]
