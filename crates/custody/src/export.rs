@@ -81,16 +81,29 @@ fn cursor_path(audit: &Audit, name: &str) -> PathBuf {
     audit.data_dir().join(format!("export-{name}.cursor"))
 }
 
-fn read_cursor(path: &std::path::Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+/// The cursor: the log's origin and the next index. A cursor of another log (the log was
+/// replaced by a successor) starts the new one from its beginning.
+fn read_cursor(path: &std::path::Path, origin: &str, name: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return 0;
+    };
+    match text.trim().split_once(' ') {
+        Some((o, next)) if o == origin => next.parse().unwrap_or(0),
+        Some((o, _)) => {
+            tracing::warn!(
+                export = name,
+                "the cursor {} belongs to the log {o}, not {origin}: exporting this log from its start",
+                path.display()
+            );
+            0
+        }
+        None => 0,
+    }
 }
 
-fn write_cursor(path: &std::path::Path, next: u64) -> std::io::Result<()> {
+fn write_cursor(path: &std::path::Path, origin: &str, next: u64) -> std::io::Result<()> {
     let tmp = path.with_extension("cursor.tmp");
-    std::fs::write(&tmp, format!("{next}\n"))?;
+    std::fs::write(&tmp, format!("{origin} {next}\n"))?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)
 }
@@ -102,9 +115,19 @@ async fn run(
     stop: CancellationToken,
 ) {
     let path = cursor_path(&audit, &config.name);
-    let mut cursor = read_cursor(&path);
-    let mut sink = sink::Sink::new(&config);
     let origin = audit.origin().to_string();
+    let mut cursor = read_cursor(&path, &origin, &config.name);
+    let mut sink = sink::Sink::new(&config);
+    let head = audit.head().size;
+    if cursor > head {
+        let why = format!(
+            "the cursor {} says {cursor} entries were exported but the log holds {head}: it was changed, and following it would skip entries; this sink stops until it is fixed (delete it to export from the start) and the gateway restarts",
+            path.display()
+        );
+        tracing::error!(export = %config.name, "{why}");
+        set(&status, |s| s.last_error = Some(why));
+        return;
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         let head = audit.head().size;
@@ -121,8 +144,9 @@ async fn run(
         let to = head.min(cursor + config.batch);
         let dir = audit.data_dir().to_path_buf();
         let (format, o) = (config.format, origin.clone());
-        let lines = tokio::task::spawn_blocking(move || render(&dir, cursor, to, format, &o)).await;
-        let lines = match lines {
+        let lines =
+            tokio::task::spawn_blocking(move || render_batch(&dir, cursor, to, format, &o)).await;
+        let (lines, to) = match lines {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
                 fail(
@@ -143,7 +167,7 @@ async fn run(
         match sink.deliver(&lines).await {
             Ok(()) => {
                 cursor = to;
-                if let Err(e) = write_cursor(&path, cursor) {
+                if let Err(e) = write_cursor(&path, &origin, cursor) {
                     fail(
                         &status,
                         &config.name,
@@ -191,6 +215,44 @@ async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
         () = stop.cancelled() => true,
         () = tokio::time::sleep(d) => false,
     }
+}
+
+/// The most bytes of entries one batch reads: a batch stops early past it (after at least one
+/// entry), so large payloads cannot make a batch, and the gateway, grow without bound.
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// The lines of entries `from..` (up to `to`, and up to [`MAX_BATCH_BYTES`] of entries and
+/// payloads read) in `format`, and the index after the last one rendered.
+///
+/// # Errors
+/// The log cannot be read.
+pub fn render_batch(
+    dir: &std::path::Path,
+    from: u64,
+    to: u64,
+    format: ExportFormat,
+    origin: &str,
+) -> Result<(Vec<Value>, u64), StoreError> {
+    let reader = SqliteReader::open(dir)?;
+    let mut end = from;
+    let mut bytes = 0usize;
+    reader.entries_in(from, to, |i, data| -> Result<(), StoreError> {
+        if bytes >= MAX_BATCH_BYTES {
+            return Ok(());
+        }
+        bytes += data.len();
+        if format == ExportFormat::Entries {
+            bytes += reader
+                .payloads(i)?
+                .iter()
+                .map(|(_, _, d)| d.len())
+                .sum::<usize>();
+        }
+        end = i + 1;
+        Ok(())
+    })?;
+    drop(reader);
+    Ok((render(dir, from, end, format, origin)?, end))
 }
 
 /// The lines of entries `from..to` in `format`.
