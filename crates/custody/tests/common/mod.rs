@@ -486,3 +486,49 @@ pub async fn closed_port() -> String {
     drop(listener);
     format!("http://{addr}/mcp")
 }
+
+/// The value of the sample `name{labels}` in a scrape, where the sample's labels are exactly
+/// `labels` (in any order).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let inner = rest.strip_suffix('}')?;
+            let mut found: Vec<(&str, &str)> = if inner.is_empty() {
+                Vec::new()
+            } else {
+                inner
+                    .split("\",")
+                    .map(|kv| {
+                        let (k, v) = kv.split_once("=\"").unwrap();
+                        (k, v.trim_end_matches('"'))
+                    })
+                    .collect()
+            };
+            let mut want = labels.to_vec();
+            found.sort_unstable();
+            want.sort_unstable();
+            (found == want).then(|| value.parse().unwrap())
+        })
+}
+
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    let r = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        r.headers()
+    );
+    r.text().await.unwrap()
+}
