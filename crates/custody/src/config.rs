@@ -72,6 +72,15 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[witness]`: who cosigns the log's checkpoints. `None`: no witnesses.
     pub witness: Option<WitnessConfig>,
+    /// `[explorer]`: who may read the log through the explorer API.
+    pub explorer: ExplorerConfig,
+}
+
+/// `[explorer]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ExplorerConfig {
+    /// Principal names that may read every entry (headers and masked payloads).
+    pub auditors: Vec<String>,
 }
 
 /// The embedded default's policy: permissive, for the demo only.
@@ -421,6 +430,9 @@ impl Config {
                 approvers: vec![EMBEDDED_APPROVER.into()],
                 ..ApprovalsConfig::default()
             },
+            explorer: ExplorerConfig {
+                auditors: vec![EMBEDDED_APPROVER.into()],
+            },
             mask_key_file: PathBuf::from(DEFAULT_DATA_DIR).join("mask.key"),
             limits: LimitsConfig::default(),
             endpoints: vec![EndpointConfig {
@@ -723,6 +735,17 @@ impl Resolver<'_> {
         let approvals = self.approvals(raw.approvals)?;
         let limits = self.limits(raw.limits)?;
         let witness = raw.witness.map(|w| self.witness(w)).transpose()?;
+        for (i, a) in raw.explorer.auditors.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(self.err(
+                    &format!("explorer.auditors.{i}"),
+                    "an auditor's name must not be empty",
+                ));
+            }
+        }
+        let explorer = ExplorerConfig {
+            auditors: raw.explorer.auditors,
+        };
         let mask_key_file = raw
             .masking
             .key_file
@@ -737,6 +760,7 @@ impl Resolver<'_> {
             endpoints,
             limits,
             witness,
+            explorer,
         })
     }
 

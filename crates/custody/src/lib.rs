@@ -13,6 +13,7 @@ pub mod config;
 pub mod connect;
 pub mod credentials;
 pub mod data_dir;
+pub mod explorer;
 pub mod http;
 pub mod identity;
 pub mod limits;

@@ -1,0 +1,481 @@
+//! Filters, scopes and pages over the search index. What they find are entry indices; the
+//! entries themselves are read from the log.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::Value as Sql;
+use serde::Deserialize;
+
+use super::index::{Index, IndexError};
+
+/// What to look for; every field narrows. Query strings and CLI flags both fill it.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// RFC 3339 time, or a duration back from now (`1h`, `30m`, `7d`).
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub principal: Option<String>,
+    pub repository: Option<String>,
+    pub workflow: Option<String>,
+    /// A run's id as `/runs` gives it, or a GitHub run id or GitLab pipeline id.
+    pub run: Option<String>,
+    pub actor: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub environment: Option<String>,
+    pub project: Option<String>,
+    pub pipeline: Option<String>,
+    pub endpoint: Option<String>,
+    pub session: Option<String>,
+    pub method: Option<String>,
+    /// The tool, resource or prompt.
+    pub tool: Option<String>,
+    pub kind: Option<String>,
+    /// `allow`, `deny` or `approval`.
+    pub decision: Option<String>,
+    pub approval: Option<String>,
+    pub masked: Option<bool>,
+    pub errors: Option<bool>,
+}
+
+/// Who is looking decides what they may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every entry (auditors).
+    All,
+    /// The entries of one CI run: issuer, repository and run id (every attempt).
+    Run {
+        issuer: Option<String>,
+        repository: String,
+        run_id: String,
+    },
+    /// The entries of one GitLab pipeline.
+    Pipeline {
+        issuer: Option<String>,
+        project: String,
+        pipeline: String,
+    },
+    /// The entries the principal itself caused.
+    Subject {
+        issuer: Option<String>,
+        subject: String,
+    },
+}
+
+/// Newest or oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Newest,
+    Oldest,
+}
+
+/// At most this many entries a page.
+pub const MAX_LIMIT: u32 = 500;
+
+/// Why a query was refused: the caller's mistake, said so it can be fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Bad(String),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// Nanoseconds since the epoch now.
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// `since`/`until` as nanoseconds: RFC 3339 or a duration back from now.
+pub fn parse_time(name: &str, v: &str) -> Result<u64, QueryError> {
+    if let Ok(d) = humantime::parse_duration(v) {
+        return Ok(now_ns().saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
+    }
+    match humantime::parse_rfc3339_weak(v) {
+        Ok(t) => Ok(t
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_nanos()
+            .try_into()
+            .unwrap_or(u64::MAX)),
+        Err(_) => Err(QueryError::Bad(format!(
+            "{name}={v:?} is neither an RFC 3339 time (2026-11-26T10:00:00Z) nor a duration back from now (15m, 1h, 7d)"
+        ))),
+    }
+}
+
+/// The decision column's value for a `decision` filter.
+fn decision(v: &str) -> Result<&'static str, QueryError> {
+    match v {
+        "allow" => Ok("allow"),
+        "deny" => Ok("deny"),
+        "approval" | "needs_approval" => Ok("needs_approval"),
+        other => Err(QueryError::Bad(format!(
+            "decision={other:?} is not a policy decision; use allow, deny or approval"
+        ))),
+    }
+}
+
+fn kind(v: &str) -> Result<(), QueryError> {
+    if (0..=u8::MAX)
+        .filter_map(tlog::entry::Kind::from_u8)
+        .any(|k| k.name() == v)
+    {
+        Ok(())
+    } else {
+        Err(QueryError::Bad(format!(
+            "kind={v:?} is not an entry kind (request, response, error, notification, rejected, auth_failure, approval_requested, approval_granted, ...)"
+        )))
+    }
+}
+
+/// A `WHERE` clause being built, with its parameters.
+#[derive(Default)]
+pub(crate) struct Where {
+    pub clauses: Vec<String>,
+    pub params: Vec<Sql>,
+}
+
+impl Where {
+    fn eq(&mut self, column: &str, v: Option<&String>) {
+        if let Some(v) = v {
+            self.params.push(Sql::Text(v.clone()));
+            self.clauses
+                .push(format!("{column} = ?{}", self.params.len()));
+        }
+    }
+
+    fn is(&mut self, column: &str, v: Option<&String>) {
+        match v {
+            Some(v) => self.eq(column, Some(v)),
+            None => self.clauses.push(format!("{column} IS NULL")),
+        }
+    }
+
+    fn int(&mut self, clause: &str, v: u64) {
+        self.params
+            .push(Sql::Integer(i64::try_from(v).unwrap_or(i64::MAX)));
+        self.clauses
+            .push(clause.replace('?', &format!("?{}", self.params.len())));
+    }
+
+    pub fn scope(&mut self, scope: &Scope) {
+        match scope {
+            Scope::All => {}
+            Scope::Run {
+                issuer,
+                repository,
+                run_id,
+            } => {
+                self.is("issuer", issuer.as_ref());
+                self.eq("repository", Some(repository));
+                self.eq("run_id", Some(run_id));
+            }
+            Scope::Pipeline {
+                issuer,
+                project,
+                pipeline,
+            } => {
+                self.is("issuer", issuer.as_ref());
+                self.eq("project", Some(project));
+                self.eq("pipeline", Some(pipeline));
+            }
+            Scope::Subject { issuer, subject } => {
+                self.is("issuer", issuer.as_ref());
+                self.eq("subject", Some(subject));
+            }
+        }
+    }
+
+    /// The filter's clauses.
+    pub fn filter(&mut self, f: &Filter) -> Result<(), QueryError> {
+        if let Some(s) = &f.since {
+            self.int("time_ns >= ?", parse_time("since", s)?);
+        }
+        if let Some(u) = &f.until {
+            self.int("time_ns < ?", parse_time("until", u)?);
+        }
+        if let Some(k) = &f.kind {
+            kind(k)?;
+        }
+        self.eq("principal", f.principal.as_ref());
+        self.eq("repository", f.repository.as_ref());
+        self.eq("workflow", f.workflow.as_ref());
+        if let Some(r) = &f.run {
+            self.params.push(Sql::Text(r.clone()));
+            let n = self.params.len();
+            self.clauses
+                .push(format!("(run = ?{n} OR run_id = ?{n} OR pipeline = ?{n})"));
+        }
+        self.eq("actor", f.actor.as_ref());
+        self.eq("git_ref", f.git_ref.as_ref());
+        self.eq("environment", f.environment.as_ref());
+        self.eq("project", f.project.as_ref());
+        self.eq("pipeline", f.pipeline.as_ref());
+        self.eq("endpoint", f.endpoint.as_ref());
+        self.eq("session", f.session.as_ref());
+        self.eq("method", f.method.as_ref());
+        self.eq("target", f.tool.as_ref());
+        self.eq("kind", f.kind.as_ref());
+        if let Some(d) = &f.decision {
+            self.eq("decision", Some(&decision(d)?.to_string()));
+        }
+        self.eq("approval", f.approval.as_ref());
+        if f.masked == Some(true) {
+            self.clauses.push("masked = 1".into());
+        }
+        if f.errors == Some(true) {
+            self.clauses.push("error = 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// One page of entry indices and the cursor of the next, if there may be more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub indices: Vec<u64>,
+    pub next: Option<String>,
+}
+
+/// The opaque cursor after entry `idx`.
+pub fn cursor_after(idx: u64, order: Order) -> String {
+    use base64::Engine as _;
+    let o = if order == Order::Newest { 'n' } else { 'o' };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{o}{idx}"))
+}
+
+fn parse_cursor(c: &str, order: Order) -> Result<u64, QueryError> {
+    use base64::Engine as _;
+    let bad = || {
+        QueryError::Bad(format!(
+            "cursor={c:?} is not a cursor this gateway gave for this order; start again without it"
+        ))
+    };
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let want = if order == Order::Newest { "n" } else { "o" };
+    text.strip_prefix(want)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)
+}
+
+/// The entries `scope` may see that pass `filter`, one page.
+///
+/// # Errors
+/// A bad filter or cursor ([`QueryError::Bad`]), or an index that cannot be read.
+pub fn entries(
+    index: &Index,
+    scope: &Scope,
+    filter: &Filter,
+    order: Order,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page, QueryError> {
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(QueryError::Bad(format!(
+            "limit={limit} is out of range: give 1 to {MAX_LIMIT}"
+        )));
+    }
+    let mut w = Where::default();
+    w.scope(scope);
+    w.filter(filter)?;
+    if let Some(c) = cursor {
+        let after = parse_cursor(c, order)?;
+        w.int(
+            if order == Order::Newest {
+                "idx < ?"
+            } else {
+                "idx > ?"
+            },
+            after,
+        );
+    }
+    let dir = if order == Order::Newest {
+        "DESC"
+    } else {
+        "ASC"
+    };
+    let sql = format!(
+        "SELECT idx FROM rows {} ORDER BY idx {dir} LIMIT {}",
+        w.sql(),
+        limit + 1
+    );
+    let mut stmt = index
+        .conn()
+        .prepare_cached(&sql)
+        .map_err(index.sql("prepare a query"))?;
+    let mut indices: Vec<u64> = stmt
+        .query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(index.sql("run a query"))?
+        .map(|r| r.map(|i| u64::try_from(i).unwrap_or(0)))
+        .collect::<Result<_, _>>()
+        .map_err(index.sql("read a query's rows"))?;
+    let more = indices.len() > limit as usize;
+    indices.truncate(limit as usize);
+    let next = more
+        .then(|| indices.last().map(|&i| cursor_after(i, order)))
+        .flatten();
+    Ok(Page { indices, next })
+}
+
+/// One CI run, as `/runs` lists it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct Run {
+    pub id: String,
+    pub issuer: Option<String>,
+    pub repository: Option<String>,
+    pub workflow: Option<String>,
+    pub run_id: Option<String>,
+    pub attempt: Option<String>,
+    pub principal: Option<String>,
+    pub entries: u64,
+    pub calls: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub denials: u64,
+    pub approvals: u64,
+    pub errors: u64,
+}
+
+/// The runs `scope` may see whose entries pass `filter`, the latest first.
+///
+/// # Errors
+/// As [`entries`].
+pub fn runs(
+    index: &Index,
+    scope: &Scope,
+    filter: &Filter,
+    limit: u32,
+) -> Result<Vec<Run>, QueryError> {
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(QueryError::Bad(format!(
+            "limit={limit} is out of range: give 1 to {MAX_LIMIT}"
+        )));
+    }
+    let mut w = Where::default();
+    w.clauses.push("run IS NOT NULL".into());
+    w.scope(scope);
+    w.filter(filter)?;
+    let sql = format!(
+        "SELECT run, max(issuer), max(coalesce(repository, project)), max(workflow), \
+         max(coalesce(run_id, pipeline)), max(run_attempt), max(principal), count(*), \
+         sum(kind = 'request'), min(time_ns), max(time_ns), sum(decision = 'deny'), \
+         count(DISTINCT approval), sum(error) FROM rows {} GROUP BY run \
+         ORDER BY max(idx) DESC LIMIT {limit}",
+        w.sql()
+    );
+    let mut stmt = index
+        .conn()
+        .prepare_cached(&sql)
+        .map_err(index.sql("prepare the runs query"))?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
+        Ok(Run {
+            id: r.get(0)?,
+            issuer: r.get(1)?,
+            repository: r.get(2)?,
+            workflow: r.get(3)?,
+            run_id: r.get(4)?,
+            attempt: r.get(5)?,
+            principal: r.get(6)?,
+            entries: n(r.get(7)?),
+            calls: n(r.get::<_, Option<i64>>(8)?.unwrap_or(0)),
+            first_ns: n(r.get(9)?),
+            last_ns: n(r.get(10)?),
+            denials: n(r.get::<_, Option<i64>>(11)?.unwrap_or(0)),
+            approvals: n(r.get(12)?),
+            errors: n(r.get::<_, Option<i64>>(13)?.unwrap_or(0)),
+        })
+    })
+    .map_err(index.sql("run the runs query"))?
+    .collect::<Result<_, _>>()
+    .map_err(|e| QueryError::Index(index.sql("read a run")(e)))
+}
+
+/// Every entry of run `run` (its id, or its run or pipeline id) that `scope` may see, in
+/// log order, at most `cap` of them.
+///
+/// # Errors
+/// As [`entries`].
+pub fn run_entries(
+    index: &Index,
+    scope: &Scope,
+    run: &str,
+    cap: u32,
+) -> Result<Vec<u64>, QueryError> {
+    let filter = Filter {
+        run: Some(run.to_string()),
+        ..Filter::default()
+    };
+    let mut w = Where::default();
+    w.scope(scope);
+    w.filter(&filter)?;
+    let sql = format!("SELECT idx FROM rows {} ORDER BY idx LIMIT {cap}", w.sql());
+    let mut stmt = index
+        .conn()
+        .prepare_cached(&sql)
+        .map_err(index.sql("prepare the timeline query"))?;
+    stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(index.sql("run the timeline query"))?
+    .map(|r| r.map(|i| u64::try_from(i).unwrap_or(0)))
+    .collect::<Result<_, _>>()
+    .map_err(|e| QueryError::Index(index.sql("read the timeline")(e)))
+}
+
+/// Does any entry of `run` exist at all (whoever may see it)?
+///
+/// # Errors
+/// The index cannot be read.
+pub fn run_exists(index: &Index, run: &str) -> Result<bool, QueryError> {
+    Ok(!run_entries(index, &Scope::All, run, 1)?.is_empty())
+}
+
+/// May `scope` see entry `idx`? `None` when the index does not hold it.
+///
+/// # Errors
+/// The index cannot be read.
+pub fn visible(index: &Index, scope: &Scope, idx: u64) -> Result<Option<bool>, QueryError> {
+    let mut w = Where::default();
+    w.int("idx = ?", idx);
+    let exists: Option<i64> = {
+        let sql = format!("SELECT idx FROM rows {}", w.sql());
+        rusqlite::OptionalExtension::optional(index.conn().query_row(
+            &sql,
+            rusqlite::params_from_iter(w.params.iter()),
+            |r| r.get(0),
+        ))
+        .map_err(index.sql("look an entry up"))?
+    };
+    if exists.is_none() {
+        return Ok(None);
+    }
+    w.scope(scope);
+    let sql = format!("SELECT count(*) FROM rows {}", w.sql());
+    let n: i64 = index
+        .conn()
+        .query_row(&sql, rusqlite::params_from_iter(w.params.iter()), |r| {
+            r.get(0)
+        })
+        .map_err(index.sql("look an entry up"))?;
+    Ok(Some(n > 0))
+}
