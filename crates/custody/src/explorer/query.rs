@@ -372,6 +372,8 @@ pub fn runs(
     }
     let mut w = Where::default();
     w.clauses.push("run IS NOT NULL".into());
+    // Reads of the log are not what a run did.
+    w.clauses.push("kind != 'log_read'".into());
     w.scope(scope);
     w.filter(filter)?;
     let sql = format!(
@@ -428,6 +430,8 @@ pub fn run_entries(
     let mut w = Where::default();
     w.scope(scope);
     w.filter(&filter)?;
+    // Reads of the log are not what a run did.
+    w.clauses.push("kind != 'log_read'".into());
     let sql = format!("SELECT idx FROM rows {} ORDER BY idx LIMIT {cap}", w.sql());
     let mut stmt = index
         .conn()
