@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS rows (
 );
 CREATE INDEX IF NOT EXISTS rows_time ON rows(time_ns);
 CREATE INDEX IF NOT EXISTS rows_run ON rows(run, idx);
+CREATE INDEX IF NOT EXISTS rows_run_id ON rows(run_id, idx);
+CREATE INDEX IF NOT EXISTS rows_pipeline ON rows(pipeline, idx);
+CREATE INDEX IF NOT EXISTS rows_actor ON rows(actor, idx);
 CREATE INDEX IF NOT EXISTS rows_principal ON rows(principal, idx);
 CREATE INDEX IF NOT EXISTS rows_repository ON rows(repository, idx);
 CREATE INDEX IF NOT EXISTS rows_project ON rows(project, idx);

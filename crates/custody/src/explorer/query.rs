@@ -208,8 +208,13 @@ impl Where {
         if let Some(r) = &f.run {
             self.params.push(Sql::Text(r.clone()));
             let n = self.params.len();
-            self.clauses
-                .push(format!("(run = ?{n} OR run_id = ?{n} OR pipeline = ?{n})"));
+            // A run's own id is 16 hex digits; anything else is a CI system's run number.
+            let clause = if r.len() == 16 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
+                format!("(run = ?{n} OR run_id = ?{n} OR pipeline = ?{n})")
+            } else {
+                format!("(run_id = ?{n} OR pipeline = ?{n})")
+            };
+            self.clauses.push(clause);
         }
         self.eq("actor", f.actor.as_ref());
         self.eq("git_ref", f.git_ref.as_ref());
