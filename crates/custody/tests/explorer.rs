@@ -243,6 +243,14 @@ async fn auditors_search_filter_page_and_follow_runs() {
         (Some(1), Some(1))
     );
     assert!(api["first_ns"].as_u64() <= api["last_ns"].as_u64());
+    // The per-run summary the index keeps agrees with grouping the entries (a time filter
+    // takes the second way).
+    let summary = w.ok(&w.auditor, "/api/v1/runs?repository=acme/web").await;
+    let grouped = w
+        .ok(&w.auditor, "/api/v1/runs?repository=acme/web&since=1h")
+        .await;
+    assert_eq!(summary, grouped);
+    assert_eq!(summary["runs"][0], *web);
 
     // The timeline of a run, by its id: every call paired with its answer.
     let id = api["id"].as_str().unwrap();

@@ -8,13 +8,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use tlog::Entry;
 
-use crate::store::{LogReader, SqliteReader};
+use crate::store::SqliteReader;
 
 /// The index file's name in the data directory.
 pub const FILE: &str = "index.sqlite";
 
 /// The index's schema version: an index written by another version is rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The claims the index keeps, each with its column.
 pub const CLAIMS: [(&str, &str); 9] = [
@@ -59,6 +59,25 @@ CREATE TABLE IF NOT EXISTS rows (
     error INTEGER NOT NULL,
     request INTEGER
 );
+CREATE TABLE IF NOT EXISTS runs (
+    run TEXT PRIMARY KEY,
+    issuer TEXT,
+    repository TEXT,
+    workflow TEXT,
+    run_id TEXT,
+    attempt TEXT,
+    principal TEXT,
+    entries INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    denials INTEGER NOT NULL,
+    approvals INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    last_idx INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_latest ON runs(last_idx);
+CREATE INDEX IF NOT EXISTS runs_repository ON runs(repository, last_idx);
 CREATE INDEX IF NOT EXISTS rows_time ON rows(time_ns);
 CREATE INDEX IF NOT EXISTS rows_run ON rows(run, idx);
 CREATE INDEX IF NOT EXISTS rows_run_id ON rows(run_id, idx);
@@ -202,7 +221,9 @@ impl Index {
         let index = Self { conn, path };
         index
             .conn
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;",
+            )
             .map_err(index.sql("set its journal mode"))?;
         let version: Option<i64> = index
             .conn
@@ -214,7 +235,9 @@ impl Index {
         if version.is_some_and(|v| v != SCHEMA_VERSION) {
             index
                 .conn
-                .execute_batch("DROP TABLE IF EXISTS rows; DROP TABLE IF EXISTS meta;")
+                .execute_batch(
+                    "DROP TABLE IF EXISTS rows; DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS meta;",
+                )
                 .map_err(index.sql("drop an index of another version"))?;
         }
         index
@@ -264,7 +287,18 @@ impl Index {
     /// # Errors
     /// The log or the index cannot be read or written.
     pub fn step(&mut self, log: &SqliteReader, size: u64, max: u64) -> Result<u64, IndexError> {
-        let from = self.cursor()?;
+        let mut from = self.cursor()?;
+        if from > size {
+            // An index of a longer log than this one (a log restored or replaced): start over.
+            tracing::warn!(
+                "the search index {} covers {from} entries but the log holds {size}: rebuilding it",
+                self.path.display()
+            );
+            self.conn
+                .execute_batch("DELETE FROM rows; DELETE FROM runs; UPDATE meta SET value = 0 WHERE key = 'cursor';")
+                .map_err(self.sql("empty it"))?;
+            from = 0;
+        }
         let to = size.min(from.saturating_add(max));
         if to <= from {
             return Ok(0);
@@ -287,9 +321,17 @@ impl Index {
                      actor, git_ref, environment, project, pipeline, run FROM rows WHERE idx = ?1",
                 )
                 .map_err(Self::sql_at(&path, "prepare the request lookup"))?;
-            for idx in from..to {
-                let (_, bytes) = log.entry(idx)?;
-                let e = Entry::decode(&bytes).map_err(|err| IndexError::Decode(idx, err))?;
+            let mut summary = tx
+                .prepare_cached(
+                    "INSERT INTO runs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?9, ?10, ?11, ?12, ?13) \
+                     ON CONFLICT(run) DO UPDATE SET entries = entries + 1, calls = calls + ?8, \
+                     first_ns = min(first_ns, ?9), last_ns = max(last_ns, ?9), \
+                     denials = denials + ?10, approvals = approvals + ?11, errors = errors + ?12, \
+                     last_idx = max(last_idx, ?13)",
+                )
+                .map_err(Self::sql_at(&path, "prepare the run summary"))?;
+            log.entries_in(from, to, |idx, bytes| -> Result<(), IndexError> {
+                let e = Entry::decode(bytes).map_err(|err| IndexError::Decode(idx, err))?;
                 let mut row = Row::of(&e);
                 // An answer or approval event names the request it belongs to; where its own
                 // caller says less (the upstream's answer), it is the request's caller's.
@@ -343,7 +385,27 @@ impl Index {
                         row.request.and_then(|r| i64::try_from(r).ok()),
                     ])
                     .map_err(Self::sql_at(&path, "insert a row"))?;
-            }
+                if let Some(run) = row.run.as_ref().filter(|_| row.kind != "log_read") {
+                    summary
+                        .execute(params![
+                            run,
+                            row.issuer,
+                            c[0].as_ref().or(c[7].as_ref()),
+                            c[1],
+                            c[2].as_ref().or(c[8].as_ref()),
+                            c[3],
+                            row.principal,
+                            i64::from(row.kind == "request"),
+                            i64::try_from(row.time_ns).unwrap_or(i64::MAX),
+                            i64::from(row.decision.as_deref() == Some("deny")),
+                            i64::from(row.kind == "approval_requested"),
+                            i64::from(row.error),
+                            i64::try_from(row.idx).unwrap_or(i64::MAX),
+                        ])
+                        .map_err(Self::sql_at(&path, "update a run's summary"))?;
+                }
+                Ok(())
+            })?;
             tx.execute(
                 "UPDATE meta SET value = ?1 WHERE key = 'cursor'",
                 params![i64::try_from(to).unwrap_or(i64::MAX)],
@@ -376,7 +438,7 @@ impl Index {
     /// As [`Index::step`].
     pub fn rebuild(&mut self, log: &SqliteReader) -> Result<u64, IndexError> {
         self.conn
-            .execute_batch("DELETE FROM rows; UPDATE meta SET value = 0 WHERE key = 'cursor';")
+            .execute_batch("DELETE FROM rows; DELETE FROM runs; UPDATE meta SET value = 0 WHERE key = 'cursor';")
             .map_err(self.sql("empty it"))?;
         self.catch_up(log)
     }

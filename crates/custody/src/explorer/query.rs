@@ -375,6 +375,9 @@ pub fn runs(
             "limit={limit} is out of range: give 1 to {MAX_LIMIT}"
         )));
     }
+    if let Some(found) = summarised(index, scope, filter, limit)? {
+        return Ok(found);
+    }
     let mut w = Where::default();
     w.clauses.push("run IS NOT NULL".into());
     // Reads of the log are not what a run did.
@@ -385,7 +388,7 @@ pub fn runs(
         "SELECT run, max(issuer), max(coalesce(repository, project)), max(workflow), \
          max(coalesce(run_id, pipeline)), max(run_attempt), max(principal), count(*), \
          sum(kind = 'request'), min(time_ns), max(time_ns), sum(decision = 'deny'), \
-         count(DISTINCT approval), sum(error) FROM rows {} GROUP BY run \
+         sum(kind = 'approval_requested'), sum(error) FROM rows {} GROUP BY run \
          ORDER BY max(idx) DESC LIMIT {limit}",
         w.sql()
     );
@@ -408,13 +411,143 @@ pub fn runs(
             first_ns: n(r.get(9)?),
             last_ns: n(r.get(10)?),
             denials: n(r.get::<_, Option<i64>>(11)?.unwrap_or(0)),
-            approvals: n(r.get(12)?),
+            approvals: n(r.get::<_, Option<i64>>(12)?.unwrap_or(0)),
             errors: n(r.get::<_, Option<i64>>(13)?.unwrap_or(0)),
         })
     })
     .map_err(index.sql("run the runs query"))?
     .collect::<Result<_, _>>()
     .map_err(|e| QueryError::Index(index.sql("read a run")(e)))
+}
+
+/// The runs from the index's per-run summary, kept as entries are indexed: for filters on
+/// the run's own columns only (repository or project, workflow, run) and scopes of every run
+/// or one run. `None`: the query needs the entries themselves.
+fn summarised(
+    index: &Index,
+    scope: &Scope,
+    f: &Filter,
+    limit: u32,
+) -> Result<Option<Vec<Run>>, QueryError> {
+    let only_run_columns = Filter {
+        repository: None,
+        project: None,
+        workflow: None,
+        run: None,
+        ..f.clone()
+    };
+    if pairs_set(&only_run_columns) || f.repository.is_some() && f.project.is_some() {
+        return Ok(None);
+    }
+    let mut w = Where::default();
+    match scope {
+        Scope::All => {}
+        Scope::Run {
+            issuer,
+            repository: r,
+            run_id: id,
+        }
+        | Scope::Pipeline {
+            issuer,
+            project: r,
+            pipeline: id,
+        } => {
+            w.is("issuer", issuer.as_ref());
+            w.eq("repository", Some(r));
+            w.eq("run_id", Some(id));
+        }
+        Scope::Subject { .. } => return Ok(None),
+    }
+    w.eq("repository", f.repository.as_ref().or(f.project.as_ref()));
+    w.eq("workflow", f.workflow.as_ref());
+    if let Some(r) = &f.run {
+        w.params.push(Sql::Text(r.clone()));
+        let n = w.params.len();
+        w.clauses.push(format!("(run = ?{n} OR run_id = ?{n})"));
+    }
+    let sql = format!(
+        "SELECT run, issuer, repository, workflow, run_id, attempt, principal, entries, calls, \
+         first_ns, last_ns, denials, approvals, errors FROM runs {} ORDER BY last_idx DESC LIMIT {limit}",
+        w.sql()
+    );
+    let mut stmt = index
+        .conn()
+        .prepare_cached(&sql)
+        .map_err(index.sql("prepare the runs query"))?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    let runs = stmt
+        .query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
+            Ok(Run {
+                id: r.get(0)?,
+                issuer: r.get(1)?,
+                repository: r.get(2)?,
+                workflow: r.get(3)?,
+                run_id: r.get(4)?,
+                attempt: r.get(5)?,
+                principal: r.get(6)?,
+                entries: n(r.get(7)?),
+                calls: n(r.get(8)?),
+                first_ns: n(r.get(9)?),
+                last_ns: n(r.get(10)?),
+                denials: n(r.get(11)?),
+                approvals: n(r.get(12)?),
+                errors: n(r.get(13)?),
+            })
+        })
+        .map_err(index.sql("run the runs query"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| QueryError::Index(index.sql("read a run")(e)))?;
+    Ok(Some(runs))
+}
+
+/// Whether any field of `f` is set.
+fn pairs_set(f: &Filter) -> bool {
+    let Filter {
+        since,
+        until,
+        principal,
+        repository,
+        workflow,
+        run,
+        actor,
+        git_ref,
+        environment,
+        project,
+        pipeline,
+        endpoint,
+        session,
+        method,
+        tool,
+        kind,
+        decision,
+        approval,
+        masked,
+        errors,
+    } = f;
+    [
+        since,
+        until,
+        principal,
+        repository,
+        workflow,
+        run,
+        actor,
+        git_ref,
+        environment,
+        project,
+        pipeline,
+        endpoint,
+        session,
+        method,
+        tool,
+        kind,
+        decision,
+        approval,
+    ]
+    .iter()
+    .any(|v| v.is_some())
+        || masked.is_some()
+        || errors.is_some()
 }
 
 /// Every entry of run `run` (its id, or its run or pipeline id) that `scope` may see, in
@@ -487,4 +620,54 @@ pub fn visible(index: &Index, scope: &Scope, idx: u64) -> Result<Option<bool>, Q
         })
         .map_err(index.sql("look an entry up"))?;
     Ok(Some(n > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_belong_to_their_order() {
+        let c = cursor_after(42, Order::Newest);
+        assert_eq!(parse_cursor(&c, Order::Newest).unwrap(), 42);
+        let e = parse_cursor(&c, Order::Oldest).unwrap_err().to_string();
+        assert!(
+            e.contains("not a cursor this gateway gave for this order"),
+            "{e}"
+        );
+        assert!(parse_cursor("!!", Order::Newest).is_err());
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_durations_back_from_now() {
+        assert_eq!(
+            parse_time("since", "2026-01-01T00:00:00Z").unwrap(),
+            1_767_225_600_000_000_000
+        );
+        let hour_ago = parse_time("since", "1h").unwrap();
+        let now = now_ns();
+        assert!(now - hour_ago >= 3_600_000_000_000 && now - hour_ago < 3_700_000_000_000);
+        let e = parse_time("until", "tomorrow").unwrap_err().to_string();
+        assert!(e.starts_with("until=\"tomorrow\" is neither"), "{e}");
+    }
+
+    #[test]
+    fn a_ci_scope_never_widens_with_filters() {
+        let mut w = Where::default();
+        w.scope(&Scope::Run {
+            issuer: Some("https://ci".into()),
+            repository: "acme/api".into(),
+            run_id: "1".into(),
+        });
+        w.filter(&Filter {
+            repository: Some("acme/web".into()),
+            ..Filter::default()
+        })
+        .unwrap();
+        // Both conditions hold at once: the filter narrows within the scope.
+        assert_eq!(
+            w.sql(),
+            "WHERE issuer = ?1 AND repository = ?2 AND run_id = ?3 AND repository = ?4"
+        );
+    }
 }
