@@ -248,7 +248,7 @@ pub async fn run(entries: u64, size: usize, samples: u32) -> anyhow::Result<()> 
     let t = Instant::now();
     let all = query::runs(&open.index, &Scope::All, &Filter::default(), 100)?;
     println!(
-        "{:<72} {:>7.2}  (one sample: groups every run)",
+        "{:<72} {:>7.2}  (one sample: the per-run summary)",
         "runs, unfiltered (latest 100)",
         t.elapsed().as_secs_f64() * 1000.0
     );
