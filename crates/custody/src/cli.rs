@@ -481,7 +481,10 @@ pub fn main() -> ExitCode {
             limit,
             query,
         } => {
-            if query.any() {
+            // On a terminal, a table through the index; piped, JSON lines of every entry as
+            // before (`--from` always reads the log directly).
+            let people = std::io::IsTerminal::is_terminal(&std::io::stdout()) && from == 0;
+            if query.any() || people {
                 crate::explorer::cli::entries(&data, &query, kind, limit)
             } else {
                 log::run(&data, &log::Filter { kind, from, limit })
