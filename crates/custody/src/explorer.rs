@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod index;
 pub mod query;
+pub mod runs;
 pub mod view;
 
 use std::path::{Path, PathBuf};
