@@ -497,12 +497,27 @@ async fn the_cli_filters_reindexes_and_reads_through_the_gateway() {
 
     let dir = w.gw.shutdown().await;
     let data = dir.path().to_str().unwrap();
+    // The gateway kept the index as the log grew, its cursor on disk: everything up to the
+    // calls (the last read and the stop come after it).
+    let size = entries(dir.path()).len() as i64;
+    let cursor = || -> i64 {
+        rusqlite::Connection::open(dir.path().join("index.sqlite"))
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    let kept = cursor();
+    assert!(kept >= 12 && kept < size, "cursor {kept}, log {size}");
     let query = [
         "log", "--data", data, "--repo", "acme/api", "--since", "1h", "--oldest", "--format",
         "jsonl",
     ];
     let (ok, before, err) = custody(&query);
     assert!(ok, "{err}");
+    // The CLI brought it up to the end of the log.
+    assert_eq!(cursor(), size);
     let (ok, tools, err) = custody(&[
         "log", "--data", data, "--tool", "add", "--kind", "request", "--format", "jsonl",
     ]);
