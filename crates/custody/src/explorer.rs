@@ -22,11 +22,27 @@ use crate::identity::Principal;
 use crate::store::SqliteReader;
 
 /// What a principal may see through the explorer: every entry with its masked payloads
-/// (auditors), or only the entries of its own CI run (or, for other principals, its own
-/// entries), headers only.
-pub fn scope_of(p: &Principal, auditors: &[String]) -> Scope {
+/// (auditors), every entry of the endpoints a Cedar `Action::"audit"` permit grants it, or
+/// only the entries of its own CI run (or, for other principals, its own entries), headers
+/// only. `endpoints`: the gateway's endpoint names.
+pub fn scope_of(
+    p: &Principal,
+    auditors: &[String],
+    policy: Option<&crate::policy::Engine>,
+    endpoints: &[String],
+) -> Scope {
     if auditors.contains(&p.name) {
         return Scope::All;
+    }
+    if let Some(engine) = policy {
+        let granted: Vec<String> = endpoints
+            .iter()
+            .filter(|e| engine.may_audit(p, e))
+            .cloned()
+            .collect();
+        if !granted.is_empty() {
+            return Scope::Endpoints(granted);
+        }
     }
     let claim = |c: &str| match p.claims.get(c) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -91,6 +107,15 @@ pub struct Explorer {
     data_dir: PathBuf,
     open: Mutex<Option<Open>>,
     pub auditors: Vec<String>,
+    /// The gateway's endpoint names, for `Action::"audit"`.
+    pub endpoints: Vec<String>,
+}
+
+impl Scope {
+    /// Whether this reader sees payloads (auditors) or headers only.
+    pub fn sees_payloads(&self) -> bool {
+        matches!(self, Scope::All | Scope::Endpoints(_))
+    }
 }
 
 /// At most this many entries in one timeline.
@@ -100,12 +125,18 @@ pub const TIMELINE_CAP: u32 = 10_000;
 const CATCH_UP_STEPS: u32 = 5;
 
 impl Explorer {
-    pub fn new(data_dir: &Path, auditors: Vec<String>) -> Arc<Self> {
+    pub fn new(data_dir: &Path, auditors: Vec<String>, endpoints: Vec<String>) -> Arc<Self> {
         Arc::new(Self {
             data_dir: data_dir.to_path_buf(),
             open: Mutex::new(None),
             auditors,
+            endpoints,
         })
+    }
+
+    /// What `p` may see ([`scope_of`]).
+    pub fn scope_of(&self, p: &Principal, policy: Option<&crate::policy::Engine>) -> Scope {
+        scope_of(p, &self.auditors, policy, &self.endpoints)
     }
 
     /// Runs `f` with the index caught up to `size` (as far as a few steps go), opening it

@@ -223,8 +223,11 @@ pub async fn start_with(
     let checkpointer = audit.start_checkpointer(stop.clone());
     let scrub = audit.start_scrub(stop.clone());
     let retention = audit.start_retention(RETENTION_EVERY, stop.clone());
-    let explorer =
-        crate::explorer::Explorer::new(&config.server.data_dir, config.explorer.auditors.clone());
+    let explorer = crate::explorer::Explorer::new(
+        &config.server.data_dir,
+        config.explorer.auditors.clone(),
+        config.endpoints.iter().map(|e| e.name.clone()).collect(),
+    );
     let follower = explorer.spawn_follower(audit.clone(), stop.clone());
     let app = Arc::new(App {
         relay: relay.clone(),

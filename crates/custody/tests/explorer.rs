@@ -19,6 +19,10 @@ permit(principal, action in [Action::"tools/call", Action::"list", Action::"othe
 @id("web-may-not-add")
 forbid(principal, action == Action::"tools/call", resource)
 when { resource.name == "add" && principal.repository == "acme/web" };
+
+@id("edna-audits-demo")
+permit(principal, action == Action::"audit", resource == Endpoint::"demo")
+when { principal.name == "edna" };
 "#;
 
 fn hex(bytes: &[u8]) -> String {
@@ -29,6 +33,7 @@ struct World {
     gw: Gateway,
     auditor: String,
     nosy: String,
+    edna: String,
     api_job: String,
     web_job: String,
     _issuer: TestIssuer,
@@ -80,19 +85,21 @@ async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("p.cedar");
     std::fs::write(&policy, POLICIES).unwrap();
-    let (auditor, nosy) = (new_static_token(), new_static_token());
+    let (auditor, nosy, edna) = (new_static_token(), new_static_token(), new_static_token());
     let gw = Gateway::start(
         "",
         &format!(
             "[[auth.oidc]]\npreset = \"github-actions\"\nissuer = \"{}\"\naudiences = [\"custody\"]\n\
              [[auth.static]]\nname = \"ines\"\nsha256 = \"{}\"\n\
              [[auth.static]]\nname = \"nosy\"\nsha256 = \"{}\"\n\
+             [[auth.static]]\nname = \"edna\"\nsha256 = \"{}\"\n\
              [policy]\nfiles = [\"{}\"]\n[explorer]\nauditors = [\"ines\"]\n\
              [endpoints.demo.upstream]\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"demo-server\"]\n\
              [[endpoints.demo.mask_audit]]\npath = \"$.params.arguments.text\"\naction = \"hmac\"\n",
             issuer.url,
             hex(&token_hash(&auditor)),
             hex(&token_hash(&nosy)),
+            hex(&token_hash(&edna)),
             policy.display(),
             custody_bin()
         ),
@@ -114,6 +121,7 @@ async fn world() -> World {
         gw,
         auditor,
         nosy,
+        edna,
         api_job,
         web_job,
         _issuer: issuer,
@@ -569,5 +577,43 @@ fn the_embedded_defaults_approver_is_an_auditor() {
     assert_eq!(
         config.explorer.auditors,
         [custody::config::EMBEDDED_APPROVER]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cedar_audit_permit_makes_an_auditor_of_its_endpoints() {
+    let w = world().await;
+    traffic(&w).await;
+    // edna may audit the demo endpoint: every run's entries there, with payloads…
+    let v = w
+        .ok(&w.edna, "/api/v1/entries?kind=request&limit=500")
+        .await;
+    let seen = v["entries"].as_array().unwrap();
+    assert_eq!(seen.len(), 5, "{v}");
+    assert!(
+        seen.iter()
+            .all(|e| e["endpoint"] == "demo" && e["message"].is_object())
+    );
+    let v = w.ok(&w.edna, "/api/v1/runs").await;
+    assert_eq!(v["runs"].as_array().unwrap().len(), 2, "{v}");
+    // …but not the gateway's own entries, which belong to no endpoint.
+    let v = w.ok(&w.edna, "/api/v1/entries?kind=gateway_started").await;
+    assert_eq!(v["entries"], json!([]));
+    let v = w
+        .ok(&w.auditor, "/api/v1/entries?kind=gateway_started")
+        .await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1);
+    let started = v["entries"][0]["index"].as_u64().unwrap();
+    let (status, _) = w.get(&w.edna, &format!("/api/v1/entries/{started}")).await;
+    assert_eq!(status, 403);
+    let dir = w.gw.shutdown().await;
+    let scopes: Vec<Value> = entries(dir.path())
+        .iter()
+        .filter(|e| e.kind == Kind::LogRead && e.caller.contains("edna"))
+        .map(|e| serde_json::from_str::<Value>(&e.detail).unwrap()["scope"].clone())
+        .collect();
+    assert!(
+        !scopes.is_empty() && scopes.iter().all(|s| s == "endpoint auditor"),
+        "{scopes:?}"
     );
 }

@@ -45,6 +45,8 @@ pub struct Filter {
 pub enum Scope {
     /// Every entry (auditors).
     All,
+    /// Every entry of these endpoints (auditors by a Cedar `Action::"audit"` permit).
+    Endpoints(Vec<String>),
     /// The entries of one CI run: issuer, repository and run id (every attempt).
     Run {
         issuer: Option<String>,
@@ -167,6 +169,16 @@ impl Where {
     pub fn scope(&mut self, scope: &Scope) {
         match scope {
             Scope::All => {}
+            Scope::Endpoints(names) => {
+                let start = self.params.len();
+                self.params
+                    .extend(names.iter().map(|n| Sql::Text(n.clone())));
+                let marks: Vec<String> = (start + 1..=self.params.len())
+                    .map(|i| format!("?{i}"))
+                    .collect();
+                self.clauses
+                    .push(format!("endpoint IN ({})", marks.join(", ")));
+            }
             Scope::Run {
                 issuer,
                 repository,

@@ -121,7 +121,7 @@ fn summarised(
             w.eq("repository", Some(r));
             w.eq("run_id", Some(id));
         }
-        Scope::Subject { .. } => return Ok(None),
+        Scope::Subject { .. } | Scope::Endpoints(_) => return Ok(None),
     }
     w.eq("repository", f.repository.as_ref().or(f.project.as_ref()));
     w.eq("workflow", f.workflow.as_ref());

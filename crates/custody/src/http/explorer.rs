@@ -24,6 +24,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn scope_name(s: &Scope) -> &'static str {
     match s {
         Scope::All => "auditor",
+        Scope::Endpoints(_) => "endpoint auditor",
         Scope::Run { .. } => "own run",
         Scope::Pipeline { .. } => "own pipeline",
         Scope::Subject { .. } => "own entries",
@@ -37,7 +38,7 @@ async fn caller(
     peer: SocketAddr,
 ) -> Result<(Arc<Principal>, Scope), Response> {
     let p = super::approvals::who(app, headers, &Method::GET, peer, "explorer").await?;
-    let scope = crate::explorer::scope_of(&p, &app.explorer.auditors);
+    let scope = app.explorer.scope_of(&p, app.relay.policy.as_deref());
     Ok((p, scope))
 }
 
@@ -165,7 +166,7 @@ pub async fn entries(
         Ok(p) => p,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    let payloads = scope == Scope::All;
+    let payloads = scope.sees_payloads();
     let s = scope.clone();
     let found = on_index(&app, move |open| {
         let page = query::entries(
@@ -236,7 +237,7 @@ pub async fn timeline(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let payloads = scope == Scope::All;
+    let payloads = scope.sees_payloads();
     let (s, r) = (scope.clone(), run.clone());
     let found = on_index(&app, move |open| {
         let indices = query::run_entries(&open.index, &s, &r, crate::explorer::TIMELINE_CAP)?;
@@ -296,7 +297,7 @@ pub async fn entry(
             format!("{index:?} is not an entry index (a non-negative integer)"),
         );
     };
-    let payloads = scope == Scope::All;
+    let payloads = scope.sees_payloads();
     let s = scope.clone();
     let found = on_index(&app, move |open| {
         match query::visible(&open.index, &s, idx)? {
