@@ -129,9 +129,6 @@ toml_args() { python3 -c 'import json, shlex, sys; print(json.dumps(shlex.split(
 [server]
 listen = "127.0.0.1:$gateway_port"
 data_dir = "$work/data"
-# Difference 6: what clients that never send DELETE leave behind is bounded by this (5m by
-# default); short here so the check below can see it happen.
-stdio_session_idle_timeout = "3s"
 
 [auth]
 anonymous = true
@@ -158,12 +155,6 @@ url = "http://127.0.0.1:$ndjson_port/mcp"
 transport = "stdio"
 command = "$venv/bin/mcp-server-time"
 args = ["--local-timezone", "UTC"]
-
-[endpoints.leftover.upstream]
-transport = "stdio"
-command = "$node"
-args = ["$work/leftover-memory.js"]
-env = { MEMORY_FILE_PATH = "$work/leftover.jsonl" }
 EOF
   for s in "${servers[@]}"; do
     read -r -a cmd <<<"${server_cmd[$s]}"
@@ -181,6 +172,29 @@ EOF
 pids+=($!)
 gateway="http://127.0.0.1:$gateway_port/mcp"
 wait_http "http://127.0.0.1:$gateway_port/healthz" "custody" "$work/gateway.log"
+
+# Difference 6: what clients that never send DELETE leave behind is bounded by
+# stdio_session_idle_timeout (5m by default). A gateway of its own sets it short so the check
+# below can see it happen, without hurrying the peers above on a loaded machine.
+leftover_port=$(free_port)
+cat >"$work/leftover.toml" <<EOF
+[server]
+listen = "127.0.0.1:$leftover_port"
+data_dir = "$work/leftover-data"
+stdio_session_idle_timeout = "3s"
+
+[auth]
+anonymous = true
+
+[endpoints.leftover.upstream]
+transport = "stdio"
+command = "$node"
+args = ["$work/leftover-memory.js"]
+env = { MEMORY_FILE_PATH = "$work/leftover.jsonl" }
+EOF
+"$custody" serve --config "$work/leftover.toml" >"$work/leftover-gateway.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$leftover_port/healthz" "custody (leftover)" "$work/leftover-gateway.log"
 wait_http "$fixture" "the conformance fixture" "$work/fixture.log"
 
 # --- the clients ------------------------------------------------------------------------------
@@ -246,7 +260,7 @@ probe connect-404 connect-404 "$custody" "$gateway/time"
 leftover() {
   local i n
   for i in 1 2 3; do
-    run_peer typescript-sdk-v1 session "$work/leftover-$i.json" '[]' --url "$gateway/leftover"
+    run_peer typescript-sdk-v1 session "$work/leftover-$i.json" '[]' --url "http://127.0.0.1:$leftover_port/mcp/leftover"
   done
   sleep 7
   n=$(pgrep -fc -- "$work/leftover-memory.js" || true)

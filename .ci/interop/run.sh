@@ -170,6 +170,8 @@ quickstart_verify() {
   grep -q "custody verify: OK" <<<"$out" && grep -q "request 4" <<<"$out"
 }
 check "README quick start: custody verify on the log it left" quickstart_verify
+check "OCSF: the quick start's calls exported as OCSF validate against the 1.5.0 schema (ocsf.sh)" \
+  "$here/ocsf.sh" "$custody" "$cache" "$work/quickstart/custody-data"
 
 # --- identity: tokens from a real third-party OIDC issuer ----------------------------------
 source "$here/identity.sh"

@@ -22,6 +22,7 @@ pub fn audit_config(dir: &Path, durability: Durability) -> AuditConfig {
         erasers: Vec::new(),
         tiles_prefix: "/log".into(),
         tiles_public: true,
+        tiles_public_set: false,
         predecessor: None,
     }
 }
@@ -226,7 +227,7 @@ pub async fn verify(entries: u64, size: usize) -> anyhow::Result<()> {
 
     // Over HTTP, from a gateway serving the log on loopback.
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n[audit]\norigin = \"bench.custody/log\"\n[endpoints.e.upstream]\ntransport = \"stdio\"\ncommand = \"cat\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n[audit]\norigin = \"bench.custody/log\"\ntiles_public = true\n[endpoints.e.upstream]\ntransport = \"stdio\"\ncommand = \"cat\"\n",
         dir.path().display()
     );
     let config = custody::config::Config::parse(&text, "bench.toml")?;

@@ -11,7 +11,13 @@
 //! call that created it, and to its expiry: the relay checks all of them again before it
 //! releases the call ([`Pending::releases`]).
 
+mod decide;
+mod digest;
 mod notify;
+
+use decide::same_person;
+pub use decide::{DecideError, Verb};
+pub use digest::digest;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +25,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::audit::{Appended, Audit, AuditError, Direction, Draft, Kind, Mark, Unfinished, now_ns};
@@ -29,43 +34,6 @@ use crate::policy::{Engine, Held, Verdict};
 
 /// How many finished approvals are kept for `show`.
 const RECENT: usize = 256;
-
-/// The SHA-256 of `arguments` in canonical form (object keys sorted, no whitespace), hex.
-/// Absent arguments digest as `{}`.
-pub fn digest(arguments: Option<&Value>) -> String {
-    fn canonical(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    canonical(&m[k], out);
-                }
-                out.push('}');
-            }
-            Value::Array(a) => {
-                out.push('[');
-                for (i, x) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    canonical(x, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut text = String::new();
-    canonical(arguments.unwrap_or(&json!({})), &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
 
 /// One approver's decision.
 #[derive(Debug, Clone)]
@@ -321,80 +289,6 @@ impl Pending {
 /// RFC 3339 UTC time of `ns` nanoseconds since the epoch.
 pub fn rfc3339(ns: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
-}
-
-fn same_person(a: &Principal, b: &Principal) -> bool {
-    a.kind == b.kind && a.issuer == b.issuer && a.subject == b.subject
-}
-
-/// Approve or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    Approve,
-    Deny,
-}
-
-/// Why a decision was not taken. Each says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum DecideError {
-    #[error(
-        "there is no approval {0}: check the id with `custody approvals list` (only approvals you may decide are listed)"
-    )]
-    NotFound(String),
-    #[error("approval {id} is already {state}; nothing was changed")]
-    Finished { id: String, state: &'static str },
-    #[error(
-        "approving needs an identity: send an approver's bearer token (anonymous callers never approve)"
-    )]
-    Anonymous,
-    #[error(
-        "{who} may not decide {method} of {target:?} on endpoint {endpoint:?}: the name is not in [approvals] approvers and no policy permits Action::\"approve\" for it"
-    )]
-    NotApprover {
-        who: String,
-        method: String,
-        target: String,
-        endpoint: String,
-    },
-    #[error("{0} asked for this call and cannot approve it; another approver must")]
-    SelfApproval(String),
-    #[error(
-        "{who} has already approved {id}; it needs {needed} distinct approvers ({have} so far)"
-    )]
-    AlreadyVoted {
-        who: String,
-        id: String,
-        needed: u32,
-        have: usize,
-    },
-    #[error(
-        "the held call's arguments have SHA-256 {actual}, not {expected}: look at it again with `custody approvals show {id}`"
-    )]
-    DigestMismatch {
-        id: String,
-        expected: String,
-        actual: String,
-    },
-    #[error("a denial needs a reason (--reason TEXT): the pipeline's job shows it")]
-    ReasonRequired,
-    #[error("the decision could not be recorded, so it was not taken: {0}")]
-    Audit(AuditError),
-}
-
-impl DecideError {
-    pub fn status(&self) -> http::StatusCode {
-        use http::StatusCode as S;
-        match self {
-            DecideError::NotFound(_) => S::NOT_FOUND,
-            DecideError::Finished { .. }
-            | DecideError::AlreadyVoted { .. }
-            | DecideError::DigestMismatch { .. } => S::CONFLICT,
-            DecideError::Anonymous => S::UNAUTHORIZED,
-            DecideError::NotApprover { .. } | DecideError::SelfApproval(_) => S::FORBIDDEN,
-            DecideError::ReasonRequired => S::BAD_REQUEST,
-            DecideError::Audit(_) => S::SERVICE_UNAVAILABLE,
-        }
-    }
 }
 
 /// How an approval ended without a decision, for [`Approvals::end`].
@@ -673,141 +567,6 @@ impl Approvals {
         self.find(id).filter(|p| self.visible(who, p))
     }
 
-    /// Takes `who`'s decision on approval `id`. `expect_digest`, when given, must be the held
-    /// call's argument digest (the approver approves what they looked at).
-    ///
-    /// # Errors
-    /// [`DecideError`]; nothing changes.
-    pub async fn decide(
-        &self,
-        id: &str,
-        who: &Principal,
-        verb: Verb,
-        reason: Option<String>,
-        expect_digest: Option<&str>,
-    ) -> Result<Arc<Pending>, DecideError> {
-        if who.kind == PrincipalKind::Anonymous {
-            return Err(DecideError::Anonymous);
-        }
-        let not_found = || DecideError::NotFound(id.to_string());
-        let pending = self.find(id).ok_or_else(not_found)?;
-        // Policy is asked once: whoever may not decide it sees it only if they asked for it.
-        let authorized = self.authorized(who, &pending);
-        if !authorized && !same_person(who, &pending.requester) {
-            return Err(not_found());
-        }
-        if !authorized {
-            return Err(DecideError::NotApprover {
-                who: who.name.clone(),
-                method: pending.method.clone(),
-                target: pending.target.clone().unwrap_or_default(),
-                endpoint: pending.endpoint.to_string(),
-            });
-        }
-        let reason = reason.filter(|r| !r.trim().is_empty());
-        if verb == Verb::Deny && reason.is_none() {
-            return Err(DecideError::ReasonRequired);
-        }
-        if verb == Verb::Approve && same_person(who, &pending.requester) {
-            return Err(DecideError::SelfApproval(who.name.clone()));
-        }
-        if let Some(expected) = expect_digest
-            && !expected.eq_ignore_ascii_case(&pending.digest)
-        {
-            return Err(DecideError::DigestMismatch {
-                id: pending.id.clone(),
-                expected: expected.to_string(),
-                actual: pending.digest.clone(),
-            });
-        }
-        let mut state = pending.state.lock().await;
-        let State::Pending { votes } = &*state else {
-            return Err(DecideError::Finished {
-                id: pending.id.clone(),
-                state: state.name(),
-            });
-        };
-        if now_ns() >= pending.expires_ns {
-            // The waiter's timer records the expiry.
-            return Err(DecideError::Finished {
-                id: pending.id.clone(),
-                state: "expired",
-            });
-        }
-        let vote = Vote {
-            approver: who.name.clone(),
-            reason: reason.clone(),
-            time_ns: now_ns(),
-            who: (who.issuer.clone(), who.subject.clone()),
-        };
-        let (kind, next, resolution) = match verb {
-            Verb::Approve => {
-                if votes.iter().any(|v| v.who == vote.who) {
-                    return Err(DecideError::AlreadyVoted {
-                        who: who.name.clone(),
-                        id: pending.id.clone(),
-                        needed: pending.min_approvals,
-                        have: votes.len(),
-                    });
-                }
-                let mut votes = votes.clone();
-                votes.push(vote);
-                let released = votes.len() >= pending.min_approvals as usize;
-                let approvers: Vec<String> = votes.iter().map(|v| v.approver.clone()).collect();
-                if released {
-                    (
-                        Kind::ApprovalGranted,
-                        State::Granted { votes },
-                        Some(Resolution::Granted { approvers }),
-                    )
-                } else {
-                    (Kind::ApprovalGranted, State::Pending { votes }, None)
-                }
-            }
-            Verb::Deny => (
-                Kind::ApprovalDenied,
-                State::Denied { vote },
-                Some(Resolution::Denied {
-                    approver: who.name.clone(),
-                    reason: reason.clone().unwrap_or_default(),
-                }),
-            ),
-        };
-        let count = match &next {
-            State::Pending { votes } | State::Granted { votes } => votes.len(),
-            _ => 0,
-        };
-        let mut detail = json!({
-            "approval": pending.id,
-            "approver": who.name,
-            "reason": reason,
-            "arguments_sha256": pending.digest,
-        });
-        if verb == Verb::Approve {
-            detail["approvals"] = json!(count);
-            detail["min_approvals"] = json!(pending.min_approvals);
-            detail["released"] = json!(resolution.is_some());
-        }
-        let mark = resolution
-            .is_some()
-            .then(|| Mark::Close(pending.id.clone()));
-        let draft = pending.draft(kind, who.audit.clone(), detail, mark);
-        self.audit.append(draft).await.map_err(DecideError::Audit)?;
-        pending.set(&mut state, next);
-        drop(state);
-        tracing::info!(
-            approval = %pending.id,
-            approver = %who.name,
-            "{}",
-            kind.name()
-        );
-        if let Some(r) = resolution {
-            self.retire(&pending.id);
-            pending.resolved.send_replace(Some(r));
-        }
-        Ok(pending)
-    }
-
     /// Records that the approvals a previous run left pending were abandoned.
     ///
     /// # Errors
@@ -832,79 +591,4 @@ impl Approvals {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn granted(requester: &Arc<Principal>, arguments: &Value, expires_ns: u64) -> Pending {
-        let (resolved, _) = watch::channel(None);
-        let state = State::Granted { votes: Vec::new() };
-        Pending {
-            id: "a1".into(),
-            requester: requester.clone(),
-            endpoint: "prod".into(),
-            session: None,
-            rpc_id: Some("7".into()),
-            method: "tools/call".into(),
-            target: Some("deploy".into()),
-            masked_arguments: arguments.clone(),
-            masked_hidden: 0,
-            show: ShowArguments::AsSent,
-            held: Mutex::new(Some(HeldArguments {
-                arguments: Some(arguments.clone()),
-                scrubbed: None,
-                credentials_hidden: 0,
-            })),
-            digest: digest(Some(arguments)),
-            requested_ns: now_ns(),
-            expires_ns,
-            min_approvals: 1,
-            policies: Vec::new(),
-            request_entry: 3,
-            state: tokio::sync::Mutex::new(state.clone()),
-            snapshot: Mutex::new(state),
-            resolved,
-        }
-    }
-
-    #[test]
-    fn a_grant_releases_exactly_the_call_it_was_given_for() {
-        let ci = Arc::new(Principal::static_token("ci"));
-        let args = json!({"env": "prod", "version": "1.2.3"});
-        let p = granted(&ci, &args, now_ns() + 60_000_000_000);
-        assert!(p.releases(&ci, "prod", "tools/call", Some("deploy"), Some(&args)));
-        let other_args = json!({"env": "prod", "version": "1.2.4"});
-        assert!(!p.releases(&ci, "prod", "tools/call", Some("deploy"), Some(&other_args)));
-        assert!(!p.releases(&ci, "prod", "tools/call", Some("deploy"), None));
-        let someone = Principal::static_token("other-job");
-        assert!(!p.releases(&someone, "prod", "tools/call", Some("deploy"), Some(&args)));
-        assert!(!p.releases(&ci, "staging", "tools/call", Some("deploy"), Some(&args)));
-        assert!(!p.releases(&ci, "prod", "tools/call", Some("rollback"), Some(&args)));
-        assert!(!p.releases(&ci, "prod", "prompts/get", Some("deploy"), Some(&args)));
-        let expired = granted(&ci, &args, now_ns() - 1);
-        assert!(!expired.releases(&ci, "prod", "tools/call", Some("deploy"), Some(&args)));
-        let waiting = granted(&ci, &args, now_ns() + 60_000_000_000);
-        waiting.set(
-            &mut waiting.state.try_lock().unwrap(),
-            State::Pending { votes: Vec::new() },
-        );
-        assert!(!waiting.releases(&ci, "prod", "tools/call", Some("deploy"), Some(&args)));
-    }
-
-    #[test]
-    fn the_digest_ignores_key_order_and_whitespace_but_not_values() {
-        let a = json!({"env": "prod", "replicas": 3, "tags": ["a", {"y": 1, "x": 2}]});
-        let b: Value = serde_json::from_str(
-            r#"{ "tags": ["a", {"x": 2, "y": 1}], "replicas": 3, "env": "prod" }"#,
-        )
-        .unwrap();
-        assert_eq!(digest(Some(&a)), digest(Some(&b)));
-        let c = json!({"env": "staging", "replicas": 3, "tags": ["a", {"y": 1, "x": 2}]});
-        assert_ne!(digest(Some(&a)), digest(Some(&c)));
-        assert_eq!(digest(None), digest(Some(&json!({}))));
-        // The SHA-256 of the two bytes `{}`.
-        assert_eq!(
-            digest(None),
-            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-        );
-    }
-}
+mod tests;

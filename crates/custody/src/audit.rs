@@ -264,6 +264,8 @@ enum Job {
     },
     /// Store a signed checkpoint in the database's checkpoints table.
     Store(StoredCheckpoint, oneshot::Sender<Result<(), AuditError>>),
+    /// Carry out the erasures recorded below this size (a persisted checkpoint's).
+    CompleteErasures(u64, oneshot::Sender<Result<u64, AuditError>>),
     /// Finish what is queued before this, then exit.
     Stop(oneshot::Sender<()>),
 }
@@ -454,6 +456,28 @@ impl Audit {
             }
             None => tlog::entry::V1,
         };
+        // The version is a row nothing signs: the newest entry says which one the log has, and
+        // a log never goes back (a v1 log would put messages into the tree, beyond erasure).
+        let size = resumed.range.size();
+        if size > 0 {
+            let mut newest = None;
+            store.scan(size - 1, size, true, &mut |_, _, data| {
+                newest = data
+                    .and_then(|d| tlog::Entry::decode(d).ok())
+                    .map(|e| e.version);
+                Ok(())
+            })?;
+            if let Some(v) = newest
+                && v > entry_version
+            {
+                return Err(OpenError::Diverged {
+                    size,
+                    why: format!(
+                        "its newest entry is version {v} but the database says the log is version {entry_version}: the version was changed"
+                    ),
+                });
+            }
+        }
         let pending_approvals = match SqliteReader::open(data_dir) {
             Ok(reader) => unfinished(&reader)?,
             Err(_) => Vec::new(),
@@ -475,6 +499,12 @@ impl Audit {
                 .map_err(|e| OpenError::Genesis(AuditError::Unavailable(e.to_string())))?;
             files.append_checkpoint(&genesis.checkpoint)?;
             latest = Some(genesis.checkpoint);
+        }
+        // Erasures a previous run recorded and signed but did not carry out.
+        if let Some(l) = &latest
+            && let Err(e) = store.complete_erasures(l.size)
+        {
+            tracing::error!("couldn't carry out the erasures the log recorded: {e}");
         }
         let range = resumed.range;
         let entries = range.size();

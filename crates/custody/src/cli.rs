@@ -520,6 +520,10 @@ pub fn main() -> ExitCode {
         } => serve::load(config.as_deref())
             .and_then(|cfg| runtime(1)?.block_on(log::erase(&cfg, index, &reason))),
         Command::Log {
+            command: Some(LogCommand::Export { data, format, from }),
+            ..
+        } => log::export(&data, &format, from),
+        Command::Log {
             command: Some(LogCommand::ExportTiles { data, out }),
             ..
         } => crate::tiles::export(&data, &out).map(|e| {
@@ -691,6 +695,20 @@ enum LogCommand {
         /// Why (the order, ticket or incident), recorded with the erasure.
         #[arg(long)]
         reason: String,
+    },
+    /// Print entries as a SIEM takes them: `--format ocsf` (one OCSF API Activity event per
+    /// call, with the entry's index, leaf hash and origin as evidence) or `entries`, as JSON
+    /// lines. What `[[export]]` sinks stream as entries land.
+    Export {
+        /// The gateway's data directory.
+        #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// `ocsf` or `entries`.
+        #[arg(long, default_value = "ocsf")]
+        format: String,
+        /// Start at this index.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
     },
     /// Write the log's tiles (C2SP tlog-tiles, as served at /log/) to a directory, for
     /// write-once storage: incremental, create-only (a tile present with other bytes is an

@@ -223,6 +223,7 @@ pub async fn start_with(
     let checkpointer = audit.start_checkpointer(stop.clone());
     let scrub = audit.start_scrub(stop.clone());
     let retention = audit.start_retention(RETENTION_EVERY, stop.clone());
+    let (_exports, export_tasks) = crate::export::start(&audit, &config.exports, &stop);
     let explorer = crate::explorer::Explorer::new(
         &config.server.data_dir,
         config.explorer.auditors.clone(),
@@ -334,6 +335,9 @@ pub async fn start_with(
             }
             if let Some(r) = retention {
                 r.abort();
+            }
+            for t in export_tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
             }
             for loader in key_loaders {
                 loader.abort();

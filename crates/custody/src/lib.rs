@@ -14,6 +14,7 @@ pub mod connect;
 pub mod credentials;
 pub mod data_dir;
 pub mod explorer;
+pub mod export;
 pub mod http;
 pub mod identity;
 pub mod limits;

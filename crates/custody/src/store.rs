@@ -151,6 +151,16 @@ pub trait Store: Send + 'static {
     /// [`StoreError`].
     fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError>;
 
+    /// Carries out the erasures recorded by entries below `covered`, the size of a signed and
+    /// persisted checkpoint. Returns the payloads deleted.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn complete_erasures(&mut self, covered: u64) -> Result<u64, StoreError> {
+        let _ = covered;
+        Ok(0)
+    }
+
     /// Calls `f` with the index, the stored leaf hash and (when `data` is set) the stored bytes
     /// of every entry in `from..to`, in index order, stopping at its first error. Used at start
     /// to recompute the tree from what is stored instead of trusting stored interior nodes.

@@ -386,3 +386,130 @@ async fn retention_erases_expired_payloads_in_recorded_batches() {
         "{e}"
     );
 }
+
+/// A `payload_erased` entry appended past the last signed checkpoint (by someone with the
+/// database but not the key) does not explain a deleted payload.
+#[tokio::test]
+async fn an_unsigned_erasure_record_does_not_explain_a_deletion() {
+    let gw = Gateway::start("", &stdio_fixture("f", "")).await;
+    let mut c = gw.client("f");
+    c.initialize().await;
+    c.call(
+        "tools/call",
+        json!({"name": "test_simple_text", "arguments": {}}),
+    )
+    .await;
+    let dir = gw.shutdown().await;
+    let log = entries(dir.path());
+    let victim = log
+        .iter()
+        .find(|e| e.kind == Kind::Request && e.method == "tools/call")
+        .unwrap()
+        .index;
+    let n = log.len() as u64;
+    let forged = tlog::Entry {
+        index: n,
+        kind: Kind::PayloadErased,
+        direction: tlog::entry::Direction::Gateway,
+        time_ns: custody::audit::now_ns(),
+        endpoint: "".into(),
+        session: "".into(),
+        id: "".into(),
+        method: "".into(),
+        target: "".into(),
+        caller: "{\"kind\":\"gateway\"}".into(),
+        request: None,
+        detail: format!("{{\"indices\":[{victim}],\"reason\":\"x\"}}").into(),
+        message: (&[][..]).into(),
+        version: tlog::entry::V2,
+        commitments: Vec::new(),
+    }
+    .encode();
+    let db = Connection::open(dir.path().join("log.sqlite")).unwrap();
+    db.execute(
+        "INSERT INTO entries (idx, leaf, data) VALUES (?1, ?2, ?3)",
+        params![n as i64, tlog::leaf_hash(&forged).0.to_vec(), forged],
+    )
+    .unwrap();
+    db.execute(
+        "DELETE FROM payloads WHERE id >> 2 = ?1",
+        params![victim as i64],
+    )
+    .unwrap();
+    let (ok, out, err) = verify(dir.path());
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("entry {victim}:"))
+            && err.contains(&format!("payload_erased entry {n}"))
+            && err.contains("not covered by a signed checkpoint"),
+        "{err}"
+    );
+}
+
+/// Retention goes by the entries' signed times: rewriting the payload rows' time column does
+/// not make fresh payloads expire, and a range erasure explains only payloads older than the
+/// time it names.
+#[tokio::test]
+async fn retention_cannot_be_steered_by_the_unsigned_time_column() {
+    let gw = Gateway::start("", &stdio_fixture("f", "")).await;
+    let mut c = gw.client("f");
+    c.initialize().await;
+    c.call(
+        "tools/call",
+        json!({"name": "test_simple_text", "arguments": {}}),
+    )
+    .await;
+    let dir = gw.shutdown().await;
+    let db = Connection::open(dir.path().join("log.sqlite")).unwrap();
+    db.execute("UPDATE payloads SET time_ns = 0", []).unwrap();
+    drop(db);
+    let config = custody::config::Config::load(&config_of(dir.path())).unwrap();
+    let audit = custody::audit::Audit::open(dir.path(), &config.audit)
+        .unwrap()
+        .audit;
+    let an_hour_ago = custody::audit::now_ns() - 3_600_000_000_000;
+    let erased = audit
+        .erase_expired(an_hour_ago, 100, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(erased.is_none(), "nothing is an hour old: {erased:?}");
+
+    // A range erasure (signed, but naming a time before every entry) explains nothing.
+    let n = audit.head().size;
+    let mut d = custody::audit::Draft::gateway(
+        Kind::PayloadErased,
+        "",
+        json!({"from": 0, "to": n, "before_ns": 1, "reason": "test"}).to_string(),
+    );
+    d.erase = Some(custody::audit::Erase::Range {
+        from: 0,
+        to: n,
+        before_ns: 1,
+    });
+    audit.append(d).await.unwrap();
+    audit.checkpoint().await.unwrap();
+    audit.close().await;
+    let (ok, out, err) = verify(dir.path());
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("made before 1") && err.contains("it was deleted"),
+        "{err}"
+    );
+}
+
+/// The entry version is a row nothing signs: set back to 1, the gateway refuses to extend a
+/// version-2 log (messages would go into the tree, beyond erasure).
+#[tokio::test]
+async fn a_log_cannot_be_set_back_to_version_1() {
+    let gw = Gateway::start("", &stdio_fixture("f", "")).await;
+    let dir = gw.shutdown().await;
+    let db = Connection::open(dir.path().join("log.sqlite")).unwrap();
+    db.execute("DELETE FROM meta", []).unwrap();
+    drop(db);
+    let config = custody::config::Config::load(&config_of(dir.path())).unwrap();
+    let err = custody::audit::Audit::open(dir.path(), &config.audit)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("the version was changed"), "{err}");
+}

@@ -338,3 +338,29 @@ fn connect_to_a_mistyped_endpoint_fails_loudly_and_answers_the_request() {
     assert!(stderr.contains(&url) && stderr.contains("404"), "{stderr}");
     rt.block_on(gw.shutdown());
 }
+
+/// A session is not idle while a request uses it: a process slower to start than the idle
+/// timeout still gets its session's next call (it was reaped under the initialize before).
+#[tokio::test]
+async fn a_session_is_not_idle_while_its_process_starts_slowly() {
+    let endpoint = format!(
+        "[endpoints.slow.upstream]\ntransport = \"stdio\"\ncommand = \"sh\"\nargs = [\"-c\", \"sleep 3; exec '{}' demo-server --conformance\"]\n",
+        custody_bin()
+    );
+    let gw = Gateway::start("stdio_session_idle_timeout = \"1s\"", &endpoint).await;
+    let mut c = gw.client("slow");
+    let init = c.initialize().await;
+    assert_eq!(init.status, 200, "{:?}", init.messages);
+    let call = c
+        .call(
+            "tools/call",
+            json!({"name": "test_simple_text", "arguments": {}}),
+        )
+        .await;
+    assert!(
+        call.response()["result"].is_object(),
+        "the session outlived its slow start: {:?}",
+        call.messages
+    );
+    gw.shutdown().await;
+}

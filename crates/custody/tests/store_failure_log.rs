@@ -113,6 +113,7 @@ async fn a_full_disk_logs_one_error_and_one_recovery_not_a_line_per_batch() {
         erasers: Vec::new(),
         tiles_prefix: "/log".into(),
         tiles_public: true,
+        tiles_public_set: false,
         predecessor: None,
     };
     let store = FullDisk::default();

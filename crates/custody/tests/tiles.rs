@@ -16,7 +16,7 @@ async fn busy_gateway(server_extra: &str) -> (Gateway, u64) {
     let gw = Gateway::start(
         server_extra,
         &format!(
-            "[audit]\ncheckpoint_interval = \"50ms\"\n{}",
+            "[audit]\ncheckpoint_interval = \"50ms\"\ntiles_public = true\n{}",
             stdio_fixture("f", "")
         ),
     )
@@ -273,4 +273,24 @@ fn a_bad_prefix_is_refused_with_the_reason() {
             .to_string();
         assert!(e.contains("audit.tiles_prefix"), "{bad}: {e}");
     }
+}
+
+#[test]
+fn tiles_are_public_by_default_unless_anonymous_calls_are_allowed() {
+    let parse = |auth: &str, audit: &str| {
+        let text = format!(
+            "[server]\ndata_dir = \"/tmp/x\"\n{auth}\n[audit]\n{audit}\n{}",
+            stdio_fixture("f", "")
+        );
+        custody::config::Config::parse(&text, "t.toml")
+            .unwrap()
+            .audit
+            .tiles_public
+    };
+    let tokens = "[auth]\n[[auth.static]]\nname = \"ci\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"";
+    assert!(parse(tokens, ""));
+    // Every anonymous caller is one principal: a session id read from a tile would open
+    // someone's session, so anonymous gateways keep tiles private unless told otherwise.
+    assert!(!parse("[auth]\nanonymous = true", ""));
+    assert!(parse("[auth]\nanonymous = true", "tiles_public = true"));
 }

@@ -82,8 +82,16 @@ pub struct LogCheck {
     leaves: HashMap<u64, (Hash, String)>,
     /// Whether payloads are fed with their entries (a check from tiles has none).
     payloads: bool,
-    /// Entries whose payloads are missing, not (yet) explained by a `payload_erased` entry.
-    missing: std::collections::BTreeMap<u64, u8>,
+    /// Entries whose payloads are missing, not (yet) explained by a `payload_erased` entry:
+    /// the slot, and the entry's own (signed) time.
+    missing: std::collections::BTreeMap<u64, (u8, u64)>,
+    /// Missing payloads explained so far, with the `payload_erased` entry that explains each:
+    /// that entry must be covered by a signed checkpoint (the gateway deletes a payload only
+    /// once its erasure is signed), or anyone who can append to the stored log could explain
+    /// away a deletion.
+    explained: Vec<(u64, u64)>,
+    /// The entry version seen so far (a log never goes back to an older one).
+    version: u8,
     /// Erasures recorded so far: listed indices, and index ranges (retention).
     erasures: (HashSet<u64>, Vec<(u64, u64)>),
     summary: Summary,
@@ -103,6 +111,8 @@ impl LogCheck {
             leaves: HashMap::new(),
             payloads: true,
             missing: std::collections::BTreeMap::new(),
+            explained: Vec::new(),
+            version: 0,
             erasures: (HashSet::new(), Vec::new()),
             summary: Summary::default(),
         }
@@ -221,6 +231,16 @@ impl LogCheck {
         }
         let entry = Entry::decode(bytes)
             .map_err(|e| problem(i, format!("cannot be decoded ({e}): the entry was changed")))?;
+        if entry.version < self.version {
+            return Err(problem(
+                i,
+                format!(
+                    "it is a version-{} entry after version-{} entries: a log keeps its entry version, so the log's version was changed",
+                    entry.version, self.version
+                ),
+            ));
+        }
+        self.version = entry.version;
         if entry.kind == Kind::Predecessor && i != 0 {
             return Err(problem(
                 i,
@@ -285,7 +305,7 @@ impl LogCheck {
                     ));
                 }
                 None => {
-                    self.missing.insert(i, c.slot);
+                    self.missing.insert(i, (c.slot, e.time_ns));
                 }
             }
         }
@@ -308,19 +328,48 @@ impl LogCheck {
             for x in list.iter().filter_map(serde_json::Value::as_u64) {
                 let x = earlier(x)?;
                 self.erasures.0.insert(x);
-                self.missing.remove(&x);
+                if self.missing.remove(&x).is_some() {
+                    self.explained.push((x, i));
+                }
             }
         }
         if let (Some(from), Some(to)) = (
             detail.get("from").and_then(serde_json::Value::as_u64),
             detail.get("to").and_then(serde_json::Value::as_u64),
         ) {
-            earlier(to.saturating_sub(1))?;
+            if from >= to {
+                return Err(problem(
+                    i,
+                    format!("it records the erasure of entries {from}..{to}, an empty range"),
+                ));
+            }
+            earlier(to - 1)?;
+            // Retention erases what was made before a time: a payload of a later entry in
+            // the range was not erased by it, whatever the range says.
+            let Some(before) = detail.get("before_ns").and_then(serde_json::Value::as_u64) else {
+                return Err(problem(
+                    i,
+                    "it records a range erasure without the time (before_ns) it erased up to",
+                ));
+            };
             self.erasures.1.push((from, to));
-            let gone: Vec<u64> = self.missing.range(from..to).map(|(k, _)| *k).collect();
-            for x in gone {
+            let gone: Vec<(u64, u64)> = self
+                .missing
+                .range(from..to)
+                .map(|(k, (_, t))| (*k, *t))
+                .collect();
+            for (x, time) in gone {
+                if time >= before {
+                    return Err(problem(
+                        x,
+                        format!(
+                            "its payload is missing; entry {i} erased the payloads of entries {from}..{to} made before {before}, and this one was made at {time}: it was deleted"
+                        ),
+                    ));
+                }
                 self.missing.remove(&x);
                 self.erasures.0.insert(x);
+                self.explained.push((x, i));
             }
         }
         Ok(())
@@ -437,7 +486,21 @@ impl LogCheck {
                 ),
             ));
         }
-        if let Some((index, slot)) = self.missing.iter().next() {
+        if let Some((index, by)) = self
+            .explained
+            .iter()
+            .filter(|(_, by)| *by >= self.last_good)
+            .min()
+        {
+            return Err(problem(
+                *index,
+                format!(
+                    "its payload is missing, and the payload_erased entry {by} that records its erasure is not covered by a signed checkpoint (the latest matched covers {}): the gateway erases only once the record is signed, so it was deleted (if the gateway is running, check again after its next checkpoint)",
+                    self.last_good
+                ),
+            ));
+        }
+        if let Some((index, (slot, _))) = self.missing.iter().next() {
             return Err(problem(
                 *index,
                 format!(

@@ -101,12 +101,28 @@ impl Audit {
             );
         }
         let cp = signed.checkpoint;
-        let mut latest = self
-            .latest
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if latest.as_ref().is_none_or(|l| l.size < cp.size) {
-            *latest = Some(cp.clone());
+        {
+            let mut latest = self
+                .latest
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if latest.as_ref().is_none_or(|l| l.size < cp.size) {
+                *latest = Some(cp.clone());
+            }
+        }
+        // Erasures recorded below this size are now signed: carry them out.
+        let (reply, rx) = oneshot::channel();
+        if self
+            .jobs
+            .send(Job::CompleteErasures(cp.size, reply))
+            .await
+            .is_ok()
+            && let Ok(Err(e)) = rx.await
+        {
+            tracing::error!(
+                size = cp.size,
+                "couldn't carry out erasures the checkpoint covers (retried at the next one): {e}"
+            );
         }
         Ok(Some(cp))
     }

@@ -2,8 +2,11 @@
 //!
 //! An entry commits to its payloads (the masked message, the recorded upstream headers); the
 //! payloads and the openings of their commitments live beside the tree. Erasing deletes both
-//! and appends a `payload_erased` entry naming what was erased, why and by whom, in the same
-//! transaction: the leaf, the header, every proof and every checkpoint stay valid, and
+//! and appends a `payload_erased` entry naming what was erased, why and by whom. The entry is
+//! committed first; the payloads are deleted once a signed checkpoint covers it (at once: the
+//! erasure signs one), so a missing payload is only ever explained by a signed record, never by
+//! an entry someone with the database appended. The leaf, the header, every proof and every
+//! checkpoint stay valid, and
 //! `custody verify` lists the erased entries instead of failing on them. A payload missing
 //! without such an entry is still a deletion the verifier reports.
 //!
@@ -100,7 +103,10 @@ impl Audit {
             let stored = reader
                 .payloads(index)
                 .map_err(|e| EraseError::Read(e.to_string()))?;
-            if stored.is_empty() {
+            let pending = reader
+                .erasure_pending(index)
+                .map_err(|e| EraseError::Read(e.to_string()))?;
+            if stored.is_empty() || pending {
                 return Err(EraseError::AlreadyErased(index));
             }
             let commitments: Vec<_> = entry
@@ -120,7 +126,19 @@ impl Audit {
         let mut draft = Draft::gateway(Kind::PayloadErased, &endpoint, detail.to_string());
         draft.caller = caller;
         draft.erase = Some(Erase::Indices(vec![index]));
-        Ok(self.append(draft).await?)
+        let recorded = self.append(draft).await?;
+        self.carry_out().await;
+        Ok(recorded)
+    }
+
+    /// Signs a checkpoint now, so that the erasures just recorded are carried out (payloads are
+    /// deleted only once their record is signed) without waiting for the next interval.
+    async fn carry_out(&self) {
+        if let Err(e) = self.checkpoint().await {
+            tracing::warn!(
+                "the erasure is recorded; its payloads are deleted once a checkpoint covers it ({e})"
+            );
+        }
     }
 
     /// Erases, in one recorded batch of at most `batch` entries, the payloads of entries made
@@ -162,6 +180,7 @@ impl Audit {
             before_ns,
         });
         let appended = self.append(draft).await?;
+        self.carry_out().await;
         Ok(Some((appended, from, to)))
     }
 

@@ -105,6 +105,13 @@ fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
                 Job::Sign { published, reply } => {
                     let _ = reply.send(seq.sign(published));
                 }
+                Job::CompleteErasures(covered, reply) => {
+                    let done = seq
+                        .store
+                        .complete_erasures(covered)
+                        .map_err(|e| AuditError::Unavailable(e.to_string()));
+                    let _ = reply.send(done);
+                }
                 Job::Store(cp, reply) => {
                     let stored = seq
                         .store

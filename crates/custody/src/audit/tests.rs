@@ -112,6 +112,7 @@ fn config(dir: &std::path::Path) -> AuditConfig {
         erasers: Vec::new(),
         tiles_prefix: "/log".into(),
         tiles_public: true,
+        tiles_public_set: false,
         predecessor: None,
     }
 }

@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::export::entries::{to_json, with_payloads};
 use tlog::Entry;
 
 use crate::store::{LogReader, SqliteReader};
@@ -61,40 +63,6 @@ pub fn run(data: &Path, filter: &Filter) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A version-2 entry's payloads put where a version-1 entry holds them (the message, the
-/// upstream's headers in the detail), and its commitments listed; an erased payload is shown
-/// as erased.
-pub fn with_payloads(json: &mut Value, e: &Entry<'_>, payloads: &[(u8, [u8; 32], Vec<u8>)]) {
-    if e.version == tlog::entry::V1 {
-        return;
-    }
-    let as_json = |b: &[u8]| {
-        serde_json::from_slice::<Value>(b).unwrap_or_else(|_| json!(String::from_utf8_lossy(b)))
-    };
-    let mut commitments = Vec::new();
-    for c in &e.commitments {
-        let stored = payloads.iter().find(|(slot, ..)| *slot == c.slot);
-        commitments.push(json!({
-            "slot": c.slot,
-            "length": c.length,
-            "hash": c.hash.to_hex(),
-            "erased": stored.is_none(),
-        }));
-        let Some((_, _, data)) = stored else { continue };
-        match c.slot {
-            tlog::payload::MESSAGE => json["message"] = as_json(data),
-            tlog::payload::HEADERS => {
-                if let Some(d) = json["detail"].as_object_mut() {
-                    d.insert("upstream_headers".into(), as_json(data));
-                }
-            }
-            _ => {}
-        }
-    }
-    json["version"] = json!(e.version);
-    json["commitments"] = Value::Array(commitments);
-}
-
 /// `custody log erase`: erases entry `index`'s payloads in the stopped gateway's log, records
 /// who and why, and signs a checkpoint that covers the record.
 pub async fn erase(config: &crate::config::Config, index: u64, reason: &str) -> anyhow::Result<()> {
@@ -133,31 +101,35 @@ pub async fn erase(config: &crate::config::Config, index: u64, reason: &str) -> 
     Ok(())
 }
 
-/// One entry as JSON: text fields that hold JSON are embedded as JSON; a message that is not
-/// JSON is given as a string.
-pub fn to_json(e: &Entry<'_>, leaf: &str) -> Value {
-    let embed = |s: &str| serde_json::from_str::<Value>(s).unwrap_or_else(|_| json!(s));
-    let message = if e.message.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice::<Value>(&e.message)
-            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&e.message)))
+/// `custody log export`: entries from `from` on as JSON lines in `format`.
+pub fn export(data: &Path, format: &str, from: u64) -> anyhow::Result<()> {
+    let format = match format {
+        "ocsf" => crate::config::ExportFormat::Ocsf,
+        "entries" => crate::config::ExportFormat::Entries,
+        other => anyhow::bail!("--format {other:?}: use ocsf or entries"),
     };
-    let opt = |s: &str| if s.is_empty() { Value::Null } else { json!(s) };
-    json!({
-        "index": e.index,
-        "leaf": leaf,
-        "kind": e.kind.name(),
-        "direction": e.direction.name(),
-        "time_ns": e.time_ns,
-        "endpoint": opt(&e.endpoint),
-        "session": opt(&e.session),
-        "id": if e.id.is_empty() { Value::Null } else { embed(&e.id) },
-        "method": opt(&e.method),
-        "target": opt(&e.target),
-        "caller": embed(&e.caller),
-        "request": e.request,
-        "detail": embed(&e.detail),
-        "message": message,
-    })
+    let reader = SqliteReader::open(data)
+        .with_context(|| format!("opening the log in {}", data.display()))?;
+    let origin = reader
+        .latest_checkpoint()?
+        .and_then(|cp| cp.note.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    let size = reader
+        .latest_checkpoint()?
+        .map_or(0, |cp| cp.size)
+        .max(reader.entry_count()?);
+    drop(reader);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut at = from;
+    while at < size {
+        let to = size.min(at + 1000);
+        for line in crate::export::render(data, at, to, format, &origin)? {
+            if writeln!(out, "{line}").is_err() {
+                return Ok(());
+            }
+        }
+        at = to;
+    }
+    out.flush().ok();
+    Ok(())
 }

@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// Witnesses that cosign the log's checkpoints (C2SP tlog-witness); see
     /// [`super::witness::RawWitness`]. Without it no witness is asked.
     pub witness: Option<super::witness::RawWitness>,
+    /// Sinks that stream committed entries; see [`super::export::RawExport`].
+    #[serde(default)]
+    pub export: Vec<super::export::RawExport>,
 }
 
 /// `[auth]`: every call presents a bearer token that one of these accepts. A file without

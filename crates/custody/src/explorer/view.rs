@@ -16,10 +16,10 @@ use crate::store::{LogReader, SqliteReader};
 pub fn entry(log: &SqliteReader, idx: u64, payloads: bool) -> Result<Value, QueryError> {
     let (leaf, bytes) = log.entry(idx).map_err(IndexError::from)?;
     let e = Entry::decode(&bytes).map_err(|err| IndexError::Decode(idx, err))?;
-    let mut json = crate::cli::log::to_json(&e, &leaf.to_hex());
+    let mut json = crate::export::entries::to_json(&e, &leaf.to_hex());
     if payloads {
         let stored = log.payloads(idx).map_err(IndexError::from)?;
-        crate::cli::log::with_payloads(&mut json, &e, &stored);
+        crate::export::entries::with_payloads(&mut json, &e, &stored);
     } else if e.version != tlog::entry::V1 {
         let commitments: Vec<Value> = e
             .commitments

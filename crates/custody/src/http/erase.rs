@@ -38,12 +38,6 @@ pub async fn erase(
             Ok(p) => p,
             Err(resp) => return resp,
         };
-    let Ok(index) = index.parse::<u64>() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("{index:?} is not an entry index (a non-negative integer)"),
-        );
-    };
     let audit = &app.relay.audit;
     if !audit.erasers().iter().any(|e| *e == principal.name) {
         let why = format!(
@@ -53,7 +47,7 @@ pub async fn erase(
         let mut draft = Draft::gateway(
             Kind::Rejected,
             "",
-            json!({"refused": "payload erasure", "index": index, "reason": why}).to_string(),
+            json!({"refused": "payload erasure", "index": index.chars().take(40).collect::<String>(), "reason": why}).to_string(),
         );
         draft.direction = Direction::ClientToUpstream;
         draft.caller = principal.audit.clone();
@@ -64,9 +58,16 @@ pub async fn erase(
                 format!("{why}; and the refusal could not be recorded: {e}"),
             );
         }
-        tracing::warn!(who = %principal.name, index, "payload erasure refused");
+        tracing::warn!(who = %principal.name, "payload erasure refused");
         return error(StatusCode::FORBIDDEN, why);
     }
+    let Ok(index) = index.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{index:?} is not an entry index (a non-negative integer)"),
+        );
+    };
+
     let body: EraseBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {

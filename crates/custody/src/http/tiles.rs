@@ -32,10 +32,24 @@ fn text(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-/// `None` when the caller may read tiles; the refusal otherwise.
+/// Tile reads at once: each opens the store and reads up to 4 MiB; more wait their turn.
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
+/// `None` when the caller may read tiles; the refusal otherwise. Public tiles still go through
+/// the per-address rate limit every request does.
 async fn refused(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
     if app.tiles_public {
-        return None;
+        return match super::gate_address(app, headers, peer) {
+            Ok(_) => None,
+            Err(limited) => {
+                let mut resp = text(limited.status(), format!("{limited}\n"));
+                if let Some(secs) = limited.retry_after() {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                Some(resp)
+            }
+        };
     }
     super::approvals::who(app, headers, &Method::GET, peer, "tiles")
         .await
@@ -94,6 +108,9 @@ pub async fn tile(
     }
     let size = audit.latest_checkpoint().map_or(0, |c| c.size);
     let dir = audit.data_dir().to_path_buf();
+    let Ok(_turn) = READS.acquire().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    };
     let read = tokio::task::spawn_blocking(move || {
         let reader = SqliteReader::open(&dir)?;
         crate::tiles::read(&reader, tile, size)

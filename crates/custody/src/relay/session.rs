@@ -129,13 +129,19 @@ impl Sessions {
         self.write().remove(id)
     }
 
-    /// Removes and returns the sessions unused for `idle`.
+    /// Removes and returns the sessions unused for `idle`. A session a request is using (its
+    /// handler holds it: a call in flight, an initialize waiting for a slow process, an open
+    /// stream) is not idle, however long that takes; its idle time starts again from now.
     pub fn take_idle(&self, idle: Duration) -> Vec<Arc<Session>> {
         let now = self.now();
         let mut map = self.write();
         let expired: Vec<Arc<str>> = map
             .iter()
             .filter(|(_, s)| {
+                if Arc::strong_count(s) > 1 {
+                    s.last_used.store(now, Ordering::Relaxed);
+                    return false;
+                }
                 now.saturating_sub(s.last_used.load(Ordering::Relaxed)) >= idle.as_secs()
             })
             .map(|(k, _)| k.clone())
@@ -191,9 +197,13 @@ mod tests {
         );
         assert!(s.get(&kept.id, &owner.binding).is_some());
         assert!(s.take_idle(Duration::from_secs(60)).is_empty());
+        // While a request holds it, it is not idle.
+        assert!(s.take_idle(Duration::ZERO).is_empty());
+        let id = kept.id.clone();
+        drop(kept);
         let gone = s.take_idle(Duration::ZERO);
         assert_eq!(gone.len(), 1);
-        assert!(s.get(&kept.id, &owner.binding).is_none());
+        assert!(s.get(&id, &owner.binding).is_none());
     }
 
     #[test]

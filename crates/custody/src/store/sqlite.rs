@@ -1,6 +1,7 @@
 //! The SQLite store: WAL journal, `synchronous = FULL` (every commit is fsynced) or `OFF`
 //! for `durability = "none"`.
 
+mod erasures;
 mod ranges;
 
 use std::path::Path;
@@ -46,6 +47,12 @@ CREATE TABLE IF NOT EXISTS payloads (
     opening BLOB NOT NULL,
     data    BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_erasures (
+    entry INTEGER NOT NULL, -- the payload_erased entry
+    first INTEGER NOT NULL, -- erase the payloads of entries first..last
+    last  INTEGER NOT NULL,
+    PRIMARY KEY (entry, first)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -157,32 +164,26 @@ impl Store for SqliteStore {
                         ])
                         .map_err(StoreError::sql("insert a payload"))?;
                 }
-                match &row.erase {
-                    None => {}
-                    Some(Erase::Indices(list)) => {
-                        let mut del = tx
-                            .prepare_cached(
-                                "DELETE FROM payloads WHERE id >= ?1 * 4 AND id < ?1 * 4 + 4",
-                            )
-                            .map_err(StoreError::sql("prepare the payload erasure"))?;
-                        for i in list {
-                            del.execute(params![i64_of(*i)])
-                                .map_err(StoreError::sql("erase a payload"))?;
-                        }
-                    }
-                    Some(Erase::Range {
-                        from,
-                        to,
-                        before_ns,
-                    }) => {
-                        tx.prepare_cached(
-                            "DELETE FROM payloads WHERE id >= ?1 * 4 AND id < ?2 * 4 AND time_ns < ?3",
-                        )
-                        .and_then(|mut st| {
-                            st.execute(params![i64_of(*from), i64_of(*to), i64_of(*before_ns)])
-                        })
-                        .map_err(StoreError::sql("erase payloads"))?;
-                    }
+                // An erasure is carried out once a signed checkpoint covers its record
+                // (`complete_erasures`): until then the payloads stay, so no unsigned entry
+                // can ever be what explains a missing payload.
+                let spans: Vec<(u64, u64)> = match &row.erase {
+                    None => Vec::new(),
+                    Some(Erase::Indices(list)) => list.iter().map(|i| (*i, i + 1)).collect(),
+                    Some(Erase::Range { from, to, .. }) => vec![(*from, *to)],
+                };
+                for (first_idx, last_idx) in spans {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO pending_erasures (entry, first, last) VALUES (?1, ?2, ?3)",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![
+                            i64_of(first + k as u64),
+                            i64_of(first_idx),
+                            i64_of(last_idx)
+                        ])
+                    })
+                    .map_err(StoreError::sql("record a pending erasure"))?;
                 }
             }
             for (k, row) in rows.iter().enumerate() {
@@ -246,6 +247,10 @@ impl Store for SqliteStore {
             .execute(params![i64_of(cp.size), cp.note, i64_of(cp.signed_ns)])
             .map_err(StoreError::sql("store a checkpoint"))?;
         Ok(())
+    }
+
+    fn complete_erasures(&mut self, covered: u64) -> Result<u64, StoreError> {
+        self.complete(covered)
     }
 
     fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
@@ -596,49 +601,6 @@ impl SqliteReader {
     /// [`StoreError`].
     pub fn entry_version(&self) -> Result<u8, StoreError> {
         Ok(entry_version(&self.conn)?.unwrap_or(tlog::entry::V1))
-    }
-
-    /// The oldest run of at most `limit` entries whose payloads were all made before
-    /// `cutoff_ns`, as `from..to`: payloads are read oldest first (entries are in time
-    /// order, give or take the moment between their time and their commit), stopping at the
-    /// first that is not expired.
-    ///
-    /// # Errors
-    /// [`StoreError`].
-    pub fn expired_range(
-        &self,
-        cutoff_ns: u64,
-        limit: u64,
-    ) -> Result<Option<(u64, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id >> 2, time_ns FROM payloads ORDER BY id LIMIT ?1")
-            .map_err(StoreError::sql("prepare the expired payload query"))?;
-        let mut rows = stmt
-            .query(params![i64_of(limit.saturating_mul(4))])
-            .map_err(StoreError::sql("find expired payloads"))?;
-        let mut range: Option<(u64, u64)> = None;
-        while let Some(r) = rows
-            .next()
-            .map_err(StoreError::sql("find expired payloads"))?
-        {
-            let idx: i64 = r.get(0).map_err(StoreError::sql("read a payload index"))?;
-            let time: i64 = r.get(1).map_err(StoreError::sql("read a payload time"))?;
-            if u64::try_from(time).unwrap_or(0) >= cutoff_ns {
-                break;
-            }
-            let idx = u64::try_from(idx).unwrap_or(0);
-            match &mut range {
-                None => range = Some((idx, idx + 1)),
-                Some((from, to)) => {
-                    if idx + 1 - *from > limit {
-                        break;
-                    }
-                    *to = idx + 1;
-                }
-            }
-        }
-        Ok(range)
     }
 }
 

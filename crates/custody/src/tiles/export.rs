@@ -95,6 +95,13 @@ fn existing_size(path: &Path) -> anyhow::Result<Option<u64>> {
 /// with the same bytes.
 fn put(out: &Path, tile: Tile, bytes: &[u8]) -> anyhow::Result<bool> {
     let path = out.join(tile.path());
+    // A link where a tile belongs is not a tile this export wrote: never follow one.
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+        bail!(
+            "{} exists and is not a regular file; refusing to write through it",
+            path.display()
+        );
+    }
     match std::fs::read(&path) {
         Ok(existing) if existing == bytes => return Ok(false),
         // Cut short by a crash before the export's sync: completed, not an error.
@@ -136,7 +143,10 @@ fn put(out: &Path, tile: Tile, bytes: &[u8]) -> anyhow::Result<bool> {
 fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = temp_name(path);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)
@@ -147,8 +157,13 @@ fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// A fresh name beside `path` (random, so nobody can prepare it in advance).
 fn temp_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
+    name.push(format!(
+        ".tmp-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     path.with_file_name(name)
 }

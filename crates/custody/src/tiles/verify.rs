@@ -22,8 +22,17 @@ use crate::audit::verify::{Leaf, Source as Trusted};
 
 /// Tiles fetched at once over HTTP.
 const PARALLEL: usize = 16;
-/// The largest tile: 256 entries of at most 65,535 bytes with their lengths.
-const MAX_TILE: usize = 256 * (2 + 65_535);
+/// The largest checkpoint read (a signed note with its cosignatures).
+const MAX_CHECKPOINT: usize = 64 * 1024;
+
+/// The most bytes `tile` may hold: exactly its hashes, or its entries at the version-2 cap.
+/// Whoever serves the tiles cannot make the verifier buffer more.
+fn limit(tile: &Tile) -> usize {
+    match tile {
+        Tile::Hashes { width, .. } => usize::from(*width) * 32,
+        Tile::Entries { width, .. } => usize::from(*width) * (2 + tlog::entry::MAX_HEADER_BYTES),
+    }
+}
 
 /// Where the tiles are.
 #[derive(Debug, Clone)]
@@ -59,14 +68,21 @@ enum Fetcher {
 }
 
 impl Fetcher {
-    async fn get(&self, path: &str) -> Result<Bytes, String> {
+    async fn get(&self, path: &str, limit: usize) -> Result<Bytes, String> {
         match self {
             Fetcher::Http(client, base) => {
                 let url = format!("{base}{path}");
                 let req = http::Request::get(&url)
                     .body(Empty::new())
                     .map_err(|e| format!("{url}: {e}"))?;
-                let (status, body) = crate::net::exchange(client, req, &url, MAX_TILE).await?;
+                let (status, body) = tokio::time::timeout(
+                    FETCH_TIMEOUT,
+                    crate::net::exchange(client, req, &url, limit),
+                )
+                .await
+                .map_err(|_| {
+                    format!("{url} did not answer within {} s", FETCH_TIMEOUT.as_secs())
+                })??;
                 if !status.is_success() {
                     return Err(format!(
                         "{url} answered HTTP {status}: {}",
@@ -77,13 +93,37 @@ impl Fetcher {
             }
             Fetcher::Dir(dir) => {
                 let file = dir.join(path);
-                tokio::fs::read(&file)
+                tokio::task::spawn_blocking(move || read_bounded(&file, limit))
                     .await
-                    .map(Bytes::from)
-                    .map_err(|e| format!("reading {}: {e}", file.display()))
+                    .map_err(|e| e.to_string())?
             }
         }
     }
+}
+
+/// How long one tile may take to arrive.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a regular file of at most `limit` bytes (checked on the open file, and by reading no
+/// more than one byte past the limit).
+fn read_bounded(file: &std::path::Path, limit: usize) -> Result<Bytes, String> {
+    use std::io::Read as _;
+    let shown = file.display();
+    let f = std::fs::File::open(file).map_err(|e| format!("reading {shown}: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("reading {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    let mut out = Vec::new();
+    f.take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("reading {shown}: {e}"))?;
+    if out.len() > limit {
+        return Err(format!(
+            "{shown} holds more than the {limit} bytes it can hold"
+        ));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// What verifying from tiles found.
@@ -121,7 +161,10 @@ pub async fn verify(
         }
         Source::Dir(dir) => Fetcher::Dir(dir.clone()),
     };
-    let note = fetcher.get("checkpoint").await.map_err(fail)?;
+    let note = fetcher
+        .get("checkpoint", MAX_CHECKPOINT)
+        .await
+        .map_err(fail)?;
     let mut check = LogCheck::new(verifier).without_payloads();
     let checkpoint = check.add_checkpoint(&note, &source.place("checkpoint"), false)?;
     for t in trusted {
@@ -149,7 +192,10 @@ pub async fn verify(
     let mut fetched = futures_util::stream::iter(pairs)
         .map(|(entries, hashes)| async move {
             let (ep, hp) = (entries.path(), hashes.path());
-            let (e, h) = tokio::join!(fetcher.get(&ep), fetcher.get(&hp));
+            let (e, h) = tokio::join!(
+                fetcher.get(&ep, limit(&entries)),
+                fetcher.get(&hp, limit(&hashes))
+            );
             (entries, hashes, e, h)
         })
         .buffered(PARALLEL);
@@ -207,7 +253,7 @@ pub async fn verify(
         .filter(|t| matches!(t, Tile::Hashes { level, .. } if *level > 0))
         .collect();
     let mut fetched = futures_util::stream::iter(higher)
-        .map(|t| async move { (t, fetcher.get(&t.path()).await) })
+        .map(|t| async move { (t, fetcher.get(&t.path(), limit(&t)).await) })
         .buffered(PARALLEL);
     while let Some((tile, bytes)) = fetched.next().await {
         tiles += 1;

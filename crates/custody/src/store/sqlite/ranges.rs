@@ -7,6 +7,18 @@ use tlog::Hash;
 use super::{SqliteReader, StoreError, hash_of, i64_of};
 
 impl SqliteReader {
+    /// How many entries are stored (one past the largest index).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn entry_count(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT max(idx) FROM entries", [], |r| r.get(0))
+            .map_err(StoreError::sql("count entries"))?;
+        Ok(max.map_or(0, |m| u64::try_from(m).unwrap_or(0) + 1))
+    }
+
     /// The leaf hashes of entries `from..to`.
     ///
     /// # Errors
