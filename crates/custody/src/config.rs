@@ -80,6 +80,15 @@ pub struct Config {
     pub witness: Option<WitnessConfig>,
     /// `[[export]]`: sinks streaming committed entries.
     pub exports: Vec<ExportConfig>,
+    /// `[explorer]`: who may read the log through the explorer API.
+    pub explorer: ExplorerConfig,
+}
+
+/// `[explorer]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ExplorerConfig {
+    /// Principal names that may read every entry (headers and masked payloads).
+    pub auditors: Vec<String>,
 }
 
 /// The embedded default's policy: permissive, for the demo only.
@@ -177,6 +186,9 @@ impl Config {
             approvals: ApprovalsConfig {
                 approvers: vec![EMBEDDED_APPROVER.into()],
                 ..ApprovalsConfig::default()
+            },
+            explorer: ExplorerConfig {
+                auditors: vec![EMBEDDED_APPROVER.into()],
             },
             mask_key_file: PathBuf::from(DEFAULT_DATA_DIR).join("mask.key"),
             limits: LimitsConfig::default(),
@@ -341,6 +353,17 @@ impl Resolver<'_> {
         let limits = self.limits(raw.limits)?;
         let witness = raw.witness.map(|w| self.witness(w)).transpose()?;
         let exports = self.exports(raw.export)?;
+        for (i, a) in raw.explorer.auditors.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(self.err(
+                    &format!("explorer.auditors.{i}"),
+                    "an auditor's name must not be empty",
+                ));
+            }
+        }
+        let explorer = ExplorerConfig {
+            auditors: raw.explorer.auditors,
+        };
         let mask_key_file = raw
             .masking
             .key_file
@@ -356,6 +379,7 @@ impl Resolver<'_> {
             limits,
             witness,
             exports,
+            explorer,
         })
     }
 }

@@ -5,6 +5,7 @@
 mod api;
 mod approvals;
 mod erase;
+mod explorer;
 mod guard;
 mod metadata;
 mod serve;
@@ -51,6 +52,8 @@ struct App {
     shutting_down: CancellationToken,
     /// Whether the log's tiles are readable without a token.
     tiles_public: bool,
+    /// The explorer's search index and who may read through it.
+    explorer: Arc<crate::explorer::Explorer>,
 }
 
 type Shared = State<Arc<App>>;
@@ -221,6 +224,12 @@ pub async fn start_with(
     let scrub = audit.start_scrub(stop.clone());
     let retention = audit.start_retention(RETENTION_EVERY, stop.clone());
     let (_exports, export_tasks) = crate::export::start(&audit, &config.exports, &stop);
+    let explorer = crate::explorer::Explorer::new(
+        &config.server.data_dir,
+        config.explorer.auditors.clone(),
+        config.endpoints.iter().map(|e| e.name.clone()).collect(),
+    );
+    let follower = explorer.spawn_follower(audit.clone(), stop.clone());
     let app = Arc::new(App {
         relay: relay.clone(),
         limiter: relay.limiter.clone(),
@@ -229,6 +238,7 @@ pub async fn start_with(
         public_url: config.server.public_url.clone(),
         shutting_down: stop.clone(),
         tiles_public: config.audit.tiles_public,
+        explorer,
     });
     let router = Router::new()
         .route(
@@ -254,6 +264,10 @@ pub async fn start_with(
             &format!("{}/tile/{{*path}}", config.audit.tiles_prefix),
             get(tiles::tile),
         )
+        .route("/api/v1/entries", get(explorer::entries))
+        .route("/api/v1/entries/{index}", get(explorer::entry))
+        .route("/api/v1/runs", get(explorer::runs))
+        .route("/api/v1/runs/{id}/timeline", get(explorer::timeline))
         .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/approvals/{id}", get(approvals::show))
         .route("/api/v1/approvals/{id}/{verb}", post(approvals::decide))
@@ -315,6 +329,7 @@ pub async fn start_with(
                 }
             }
             reaper.abort();
+            follower.abort();
             if let Some(scrub) = scrub {
                 scrub.abort();
             }
