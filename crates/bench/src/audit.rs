@@ -154,6 +154,15 @@ pub async fn append(writers: usize, size: usize, seconds: u64) -> anyhow::Result
 /// Fills a log of `entries` entries of `size` bytes (fsync off while filling), with a
 /// checkpoint every 100,000 entries and one at the end. Returns the data directory.
 pub async fn fill(entries: u64, size: usize) -> anyhow::Result<tempfile::TempDir> {
+    fill_with(entries, size, draft).await
+}
+
+/// As [`fill`], each entry made by `make(size, n)`.
+pub async fn fill_with(
+    entries: u64,
+    size: usize,
+    make: fn(usize, u64) -> Draft,
+) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
     let opened = Audit::open(dir.path(), &audit_config(dir.path(), Durability::None))?;
     let audit = opened.audit;
@@ -167,7 +176,7 @@ pub async fn fill(entries: u64, size: usize) -> anyhow::Result<tempfile::TempDir
                     if n >= entries {
                         return anyhow::Ok(());
                     }
-                    audit.append(draft(size, n)).await?;
+                    audit.append(make(size, n)).await?;
                     if (n + 1) % 100_000 == 0 {
                         audit.checkpoint().await?;
                     }

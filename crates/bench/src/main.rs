@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit;
 mod auth;
+mod explorer;
 mod flood;
 mod load;
 mod mask;
@@ -61,6 +62,17 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+    },
+    /// The explorer's search index on a large log of CI traffic: build time and the p95 of
+    /// filtered queries.
+    Explorer {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Queries timed per filter.
+        #[arg(long, default_value_t = 200)]
+        samples: u32,
     },
     /// `custody verify` on a large log.
     Verify {
@@ -257,6 +269,11 @@ fn main() -> anyhow::Result<()> {
         } => rt.block_on(messages::batch(messages, size, max_batch)),
         Cmd::Policy { policies, calls } => policy::run(policies, calls),
         Cmd::Verify { entries, size } => rt.block_on(audit::verify(entries, size)),
+        Cmd::Explorer {
+            entries,
+            size,
+            samples,
+        } => rt.block_on(explorer::run(entries, size, samples)),
         Cmd::Restart { entries, size } => rt.block_on(restart(entries, size)),
         Cmd::AuditRelay {
             clients,

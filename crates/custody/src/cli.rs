@@ -14,11 +14,11 @@ macro_rules! out {
     }};
 }
 
-mod approvals;
+pub(crate) mod approvals;
 mod demo;
 mod evidence;
 mod keys;
-mod log;
+pub(crate) mod log;
 mod policy;
 mod serve;
 mod token;
@@ -273,6 +273,9 @@ enum Command {
         /// Print at most this many entries.
         #[arg(long)]
         limit: Option<u64>,
+        /// The explorer's filters, format and source (docs/explorer.md).
+        #[command(flatten)]
+        query: Box<crate::explorer::cli::QueryArgs>,
     },
     /// Print the HMAC a `hmac` masking rule stores for VALUE, to check whether that value
     /// appears in the log without the log holding it.
@@ -483,7 +486,36 @@ pub fn main() -> ExitCode {
             kind,
             from,
             limit,
-        } => log::run(&data, &log::Filter { kind, from, limit }),
+            query,
+        } => {
+            // On a terminal, a table through the index; piped, JSON lines of every entry as
+            // before (`--from` always reads the log directly).
+            let people = std::io::IsTerminal::is_terminal(&std::io::stdout()) && from == 0;
+            if query.any() || people {
+                crate::explorer::cli::entries(&data, &query, kind, limit)
+            } else {
+                log::run(&data, &log::Filter { kind, from, limit })
+            }
+        }
+        Command::Log {
+            command: Some(LogCommand::Reindex { data }),
+            ..
+        } => crate::explorer::cli::reindex(&data).map(|n| {
+            out!(
+                "rebuilt the search index of {}: {n} entries",
+                data.display()
+            );
+        }),
+        Command::Log {
+            command:
+                Some(LogCommand::Timeline {
+                    run,
+                    data,
+                    format,
+                    remote,
+                }),
+            ..
+        } => crate::explorer::cli::timeline(&data, &run, format, &remote),
         Command::Log {
             command:
                 Some(LogCommand::Erase {
@@ -635,6 +667,27 @@ pub fn main() -> ExitCode {
 
 #[derive(Subcommand)]
 enum LogCommand {
+    /// Rebuild the search index (`index.sqlite`) from the log. It is derived data: safe to
+    /// delete, rebuilt by this or by the gateway.
+    Reindex {
+        /// The gateway's data directory.
+        #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+    },
+    /// Every call of a CI run in order: request and answer paired, duration, decision,
+    /// approval and masking.
+    Timeline {
+        /// The run: its id as the runs API gives it, a GitHub run id or a GitLab pipeline id.
+        run: String,
+        /// The gateway's data directory.
+        #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// How to print: a table on a terminal, JSON lines otherwise.
+        #[arg(long, value_enum)]
+        format: Option<crate::explorer::cli::Format>,
+        #[command(flatten)]
+        remote: crate::explorer::cli::Remote,
+    },
     /// Erase an entry's payloads (its message, its recorded headers) for good, recording a
     /// `payload_erased` entry with the reason; the tree and every proof stay valid. Run it
     /// with the gateway stopped; while it runs, use `POST /api/v1/log/entries/{index}/erase`.

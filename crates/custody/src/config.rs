@@ -84,6 +84,15 @@ pub struct Config {
     pub exports: Vec<ExportConfig>,
     /// `[metrics]`: `/metrics`, where and for whom.
     pub metrics: MetricsConfig,
+    /// `[explorer]`: who may read the log through the explorer API.
+    pub explorer: ExplorerConfig,
+}
+
+/// `[explorer]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ExplorerConfig {
+    /// Principal names that may read every entry (headers and masked payloads).
+    pub auditors: Vec<String>,
 }
 
 /// The embedded default's policy: permissive, for the demo only.
@@ -181,6 +190,9 @@ impl Config {
             approvals: ApprovalsConfig {
                 approvers: vec![EMBEDDED_APPROVER.into()],
                 ..ApprovalsConfig::default()
+            },
+            explorer: ExplorerConfig {
+                auditors: vec![EMBEDDED_APPROVER.into()],
             },
             mask_key_file: PathBuf::from(DEFAULT_DATA_DIR).join("mask.key"),
             limits: LimitsConfig::default(),
@@ -347,6 +359,17 @@ impl Resolver<'_> {
         let witness = raw.witness.map(|w| self.witness(w)).transpose()?;
         let exports = self.exports(raw.export)?;
         let metrics = self.metrics(raw.metrics)?;
+        for (i, a) in raw.explorer.auditors.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(self.err(
+                    &format!("explorer.auditors.{i}"),
+                    "an auditor's name must not be empty",
+                ));
+            }
+        }
+        let explorer = ExplorerConfig {
+            auditors: raw.explorer.auditors,
+        };
         let mask_key_file = raw
             .masking
             .key_file
@@ -363,6 +386,7 @@ impl Resolver<'_> {
             witness,
             exports,
             metrics,
+            explorer,
         })
     }
 }

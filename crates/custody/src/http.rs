@@ -5,6 +5,7 @@
 mod api;
 mod approvals;
 mod erase;
+mod explorer;
 mod guard;
 mod metadata;
 mod observe;
@@ -52,6 +53,8 @@ struct App {
     public_url: Option<String>,
     /// Whether the log's tiles are readable without a token.
     tiles_public: bool,
+    /// The explorer's search index and who may read through it.
+    explorer: Arc<crate::explorer::Explorer>,
 }
 
 type Shared = State<Arc<App>>;
@@ -238,6 +241,12 @@ pub async fn start_with(
     let retention = audit.start_retention(RETENTION_EVERY, stop.clone());
     let (exports, export_tasks) = crate::export::start(&audit, &config.exports, &stop);
     let exports = Arc::new(exports);
+    let explorer = crate::explorer::Explorer::new(
+        &config.server.data_dir,
+        config.explorer.auditors.clone(),
+        config.endpoints.iter().map(|e| e.name.clone()).collect(),
+    );
+    let follower = explorer.spawn_follower(audit.clone(), stop.clone());
     let app = Arc::new(App {
         relay: relay.clone(),
         limiter: relay.limiter.clone(),
@@ -245,6 +254,7 @@ pub async fn start_with(
         identity,
         public_url: config.server.public_url.clone(),
         tiles_public: config.audit.tiles_public,
+        explorer,
     });
     let make_ops = |metrics: bool| {
         Arc::new(ops::Ops {
@@ -286,6 +296,10 @@ pub async fn start_with(
             &format!("{}/tile/{{*path}}", config.audit.tiles_prefix),
             get(tiles::tile),
         )
+        .route("/api/v1/entries", get(explorer::entries))
+        .route("/api/v1/entries/{index}", get(explorer::entry))
+        .route("/api/v1/runs", get(explorer::runs))
+        .route("/api/v1/runs/{id}/timeline", get(explorer::timeline))
         .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/approvals/{id}", get(approvals::show))
         .route("/api/v1/approvals/{id}/{verb}", post(approvals::decide))
@@ -346,6 +360,7 @@ pub async fn start_with(
                 }
             }
             reaper.abort();
+            follower.abort();
             if let Some(scrub) = scrub {
                 scrub.abort();
             }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connect;
 pub mod credentials;
 pub mod data_dir;
+pub mod explorer;
 pub mod export;
 pub mod http;
 pub mod identity;

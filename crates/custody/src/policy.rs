@@ -5,6 +5,7 @@
 //! The policy set in force is swapped whole on reload ([`Engine::reload`]): a call sees the old
 //! set or the new one, never a mix.
 
+mod audit;
 pub mod load;
 pub mod reload;
 pub mod schema;

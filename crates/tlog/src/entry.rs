@@ -87,6 +87,8 @@ pub enum Kind {
     /// Payloads of earlier entries were erased (by a person, or by retention): `detail` names
     /// the entries (`indices`, or `before` for a retention batch), the reason and who.
     PayloadErased = 23,
+    /// A read through the explorer API: who looked at what, in aggregate per request.
+    LogRead = 24,
 }
 
 impl Kind {
@@ -116,6 +118,7 @@ impl Kind {
             21 => Alarm,
             22 => Predecessor,
             23 => PayloadErased,
+            24 => LogRead,
             _ => return None,
         })
     }
@@ -146,6 +149,7 @@ impl Kind {
             Alarm => "alarm",
             Predecessor => "predecessor",
             PayloadErased => "payload_erased",
+            LogRead => "log_read",
         }
     }
 

@@ -8,6 +8,7 @@ use tlog::{CompactRange, Signer};
 
 use super::*;
 use crate::store::Row;
+use bytes::Bytes;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {

@@ -52,7 +52,7 @@ pub fn token(flag: Option<String>, file: Option<&std::path::Path>) -> anyhow::Re
     )
 }
 
-async fn call(
+pub(crate) async fn call(
     target: &Target,
     method: Method,
     path: &str,

@@ -28,6 +28,9 @@ pub struct RawConfig {
     /// call waits, who is notified.
     #[serde(default)]
     pub approvals: RawApprovals,
+    /// `[explorer]`: who may read the log through the explorer API.
+    #[serde(default)]
+    pub explorer: RawExplorer,
     /// MCP endpoints by name; each is served at `/mcp/{name}`.
     #[serde(default)]
     pub endpoints: BTreeMap<String, RawEndpoint>,
@@ -406,4 +409,14 @@ pub enum RawUpstream {
         #[serde(default, with = "humantime_serde")]
         input_timeout: Option<Duration>,
     },
+}
+
+/// `[explorer]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExplorer {
+    /// Principal names (as their issuer renders them, or a static token's name) who may read
+    /// every entry of the log through the explorer API: headers and masked payloads.
+    #[serde(default)]
+    pub auditors: Vec<String>,
 }

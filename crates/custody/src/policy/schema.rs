@@ -24,6 +24,10 @@ pub const ACTIONS: [(&str, &str); 7] = [
 /// scope grant it: `permit(principal, action, resource)` makes nobody an approver.
 pub const APPROVE: &str = "approve";
 
+/// The action of reading the log through the explorer: the reader is the principal, an
+/// endpoint the resource. Like `approve`, only policies that name it grant it.
+pub const AUDIT: &str = "audit";
+
 /// The action of every other client request (`initialize`, `ping`, `completion/complete`,
 /// `logging/setLevel`, `resources/subscribe`, ...).
 pub const OTHER: &str = "other";
@@ -114,10 +118,18 @@ type Approval = {{
     "time": Long,
 }};
 
+// Reading the log through the explorer: the reader, the endpoint whose entries it reads.
+type Audit = {{
+    "arguments": Arguments,
+    "arguments_json": String,
+    "time": Long,
+}};
+
 {actions}action "list";
 action {list_actions} in ["list"] appliesTo {{ principal: [Principal], resource: [Endpoint], context: Call }};
 action "{OTHER}" appliesTo {{ principal: [Principal], resource: [Endpoint], context: Call }};
 action "{APPROVE}" appliesTo {{ principal: [Principal], resource: [Tool, Resource, Prompt, Endpoint], context: Approval }};
+action "{AUDIT}" appliesTo {{ principal: [Principal], resource: [Endpoint], context: Audit }};
 "#
     )
 }

@@ -40,7 +40,7 @@ fn expand(name: &str) -> Vec<&'static str> {
     schema::ACTIONS
         .iter()
         .map(|(a, _)| *a)
-        .chain([schema::OTHER, schema::APPROVE])
+        .chain([schema::OTHER, schema::APPROVE, schema::AUDIT])
         .filter(|a| *a == name)
         .collect()
 }
@@ -158,7 +158,7 @@ impl Slicer {
             }
             // Approving is granted only by a permit that names the action; a forbid of every
             // action still applies.
-            if action == schema::APPROVE
+            if (action == schema::APPROVE || action == schema::AUDIT)
                 && needs.actions.is_none()
                 && policy.effect() == cedar_policy::Effect::Permit
             {

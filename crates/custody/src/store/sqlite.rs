@@ -583,6 +583,18 @@ impl LogReader for SqliteReader {
 }
 
 impl SqliteReader {
+    /// The largest index the log holds, `None` when it is empty.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn max_index(&self) -> Result<Option<u64>, StoreError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT max(idx) FROM entries", [], |r| r.get(0))
+            .map_err(StoreError::sql("read the log's size"))?;
+        Ok(v.and_then(|v| u64::try_from(v).ok()))
+    }
+
     /// The log's entry version (1 for a log created before version 2).
     ///
     /// # Errors

@@ -1,0 +1,202 @@
+//! The audit explorer: a search index beside the log (`index.sqlite`), who may look at what,
+//! and the views the API and the CLI give of entries, runs and timelines. The index only finds
+//! entries; every entry shown is read from the log, with its index and leaf hash, so what is
+//! shown can be verified against the signed tree.
+
+pub mod cli;
+pub mod index;
+pub mod query;
+pub mod runs;
+pub mod view;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use index::{Index, IndexError};
+pub use query::{Filter, Order, Page, QueryError, Scope};
+
+use crate::identity::Principal;
+use crate::store::SqliteReader;
+
+/// What a principal may see through the explorer: every entry with its masked payloads
+/// (auditors), every entry of the endpoints a Cedar `Action::"audit"` permit grants it, or
+/// only the entries of its own CI run (or, for other principals, its own entries), headers
+/// only. `endpoints`: the gateway's endpoint names.
+pub fn scope_of(
+    p: &Principal,
+    auditors: &[String],
+    policy: Option<&crate::policy::Engine>,
+    endpoints: &[String],
+) -> Scope {
+    if auditors.contains(&p.name) {
+        return Scope::All;
+    }
+    if let Some(engine) = policy {
+        let granted: Vec<String> = endpoints
+            .iter()
+            .filter(|e| engine.may_audit(p, e))
+            .cloned()
+            .collect();
+        if !granted.is_empty() {
+            return Scope::Endpoints(granted);
+        }
+    }
+    let claim = |c: &str| match p.claims.get(c) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    if let (Some(repository), Some(run_id)) = (claim("repository"), claim("run_id")) {
+        return Scope::Run {
+            issuer: p.issuer.clone(),
+            repository,
+            run_id,
+        };
+    }
+    if let (Some(project), Some(pipeline)) = (claim("project_path"), claim("pipeline_id")) {
+        return Scope::Pipeline {
+            issuer: p.issuer.clone(),
+            project,
+            pipeline,
+        };
+    }
+    Scope::Subject {
+        issuer: p.issuer.clone(),
+        subject: p.subject.clone(),
+    }
+}
+
+/// The index and a reader of the log, used by one caller at a time.
+pub struct Open {
+    pub index: Index,
+    pub log: SqliteReader,
+}
+
+impl Open {
+    /// Opens the index (creating it) and the log of `data_dir`.
+    ///
+    /// # Errors
+    /// Either cannot be opened.
+    pub fn new(data_dir: &Path) -> Result<Self, IndexError> {
+        Ok(Self {
+            log: SqliteReader::open(data_dir)?,
+            index: Index::open(data_dir)?,
+        })
+    }
+
+    /// Indexes what the log holds below `size`, at most `steps` transactions of
+    /// [`index::STEP`] entries. Returns whether the index reached `size`.
+    ///
+    /// # Errors
+    /// As [`Index::step`].
+    pub fn follow(&mut self, size: u64, steps: u32) -> Result<bool, IndexError> {
+        for _ in 0..steps {
+            if self.index.step(&self.log, size, index::STEP)? == 0 {
+                return Ok(true);
+            }
+        }
+        Ok(self.index.cursor()? >= size)
+    }
+}
+
+/// The explorer of a running gateway: its index, kept up to date by a background task.
+pub struct Explorer {
+    data_dir: PathBuf,
+    open: Mutex<Option<Open>>,
+    pub auditors: Vec<String>,
+    /// The gateway's endpoint names, for `Action::"audit"`.
+    pub endpoints: Vec<String>,
+}
+
+impl Scope {
+    /// Whether this reader sees payloads (auditors) or headers only.
+    pub fn sees_payloads(&self) -> bool {
+        matches!(self, Scope::All | Scope::Endpoints(_))
+    }
+}
+
+/// At most this many entries in one timeline.
+pub const TIMELINE_CAP: u32 = 10_000;
+
+/// Index transactions a request may run to catch up before it answers.
+const CATCH_UP_STEPS: u32 = 5;
+
+impl Explorer {
+    pub fn new(data_dir: &Path, auditors: Vec<String>, endpoints: Vec<String>) -> Arc<Self> {
+        Arc::new(Self {
+            data_dir: data_dir.to_path_buf(),
+            open: Mutex::new(None),
+            auditors,
+            endpoints,
+        })
+    }
+
+    /// What `p` may see ([`scope_of`]).
+    pub fn scope_of(&self, p: &Principal, policy: Option<&crate::policy::Engine>) -> Scope {
+        scope_of(p, &self.auditors, policy, &self.endpoints)
+    }
+
+    /// Runs `f` with the index caught up to `size` (as far as a few steps go), opening it
+    /// the first time. Blocking: call from a blocking thread.
+    ///
+    /// # Errors
+    /// The index cannot be opened or updated, or `f`'s error.
+    pub fn with<T>(
+        &self,
+        size: u64,
+        f: impl FnOnce(&mut Open) -> Result<T, QueryError>,
+    ) -> Result<T, QueryError> {
+        let mut guard = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            *guard = Some(Open::new(&self.data_dir)?);
+        }
+        let Some(open) = guard.as_mut() else {
+            unreachable!("opened above")
+        };
+        if let Err(e) = open.follow(size, CATCH_UP_STEPS) {
+            // A broken connection is dropped and opened again next time.
+            *guard = None;
+            return Err(e.into());
+        }
+        f(open)
+    }
+
+    /// Follows the committed head of `audit`, indexing new entries in bounded steps, until
+    /// `stop`.
+    pub fn spawn_follower(
+        self: &Arc<Self>,
+        audit: Arc<crate::audit::Audit>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            // The same failure is reported once, not four times a second.
+            let mut last: Option<String> = None;
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => break,
+                }
+                let size = audit.head().size;
+                let me = me.clone();
+                let done = tokio::task::spawn_blocking(move || me.with(size, |_| Ok(()))).await;
+                let failed = match done {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(e) = &failed
+                    && last.as_ref() != Some(e)
+                {
+                    tracing::warn!("the explorer's search index cannot follow the log: {e}");
+                }
+                last = failed;
+            }
+        })
+    }
+}
