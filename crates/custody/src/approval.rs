@@ -17,6 +17,7 @@ mod notify;
 
 use decide::same_person;
 pub use decide::{DecideError, Verb};
+pub(crate) use digest::canonical;
 pub use digest::digest;
 
 use std::collections::{HashMap, VecDeque};

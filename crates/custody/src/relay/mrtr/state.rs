@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::approval::canonical;
+
 /// What every `requestState` this gateway issues starts with. Any other `requestState` is the
 /// upstream's own (a process may answer `input_required` itself) and goes to it untouched.
 pub const PREFIX: &str = "custody-mrtr-v1:";
@@ -225,36 +227,6 @@ pub fn request_digest(method: &str, params: Option<&Value>) -> String {
         None => canonical(params.unwrap_or(&Value::Null), &mut text),
     }
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 #[cfg(test)]
