@@ -110,14 +110,12 @@ pub fn export(data: &Path, format: &str, from: u64) -> anyhow::Result<()> {
     };
     let reader = SqliteReader::open(data)
         .with_context(|| format!("opening the log in {}", data.display()))?;
-    let origin = reader
-        .latest_checkpoint()?
+    let latest = reader.latest_checkpoint()?;
+    let origin = latest
+        .as_ref()
         .and_then(|cp| cp.note.lines().next().map(str::to_string))
         .unwrap_or_default();
-    let size = reader
-        .latest_checkpoint()?
-        .map_or(0, |cp| cp.size)
-        .max(reader.entry_count()?);
+    let size = latest.map_or(0, |cp| cp.size).max(reader.entry_count()?);
     drop(reader);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut at = from;
