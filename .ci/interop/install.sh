@@ -14,6 +14,8 @@ npm_packages=(
   @modelcontextprotocol/server-filesystem@2026.8.31
   @modelcontextprotocol/inspector@2.12.0
   oauth2-mock-server@8.2.3
+  # ui.sh: drives Debian's Chromium (playwright-core downloads no browser).
+  playwright-core@1.65.1
   # peers.sh: the TypeScript SDK's clients (1.x: session-based; 2.x: also 2026-07-28), a
   # stdio bridge, and stdio servers compared direct and through the gateway.
   @modelcontextprotocol/sdk@1.32.2

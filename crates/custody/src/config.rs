@@ -15,6 +15,7 @@ mod metrics;
 pub mod raw;
 mod secret;
 mod server;
+mod ui;
 mod upstream_url;
 mod witness;
 
@@ -29,6 +30,7 @@ pub use limits::{EndpointLimits, LimitsConfig, ServerLimits};
 pub use metrics::{MetricsConfig, RawMetrics};
 pub use secret::SecretRef;
 pub use server::{OriginPattern, ServerConfig, split_host_port};
+pub use ui::{RawUi, UiConfig, UiOidcConfig};
 pub use upstream_url::UpstreamUrl;
 pub use witness::{RawWitness, WitnessConfig, WitnessMode, load_policy as load_witness_policy};
 
@@ -86,6 +88,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[explorer]`: who may read the log through the explorer API.
     pub explorer: ExplorerConfig,
+    /// `[ui]`: the web page and how people sign in to it.
+    pub ui: UiConfig,
 }
 
 /// `[explorer]`, validated.
@@ -222,6 +226,7 @@ impl Config {
             witness: None,
             exports: Vec::new(),
             metrics: MetricsConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -370,6 +375,7 @@ impl Resolver<'_> {
         let explorer = ExplorerConfig {
             auditors: raw.explorer.auditors,
         };
+        let ui = self.ui(raw.ui, &auth, server.public_url.as_deref())?;
         let mask_key_file = raw
             .masking
             .key_file
@@ -387,6 +393,7 @@ impl Resolver<'_> {
             exports,
             metrics,
             explorer,
+            ui,
         })
     }
 }

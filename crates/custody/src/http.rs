@@ -13,6 +13,7 @@ mod observe;
 mod ops;
 mod serve;
 mod tiles;
+mod ui;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -56,6 +57,8 @@ struct App {
     tiles_public: bool,
     /// The explorer's search index and who may read through it.
     explorer: Arc<crate::explorer::Explorer>,
+    /// The web page's sessions, when `[ui] enabled`.
+    ui: Option<Arc<ui::UiState>>,
 }
 
 type Shared = State<Arc<App>>;
@@ -256,7 +259,20 @@ pub async fn start_with(
         public_url: config.server.public_url.clone(),
         tiles_public: config.audit.tiles_public,
         explorer,
+        ui: config.ui.enabled.then(|| {
+            Arc::new(ui::UiState {
+                sessions: crate::ui::Sessions::new(config.ui.session_ttl),
+                provider: config.ui.oidc.clone().map(crate::ui::oidc::Provider::new),
+                exports: exports.clone(),
+                secure: config
+                    .server
+                    .public_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://")),
+            })
+        }),
     });
+    let with_ui = app.ui.is_some();
     let make_ops = |metrics: bool| {
         Arc::new(ops::Ops {
             relay: relay.clone(),
@@ -306,6 +322,7 @@ pub async fn start_with(
         .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/approvals/{id}", get(approvals::show))
         .route("/api/v1/approvals/{id}/{verb}", post(approvals::decide))
+        .merge(if with_ui { ui::routes() } else { Router::new() })
         .fallback(mcp_routes::not_found)
         .with_state(app)
         .merge(ops::routes(ops_here));

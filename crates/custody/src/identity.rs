@@ -7,7 +7,7 @@
 
 mod cache;
 mod error;
-mod fetch;
+pub(crate) mod fetch;
 mod jwks;
 mod jwt;
 mod oidc;

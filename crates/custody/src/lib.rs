@@ -27,4 +27,5 @@ pub mod relay;
 pub mod signals;
 pub mod store;
 pub mod tiles;
+pub mod ui;
 pub mod witness;

@@ -149,6 +149,18 @@ struct Shared {
     mode: Mutex<Mode>,
     discovery_fetches: AtomicUsize,
     jwks_fetches: AtomicUsize,
+    /// Who signs in at `/authorize` (its `sub` and extra claims).
+    person: Mutex<(String, Value)>,
+    /// Authorization codes not yet exchanged.
+    codes: Mutex<std::collections::HashMap<String, Grant>>,
+}
+
+/// What an authorization code stands for.
+struct Grant {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    nonce: Option<String>,
 }
 
 /// A running issuer.
@@ -184,6 +196,8 @@ impl TestIssuer {
             mode: Mutex::new(Mode::Normal),
             discovery_fetches: AtomicUsize::new(0),
             jwks_fetches: AtomicUsize::new(0),
+            person: Mutex::new(("alice".into(), json!({}))),
+            codes: Mutex::new(std::collections::HashMap::new()),
         });
         let server = serve(listener, shared.clone());
         Self {
@@ -251,6 +265,15 @@ impl TestIssuer {
             .keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Who signs in at `/authorize` from now on: the ID token's `sub` and extra claims.
+    pub fn sign_in_as(&self, sub: &str, extra: Value) {
+        *self
+            .shared
+            .person
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (sub.to_string(), extra);
     }
 
     /// How often the JWKS was fetched.
@@ -324,6 +347,8 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
+        .route("/authorize", get(authorize))
+        .route("/token", axum::routing::post(token))
         .with_state(shared);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -347,7 +372,10 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
         "issuer": shared.issuer,
         "jwks_uri": format!("{}/jwks", shared.issuer),
         "subject_types_supported": ["public", "pairwise"],
-        "response_types_supported": ["id_token"],
+        "authorization_endpoint": format!("{}/authorize", shared.issuer),
+        "token_endpoint": format!("{}/token", shared.issuer),
+        "response_types_supported": ["code", "id_token"],
+        "code_challenge_methods_supported": ["S256"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
         "claims_supported": ["sub", "aud", "exp", "iat", "iss", "jti", "nbf"],
     }))
@@ -367,4 +395,97 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
         .map(|k| k.jwk.clone())
         .collect();
     axum::Json(json!({ "keys": keys })).into_response()
+}
+
+type Form = std::collections::HashMap<String, String>;
+
+/// The authorization endpoint of the code flow with PKCE (`S256` only): the person of
+/// [`TestIssuer::sign_in_as`] consents at once, and the browser is sent back with a code.
+async fn authorize(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<Form>,
+) -> Response {
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    if get("response_type") != "code" || get("code_challenge_method") != "S256" {
+        return (
+            StatusCode::BAD_REQUEST,
+            "response_type=code and code_challenge_method=S256 are required",
+        )
+            .into_response();
+    }
+    let code = b64(&rand::random::<[u8; 16]>());
+    shared
+        .codes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            code.clone(),
+            Grant {
+                client_id: get("client_id"),
+                redirect_uri: get("redirect_uri"),
+                challenge: get("code_challenge"),
+                nonce: q.get("nonce").cloned(),
+            },
+        );
+    let to = format!("{}?code={code}&state={}", get("redirect_uri"), get("state"));
+    (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, to)]).into_response()
+}
+
+/// The token endpoint: a code, once, with the verifier of its challenge, for an ID token.
+async fn token(State(shared): State<Arc<Shared>>, axum::Form(f): axum::Form<Form>) -> Response {
+    use sha2::Digest as _;
+    let refuse = |why: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant", "error_description": why})),
+        )
+            .into_response()
+    };
+    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+    if get("grant_type") != "authorization_code" {
+        return refuse("grant_type must be authorization_code");
+    }
+    let Some(grant) = shared
+        .codes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&get("code"))
+    else {
+        return refuse("unknown or used code");
+    };
+    if grant.client_id != get("client_id") || grant.redirect_uri != get("redirect_uri") {
+        return refuse("client_id or redirect_uri differ from the authorization request's");
+    }
+    if b64(&sha2::Sha256::digest(get("code_verifier").as_bytes())) != grant.challenge {
+        return refuse("the code_verifier does not match the code_challenge");
+    }
+    let (sub, extra) = shared
+        .person
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let now = now();
+    let mut claims = json!({
+        "iss": shared.issuer, "aud": grant.client_id, "sub": sub,
+        "iat": now, "nbf": now, "exp": now + 300,
+    });
+    if let Some(n) = grant.nonce {
+        claims["nonce"] = json!(n);
+    }
+    if let (Some(map), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+        map.extend(extra.clone());
+    }
+    let key = shared
+        .keys
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .first()
+        .cloned()
+        .expect("a published key");
+    axum::Json(json!({
+        "access_token": b64(&rand::random::<[u8; 16]>()),
+        "token_type": "Bearer",
+        "id_token": key.sign(&claims),
+    }))
+    .into_response()
 }

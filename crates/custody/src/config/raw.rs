@@ -47,6 +47,9 @@ pub struct RawConfig {
     /// [`super::metrics::RawMetrics`].
     #[serde(default)]
     pub metrics: super::metrics::RawMetrics,
+    /// The web page at `/ui/`; see [`super::ui::RawUi`].
+    #[serde(default)]
+    pub ui: super::ui::RawUi,
 }
 
 /// `[auth]`: every call presents a bearer token that one of these accepts. A file without

@@ -32,7 +32,7 @@ fn scope_name(s: &Scope) -> &'static str {
 }
 
 /// The caller and what it may see, or the answer to give.
-async fn caller(
+pub(super) async fn caller(
     app: &App,
     headers: &HeaderMap,
     peer: SocketAddr,
@@ -151,24 +151,18 @@ fn params(pairs: Vec<(String, String)>) -> Result<Params, String> {
     })
 }
 
-/// `GET /api/v1/entries?FILTERS&order=newest|oldest&cursor=C&limit=N`
-pub async fn entries(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(pairs): Query<Vec<(String, String)>>,
-) -> Response {
-    let (who, scope) = match caller(&app, &headers, peer).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let p = match params(pairs) {
-        Ok(p) => p,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
+/// A page of entries `scope` may see: the entries and the next page's cursor. The read is
+/// recorded.
+pub(super) async fn find_entries(
+    app: &App,
+    who: &Principal,
+    scope: &Scope,
+    pairs: Vec<(String, String)>,
+) -> Result<(Vec<Value>, Option<String>), Response> {
+    let p = params(pairs).map_err(|why| error(StatusCode::BAD_REQUEST, why))?;
     let payloads = scope.sees_payloads();
     let s = scope.clone();
-    let found = on_index(&app, move |open| {
+    let (items, next, echo) = on_index(app, move |open| {
         let page = query::entries(
             &open.index,
             &s,
@@ -183,16 +177,45 @@ pub async fn entries(
             p.echo,
         ))
     })
-    .await;
-    let (items, next, echo) = match found {
-        Ok(v) => v,
+    .await?;
+    let what = json!({ "filters": echo, "returned": items.len() });
+    record(app, who, scope, "/api/v1/entries", what).await?;
+    Ok((items, next))
+}
+
+/// `GET /api/v1/entries?FILTERS&order=newest|oldest&cursor=C&limit=N`
+pub async fn entries(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let (who, scope) = match caller(&app, &headers, peer).await {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    let what = json!({ "filters": echo, "returned": items.len() });
-    if let Err(r) = record(&app, &who, &scope, "/api/v1/entries", what).await {
-        return r;
+    match find_entries(&app, &who, &scope, pairs).await {
+        Ok((items, next)) => Json(json!({ "entries": items, "next": next })).into_response(),
+        Err(r) => r,
     }
-    Json(json!({ "entries": items, "next": next })).into_response()
+}
+
+/// The runs `scope` may see whose entries pass the filters. The read is recorded.
+pub(super) async fn find_runs(
+    app: &App,
+    who: &Principal,
+    scope: &Scope,
+    pairs: Vec<(String, String)>,
+) -> Result<Vec<Value>, Response> {
+    let p = params(pairs).map_err(|why| error(StatusCode::BAD_REQUEST, why))?;
+    let s = scope.clone();
+    let (runs, echo) = on_index(app, move |open| {
+        Ok((query::runs(&open.index, &s, &p.filter, p.limit)?, p.echo))
+    })
+    .await?;
+    let what = json!({ "filters": echo, "returned": runs.len() });
+    record(app, who, scope, "/api/v1/runs", what).await?;
+    Ok(runs.iter().map(|r| json!(r)).collect())
 }
 
 /// `GET /api/v1/runs?FILTERS&limit=N`
@@ -206,24 +229,55 @@ pub async fn runs(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let p = match params(pairs) {
-        Ok(p) => p,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
-    let s = scope.clone();
-    let found = on_index(&app, move |open| {
-        Ok((query::runs(&open.index, &s, &p.filter, p.limit)?, p.echo))
-    })
-    .await;
-    let (runs, echo) = match found {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let what = json!({ "filters": echo, "returned": runs.len() });
-    if let Err(r) = record(&app, &who, &scope, "/api/v1/runs", what).await {
-        return r;
+    match find_runs(&app, &who, &scope, pairs).await {
+        Ok(runs) => Json(json!({ "runs": runs })).into_response(),
+        Err(r) => r,
     }
-    Json(json!({ "runs": runs })).into_response()
+}
+
+/// Run `run`'s timeline as `scope` may see it; 403 for another's run, 404 for none. The read
+/// is recorded.
+pub(super) async fn find_timeline(
+    app: &App,
+    who: &Principal,
+    scope: &Scope,
+    run: &str,
+) -> Result<Vec<Value>, Response> {
+    let payloads = scope.sees_payloads();
+    let (s, r) = (scope.clone(), run.to_string());
+    let found = on_index(app, move |open| {
+        let indices = query::run_entries(&open.index, &s, &r, crate::explorer::TIMELINE_CAP)?;
+        if indices.is_empty() {
+            return Ok(Err(query::run_exists(&open.index, &r)?));
+        }
+        Ok(Ok(view::timeline(&open.log, &indices, payloads)?))
+    })
+    .await?;
+    match found {
+        Ok(calls) => {
+            let what = json!({ "run": run, "returned": calls.len() });
+            record(app, who, scope, "/api/v1/runs/{id}/timeline", what).await?;
+            Ok(calls)
+        }
+        Err(refused) => {
+            let what = json!({ "run": run, "refused": refused, "returned": 0 });
+            record(app, who, scope, "/api/v1/runs/{id}/timeline", what).await?;
+            Err(if refused {
+                error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "{} may not read run {run:?}: only auditors ([explorer] auditors) may read other runs' entries",
+                        who.name
+                    ),
+                )
+            } else {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("no entries of run {run:?} in the log"),
+                )
+            })
+        }
+    }
 }
 
 /// `GET /api/v1/runs/{id}/timeline`
@@ -237,46 +291,93 @@ pub async fn timeline(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let payloads = scope.sees_payloads();
-    let (s, r) = (scope.clone(), run.clone());
-    let found = on_index(&app, move |open| {
-        let indices = query::run_entries(&open.index, &s, &r, crate::explorer::TIMELINE_CAP)?;
-        if indices.is_empty() {
-            return Ok(Err(query::run_exists(&open.index, &r)?));
-        }
-        Ok(Ok(view::timeline(&open.log, &indices, payloads)?))
-    })
-    .await;
-    let calls = match found {
-        Ok(Ok(calls)) => calls,
-        Ok(Err(exists)) => {
-            let refused = exists;
-            let what = json!({ "run": run, "refused": refused, "returned": 0 });
-            if let Err(r) = record(&app, &who, &scope, "/api/v1/runs/{id}/timeline", what).await {
-                return r;
-            }
-            return if refused {
-                error(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "{} may not read run {run:?}: only auditors ([explorer] auditors) may read other runs' entries",
-                        who.name
-                    ),
-                )
-            } else {
-                error(
-                    StatusCode::NOT_FOUND,
-                    format!("no entries of run {run:?} in the log"),
-                )
-            };
-        }
-        Err(r) => return r,
-    };
-    let what = json!({ "run": run, "returned": calls.len() });
-    if let Err(r) = record(&app, &who, &scope, "/api/v1/runs/{id}/timeline", what).await {
-        return r;
+    match find_timeline(&app, &who, &scope, &run).await {
+        Ok(calls) => Json(json!({ "run": run, "calls": calls })).into_response(),
+        Err(r) => r,
     }
-    Json(json!({ "run": run, "calls": calls })).into_response()
+}
+
+/// One entry as the explorer shows it.
+pub(super) struct Found {
+    pub entry: Value,
+    /// The encoded entry, exactly as hashed into the tree.
+    pub bytes: Vec<u8>,
+    /// Its receipt (C2SP tlog-proof) in the latest checkpoint, once one covers it.
+    pub proof: Option<String>,
+    pub checkpoint: Option<String>,
+    pub payloads: bool,
+}
+
+/// Entry `index` (text from the path) as `scope` may see it, with its receipt. The read is
+/// recorded.
+pub(super) async fn find_entry(
+    app: &App,
+    who: &Principal,
+    scope: &Scope,
+    index: &str,
+) -> Result<Found, Response> {
+    let Ok(idx) = index.parse::<u64>() else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{index:?} is not an entry index (a non-negative integer)"),
+        ));
+    };
+    let payloads = scope.sees_payloads();
+    let s = scope.clone();
+    let found = on_index(app, move |open| {
+        match query::visible(&open.index, &s, idx)? {
+            Some(true) => {
+                let e = view::entry(&open.log, idx, payloads)?;
+                let (_, bytes) = crate::store::LogReader::entry(&open.log, idx)
+                    .map_err(crate::explorer::index::IndexError::from)?;
+                Ok(Some(Some((e, bytes))))
+            }
+            Some(false) => Ok(Some(None)),
+            None => Ok(None),
+        }
+    })
+    .await?;
+    let (entry, bytes) = match found {
+        Some(Some(e)) => e,
+        Some(None) => {
+            let what = json!({ "index": idx, "refused": true, "returned": 0 });
+            record(app, who, scope, "/api/v1/entries/{index}", what).await?;
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} may not read entry {idx}: it is not one of its run's entries, and only auditors ([explorer] auditors) may read others",
+                    who.name
+                ),
+            ));
+        }
+        None => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("there is no entry {idx} in the log"),
+            ));
+        }
+    };
+    let audit = &app.relay.audit;
+    let checkpoint = audit.latest_checkpoint().map(|c| c.note);
+    let proof = match audit.proof(idx, None).await {
+        Ok(p) => Some(p),
+        Err(AuditError::NotYetCheckpointed { .. }) => None,
+        Err(e) => {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the entry's inclusion proof could not be made: {e}"),
+            ));
+        }
+    };
+    let what = json!({ "index": idx, "returned": 1 });
+    record(app, who, scope, "/api/v1/entries/{index}", what).await?;
+    Ok(Found {
+        entry,
+        bytes,
+        proof,
+        checkpoint,
+        payloads,
+    })
 }
 
 /// `GET /api/v1/entries/{index}`: the entry (with its payloads for auditors), its inclusion
@@ -291,66 +392,14 @@ pub async fn entry(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let Ok(idx) = index.parse::<u64>() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("{index:?} is not an entry index (a non-negative integer)"),
-        );
-    };
-    let payloads = scope.sees_payloads();
-    let s = scope.clone();
-    let found = on_index(&app, move |open| {
-        match query::visible(&open.index, &s, idx)? {
-            Some(true) => Ok(Some(Some(view::entry(&open.log, idx, payloads)?))),
-            Some(false) => Ok(Some(None)),
-            None => Ok(None),
-        }
-    })
-    .await;
-    let e = match found {
-        Ok(Some(Some(e))) => e,
-        Ok(Some(None)) => {
-            let what = json!({ "index": idx, "refused": true, "returned": 0 });
-            if let Err(r) = record(&app, &who, &scope, "/api/v1/entries/{index}", what).await {
-                return r;
-            }
-            return error(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{} may not read entry {idx}: it is not one of its run's entries, and only auditors ([explorer] auditors) may read others",
-                    who.name
-                ),
-            );
-        }
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("there is no entry {idx} in the log"),
-            );
-        }
-        Err(r) => return r,
-    };
-    let audit = &app.relay.audit;
-    let checkpoint = audit.latest_checkpoint();
-    let proof = match audit.proof(idx, None).await {
-        Ok(p) => json!(p),
-        Err(AuditError::NotYetCheckpointed { .. }) => Value::Null,
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the entry's inclusion proof could not be made: {e}"),
-            );
-        }
-    };
-    let what = json!({ "index": idx, "returned": 1 });
-    if let Err(r) = record(&app, &who, &scope, "/api/v1/entries/{index}", what).await {
-        return r;
+    match find_entry(&app, &who, &scope, &index).await {
+        Ok(f) => Json(json!({
+            "entry": f.entry,
+            "payloads": if f.payloads { "masked" } else { "withheld" },
+            "proof": f.proof,
+            "checkpoint": f.checkpoint,
+        }))
+        .into_response(),
+        Err(r) => r,
     }
-    Json(json!({
-        "entry": e,
-        "payloads": if payloads { "masked" } else { "withheld" },
-        "proof": proof,
-        "checkpoint": checkpoint.map(|c| c.note),
-    }))
-    .into_response()
 }
