@@ -3,6 +3,8 @@
 // claims:
 //   github-actions  exactly the claim set of a GitHub Actions job's OIDC token
 //   (anything else) the mock server's own claims plus a `sub`
+// A code exchanged at /token (grant_type=authorization_code, after /authorize with PKCE) is a
+// person signing in: sub "ines", email "ines@acme.example".
 // The `aud` form field is the token's audience, as with GitHub's `audience` parameter.
 //
 // usage: node oidc_issuer.mjs PORT   (prints the issuer URL once listening)
@@ -50,6 +52,10 @@ server.service.on("beforeTokenSigning", (token, req) => {
       exp: now + 300,
       iat: now,
     };
+  } else if (req.body.grant_type === "authorization_code") {
+    // A person signing in to custody's web page (ui.sh): the code flow with PKCE.
+    token.payload.sub = "ines";
+    token.payload.email = "ines@acme.example";
   } else {
     token.payload.sub = req.body.scope ?? "interop-client";
   }

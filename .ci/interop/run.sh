@@ -197,6 +197,10 @@ check "witnesses: a 2-of-2 gateway, a job's evidence, a rewrite detected (witnes
 check "witnesses: interop with aics-witness, both directions (witness.sh)" \
   "$here/witness.sh" "$custody" "$cache"
 
+# --- the web page: a real browser (Debian's Chromium, driven by Playwright) --------------------
+check "web page: sign in with an OIDC provider, find a run, verify a receipt in the browser, approve a held call (ui.sh)" \
+  "$here/ui.sh" "$custody" "$cache"
+
 # --- protocol fidelity: third-party clients and stdio servers, direct vs through custody --------
 # Its own gateway and peers; PEERS_KNOWN_FAILURES=1 reports issue 15's known differences
 # without failing (see peers.sh).

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod index;
+mod print;
 pub mod query;
 pub mod runs;
 pub mod view;

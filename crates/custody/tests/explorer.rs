@@ -564,6 +564,45 @@ async fn the_cli_filters_reindexes_and_reads_through_the_gateway() {
         ok && table.contains("response #") && table.contains("after"),
         "{table}"
     );
+    // CSV for spreadsheets: a header, one row per entry, the same entries as JSON lines.
+    let (ok, csv, err) = custody(&[
+        "log", "--data", data, "--repo", "acme/api", "--kind", "request", "--format", "csv",
+    ]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(
+        rows[0].starts_with("time_utc,index,kind,endpoint,"),
+        "{csv}"
+    );
+    assert_eq!(rows.len(), 1 + 4, "{csv}");
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r.contains(",request,demo,") && r.contains("acme/api")),
+        "{csv}"
+    );
+    // OCSF events of the run: each call (request and answer) one API Activity (class 6003).
+    let (ok, ocsf, err) = custody(&[
+        "log", "timeline", "4711", "--data", data, "--format", "ocsf",
+    ]);
+    assert!(ok, "{err}");
+    let events: Vec<Value> = ocsf
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4, "{ocsf}");
+    assert!(
+        events.iter().all(|e| e["class_uid"] == 6003
+            && e["unmapped"]["ci_claims"]["run_id"] == "4711"
+            && e["end_time"].as_u64() >= e["start_time"].as_u64()),
+        "{ocsf}"
+    );
+    // OCSF needs the entries' bytes: not from a gateway's API.
+    let (ok, _, err) = custody(&["log", "--gateway", "http://127.0.0.1:9", "--format", "ocsf"]);
+    assert!(
+        !ok && err.contains("--format ocsf reads a local data directory"),
+        "{err}"
+    );
     // Bad input says what is wrong.
     let (ok, _, err) = custody(&["log", "--data", data, "--decision", "maybe"]);
     assert!(!ok && err.contains("not a policy decision"), "{err}");

@@ -6,7 +6,6 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
 
 use anyhow::Context as _;
-use serde_json::Value;
 
 use super::query::{self, Filter, Order, Scope};
 use super::{Open, view};
@@ -18,6 +17,12 @@ pub enum Format {
     Jsonl,
     /// A table for people: times, calls paired with their answers and durations.
     Table,
+    /// Comma-separated values with a header row, for spreadsheets (cells that a spreadsheet
+    /// would run as a formula are quoted with a leading `'`).
+    Csv,
+    /// OCSF 1.5.0 API Activity events, one a line (calls and their answers; a local data
+    /// directory only).
+    Ocsf,
 }
 
 /// The explorer's filters and sources, as `custody log` flags.
@@ -235,7 +240,12 @@ pub fn entries(
     let format = format_of(args.format);
     let mut left = limit.unwrap_or(u64::MAX);
     let mut cursor: Option<String> = None;
-    let mut out = Printer::new(format);
+    if format == Format::Ocsf && args.remote.gateway.is_some() {
+        anyhow::bail!(
+            "--format ocsf reads a local data directory (--data); from a gateway, stream OCSF with an [[export]] sink instead"
+        );
+    }
+    let mut out = super::print::Printer::new(format);
     let rt = args
         .remote
         .gateway
@@ -294,7 +304,7 @@ pub fn entries(
             (items, v["next"].as_str().map(str::to_string))
         };
         for e in &items {
-            if !out.entry(e)? {
+            if !out.entry(e, local.as_ref().map(|o| &o.log))? {
                 return Ok(());
             }
         }
@@ -317,13 +327,23 @@ pub fn timeline(
     format: Option<Format>,
     remote: &Remote,
 ) -> anyhow::Result<()> {
-    let items = match &remote.gateway {
-        None => {
-            let open = open_local(data)?;
+    let format = format_of(format);
+    if format == Format::Ocsf && remote.gateway.is_some() {
+        anyhow::bail!(
+            "--format ocsf reads a local data directory (--data); from a gateway, stream OCSF with an [[export]] sink instead"
+        );
+    }
+    let local = match &remote.gateway {
+        None => Some(open_local(data)?),
+        Some(_) => None,
+    };
+    let items = match (&remote.gateway, &local) {
+        (None, Some(open)) => {
             let indices = query::run_entries(&open.index, &Scope::All, run, super::TIMELINE_CAP)?;
             view::timeline(&open.log, &indices, true)?
         }
-        Some(gateway) => {
+        (None, None) => unreachable!("a local directory is open without --gateway"),
+        (Some(gateway), _) => {
             let target = crate::cli::approvals::Target {
                 gateway: gateway.clone(),
                 token: token(&remote.token_env)?,
@@ -350,7 +370,24 @@ pub fn timeline(
         );
     }
     let mut stdout = std::io::stdout().lock();
-    match format_of(format) {
+    match format {
+        Format::Csv | Format::Ocsf => {
+            drop(stdout);
+            let mut out = super::print::Printer::new(format);
+            let log = local.as_ref().map(|o| &o.log);
+            for i in &items {
+                let related = i["related"].as_array().map_or(&[][..], Vec::as_slice);
+                for e in std::iter::once(&i["request"])
+                    .chain(i.get("answer"))
+                    .chain(related)
+                {
+                    if !out.entry(e, log)? {
+                        return Ok(());
+                    }
+                }
+            }
+            out.done()?;
+        }
         Format::Jsonl => {
             for i in &items {
                 writeln!(stdout, "{i}")?;
@@ -403,90 +440,16 @@ pub fn timeline(
 }
 
 /// A time for people: UTC to the millisecond.
-fn time(ns: u64) -> String {
+pub(super) fn time(ns: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
     let s = humantime::format_rfc3339_millis(t).to_string();
     s.trim_end_matches('Z').replace('T', " ")
 }
 
-fn clip(s: &str, n: usize) -> String {
+pub(super) fn clip(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
         format!("{}…", s.chars().take(n - 1).collect::<String>())
-    }
-}
-
-struct Printer {
-    format: Format,
-    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
-    header: bool,
-}
-
-impl Printer {
-    fn new(format: Format) -> Self {
-        Self {
-            format,
-            out: std::io::BufWriter::new(std::io::stdout().lock()),
-            header: false,
-        }
-    }
-
-    /// Prints one entry; `false` when the reader went away (a closed pipe).
-    fn entry(&mut self, e: &Value) -> anyhow::Result<bool> {
-        let r = match self.format {
-            Format::Jsonl => writeln!(self.out, "{e}"),
-            Format::Table => {
-                if !self.header {
-                    self.header = true;
-                    writeln!(
-                        self.out,
-                        "{:<23}  {:>8}  {:<14}  {:<20}  {:<14}  {:<22}  {:<10}  ANSWER",
-                        "TIME (UTC)", "INDEX", "KIND", "PRINCIPAL", "METHOD", "TARGET", "DECISION"
-                    )?;
-                }
-                let s = |p: &str| {
-                    e.pointer(p)
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string()
-                };
-                let answer = match e.get("answered_by") {
-                    Some(a) => format!(
-                        "{} #{} after {:.1} ms",
-                        a["kind"].as_str().unwrap_or(""),
-                        a["index"],
-                        a["duration_ms"].as_f64().unwrap_or(0.0)
-                    ),
-                    None => e["request"]
-                        .as_u64()
-                        .map(|r| format!("answers #{r}"))
-                        .unwrap_or_default(),
-                };
-                writeln!(
-                    self.out,
-                    "{:<23}  {:>8}  {:<14}  {:<20}  {:<14}  {:<22}  {:<10}  {answer}",
-                    time(e["time_ns"].as_u64().unwrap_or(0)),
-                    e["index"],
-                    clip(&s("/kind"), 14),
-                    clip(&s("/caller/name"), 20),
-                    clip(&s("/method"), 14),
-                    clip(&s("/target"), 22),
-                    s("/detail/policy/decision")
-                )
-            }
-        };
-        match r {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn done(mut self) -> anyhow::Result<()> {
-        match self.out.flush() {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-            _ => Ok(()),
-        }
     }
 }

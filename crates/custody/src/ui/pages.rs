@@ -69,6 +69,7 @@ pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, at: Section, body: Marku
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · custody" }
                 link rel="stylesheet" href="/ui/assets/ui.css";
+                link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml";
                 script src="/ui/assets/ui.js" defer {}
             }
             body {

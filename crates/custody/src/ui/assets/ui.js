@@ -38,9 +38,10 @@ async function sha256(...parts) {
 // A verifier key "name+hexid+base64(0x01 || 32-byte Ed25519 key)", its id checked.
 async function parseKey(text) {
   const s = text.trim();
-  const plus2 = s.lastIndexOf("+");
-  const plus1 = s.lastIndexOf("+", plus2 - 1);
-  if (plus1 <= 0 || plus2 <= plus1) throw new Error("the verifier key must look like name+keyid+base64");
+  // A key name has no "+" (C2SP signed-note); the base64 after the id may.
+  const plus1 = s.indexOf("+");
+  const plus2 = s.indexOf("+", plus1 + 1);
+  if (plus1 <= 0 || plus2 !== plus1 + 9) throw new Error("the verifier key must look like name+keyid+base64");
   const name = s.slice(0, plus1);
   const id = s.slice(plus1 + 1, plus2);
   const raw = b64(s.slice(plus2 + 1));

@@ -75,7 +75,7 @@ pub fn timeline(viewer: &Viewer<'_>, run: &str, calls: &[Value]) -> Markup {
                         summary {
                             span.t { (time(c["time_ns"].as_u64().unwrap_or(0))) }
                             " "
-                            strong { (text(&c["method"])) }
+                            @if c["method"].is_null() { strong { (text(&c["kind"])) } } @else { strong { (text(&c["method"])) } }
                             @if !c["target"].is_null() { " " code { (text(&c["target"])) } }
                             @if !c["decision"].is_null() {
                                 " " span class={ "badge d-" (text(&c["decision"])) } { (text(&c["decision"])) }
