@@ -102,7 +102,7 @@ fn draft(size: usize, n: u64) -> Draft {
 }
 
 /// p50, p95 and max of `samples`, in milliseconds.
-fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+pub fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
     let at = |q: f64| {
         #[allow(
@@ -274,6 +274,12 @@ pub async fn run(entries: u64, size: usize, samples: u32) -> anyhow::Result<()> 
     );
     std::hint::black_box(page);
     println!("worst filtered p95: {worst:.2} ms (target 100 ms)");
+    let run_ids: Vec<String> = query::runs(&open.index, &Scope::All, &Filter::default(), 100)?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     drop(open);
+    let pages = crate::explorer_pages::run(dir.path(), samples, repo, &run_ids, entries).await?;
+    println!("worst page p95: {pages:.2} ms (target 200 ms)");
     Ok(())
 }

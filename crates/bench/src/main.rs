@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit;
 mod auth;
 mod explorer;
+mod explorer_pages;
 mod flood;
 mod load;
 mod mask;
