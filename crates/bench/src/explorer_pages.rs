@@ -66,8 +66,8 @@ pub async fn run(
          [endpoints.ci.upstream]\ntransport = \"http\"\nurl = \"http://127.0.0.1:9/mcp\"\n",
         dir.display()
     );
-    let config = custody::config::Config::parse(&text, "bench.toml")
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config =
+        custody::config::Config::parse(&text, "bench.toml").map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
     let running = custody::http::start(&config).await?;
     let addr = running.addr;
@@ -99,8 +99,12 @@ pub async fn run(
         "page (server time to the last byte, over loopback, signed in as an auditor)   p50 ms   p95 ms   max ms"
     );
     let mut worst: f64 = 0.0;
-    let pages: Vec<(&str, Box<dyn FnMut(&mut dyn FnMut(u64) -> u64) -> String>)> = vec![
-        ("/ui/runs (the latest 100 runs)", Box::new(|_| "/ui/runs".into())),
+    type Path<'a> = Box<dyn FnMut(&mut dyn FnMut(u64) -> u64) -> String + 'a>;
+    let pages: Vec<(&str, Path<'_>)> = vec![
+        (
+            "/ui/runs (the latest 100 runs)",
+            Box::new(|_| "/ui/runs".into()),
+        ),
         (
             "/ui/runs?repository=R",
             Box::new(|r| format!("/ui/runs?repository={}", repo(r(50)).replace('/', "%2F"))),
@@ -144,4 +148,3 @@ pub async fn run(
     running.shutdown().await;
     Ok(worst)
 }
-

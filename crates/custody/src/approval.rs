@@ -87,6 +87,21 @@ pub enum Resolution {
     },
 }
 
+impl Resolution {
+    /// How the wait ended, in a word.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Resolution::Granted { .. } => "granted",
+            Resolution::Denied { .. } => "denied",
+            Resolution::Ended { ending, .. } => match ending {
+                Ending::Expired => "expired",
+                Ending::Cancelled => "cancelled",
+                Ending::Abandoned => "abandoned",
+            },
+        }
+    }
+}
+
 /// What the relay knows about a call it holds.
 pub struct Ask<'a> {
     pub requester: Arc<Principal>,

@@ -15,6 +15,7 @@ mod metrics;
 pub mod raw;
 mod secret;
 mod server;
+mod telemetry;
 mod ui;
 mod upstream_url;
 mod witness;
@@ -30,6 +31,7 @@ pub use limits::{EndpointLimits, LimitsConfig, ServerLimits};
 pub use metrics::{MetricsConfig, RawMetrics};
 pub use secret::SecretRef;
 pub use server::{OriginPattern, ServerConfig, split_host_port};
+pub use telemetry::{RawTelemetry, Sampling, TelemetryConfig};
 pub use ui::{RawUi, UiConfig, UiOidcConfig};
 pub use upstream_url::UpstreamUrl;
 pub use witness::{RawWitness, WitnessConfig, WitnessMode, load_policy as load_witness_policy};
@@ -90,6 +92,8 @@ pub struct Config {
     pub explorer: ExplorerConfig,
     /// `[ui]`: the web page and how people sign in to it.
     pub ui: UiConfig,
+    /// `[telemetry]`: where traces go, if anywhere.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 /// `[explorer]`, validated.
@@ -227,6 +231,13 @@ impl Config {
             exports: Vec::new(),
             metrics: MetricsConfig::default(),
             ui: UiConfig::default(),
+            // The embedded default traces where the standard environment says.
+            telemetry: resolver
+                .telemetry(RawTelemetry::default(), &|k| std::env::var(k).ok())
+                .unwrap_or_else(|e| {
+                    tracing::warn!("no traces: {e}");
+                    None
+                }),
         }
     }
 }
@@ -376,6 +387,7 @@ impl Resolver<'_> {
             auditors: raw.explorer.auditors,
         };
         let ui = self.ui(raw.ui, &auth, server.public_url.as_deref())?;
+        let telemetry = self.telemetry(raw.telemetry, &|k| std::env::var(k).ok())?;
         let mask_key_file = raw
             .masking
             .key_file
@@ -394,6 +406,7 @@ impl Resolver<'_> {
             metrics,
             explorer,
             ui,
+            telemetry,
         })
     }
 }

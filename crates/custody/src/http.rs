@@ -59,6 +59,8 @@ struct App {
     explorer: Arc<crate::explorer::Explorer>,
     /// The web page's sessions, when `[ui] enabled`.
     ui: Option<Arc<ui::UiState>>,
+    /// Where traces go, when `[telemetry]` says.
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 type Shared = State<Arc<App>>;
@@ -114,6 +116,8 @@ pub enum StartError {
     Credentials(String),
     #[error("the witnesses cannot be used: {0}")]
     Witnesses(String),
+    #[error("traces cannot be exported: {0}")]
+    Telemetry(String),
 }
 
 /// Opens the audit log, binds the listener and starts serving.
@@ -251,7 +255,14 @@ pub async fn start_with(
         config.endpoints.iter().map(|e| e.name.clone()).collect(),
     );
     let follower = explorer.spawn_follower(audit.clone(), stop.clone());
+    let telemetry = match &config.telemetry {
+        Some(t) => Some(Arc::new(
+            crate::telemetry::Telemetry::start(t).map_err(StartError::Telemetry)?,
+        )),
+        None => None,
+    };
     let app = Arc::new(App {
+        telemetry,
         relay: relay.clone(),
         limiter: relay.limiter.clone(),
         guard: Guard::new(&config.server),
@@ -273,6 +284,7 @@ pub async fn start_with(
         }),
     });
     let with_ui = app.ui.is_some();
+    let telemetry = app.telemetry.clone();
     let make_ops = |metrics: bool| {
         Arc::new(ops::Ops {
             relay: relay.clone(),
@@ -412,6 +424,10 @@ pub async fn start_with(
                 tracing::error!("couldn't sign the final checkpoint: {e}");
             }
             audit.close().await;
+            if let Some(t) = telemetry {
+                // Flushing blocks until the last batch is sent, which runs on this runtime.
+                let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+            }
             ops_stopped.cancel();
             if let Some(s) = ops_server {
                 let _ = s.await;

@@ -26,6 +26,7 @@ pub mod policy;
 pub mod relay;
 pub mod signals;
 pub mod store;
+pub mod telemetry;
 pub mod tiles;
 pub mod ui;
 pub mod witness;

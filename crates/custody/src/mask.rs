@@ -121,6 +121,7 @@ impl Masker {
     /// Masks a message for the log only (it goes to the upstream, or it is the client's own):
     /// the client set and the audit set. `None` when nothing was masked.
     pub fn audit_copy(&self, original: &Value) -> Option<(Value, Vec<Mark>)> {
+        let mut span = crate::telemetry::child("mask");
         let mut v = original.clone();
         let mut marks = Vec::new();
         if self.audit_adds_detectors() {
@@ -132,6 +133,12 @@ impl Masker {
             }
         }
         self.count(&marks);
+        if let Some(s) = &mut span {
+            s.set(
+                "custody.mask.values",
+                i64::try_from(marks.len()).unwrap_or(i64::MAX),
+            );
+        }
         (!marks.is_empty()).then_some((v, marks))
     }
 
@@ -145,6 +152,7 @@ impl Masker {
     /// client set and the audit set). `marks` report the audit copy, which masks everything
     /// the client copy does.
     pub fn copies(&self, original: &Value) -> Copies {
+        let _span = crate::telemetry::child("mask");
         let mut client = original.clone();
         let mut client_marks = Vec::new();
         self.apply(self.client.pass(), &mut client, "", &mut client_marks);

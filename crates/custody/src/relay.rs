@@ -296,6 +296,7 @@ impl Relay {
             "tools/call" | "prompts/get" => msg.params().and_then(|p| p.get("arguments")),
             _ => None,
         };
+        let mut span = crate::telemetry::child("policy");
         let decision = engine.decide(&Call {
             principal: &caller.principal,
             endpoint: &ep.name,
@@ -310,6 +311,17 @@ impl Relay {
             Verdict::Deny => 1,
             Verdict::NeedsApproval => 2,
         });
+        if let Some(s) = &mut span {
+            s.set(
+                "custody.policy.decision",
+                match decision.verdict {
+                    Verdict::Allow => "allow",
+                    Verdict::Deny => "deny",
+                    Verdict::NeedsApproval => "approval",
+                },
+            );
+            s.set("custody.policy.ids", decision.policies.join(","));
+        }
         Some(decision)
     }
 

@@ -50,6 +50,9 @@ pub struct RawConfig {
     /// The web page at `/ui/`; see [`super::ui::RawUi`].
     #[serde(default)]
     pub ui: super::ui::RawUi,
+    /// OpenTelemetry traces; see [`super::telemetry::RawTelemetry`].
+    #[serde(default)]
+    pub telemetry: super::telemetry::RawTelemetry,
 }
 
 /// `[auth]`: every call presents a bearer token that one of these accepts. A file without

@@ -30,7 +30,7 @@ async fn admit(
     headers: &HeaderMap,
     method: &Method,
     peer: SocketAddr,
-) -> Result<(Arc<Endpoint>, Caller, Permit), (Response, usize)> {
+) -> Result<(Arc<Endpoint>, Caller, Permit, Option<Span>), (Response, usize)> {
     use crate::metrics::labels::outcome as label;
     let ep = app
         .relay
@@ -43,6 +43,8 @@ async fn admit(
         http_method: method.as_str(),
         session: crate::relay::session_header(headers),
     };
+    // Traced: the token's check (a known token's lookup, or its verification) is a span.
+    let auth_started = app.telemetry.as_ref().map(|_| std::time::SystemTime::now());
     let known = match gate_address(app, headers, peer) {
         Ok(known) => known,
         Err(error) => {
@@ -66,6 +68,7 @@ async fn admit(
             .await
             .map_err(|resp| (resp, label::UNAUTHORIZED))?,
     };
+    let auth_span = auth_started.map(|t0| (t0, std::time::SystemTime::now()));
     let caller = Caller { principal, address };
     let at = At {
         endpoint: &ep.name,
@@ -90,7 +93,47 @@ async fn admit(
         Ok(p) => p,
         Err(e) => return Err(limited(e)),
     };
-    Ok((ep, caller, permit))
+    Ok((ep, caller, permit, auth_span))
+}
+
+/// When a step began and ended, for a span made once its parent exists.
+type Span = (std::time::SystemTime, std::time::SystemTime);
+
+/// The request's server span, when traced: its parent from `params._meta` or the headers, its
+/// name and attributes from the message, authentication as its first child.
+fn server_span(
+    app: &App,
+    ep: &Endpoint,
+    headers: &HeaderMap,
+    body: &Body,
+    started: std::time::SystemTime,
+    auth: Option<Span>,
+) -> Option<opentelemetry::Context> {
+    let t = app.telemetry.as_ref()?;
+    let version = headers
+        .get(crate::mcp::headers::MCP_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok());
+    let session = crate::relay::session_header(headers);
+    let (parent, name, attributes) = match body {
+        Body::Single(m) => (
+            t.parent(headers, m.params().and_then(|p| p.get("_meta"))),
+            crate::telemetry::mcp::span_name(m),
+            crate::telemetry::mcp::attributes(m, version, session.as_deref(), &ep.name),
+        ),
+        Body::Batch(..) => (
+            t.parent(headers, None),
+            "batch".to_string(),
+            vec![opentelemetry::KeyValue::new(
+                "custody.endpoint",
+                ep.name.to_string(),
+            )],
+        ),
+    };
+    let cx = t.server(&parent, name, started, attributes);
+    if let Some((a, b)) = auth {
+        t.finished(&cx, "authenticate", a, b);
+    }
+    Some(cx)
 }
 
 /// Holds `permit` until the response's body has been sent (or dropped); a stream is counted
@@ -111,11 +154,12 @@ pub(super) async fn mcp_post(
     request: Request,
 ) -> Response {
     let started = Instant::now();
+    let wall = app.telemetry.as_ref().map(|_| std::time::SystemTime::now());
     // Taking the request whole avoids copying its headers into extractors.
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     // Identity before the body: an unauthenticated caller cannot make the gateway read it.
-    let (ep, caller, permit) =
+    let (ep, caller, permit, auth) =
         match admit(&app, &name, &parts.uri, &headers, &parts.method, peer).await {
             Ok(admitted) => admitted,
             Err((resp, outcome)) => {
@@ -131,10 +175,25 @@ pub(super) async fn mcp_post(
         Body::parse(bytes.clone(), ep.messages.json()).map_err(|e| (e.into(), Some(bytes)))
     }
     .await;
+    let mut traced = None;
     let (outcome, labels) = match checked {
         Ok(body) => {
             let labels = observe::labels(&ep, &body);
-            (app.relay.post(&ep, &caller, &headers, body).await, labels)
+            let cx = wall.and_then(|w| server_span(&app, &ep, &headers, &body, w, auth));
+            let outcome = match &cx {
+                Some(cx) => {
+                    use crate::telemetry::FutureExt as _;
+                    let outcome = app
+                        .relay
+                        .post(&ep, &caller, &headers, body)
+                        .with_context(cx.clone())
+                        .await;
+                    traced_stream(outcome, cx)
+                }
+                None => app.relay.post(&ep, &caller, &headers, body).await,
+            };
+            traced = cx;
+            (outcome, labels)
         }
         Err((error, raw)) => {
             let outcome = app
@@ -144,8 +203,22 @@ pub(super) async fn mcp_post(
             (outcome, (crate::metrics::labels::method::UNKNOWN, None))
         }
     };
-    let observed = observe::Observed::new(ep, labels, started, &outcome);
+    let mut observed = observe::Observed::new(ep, labels, started, &outcome);
+    observed.trace = traced;
     holding(respond(&name, outcome), permit, observed)
+}
+
+/// A streamed answer is read (and its messages recorded) as the client reads it: in the
+/// request's trace context.
+fn traced_stream(outcome: Outcome, cx: &opentelemetry::Context) -> Outcome {
+    use crate::telemetry::FutureExt as _;
+    match outcome {
+        Outcome::Stream { events, session } => Outcome::Stream {
+            events: events.with_context(cx.clone()).boxed(),
+            session,
+        },
+        other => other,
+    }
 }
 
 pub(super) async fn mcp_get(
@@ -157,7 +230,8 @@ pub(super) async fn mcp_get(
 ) -> Response {
     let started = Instant::now();
     let labels = (crate::metrics::labels::method::GET, None);
-    let (ep, caller, permit) = match admit(&app, &name, &uri, &headers, &Method::GET, peer).await {
+    let (ep, caller, permit, _) = match admit(&app, &name, &uri, &headers, &Method::GET, peer).await
+    {
         Ok(admitted) => admitted,
         Err((resp, outcome)) => {
             return observe::refused(&app.relay, &name, labels.0, outcome, started, resp);
@@ -184,13 +258,13 @@ pub(super) async fn mcp_delete(
 ) -> Response {
     let started = Instant::now();
     let labels = (crate::metrics::labels::method::DELETE, None);
-    let (ep, caller, permit) = match admit(&app, &name, &uri, &headers, &Method::DELETE, peer).await
-    {
-        Ok(admitted) => admitted,
-        Err((resp, outcome)) => {
-            return observe::refused(&app.relay, &name, labels.0, outcome, started, resp);
-        }
-    };
+    let (ep, caller, permit, _) =
+        match admit(&app, &name, &uri, &headers, &Method::DELETE, peer).await {
+            Ok(admitted) => admitted,
+            Err((resp, outcome)) => {
+                return observe::refused(&app.relay, &name, labels.0, outcome, started, resp);
+            }
+        };
     let outcome = app.relay.delete(&ep, &caller, &headers).await;
     let observed = observe::Observed::new(ep, labels, started, &outcome);
     holding(respond(&name, outcome), permit, observed)

@@ -2,8 +2,8 @@
 //! the endpoint's lock-free table (`metrics::EndpointMetrics`). A JSON answer is counted when it
 //! is ready; a stream when its body ends (or the client goes away).
 //!
-//! This is also where a trace's server span belongs: [`Observed`] carries the request's arrival
-//! time, endpoint, method, tool and outcome, and is dropped when its answer has gone out.
+//! A traced request's server span ends here too: [`Observed`] carries its context and is
+//! dropped when the answer has gone out.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,6 +56,8 @@ pub struct Observed {
     started: Instant,
     /// The answer is a stream: counted when its body ends.
     pub streaming: bool,
+    /// The request's trace context: its server span ends with this.
+    pub trace: Option<opentelemetry::Context>,
 }
 
 impl Observed {
@@ -72,6 +74,7 @@ impl Observed {
             outcome: labels::outcome_index(outcome),
             started,
             streaming: matches!(outcome, Outcome::Stream { .. }),
+            trace: None,
         }
     }
 }
@@ -82,6 +85,15 @@ impl Drop for Observed {
         m.request(self.method, self.outcome, self.started.elapsed());
         if let Some(slot) = self.tool {
             m.tool_call(slot, self.outcome);
+        }
+        if let Some(cx) = &self.trace {
+            use opentelemetry::trace::TraceContextExt as _;
+            let span = cx.span();
+            span.set_attribute(opentelemetry::KeyValue::new(
+                "custody.outcome",
+                crate::metrics::labels::OUTCOMES[self.outcome],
+            ));
+            span.end();
         }
     }
 }

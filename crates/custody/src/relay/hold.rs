@@ -135,7 +135,13 @@ impl Relay {
             principal: caller.principal.clone(),
             address: caller.address.clone(),
         };
-        tokio::spawn(async move {
+        // The wait runs on a task of its own, in the request's trace.
+        let trace = opentelemetry::Context::current();
+        let waiting = async move {
+            let mut span = crate::telemetry::child("approval wait");
+            if let Some(s) = &mut span {
+                s.set("custody.approval.id", pending.id.to_string());
+            }
             let resolution = relay
                 .await_decision(&pending, progress.as_ref(), &tx, &scope, || {
                     // A session with a call waiting in it is not idle.
@@ -144,6 +150,10 @@ impl Relay {
                     }
                 })
                 .await;
+            if let Some(s) = &mut span {
+                s.set("custody.approval.resolution", resolution.name());
+            }
+            drop(span);
             let ctx = relay.ctx(&ep, requests, session, scope.clone());
             let answer = match resolution {
                 Resolution::Granted { .. } => {
@@ -203,7 +213,11 @@ impl Relay {
                 } => return,
             };
             send_outcome(answer, id.as_ref(), &tx).await;
-        });
+        };
+        {
+            use crate::telemetry::FutureExt as _;
+            tokio::spawn(waiting.with_context(trace));
+        }
         Outcome::Stream {
             events: ReceiverStream::new(rx).boxed(),
             session: session_id,

@@ -266,10 +266,20 @@ impl Scope {
             Direction::UpstreamToClient => Unrecorded::Answer,
             Direction::Gateway => Unrecorded::GatewayAnswer,
         };
-        self.audit
-            .append(d)
-            .await
-            .map_err(|e| RelayError::audit(e, stage))
+        let Some(mut span) = crate::telemetry::child("audit append") else {
+            return self
+                .audit
+                .append(d)
+                .await
+                .map_err(|e| RelayError::audit(e, stage));
+        };
+        let traced = crate::telemetry::Recorded::of(&d);
+        let appended = self.audit.append(d).await;
+        match &appended {
+            Ok(a) => traced.annotate(&mut span, a.index),
+            Err(e) => span.fail(e.to_string()),
+        }
+        appended.map_err(|e| RelayError::audit(e, stage))
     }
 }
 

@@ -238,7 +238,22 @@ impl HttpUpstream {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let resp = self.send(req).await?;
+        // Traced: a client span, whose context replaces the client's `traceparent`.
+        let mut span = crate::telemetry::upstream_call(Some(req.headers_mut()));
+        if let Some(s) = &mut span {
+            s.set("server.address", self.url.host().unwrap_or("").to_string());
+        }
+        let resp = self.send(req).await;
+        if let (Some(s), Err(e)) = (&mut span, &resp) {
+            s.fail(e.to_string());
+        }
+        let resp = resp?;
+        if let Some(s) = &mut span {
+            s.set(
+                "http.response.status_code",
+                i64::from(resp.status().as_u16()),
+            );
+        }
         let session = resp.headers().get(MCP_SESSION_ID).cloned();
         let recorded = recorded_headers(resp.headers());
         let reply = self.reply(resp, out.session.is_some()).await?;

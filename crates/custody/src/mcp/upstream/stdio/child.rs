@@ -256,6 +256,8 @@ impl Child {
                 },
             );
         }
+        // A process is not told the trace: custody does not rewrite a message it has recorded.
+        let span = crate::telemetry::upstream_call(None);
         // The route is in place: edit the message outside the lock (re-serialising it costs its
         // size).
         msg.edit(|value| {
@@ -275,6 +277,7 @@ impl Child {
             child: self.clone(),
             internal,
             cancel: shared,
+            _span: span,
         };
         // A listen stream is silent for as long as nothing changes: no timeout.
         let timeout = if long_lived {
@@ -545,6 +548,8 @@ struct RequestGuard {
     child: Arc<Child>,
     internal: u64,
     cancel: bool,
+    /// The call's client span, when traced: it ends with the request's stream.
+    _span: Option<crate::telemetry::Child>,
 }
 
 impl Drop for RequestGuard {
