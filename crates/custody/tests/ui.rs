@@ -585,3 +585,48 @@ async fn people_sign_in_with_the_oidc_provider_using_pkce() {
     let p = other.get(&back).await;
     assert_eq!(p.status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_posted_from_another_site_are_refused_and_notes_cannot_be_forged() {
+    let w = world("").await;
+    let mut b = Browser::new(&base(&w));
+    // A sign-in form on another site: refused, no session.
+    let body = format!("token={}&next=%2Fui%2Fruns", w.ines);
+    let resp = b
+        .http
+        .post(format!("{}/ui/login", base(&w)))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers().get("set-cookie").is_none());
+    // An opaque origin (a sandboxed frame, a data: page) is not this site either.
+    let resp = b
+        .http
+        .post(format!("{}/ui/login", base(&w)))
+        .header("origin", "null")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", w.ines))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // From the gateway's own page: accepted.
+    b.sign_in(&w.ines).await;
+    // The note after a decision shows only an approval id and a state.
+    let p = b
+        .get("/ui/approvals?done=Call%20the%20helpdesk%20at%20555-0100")
+        .await;
+    assert!(!p.body.contains("helpdesk"), "{}", p.body);
+    let p = b
+        .get("/ui/approvals?done=Approval%20abc123%20is%20now%20granted.")
+        .await;
+    assert!(
+        p.body.contains("Approval abc123 is now granted."),
+        "{}",
+        p.body
+    );
+}

@@ -61,7 +61,7 @@ async fn harden(mut resp: Response) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
@@ -107,6 +107,36 @@ fn set_cookie(resp: &mut Response, ui: &UiState, name: &str, value: &str, max_ag
     if let Ok(v) = HeaderValue::from_str(&c) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
+}
+
+/// Whether a POST comes from this site's own pages: a browser names the page's origin in
+/// `Origin`, which must be the `Host` the request was sent to. (A request without `Origin`
+/// is not a browser's form; the session's form token still guards every decision.)
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
+/// The page for a form posted from another site.
+fn cross_site() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html(
+            ui::pages::error(
+                None,
+                403,
+                "this form was posted from another site (its Origin is not this gateway); sign in and decide on the gateway's own pages",
+            )
+            .into_string(),
+        ),
+    )
+        .into_response()
 }
 
 /// Headers that present `token` as the API expects it.
@@ -205,8 +235,12 @@ pub struct LoginForm {
 async fn login(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     let next = local_next(f.next.as_deref());
     let token = f.token.trim();
     match super::approvals::who(&app, &bearer(token), &Method::POST, peer, "web page").await {
@@ -245,6 +279,9 @@ async fn logout(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let ui = state(&app);
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     if let Some(c) = cookie(&headers, ui::COOKIE)
         && ui.sessions.get(&c).is_some_and(|s| s.csrf == f.csrf)
     {

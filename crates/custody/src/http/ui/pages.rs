@@ -164,7 +164,19 @@ pub async fn approvals(
         .map(|p| p.to_json())
         .filter(|a| a["state"] == "pending")
         .collect();
-    page(render::approvals(&v, &list, q.done.as_deref()))
+    // The note after a decision names an approval and its state, nothing else: a link with
+    // other text does not put words on the page.
+    let done = q.done.as_deref().filter(|d| {
+        d.strip_prefix("Approval ")
+            .and_then(|r| r.split_once(" is now "))
+            .is_some_and(|(id, state)| {
+                id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && state
+                        .strip_suffix('.')
+                        .is_some_and(|s| s.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+    });
+    page(render::approvals(&v, &list, done))
 }
 
 #[derive(Deserialize)]
@@ -184,6 +196,9 @@ pub async fn decide(
     Path((id, verb)): Path<(String, String)>,
     Form(f): Form<DecideForm>,
 ) -> Response {
+    if !super::same_origin(&headers) {
+        return super::cross_site();
+    }
     let (session, who) = signed_in_or_return!(app, headers, peer, uri);
     let v = viewer(&session, &who);
     let fail = |status: StatusCode, message: String| {
