@@ -63,6 +63,8 @@ try {
   await page.getByRole("button", { name: /Verify entry/ }).click();
   await expectText(page.locator("#verify-result"), `Verified: entry ${index}`, "the in-browser check");
   await expectText(page.locator("#verify-result dl"), "tools/call", "the decoded entry");
+  await expectText(page.locator("#verify-result"), "the message matches its commitment", "the payload's check");
+  await expectText(page.locator("#verify-result pre"), "hello through custody", "the verified message");
   await page.screenshot({ path: `${shots}/verify.png`, fullPage: true });
   // The same check on bytes the server changed fails.
   await page.evaluate(() => {
@@ -73,6 +75,15 @@ try {
   });
   await page.getByRole("button", { name: /Verify entry/ }).click();
   await expectText(page.locator("#verify-result"), "Not verified", "a tampered entry");
+  // A message changed where payloads are stored fails against its commitment.
+  await page.reload();
+  await page.getByLabel(/Verifier key/).fill(verifierKey);
+  await page.evaluate(() => {
+    const el = document.querySelector("pre.payload-bytes[data-slot='1']");
+    el.textContent = btoa(atob(el.textContent.trim()).replace("hello", "HELLO"));
+  });
+  await page.getByRole("button", { name: /Verify entry/ }).click();
+  await expectText(page.locator("#verify-result"), "does not match its commitment", "a changed payload");
   // And a key other than the log's is refused.
   await page.reload();
   await page.getByLabel(/Verifier key/).fill("custody.local/other+00000000+AQ" + "A".repeat(42) + "=");

@@ -5,6 +5,7 @@
 //! [`LogReader`]s. Both block: call them from a dedicated thread or `spawn_blocking`, never on
 //! the relay's tasks.
 
+pub mod postgres;
 mod sqlite;
 
 use std::path::Path;

@@ -323,6 +323,14 @@ async fn hostile_payloads_are_shown_escaped_never_as_markup() {
         page.body
     );
     assert!(page.body.contains("id=\"entry-bytes\""));
+    // An auditor's page carries the payload and its opening, for the browser to check
+    // against the entry's commitment.
+    assert!(
+        page.body
+            .contains("class=\"payload-bytes\" hidden data-slot=\"1\" data-opening=\""),
+        "{}",
+        page.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,6 +370,18 @@ async fn a_ci_job_signed_in_sees_its_own_run_and_is_refused_another() {
         .to_string();
     let t = b.get(&format!("/ui/runs/{own}")).await.body;
     assert!(t.contains("The message is withheld"), "{t}");
+    // Its entry page: the entry's bytes (a version-2 entry holds no payload) and no payload.
+    let idx = t
+        .split("href=\"/ui/entries/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let e = b.get(&format!("/ui/entries/{idx}")).await.body;
+    assert!(
+        !e.contains("payload-bytes") && !e.contains("\"api\""),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

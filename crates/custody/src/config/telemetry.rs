@@ -43,7 +43,7 @@ pub enum Sampling {
 }
 
 /// `[telemetry]`, validated; `None` when no endpoint is configured.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TelemetryConfig {
     pub endpoint: String,
     /// Resolved values; never printed.
@@ -52,6 +52,19 @@ pub struct TelemetryConfig {
     pub service_name: String,
     /// Whether spans carry the masked copy of each message.
     pub masked_payloads: bool,
+}
+
+impl std::fmt::Debug for TelemetryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("TelemetryConfig")
+            .field("endpoint", &self.endpoint)
+            .field("headers (values hidden)", &names)
+            .field("sampler", &self.sampler)
+            .field("service_name", &self.service_name)
+            .field("masked_payloads", &self.masked_payloads)
+            .finish()
+    }
 }
 
 const ON: Sampling = Sampling::AlwaysOn;

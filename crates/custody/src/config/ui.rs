@@ -58,7 +58,7 @@ impl Default for UiConfig {
 }
 
 /// `[ui.oidc]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UiOidcConfig {
     pub issuer: String,
     pub client_id: String,
@@ -66,6 +66,18 @@ pub struct UiOidcConfig {
     pub client_secret: Option<String>,
     pub scopes: Vec<String>,
     pub redirect_url: String,
+}
+
+impl std::fmt::Debug for UiOidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UiOidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .field("scopes", &self.scopes)
+            .field("redirect_url", &self.redirect_url)
+            .finish()
+    }
 }
 
 const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(8 * 3600);

@@ -104,7 +104,11 @@ impl Printer {
             Format::Jsonl => writeln!(self.out, "{e}"),
             Format::Table => self.table(e),
             Format::Csv => {
-                let mut w = csv::Writer::from_writer(Vec::new());
+                // Every field quoted: a spreadsheet whose list separator is `;` cannot split
+                // a field into a formula.
+                let mut w = csv::WriterBuilder::new()
+                    .quote_style(csv::QuoteStyle::Always)
+                    .from_writer(Vec::new());
                 if !self.header {
                     self.header = true;
                     w.write_record(CSV_COLUMNS)?;

@@ -302,6 +302,8 @@ pub(super) struct Found {
     pub entry: Value,
     /// The encoded entry, exactly as hashed into the tree.
     pub bytes: Vec<u8>,
+    /// Its stored payloads with their openings, for whoever sees payloads.
+    pub stored: Vec<crate::store::StoredPayload>,
     /// Its receipt (C2SP tlog-proof) in the latest checkpoint, once one covers it.
     pub proof: Option<String>,
     pub checkpoint: Option<String>,
@@ -330,14 +332,20 @@ pub(super) async fn find_entry(
                 let e = view::entry(&open.log, idx, payloads)?;
                 let (_, bytes) = crate::store::LogReader::entry(&open.log, idx)
                     .map_err(crate::explorer::index::IndexError::from)?;
-                Ok(Some(Some((e, bytes))))
+                let stored = if payloads {
+                    crate::store::LogReader::payloads(&open.log, idx)
+                        .map_err(crate::explorer::index::IndexError::from)?
+                } else {
+                    Vec::new()
+                };
+                Ok(Some(Some((e, bytes, stored))))
             }
             Some(false) => Ok(Some(None)),
             None => Ok(None),
         }
     })
     .await?;
-    let (entry, bytes) = match found {
+    let (entry, bytes, stored) = match found {
         Some(Some(e)) => e,
         Some(None) => {
             let what = json!({ "index": idx, "refused": true, "returned": 0 });
@@ -374,6 +382,7 @@ pub(super) async fn find_entry(
     Ok(Found {
         entry,
         bytes,
+        stored,
         proof,
         checkpoint,
         payloads,

@@ -45,6 +45,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/approvals/{id}/{verb}", post(pages::decide))
         .route("/ui/health", get(pages::health))
+        // Forms carry a token and a reason: nothing near axum's 2 MB default.
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .layer(axum::middleware::map_response(harden))
 }
 
@@ -112,10 +114,19 @@ fn set_cookie(resp: &mut Response, ui: &UiState, name: &str, value: &str, max_ag
 /// Whether a POST comes from this site's own pages: a browser names the page's origin in
 /// `Origin`, which must be the `Host` the request was sent to. (A request without `Origin`
 /// is not a browser's form; the session's form token still guards every decision.)
-fn same_origin(headers: &HeaderMap) -> bool {
+fn same_origin(app: &App, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
+    // Behind a proxy that rewrites `Host`, the public URL is the page's origin.
+    if let Some(public) = app.public_url.as_deref()
+        && let Ok(u) = url::Url::parse(public)
+        && u.origin()
+            .ascii_serialization()
+            .eq_ignore_ascii_case(origin)
+    {
+        return true;
+    }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let authority = origin
         .strip_prefix("https://")
@@ -238,7 +249,7 @@ async fn login(
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&app, &headers) {
         return cross_site();
     }
     let next = local_next(f.next.as_deref());
@@ -255,7 +266,7 @@ async fn login(
 
 fn start_session(app: &App, token: &str, who: &Principal, next: &str) -> Response {
     let ui = state(app);
-    let (cookie, _) = ui.sessions.create(token);
+    let (cookie, _) = ui.sessions.create(token, &who.binding);
     tracing::info!(who = %who.name, "signed in to the web page");
     let mut resp = see_other(next);
     set_cookie(
@@ -279,7 +290,7 @@ async fn logout(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let ui = state(&app);
-    if !same_origin(&headers) {
+    if !same_origin(&app, &headers) {
         return cross_site();
     }
     if let Some(c) = cookie(&headers, ui::COOKIE)
@@ -312,19 +323,12 @@ async fn oidc_begin(State(app): State<Arc<App>>, Query(q): Query<LoginQuery>) ->
         ui::sessions::random(),
         ui::sessions::random(),
     );
-    let Some(state_value) = ui.sessions.begin(
+    let state_value = ui.sessions.begin(
         verifier.clone(),
         nonce.clone(),
         next.clone(),
         browser.clone(),
-    ) else {
-        return login_html(
-            &app,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("Too many sign-ins are under way; try again in a minute."),
-            &next,
-        );
-    };
+    );
     match provider
         .authorize_url(&state_value, &nonce, &verifier)
         .await
@@ -381,12 +385,25 @@ async fn oidc_callback(
         );
     };
     if let Some(e) = q.error {
+        // The provider's words are not shown (anyone can make a link with an `error`): a
+        // fixed sentence, and the words logged only for a sign-in this gateway started.
+        let ours = q
+            .state
+            .as_deref()
+            .and_then(|st| ui.sessions.finish(st))
+            .is_some();
+        if ours {
+            let said: String = format!("{e}: {}", q.error_description.unwrap_or_default())
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(300)
+                .collect();
+            tracing::warn!(provider = %provider.issuer(), "the OIDC provider did not sign someone in: {said}");
+        }
         return fail(
             StatusCode::UNAUTHORIZED,
-            format!(
-                "the provider refused: {e} {}",
-                q.error_description.unwrap_or_default()
-            ),
+            "the provider did not sign you in (what it said is in the gateway's log); start again"
+                .into(),
         );
     }
     let (Some(code), Some(state_value)) = (q.code, q.state) else {

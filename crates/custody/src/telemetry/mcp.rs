@@ -19,12 +19,28 @@ impl opentelemetry::propagation::Extractor for MetaCarrier<'_> {
     }
 }
 
+/// The longest value a span takes from a client's message: a 4 MiB tool name must not
+/// become a 4 MiB span in the export queue.
+const MAX_VALUE: usize = 256;
+
+/// `s`, cut to [`MAX_VALUE`] bytes on a character boundary.
+pub fn clip(s: &str) -> String {
+    if s.len() <= MAX_VALUE {
+        return s.to_string();
+    }
+    let mut end = MAX_VALUE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// The span name of a request: `{mcp.method.name} {target}`, or the method alone.
 pub fn span_name(msg: &Message) -> String {
-    let method = msg.method().unwrap_or("");
+    let method = clip(msg.method().unwrap_or(""));
     match msg.target_name() {
-        Some(t) => format!("{method} {t}"),
-        None => method.to_string(),
+        Some(t) => format!("{method} {}", clip(t)),
+        None => method,
     }
 }
 
@@ -36,7 +52,7 @@ pub fn attributes(
     session: Option<&str>,
     endpoint: &str,
 ) -> Vec<KeyValue> {
-    let method = msg.method().unwrap_or("").to_string();
+    let method = clip(msg.method().unwrap_or(""));
     let mut a = vec![
         KeyValue::new("mcp.method.name", method.clone()),
         KeyValue::new("network.transport", "tcp"),
@@ -45,27 +61,27 @@ pub fn attributes(
     ];
     if let Some(id) = msg.id() {
         let id = match id {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+            Value::String(s) => clip(s),
+            other => clip(&other.to_string()),
         };
         a.push(KeyValue::new("jsonrpc.request.id", id));
     }
     if let Some(v) = protocol_version.or_else(|| msg.meta_protocol_version()) {
-        a.push(KeyValue::new("mcp.protocol.version", v.to_string()));
+        a.push(KeyValue::new("mcp.protocol.version", clip(v)));
     }
     if let Some(s) = session {
-        a.push(KeyValue::new("mcp.session.id", s.to_string()));
+        a.push(KeyValue::new("mcp.session.id", clip(s)));
     }
     match (method.as_str(), msg.target_name()) {
         ("tools/call", Some(tool)) => {
-            a.push(KeyValue::new("gen_ai.tool.name", tool.to_string()));
+            a.push(KeyValue::new("gen_ai.tool.name", clip(tool)));
             a.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
         }
         ("prompts/get", Some(prompt)) => {
-            a.push(KeyValue::new("gen_ai.prompt.name", prompt.to_string()));
+            a.push(KeyValue::new("gen_ai.prompt.name", clip(prompt)));
         }
         ("resources/read" | "resources/subscribe" | "resources/unsubscribe", Some(uri)) => {
-            a.push(KeyValue::new("mcp.resource.uri", uri.to_string()));
+            a.push(KeyValue::new("mcp.resource.uri", clip(uri)));
         }
         _ => {}
     }
@@ -86,6 +102,15 @@ pub fn answer_error(message: &[u8]) -> Option<(String, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_values_are_clipped() {
+        let long = "é".repeat(1000);
+        let c = clip(&long);
+        assert!(c.len() <= MAX_VALUE + "…".len(), "{}", c.len());
+        assert!(c.ends_with('…'));
+        assert_eq!(clip("deploy"), "deploy");
+    }
 
     #[test]
     fn errors_are_named_by_their_code_or_as_tool_errors() {

@@ -11,7 +11,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 pub use admin::{approvals, health};
-pub use call::{entry, timeline};
+pub use call::{RawPayload, entry, timeline};
 
 /// Which section of the navigation a page belongs to.
 #[derive(Clone, Copy, PartialEq, Eq)]

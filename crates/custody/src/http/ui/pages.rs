@@ -129,11 +129,25 @@ pub async fn entry(
     let scope = app.explorer.scope_of(&who, app.relay.policy.as_deref());
     match api::find_entry(&app, &who, &scope, &index).await {
         Ok(found) => {
-            let bytes = base64::engine::general_purpose::STANDARD.encode(&found.bytes);
+            let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+            // A version-1 entry holds its message: its bytes are a payload, for those who may
+            // see payloads only.
+            let verifiable = found.payloads || found.entry["version"] == 2;
+            let bytes = verifiable.then(|| b64(&found.bytes));
+            let payloads: Vec<render::RawPayload> = found
+                .stored
+                .iter()
+                .map(|(slot, opening, data)| render::RawPayload {
+                    slot: *slot,
+                    opening: hex::encode(opening),
+                    data: b64(data),
+                })
+                .collect();
             page(render::entry(
                 &v,
                 &found.entry,
-                &bytes,
+                bytes.as_deref(),
+                &payloads,
                 found.proof.as_deref(),
                 app.relay.audit.origin(),
             ))
@@ -196,7 +210,7 @@ pub async fn decide(
     Path((id, verb)): Path<(String, String)>,
     Form(f): Form<DecideForm>,
 ) -> Response {
-    if !super::same_origin(&headers) {
+    if !super::same_origin(&app, &headers) {
         return super::cross_site();
     }
     let (session, who) = signed_in_or_return!(app, headers, peer, uri);
@@ -295,5 +309,14 @@ pub async fn health(
 ) -> Response {
     let (session, who) = signed_in_or_return!(app, headers, peer, uri);
     let v = viewer(&session, &who);
-    page(render::health(&v, &health_json(&app)))
+    let mut h = health_json(&app);
+    // Sinks' errors name files and collectors: the operator's business, and auditors'.
+    let scope = app.explorer.scope_of(&who, app.relay.policy.as_deref());
+    if !matches!(scope, crate::explorer::Scope::All) {
+        h["exports"] = json!([]);
+        if let Some(s) = h["scrub"].as_object_mut() {
+            s.remove("problem");
+        }
+    }
+    page(render::health(&v, &h))
 }

@@ -101,7 +101,49 @@ function decodeEntry(bytes) {
   const [endpoint, session, id, method, target, caller] = [str(), str(), str(), str(), str(), str()];
   const request = u8() === 1 ? u64() : null;
   const detail = str();
-  return { version, index, kind: KINDS[kind] || String(kind), direction, time, endpoint, session, id, method, target, caller, request, detail };
+  const commitments = [];
+  if (version === 1) {
+    need(4);
+    const n = view.getUint32(at);
+    at += 4;
+    need(n);
+    at += n;
+  } else if (version === 2) {
+    const count = u8();
+    for (let i = 0; i < count; i++) {
+      const slot = u8();
+      const length = u64();
+      need(32);
+      commitments.push({ slot, length, hash: bytes.slice(at, at + 32) });
+      at += 32;
+    }
+  }
+  if (at !== bytes.length) throw new Error("the entry's bytes go on past its last field");
+  return { version, index, kind: KINDS[kind] || String(kind), direction, time, endpoint, session, id, method, target, caller, request, detail, commitments };
+}
+
+const PAYLOAD_TAG = enc.encode("custody payload commitment v1\0");
+const SLOTS = { 1: "the message", 2: "the upstream's headers" };
+
+// Each payload the page carries, checked against its commitment in the verified entry.
+async function checkPayloads(entry, out) {
+  const els = Array.from(document.querySelectorAll("pre.payload-bytes"));
+  for (const c of entry.commitments) {
+    const el = els.find((e) => Number(e.dataset.slot) === c.slot);
+    const what = SLOTS[c.slot] || `payload ${c.slot}`;
+    if (!el) {
+      out.push(["note", `${what}: not shown to you, or erased; its commitment is in the verified entry`, null]);
+      continue;
+    }
+    const opening = Uint8Array.from((el.dataset.opening.match(/../g) || []).map((h) => parseInt(h, 16)));
+    const data = b64(el.textContent);
+    if (opening.length !== 32) throw new Error(`${what}: its opening is not 32 bytes`);
+    const hash = await sha256(PAYLOAD_TAG, opening, data);
+    if (BigInt(data.length) !== c.length || !equal(hash, c.hash)) {
+      throw new Error(`${what} does not match its commitment in the entry: it was changed where payloads are stored`);
+    }
+    out.push(["ok", `${what} matches its commitment`, new TextDecoder().decode(data)]);
+  }
 }
 
 function row(dl, name, value) {
@@ -135,12 +177,19 @@ async function verify(button) {
     let i = 1, extra = null;
     if (lines[i] && lines[i].startsWith("extra ")) extra = b64(lines[i++].slice(6));
     if (!lines[i] || !lines[i].startsWith("index ")) throw new Error("the receipt names no index");
-    const index = BigInt(lines[i++].slice(6));
+    const decimal = (t, what) => {
+      if (!/^(0|[1-9][0-9]{0,19})$/.test(t)) throw new Error(`${what} is not a number`);
+      return BigInt(t);
+    };
+    const index = decimal(lines[i++].slice(6), "the receipt's index");
     const path = lines.slice(i).map(b64);
+    if (path.length > 64 || path.some((h) => h.length !== 32)) throw new Error("the receipt's proof is malformed");
     const note = parseNote(receipt.slice(cut + 2));
     const body = note.text.split("\n");
-    const size = BigInt(body[1]);
-    const root = b64(body[2]);
+    const size = decimal(body[1] || "", "the checkpoint's size");
+    const root = b64(body[2] || "");
+    if (root.length !== 32) throw new Error("the checkpoint's root is not a hash");
+    if (index >= size) throw new Error(`entry ${index} is not in a tree of ${size} entries`);
     if (body[0] !== key.name) throw new Error(`the checkpoint is of log ${body[0]}, not of ${key.name} whose key is pinned`);
     const sig = note.sigs.find((s) => s.name === key.name && equal(s.bytes.slice(0, 4), key.id));
     if (!sig) throw new Error("the checkpoint carries no signature by the pinned key");
@@ -153,7 +202,17 @@ async function verify(button) {
     if (extra && !equal(extra, leaf)) throw new Error("the entry's bytes do not hash to the receipt's leaf");
     const computed = await rootFromInclusion(index, size, leaf, path);
     if (!equal(computed, root)) throw new Error("the inclusion proof does not lead to the checkpoint's root: the entry is not in that tree");
+    const payloads = [];
+    await checkPayloads(entry, payloads);
     say("ok", `Verified: entry ${index} (leaf ${hex(leaf)}) is in the tree of ${size} entries whose root ${hex(root)} is signed by ${key.name}.`);
+    for (const [cls, text, body] of payloads) {
+      say(cls, text);
+      if (body !== null) {
+        const pre = document.createElement("pre");
+        pre.textContent = body;
+        out.append(pre);
+      }
+    }
     const dl = document.createElement("dl");
     dl.className = "decoded";
     row(dl, "Kind", entry.kind);

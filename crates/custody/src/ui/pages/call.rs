@@ -33,7 +33,7 @@ fn entry_block(label: &str, e: &Value) -> Markup {
 fn payload(e: &Value) -> Markup {
     let erased = e["commitments"]
         .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["erased"] == true && c["slot"] == 0));
+        .is_some_and(|c| c.iter().any(|c| c["erased"] == true && c["slot"] == 1));
     html! {
         @if e["message_withheld"] == true || e["commitments"].as_array().is_some_and(|c| c.iter().any(|c| c["withheld"] == true)) {
             p.note { "The message is withheld: only auditors see payloads. Its commitment is in the entry." }
@@ -122,11 +122,22 @@ pub fn timeline(viewer: &Viewer<'_>, run: &str, calls: &[Value]) -> Markup {
     layout(&format!("Run {run}"), Some(viewer), Section::Runs, body)
 }
 
-/// One entry, its receipt, and the in-browser check of both.
+/// A stored payload as the page carries it for the browser's check.
+pub struct RawPayload {
+    pub slot: u8,
+    /// Hex of the commitment's opening.
+    pub opening: String,
+    /// Base64 of the payload's bytes.
+    pub data: String,
+}
+
+/// One entry, its receipt, and the in-browser check of both (and of its payloads, for those
+/// who see them). `bytes_b64` is `None` for a version-1 entry shown without its message.
 pub fn entry(
     viewer: &Viewer<'_>,
     e: &Value,
-    bytes_b64: &str,
+    bytes_b64: Option<&str>,
+    payloads: &[RawPayload],
     receipt: Option<&str>,
     origin: &str,
 ) -> Markup {
@@ -135,11 +146,14 @@ pub fn entry(
         (entry_block("Entry", e))
         section.verify aria-labelledby="verify-h" {
             h2 #verify-h { "Verify in your browser" }
-            @if let Some(r) = receipt {
+            @if bytes_b64.is_none() {
+                p.note { "This entry (log version 1) holds its message in its bytes: only auditors may check it here. `custody verify` checks it offline." }
+            } @else if let Some(r) = receipt {
                 p {
                     "Your browser hashes the entry's bytes, checks the inclusion proof up to the checkpoint's root, and checks "
-                    "the checkpoint's signature with the verifier key you pin here (WebCrypto, Ed25519). What the server says about the "
-                    "entry is not trusted: the fields shown after the check are decoded from the verified bytes."
+                    "the checkpoint's signature with the verifier key you pin here (WebCrypto, Ed25519), then each payload you may see "
+                    "against its commitment in the entry. What the server says is not trusted: what is shown after the check is decoded "
+                    "from the verified bytes. (The script itself comes from this gateway: `custody verify` trusts nothing it serves.)"
                 }
                 div.field {
                     label for="verifier-key" { "Verifier key of log " code { (origin) } }
@@ -158,7 +172,10 @@ pub fn entry(
                 }
                 details {
                     summary { "Entry bytes (base64)" }
-                    pre #entry-bytes.wrap { (bytes_b64) }
+                    pre #entry-bytes.wrap { (bytes_b64.unwrap_or("")) }
+                }
+                @for p in payloads {
+                    pre.payload-bytes hidden data-slot=(p.slot) data-opening=(p.opening) { (p.data) }
                 }
             } @else {
                 p.note { "No signed checkpoint covers this entry yet; reload in a few seconds." }

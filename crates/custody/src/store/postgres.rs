@@ -1,0 +1,278 @@
+//! The log in PostgreSQL, shared by several gateway replicas (issue: many replicas, one log).
+//!
+//! **Sequencing without a leader.** Each replica commits its own batches. A batch's indices are
+//! taken inside its committing transaction, under the row lock of the one `log_sequence` row,
+//! and the entries are encoded (an entry names its own index) and inserted in that same
+//! transaction: an index exists only in a committed row, and a replica that dies mid-batch
+//! leaves no hole (its transaction, lock and indices vanish together). A commit returns only
+//! once durable (`synchronous_commit = on`). Lock waits, statements and idle transactions are
+//! bounded, so a stalled replica cannot hold the log.
+//!
+//! **One steward integrates the tree.** The replica holding the steward lease (a session-level
+//! advisory lock, released by PostgreSQL when its holder's connection dies) reads the entries
+//! committed past the head, computes the tree's new right edge and interior nodes, and moves
+//! the head by compare-and-swap on (old size, old root): a steward that lost its lease, or was
+//! paused while another moved on, cannot move it. A checkpoint is stored only for the size the
+//! head has, and never beside a different one of the same size.
+//!
+//! The schema is versioned ([`SCHEMA_VERSION`]); [`PgLog::migrate`] creates or upgrades it under
+//! an advisory lock and refuses a schema newer than this build.
+
+mod schema;
+mod steward;
+
+use std::time::Duration;
+
+use tlog::Hash;
+
+pub use schema::SCHEMA_VERSION;
+pub use steward::Head;
+
+use super::Payload;
+
+/// How long a replica waits for a lock, a statement, an idle transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub idle_in_transaction: Duration,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(10),
+            idle_in_transaction: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the PostgreSQL log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("couldn't connect to the log database ({url}): {source}")]
+    Connect {
+        /// The URL without its password.
+        url: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error(
+        "the log database's schema is version {found}, newer than this custody knows ({known}); run the newer custody, or restore a matching database"
+    )]
+    NewerSchema { found: i32, known: i32 },
+    #[error(
+        "waited longer than lock_timeout for the log's {what}: another replica holds it (a stalled replica is ended by idle_in_transaction_session_timeout)"
+    )]
+    LockTimeout { what: &'static str },
+    #[error("couldn't {what}: {source}")]
+    Sql {
+        what: &'static str,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("the log database is inconsistent: {0}; run `custody verify --db` on it")]
+    Inconsistent(String),
+}
+
+impl PgError {
+    fn sql(what: &'static str) -> impl FnOnce(postgres::Error) -> Self {
+        move |source| {
+            if source.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                PgError::LockTimeout { what }
+            } else {
+                PgError::Sql { what, source }
+            }
+        }
+    }
+}
+
+/// One entry of a batch, encoded for its index.
+pub struct NewEntry {
+    pub leaf: Hash,
+    pub data: Vec<u8>,
+    pub payloads: Vec<Payload>,
+    pub time_ns: u64,
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A URL as it may be printed: without its password.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<not a URL>".into(),
+    }
+}
+
+/// One replica's connection to the log.
+pub struct PgLog {
+    client: postgres::Client,
+    replica: String,
+}
+
+impl PgLog {
+    /// Connects as replica `replica`, with every wait bounded by `bounds` and commits durable.
+    ///
+    /// # Errors
+    /// [`PgError::Connect`], or the session settings cannot be made.
+    pub fn connect(url: &str, replica: &str, bounds: Bounds) -> Result<Self, PgError> {
+        let connect = |source| PgError::Connect {
+            url: redacted(url),
+            source,
+        };
+        let mut config: postgres::Config = url.parse().map_err(connect)?;
+        config.application_name(&format!("custody {replica}"));
+        config.connect_timeout(Duration::from_secs(5));
+        let mut client = config.connect(postgres::NoTls).map_err(connect)?;
+        client
+            .batch_execute(&format!(
+                "SET lock_timeout = {}; SET statement_timeout = {}; \
+                 SET idle_in_transaction_session_timeout = {}; SET synchronous_commit = on",
+                bounds.lock_timeout.as_millis(),
+                bounds.statement_timeout.as_millis(),
+                bounds.idle_in_transaction.as_millis(),
+            ))
+            .map_err(PgError::sql("bound this replica's waits"))?;
+        Ok(Self {
+            client,
+            replica: replica.to_string(),
+        })
+    }
+
+    /// Creates or upgrades the schema; returns its version.
+    ///
+    /// # Errors
+    /// [`PgError::NewerSchema`]; SQL errors.
+    pub fn migrate(&mut self) -> Result<i32, PgError> {
+        schema::migrate(&mut self.client)
+    }
+
+    /// Appends `count` entries in one transaction: takes the next index under the sequencing
+    /// row's lock, asks `make` for the entry at each index (`make(index, i)`), inserts them and
+    /// their payloads, moves the sequence and commits. Returns the first index.
+    ///
+    /// # Errors
+    /// [`PgError::LockTimeout`] when another replica held the sequence too long; SQL errors.
+    /// On any error nothing of the batch is committed (unless the commit itself failed after
+    /// reaching the disk: then the caller must not acknowledge the batch, and a later read of
+    /// [`PgLog::committed`] says).
+    pub fn append(
+        &mut self,
+        count: usize,
+        make: &mut dyn FnMut(u64, usize) -> NewEntry,
+    ) -> Result<u64, PgError> {
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(PgError::sql("begin a batch"))?;
+        let next: i64 = tx
+            .query_one(
+                "SELECT next_index FROM log_sequence WHERE id FOR UPDATE",
+                &[],
+            )
+            .map_err(PgError::sql("sequence lock"))?
+            .get(0);
+        let first = u64_of(next);
+        let (mut idx, mut leaf, mut data, mut time) = (
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+        );
+        let (mut p_idx, mut p_slot, mut p_open, mut p_data) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..count {
+            let at = first + i as u64;
+            let e = make(at, i);
+            for p in e.payloads {
+                p_idx.push(i64_of(at));
+                p_slot.push(i16::from(p.slot));
+                p_open.push(p.opening.to_vec());
+                p_data.push(p.data.to_vec());
+            }
+            idx.push(i64_of(at));
+            leaf.push(e.leaf.0.to_vec());
+            data.push(e.data);
+            time.push(i64_of(e.time_ns));
+        }
+        tx.execute(
+            "INSERT INTO entries (idx, leaf, data, time_ns, replica) \
+             SELECT i, l, d, t, $5 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[]) AS u(i, l, d, t)",
+            &[&idx, &leaf, &data, &time, &self.replica],
+        )
+        .map_err(PgError::sql("insert the batch's entries"))?;
+        if !p_idx.is_empty() {
+            tx.execute(
+                "INSERT INTO payloads (idx, slot, opening, data) \
+                 SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bytea[], $4::bytea[])",
+                &[&p_idx, &p_slot, &p_open, &p_data],
+            )
+            .map_err(PgError::sql("insert the batch's payloads"))?;
+        }
+        tx.execute(
+            "UPDATE log_sequence SET next_index = $1 WHERE id",
+            &[&i64_of(first + count as u64)],
+        )
+        .map_err(PgError::sql("move the sequence"))?;
+        tx.commit().map_err(PgError::sql("commit the batch"))?;
+        Ok(first)
+    }
+
+    /// The number of committed entries (the next index).
+    ///
+    /// # Errors
+    /// SQL errors.
+    pub fn committed(&mut self) -> Result<u64, PgError> {
+        let next: i64 = self
+            .client
+            .query_one("SELECT next_index FROM log_sequence WHERE id", &[])
+            .map_err(PgError::sql("read the sequence"))?
+            .get(0);
+        Ok(u64_of(next))
+    }
+
+    /// Entry `index`: its leaf hash and bytes.
+    ///
+    /// # Errors
+    /// [`PgError::Inconsistent`] for a missing entry or a bad hash; SQL errors.
+    pub fn entry(&mut self, index: u64) -> Result<(Hash, Vec<u8>), PgError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT leaf, data FROM entries WHERE idx = $1",
+                &[&i64_of(index)],
+            )
+            .map_err(PgError::sql("read an entry"))?
+            .ok_or_else(|| PgError::Inconsistent(format!("entry {index} is missing")))?;
+        let leaf: Vec<u8> = row.get(0);
+        let leaf = Hash::from_slice(&leaf).ok_or_else(|| {
+            PgError::Inconsistent(format!("entry {index}'s leaf is not 32 bytes"))
+        })?;
+        Ok((leaf, row.get(1)))
+    }
+
+    /// The PostgreSQL backend of this connection (for operators and fault tests).
+    ///
+    /// # Errors
+    /// SQL errors.
+    pub fn backend_pid(&mut self) -> Result<i32, PgError> {
+        Ok(self
+            .client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .map_err(PgError::sql("ask for the backend pid"))?
+            .get(0))
+    }
+}

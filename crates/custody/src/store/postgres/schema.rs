@@ -1,0 +1,94 @@
+//! The log's tables and their versioned migrations.
+
+use super::PgError;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The advisory-lock key migrations hold (any replica may start first).
+const MIGRATION_LOCK: i64 = 0x6375_7374_6f64_7901;
+
+/// Each version's statements, applied in order from the database's version up.
+const MIGRATIONS: [(i32, &str); 1] = [(
+    1,
+    "CREATE TABLE log_sequence (
+         id boolean PRIMARY KEY DEFAULT true CHECK (id),
+         next_index bigint NOT NULL CHECK (next_index >= 0)
+     );
+     INSERT INTO log_sequence (next_index) VALUES (0);
+     CREATE TABLE entries (
+         idx     bigint PRIMARY KEY CHECK (idx >= 0),
+         leaf    bytea NOT NULL CHECK (length(leaf) = 32),
+         data    bytea NOT NULL,
+         time_ns bigint NOT NULL,
+         replica text NOT NULL
+     );
+     CREATE TABLE payloads (
+         idx     bigint NOT NULL,
+         slot    smallint NOT NULL,
+         opening bytea NOT NULL,
+         data    bytea NOT NULL,
+         PRIMARY KEY (idx, slot)
+     );
+     CREATE TABLE nodes (
+         level integer NOT NULL,
+         idx   bigint NOT NULL,
+         hash  bytea NOT NULL CHECK (length(hash) = 32),
+         PRIMARY KEY (level, idx)
+     );
+     CREATE TABLE log_head (
+         id         boolean PRIMARY KEY DEFAULT true CHECK (id),
+         size       bigint NOT NULL,
+         root       bytea NOT NULL,
+         state      bytea NOT NULL,
+         updated_by text NOT NULL
+     );
+     CREATE TABLE checkpoints (
+         size      bigint PRIMARY KEY,
+         note      text NOT NULL,
+         signed_ns bigint NOT NULL
+     );
+     CREATE TABLE pending_approvals (
+         id    text PRIMARY KEY,
+         entry bigint NOT NULL
+     );",
+)];
+
+/// Creates or upgrades the schema under the migration lock; returns its version.
+pub fn migrate(client: &mut postgres::Client) -> Result<i32, PgError> {
+    let mut tx = client
+        .transaction()
+        .map_err(PgError::sql("begin the migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(PgError::sql("migration lock"))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS custody_schema (version integer NOT NULL)")
+        .map_err(PgError::sql("create the schema's version table"))?;
+    let found: Option<i32> = tx
+        .query_opt("SELECT version FROM custody_schema", &[])
+        .map_err(PgError::sql("read the schema version"))?
+        .map(|r| r.get(0));
+    let found = found.unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(PgError::NewerSchema {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in MIGRATIONS {
+        if version > found {
+            tx.batch_execute(sql)
+                .map_err(PgError::sql("apply a schema migration"))?;
+        }
+    }
+    if found == 0 {
+        tx.execute(
+            "INSERT INTO custody_schema (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+    } else {
+        tx.execute("UPDATE custody_schema SET version = $1", &[&SCHEMA_VERSION])
+    }
+    .map_err(PgError::sql("record the schema version"))?;
+    tx.commit().map_err(PgError::sql("commit the migration"))?;
+    Ok(SCHEMA_VERSION)
+}

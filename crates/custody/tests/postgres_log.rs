@@ -1,0 +1,316 @@
+//! The log in PostgreSQL, as several replicas share it: schema migrations, sequencing under
+//! concurrent writers with no hole and no duplicate, a writer killed inside its transaction, a
+//! stalled writer bounded by the lock timeout, and stewards racing to move the head.
+//!
+//! Needs the PostgreSQL of `CUSTODY_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/postgres`,
+//! trust authentication); each test creates and drops a database of its own. Without a server
+//! the tests say so and pass, except in CI (`CI` set), where they fail.
+
+use std::time::{Duration, Instant};
+
+use custody::store::postgres::{Bounds, NewEntry, PgError, PgLog, SCHEMA_VERSION};
+use tlog::{CompactRange, leaf_hash};
+
+fn admin_url() -> String {
+    std::env::var("CUSTODY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of this test's own, dropped at the end.
+struct Db {
+    name: String,
+    url: String,
+}
+
+impl Db {
+    fn new(test: &str) -> Option<Self> {
+        let mut admin = match postgres::Client::connect(&admin_url(), postgres::NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "no PostgreSQL at {}: {e}",
+                    admin_url()
+                );
+                eprintln!("skipped: no PostgreSQL at {} ({e})", admin_url());
+                return None;
+            }
+        };
+        let name = format!("custody_{test}_{}", std::process::id());
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let mut url = url::Url::parse(&admin_url()).unwrap();
+        url.set_path(&name);
+        Some(Self {
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    fn replica(&self, name: &str) -> PgLog {
+        let mut log = PgLog::connect(&self.url, name, Bounds::default()).unwrap();
+        log.migrate().unwrap();
+        log
+    }
+
+    fn admin(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// An entry that names its index and its writer, as a real entry names its index.
+fn entry(index: u64, writer: &str) -> NewEntry {
+    let data = format!("{index}:{writer}").into_bytes();
+    NewEntry {
+        leaf: leaf_hash(&data),
+        data,
+        payloads: Vec::new(),
+        time_ns: 1,
+    }
+}
+
+/// Every entry's index matches what it says, and indices run 0..n without a gap.
+fn assert_contiguous(db: &Db) -> u64 {
+    let mut c = db.admin();
+    let rows = c
+        .query("SELECT idx, data FROM entries ORDER BY idx", &[])
+        .unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        let idx: i64 = r.get(0);
+        assert_eq!(idx as usize, i, "a hole or a duplicate at {i}");
+        let data: Vec<u8> = r.get(1);
+        let text = String::from_utf8(data).unwrap();
+        assert!(
+            text.starts_with(&format!("{idx}:")),
+            "entry {idx} says {text}"
+        );
+    }
+    let next: i64 = c
+        .query_one("SELECT next_index FROM log_sequence", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(next as usize, rows.len());
+    rows.len() as u64
+}
+
+#[test]
+fn the_schema_is_created_once_and_a_newer_one_is_refused() {
+    let Some(db) = Db::new("schema") else { return };
+    let mut a = PgLog::connect(&db.url, "a", Bounds::default()).unwrap();
+    assert_eq!(a.migrate().unwrap(), SCHEMA_VERSION);
+    // Again, and from another replica: nothing to do.
+    assert_eq!(a.migrate().unwrap(), SCHEMA_VERSION);
+    let mut b = PgLog::connect(&db.url, "b", Bounds::default()).unwrap();
+    assert_eq!(b.migrate().unwrap(), SCHEMA_VERSION);
+    db.admin()
+        .execute(
+            "UPDATE custody_schema SET version = $1",
+            &[&(SCHEMA_VERSION + 1)],
+        )
+        .unwrap();
+    let e = b.migrate().unwrap_err();
+    assert!(matches!(e, PgError::NewerSchema { .. }), "{e}");
+    assert!(
+        e.to_string().contains("newer than this custody knows"),
+        "{e}"
+    );
+    // A wrong password is not printed.
+    let e = PgLog::connect(
+        "postgres://custody:hunter2@127.0.0.1:1/x",
+        "c",
+        Bounds::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+}
+
+#[test]
+fn concurrent_replicas_get_contiguous_indices_and_each_entry_names_its_own() {
+    let Some(db) = Db::new("concurrent") else {
+        return;
+    };
+    db.replica("setup");
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let url = db.url.clone();
+            std::thread::spawn(move || {
+                let name = format!("r{}-w{w}", w % 2);
+                let mut log = PgLog::connect(&url, &name, Bounds::default()).unwrap();
+                let mut mine = Vec::new();
+                for batch in 0..25 {
+                    let n = 1 + (w + batch) % 7;
+                    let first = log.append(n, &mut |i, _| entry(i, &name)).unwrap();
+                    mine.extend(first..first + n as u64);
+                }
+                (name, mine)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in writers {
+        let (name, mine) = w.join().unwrap();
+        // Each writer's indices hold its own entries.
+        let mut c = db.admin();
+        for i in &mine {
+            let data: Vec<u8> = c
+                .query_one("SELECT data FROM entries WHERE idx = $1", &[&(*i as i64)])
+                .unwrap()
+                .get(0);
+            assert_eq!(String::from_utf8(data).unwrap(), format!("{i}:{name}"));
+        }
+        all.extend(mine);
+    }
+    let n = assert_contiguous(&db);
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_writer_killed_inside_its_transaction_leaves_no_hole() {
+    let Some(db) = Db::new("killed") else { return };
+    let mut a = db.replica("a");
+    a.append(3, &mut |i, _| entry(i, "a")).unwrap();
+    // Replica b takes the sequence and is killed (its backend terminated) before committing.
+    let mut b = db.replica("b");
+    let pid = b.backend_pid().unwrap();
+    let url = db.url.clone();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap();
+    });
+    let result = b.append(5, &mut |i, _| {
+        // Slow encoding: the kill lands while the sequence row is locked.
+        std::thread::sleep(Duration::from_millis(100));
+        entry(i, "b")
+    });
+    killer.join().unwrap();
+    assert!(
+        result.is_err(),
+        "the killed batch must not be reported committed"
+    );
+    // a continues right after its own entries: b's indices vanished with its transaction.
+    let first = a.append(2, &mut |i, _| entry(i, "a")).unwrap();
+    assert_eq!(first, 3);
+    assert_eq!(assert_contiguous(&db), 5);
+}
+
+#[test]
+fn a_stalled_writer_holds_the_log_no_longer_than_the_bounds() {
+    let Some(db) = Db::new("stalled") else { return };
+    db.replica("setup");
+    // A replica that takes the sequence lock and stops (as SIGSTOP would stop it).
+    let short = Bounds {
+        lock_timeout: Duration::from_millis(300),
+        statement_timeout: Duration::from_secs(5),
+        idle_in_transaction: Duration::from_secs(1),
+    };
+    let mut stalled = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    stalled
+        .batch_execute(
+            "SET idle_in_transaction_session_timeout = 1000; BEGIN; \
+             SELECT next_index FROM log_sequence WHERE id FOR UPDATE",
+        )
+        .unwrap();
+    let mut a = PgLog::connect(&db.url, "a", short).unwrap();
+    let t = Instant::now();
+    let e = a.append(1, &mut |i, _| entry(i, "a")).unwrap_err();
+    assert!(matches!(e, PgError::LockTimeout { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(e.to_string().contains("lock_timeout"), "{e}");
+    // The stalled transaction is ended by PostgreSQL; the log moves on.
+    std::thread::sleep(Duration::from_millis(1500));
+    let first = a.append(1, &mut |i, _| entry(i, "a")).unwrap();
+    assert_eq!(first, 0);
+    assert_eq!(assert_contiguous(&db), 1);
+}
+
+#[test]
+fn one_steward_at_a_time_and_the_head_moves_only_by_compare_and_swap() {
+    let Some(db) = Db::new("steward") else { return };
+    let mut a = db.replica("a");
+    let mut b = db.replica("b");
+    assert!(a.lease().unwrap(), "the first steward gets the lease");
+    assert!(!b.lease().unwrap(), "while it is held, nobody else");
+    a.append(300, &mut |i, _| entry(i, "a")).unwrap();
+    let h0 = a.head().unwrap();
+    assert_eq!(h0.size, 0);
+    let h1 = a.integrate(&h0).unwrap().expect("integrated");
+    assert_eq!(h1.size, 300);
+    // The same root as the tree of those entries computed anew.
+    let mut tree = CompactRange::new();
+    for i in 0..300 {
+        tree.append(entry(i, "a").leaf, |_| {});
+    }
+    assert_eq!(h1.root, tree.root());
+    assert_eq!(a.head().unwrap(), h1);
+    // A paused steward (b, holding the old head) cannot move the head again from it.
+    a.append(10, &mut |i, _| entry(i, "a")).unwrap();
+    let h2 = a.integrate(&h1).unwrap().expect("integrated");
+    assert_eq!(h2.size, 310);
+    assert_eq!(
+        b.integrate(&h1).unwrap(),
+        None,
+        "a stale steward must not move the head"
+    );
+    assert_eq!(b.integrate(&h0).unwrap(), None);
+    assert_eq!(a.head().unwrap(), h2);
+    // A checkpoint is stored only for the head's tree, and never beside another of its size.
+    assert!(
+        !a.put_checkpoint(&h1, "old note", 1).unwrap(),
+        "not the head any more"
+    );
+    assert!(a.put_checkpoint(&h2, "note of 310", 2).unwrap());
+    assert!(
+        a.put_checkpoint(&h2, "note of 310", 2).unwrap(),
+        "the same note again is fine"
+    );
+    assert!(!b.put_checkpoint(&h2, "another note of 310", 3).unwrap());
+    // The lease passes on when its holder's connection ends.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.lease().unwrap() {
+        assert!(Instant::now() < deadline, "the lease was not released");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_stored_node_that_differs_from_the_entries_is_caught() {
+    let Some(db) = Db::new("changed") else { return };
+    let mut a = db.replica("a");
+    a.append(600, &mut |i, _| entry(i, "a")).unwrap();
+    let empty = a.head().unwrap();
+    a.integrate(&empty).unwrap().expect("integrated");
+    // Someone with write access to the database rewrites a stored interior node.
+    db.admin()
+        .execute(
+            "UPDATE nodes SET hash = $1 WHERE level = 8 AND idx = 0",
+            &[&vec![7u8; 32]],
+        )
+        .unwrap();
+    // A steward integrating those entries again (a stale one) computes the node anew and
+    // finds the stored one differs: an alarm, not a silent skip.
+    match db.replica("b").integrate(&empty) {
+        Err(PgError::Inconsistent(why)) => assert!(why.contains("differ"), "{why}"),
+        other => panic!("expected an inconsistency, got {other:?}"),
+    }
+}
