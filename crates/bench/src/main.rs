@@ -16,6 +16,7 @@ mod load;
 mod mask;
 mod messages;
 mod policy;
+mod postgres;
 mod procstat;
 mod witnessing;
 
@@ -53,6 +54,21 @@ enum Cmd {
         /// The gateway's audit durability: fsync (the default) or none.
         #[arg(long, default_value = "fsync")]
         durability: String,
+    },
+    /// Durable appends into the shared PostgreSQL log, replicas committing batches: entries/s.
+    Postgres {
+        /// A PostgreSQL the benchmark may create a database in.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        url: String,
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Entry size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Durable audit appends with group commit: entries/s.
     Append {
@@ -248,6 +264,13 @@ fn main() -> anyhow::Result<()> {
             size,
             seconds,
         } => rt.block_on(audit::append(writers, size, seconds)),
+        Cmd::Postgres {
+            url,
+            replicas,
+            writers,
+            size,
+            seconds,
+        } => postgres::run(&url, replicas, writers, size, seconds),
         Cmd::Auth { calls } => rt.block_on(auth::run(calls)),
         Cmd::Flood {
             seconds,
