@@ -14,11 +14,13 @@
 mod decide;
 mod digest;
 mod notify;
+mod state;
 
 use decide::same_person;
 pub use decide::{DecideError, Verb};
 pub(crate) use digest::canonical;
 pub use digest::digest;
+pub use state::{Ending, Resolution, State, Vote};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,72 +37,6 @@ use crate::policy::{Engine, Held, Verdict};
 
 /// How many finished approvals are kept for `show`.
 const RECENT: usize = 256;
-
-/// One approver's decision.
-#[derive(Debug, Clone)]
-pub struct Vote {
-    pub approver: String,
-    pub reason: Option<String>,
-    pub time_ns: u64,
-    /// The approver's issuer and subject: the same person votes once.
-    who: (Option<String>, String),
-}
-
-/// Where an approval is in its life.
-#[derive(Debug, Clone)]
-pub enum State {
-    Pending { votes: Vec<Vote> },
-    Granted { votes: Vec<Vote> },
-    Denied { vote: Vote },
-    Expired,
-    Cancelled { reason: String },
-    Abandoned { reason: String },
-}
-
-impl State {
-    pub fn name(&self) -> &'static str {
-        match self {
-            State::Pending { .. } => "pending",
-            State::Granted { .. } => "granted",
-            State::Denied { .. } => "denied",
-            State::Expired => "expired",
-            State::Cancelled { .. } => "cancelled",
-            State::Abandoned { .. } => "abandoned",
-        }
-    }
-}
-
-/// What the held call learns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
-    Granted {
-        approvers: Vec<String>,
-    },
-    Denied {
-        approver: String,
-        reason: String,
-    },
-    /// Ended without a decision.
-    Ended {
-        ending: Ending,
-        reason: String,
-    },
-}
-
-impl Resolution {
-    /// How the wait ended, in a word.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Resolution::Granted { .. } => "granted",
-            Resolution::Denied { .. } => "denied",
-            Resolution::Ended { ending, .. } => match ending {
-                Ending::Expired => "expired",
-                Ending::Cancelled => "cancelled",
-                Ending::Abandoned => "abandoned",
-            },
-        }
-    }
-}
 
 /// What the relay knows about a call it holds.
 pub struct Ask<'a> {
@@ -305,14 +241,6 @@ impl Pending {
 /// RFC 3339 UTC time of `ns` nanoseconds since the epoch.
 pub fn rfc3339(ns: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
-}
-
-/// How an approval ended without a decision, for [`Approvals::end`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Expired,
-    Cancelled,
-    Abandoned,
 }
 
 /// The pending approvals and what acts on them.

@@ -12,10 +12,12 @@
 //! Nothing here blocks a thread: the only locks are the session table's and the tool-header
 //! cache's, held for a map operation.
 
+mod decide;
 mod endpoint;
 mod error;
 mod event_ids;
 mod hold;
+mod lifecycle;
 mod mrtr;
 mod record;
 mod refusals;
@@ -278,131 +280,6 @@ impl Relay {
         }
     }
 
-    /// What policy says about a client request; `None` without policies or for a message
-    /// that is not a request.
-    fn authorize(
-        &self,
-        ep: &Endpoint,
-        caller: &Caller,
-        msg: &Message,
-        version: &str,
-    ) -> Option<Decision> {
-        let engine = self.policy.as_ref()?;
-        if !msg.is_request() {
-            return None;
-        }
-        let method = msg.method()?;
-        let arguments = match method {
-            "tools/call" | "prompts/get" => msg.params().and_then(|p| p.get("arguments")),
-            _ => None,
-        };
-        let mut span = crate::telemetry::child("policy");
-        let decision = engine.decide(&Call {
-            principal: &caller.principal,
-            endpoint: &ep.name,
-            method,
-            target: msg.target_name(),
-            arguments,
-            protocol_version: version,
-            client_address: &caller.address,
-        });
-        ep.metrics.decision(match decision.verdict {
-            Verdict::Allow => 0,
-            Verdict::Deny => 1,
-            Verdict::NeedsApproval => 2,
-        });
-        if let Some(s) = &mut span {
-            s.set(
-                "custody.policy.decision",
-                match decision.verdict {
-                    Verdict::Allow => "allow",
-                    Verdict::Deny => "deny",
-                    Verdict::NeedsApproval => "approval",
-                },
-            );
-            s.set("custody.policy.ids", decision.policies.join(","));
-        }
-        Some(decision)
-    }
-
-    /// The list filter for the list requests among `messages`, when policies are configured.
-    fn list_filter(
-        &self,
-        caller: &Caller,
-        messages: &[&Message],
-        version: &str,
-    ) -> Option<ListFilter> {
-        let engine = self.policy.as_ref()?;
-        let requests: Vec<(Value, &'static str)> = messages
-            .iter()
-            .filter_map(|m| {
-                let method = policy::LIST_METHODS
-                    .into_iter()
-                    .find(|x| Some(*x) == m.method())?;
-                Some((m.id()?.clone(), method))
-            })
-            .collect();
-        if requests.is_empty() {
-            return None;
-        }
-        Some(ListFilter {
-            engine: engine.clone(),
-            principal: caller.principal.clone(),
-            address: caller.address.clone(),
-            version: version.to_string(),
-            requests,
-        })
-    }
-
-    /// Refuses a request policy did not allow, recording the decision.
-    async fn deny(
-        &self,
-        ep: &Arc<Endpoint>,
-        caller: &Caller,
-        msg: &Message,
-        decision: &Decision,
-        session: Option<Arc<str>>,
-        why: &'static str,
-    ) -> Outcome {
-        let action = policy::action_of(msg.method().unwrap_or(""));
-        let target = msg.target_name().map(str::to_string);
-        let endpoint = ep.name.to_string();
-        let policies = decision.policies.clone();
-        let error = if decision.verdict == Verdict::NeedsApproval {
-            RelayError::ApprovalRequired {
-                action,
-                target,
-                endpoint,
-                policies,
-                why,
-            }
-        } else {
-            RelayError::Denied {
-                action,
-                target,
-                endpoint,
-                policies,
-            }
-        };
-        tracing::info!(endpoint = %ep.name, caller = %caller.principal.name, "{error}");
-        let id = msg.id().cloned();
-        let scope = self.scope(ep, session.clone(), &caller.principal);
-        let error = match scope
-            .refusal_with(
-                Some(msg),
-                None,
-                &error,
-                id.as_ref(),
-                Some(decision.to_json()),
-            )
-            .await
-        {
-            Ok(_) => error,
-            Err(audit) => audit,
-        };
-        Outcome::Error { error, id, session }
-    }
-
     /// Records a refusal of input for a known endpoint and returns it as the answer.
     pub async fn refuse(
         &self,
@@ -592,91 +469,6 @@ impl Relay {
                     raw,
                 )
                 .await
-            }
-        }
-    }
-
-    /// Closes sessions idle longer than the configured timeout and idle pooled processes.
-    pub async fn reap(&self) {
-        for ep in self.endpoints.values() {
-            let idle = match ep.upstream {
-                Upstream::Stdio(_) => self.stdio_session_idle.min(self.session_idle),
-                Upstream::Http(_) => self.session_idle,
-            };
-            for session in ep.sessions.take_idle(idle) {
-                tracing::info!(endpoint = %ep.name, session = %session.id, "closing idle session");
-                self.close(ep, &session, "idle").await;
-            }
-            if let Upstream::Stdio(up) = &ep.upstream {
-                up.reap_idle().await;
-            }
-        }
-    }
-
-    /// How often `reap` should run: often enough that a session outlives its idle timeout by at
-    /// most a quarter of it (between 1 s and 15 s).
-    pub fn reap_interval(&self) -> Duration {
-        (self.session_idle.min(self.stdio_session_idle) / 4)
-            .clamp(Duration::from_secs(1), Duration::from_secs(15))
-    }
-
-    /// Resolves every endpoint's credential references again (SIGHUP), recording each outcome
-    /// as a `config_changed` entry (endpoint and reference on failure, never a value). A failed
-    /// endpoint keeps the values in force.
-    pub async fn reload_credentials(&self) {
-        let mut names: Vec<&String> = self.endpoints.keys().collect();
-        names.sort();
-        for name in names {
-            let ep = &self.endpoints[name];
-            if !ep.credentials.has_references() {
-                continue;
-            }
-            let detail = match ep.credentials.reload() {
-                Ok(()) => {
-                    tracing::info!(endpoint = %name, "upstream credentials re-read (SIGHUP)");
-                    json!({ "credentials": { "endpoint": name, "reloaded": true, "trigger": "SIGHUP" } })
-                }
-                Err(e) => {
-                    tracing::error!(
-                        "upstream credentials not reloaded, the values in force stay: {e}"
-                    );
-                    json!({ "credentials": { "endpoint": name, "reloaded": false, "trigger": "SIGHUP", "error": e } })
-                }
-            };
-            if let Err(e) = self
-                .audit
-                .append(crate::audit::Draft::gateway(
-                    EntryKind::ConfigChanged,
-                    name,
-                    detail.to_string(),
-                ))
-                .await
-            {
-                tracing::error!("couldn't record the credential reload: {e}");
-            }
-        }
-    }
-
-    /// Begins shutdown: long-lived streams end now; other calls may finish.
-    pub fn begin_shutdown(&self) {
-        self.closing.cancel();
-    }
-
-    /// Ends every call still running and stops every upstream session and process.
-    pub async fn finish_shutdown(&self) {
-        self.closing.cancel();
-        self.force.cancel();
-        let mut closing = Vec::new();
-        for ep in self.endpoints.values() {
-            for session in ep.sessions.drain() {
-                let ep = ep.clone();
-                closing.push(async move { self.close(&ep, &session, "the gateway stopped").await });
-            }
-        }
-        futures_util::future::join_all(closing).await;
-        for ep in self.endpoints.values() {
-            if let Upstream::Stdio(up) = &ep.upstream {
-                up.shutdown().await;
             }
         }
     }

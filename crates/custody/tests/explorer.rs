@@ -571,14 +571,14 @@ async fn the_cli_filters_reindexes_and_reads_through_the_gateway() {
     assert!(ok, "{err}");
     let rows: Vec<&str> = csv.lines().collect();
     assert!(
-        rows[0].starts_with("time_utc,index,kind,endpoint,"),
+        rows[0].starts_with("\"time_utc\",\"index\",\"kind\",\"endpoint\","),
         "{csv}"
     );
     assert_eq!(rows.len(), 1 + 4, "{csv}");
     assert!(
         rows[1..]
             .iter()
-            .all(|r| r.contains(",request,demo,") && r.contains("acme/api")),
+            .all(|r| r.contains("\"request\",\"demo\"") && r.contains("acme/api")),
         "{csv}"
     );
     // OCSF events of the run: each call (request and answer) one API Activity (class 6003).

@@ -1,0 +1,91 @@
+//! The relay's housekeeping: reaping idle sessions and processes, reloading upstream
+//! credentials, and shutting down.
+
+use super::*;
+
+impl Relay {
+    /// Closes sessions idle longer than the configured timeout and idle pooled processes.
+    pub async fn reap(&self) {
+        for ep in self.endpoints.values() {
+            let idle = match ep.upstream {
+                Upstream::Stdio(_) => self.stdio_session_idle.min(self.session_idle),
+                Upstream::Http(_) => self.session_idle,
+            };
+            for session in ep.sessions.take_idle(idle) {
+                tracing::info!(endpoint = %ep.name, session = %session.id, "closing idle session");
+                self.close(ep, &session, "idle").await;
+            }
+            if let Upstream::Stdio(up) = &ep.upstream {
+                up.reap_idle().await;
+            }
+        }
+    }
+
+    /// How often `reap` should run: often enough that a session outlives its idle timeout by at
+    /// most a quarter of it (between 1 s and 15 s).
+    pub fn reap_interval(&self) -> Duration {
+        (self.session_idle.min(self.stdio_session_idle) / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(15))
+    }
+
+    /// Resolves every endpoint's credential references again (SIGHUP), recording each outcome
+    /// as a `config_changed` entry (endpoint and reference on failure, never a value). A failed
+    /// endpoint keeps the values in force.
+    pub async fn reload_credentials(&self) {
+        let mut names: Vec<&String> = self.endpoints.keys().collect();
+        names.sort();
+        for name in names {
+            let ep = &self.endpoints[name];
+            if !ep.credentials.has_references() {
+                continue;
+            }
+            let detail = match ep.credentials.reload() {
+                Ok(()) => {
+                    tracing::info!(endpoint = %name, "upstream credentials re-read (SIGHUP)");
+                    json!({ "credentials": { "endpoint": name, "reloaded": true, "trigger": "SIGHUP" } })
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "upstream credentials not reloaded, the values in force stay: {e}"
+                    );
+                    json!({ "credentials": { "endpoint": name, "reloaded": false, "trigger": "SIGHUP", "error": e } })
+                }
+            };
+            if let Err(e) = self
+                .audit
+                .append(crate::audit::Draft::gateway(
+                    EntryKind::ConfigChanged,
+                    name,
+                    detail.to_string(),
+                ))
+                .await
+            {
+                tracing::error!("couldn't record the credential reload: {e}");
+            }
+        }
+    }
+
+    /// Begins shutdown: long-lived streams end now; other calls may finish.
+    pub fn begin_shutdown(&self) {
+        self.closing.cancel();
+    }
+
+    /// Ends every call still running and stops every upstream session and process.
+    pub async fn finish_shutdown(&self) {
+        self.closing.cancel();
+        self.force.cancel();
+        let mut closing = Vec::new();
+        for ep in self.endpoints.values() {
+            for session in ep.sessions.drain() {
+                let ep = ep.clone();
+                closing.push(async move { self.close(&ep, &session, "the gateway stopped").await });
+            }
+        }
+        futures_util::future::join_all(closing).await;
+        for ep in self.endpoints.values() {
+            if let Upstream::Stdio(up) = &ep.upstream {
+                up.shutdown().await;
+            }
+        }
+    }
+}
