@@ -251,6 +251,9 @@ enum Command {
         /// --key.
         #[arg(long, conflicts_with = "evidence")]
         tiles: Option<PathBuf>,
+        /// Verify the log replicas share in PostgreSQL (`postgres://…`); needs --key.
+        #[arg(long, env = "CUSTODY_VERIFY_DB", conflicts_with_all = ["tiles", "url", "evidence"])]
+        db: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -432,7 +435,25 @@ pub fn main() -> ExitCode {
             json,
             url,
             tiles,
+            db,
         } => {
+            if let Some(db) = db {
+                let opts = verify::Options {
+                    data,
+                    key,
+                    trusted,
+                    witness_policy,
+                    json,
+                };
+                return match verify::run_db(&db, &opts) {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("custody verify: {e:#}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
             let source = match (url, tiles) {
                 (Some(u), _) => Some(crate::tiles::Source::Url(u)),
                 (None, Some(d)) => Some(crate::tiles::Source::Dir(d)),

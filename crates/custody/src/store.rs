@@ -37,6 +37,9 @@ pub enum StoreError {
     Inconsistent(String),
     #[error("entry {0} is not in the log")]
     NotFound(u64),
+    /// A database server (PostgreSQL) failed or refused.
+    #[error("the log database: {0}")]
+    Backend(String),
 }
 
 impl StoreError {

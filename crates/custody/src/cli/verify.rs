@@ -100,6 +100,47 @@ pub async fn run_tiles(opts: &TilesOptions) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// `custody verify --db URL`: the log in PostgreSQL (the replicas' shared log), checked as a
+/// data directory's is, against `--key` (replicas keep no key beside the database).
+///
+/// # Errors
+/// The key, the connection, or a trusted checkpoint cannot be read.
+pub fn run_db(url: &str, opts: &Options) -> anyhow::Result<bool> {
+    let key = opts.key.as_deref().context(
+        "verifying a PostgreSQL log needs --key, the log's verifier key from a copy kept apart from the database",
+    )?;
+    let verifier = Verifier::from_key_string(key).context("the --key verifier key")?;
+    let shown = crate::store::postgres::redacted(url);
+    let reader = crate::store::postgres::PgReader::connect(url)
+        .with_context(|| format!("opening the log in {shown}"))?;
+    let mut sources =
+        verify::stored(&reader).with_context(|| format!("reading the checkpoints in {shown}"))?;
+    let places = vec![format!("{} in the database", sources.len())];
+    let mut leaves = Vec::new();
+    for path in &opts.trusted {
+        let t = verify::read_trusted(path, &verifier, true)?;
+        sources.extend(t.sources);
+        leaves.extend(t.leaves);
+    }
+    let mut result = verify::check(&reader, verifier.clone(), &sources, &leaves);
+    if let (Ok(_), Some(policy)) = (&result, &opts.witness_policy) {
+        result = witnessed(policy, &sources)
+            .map_err(|message| Problem {
+                index: None,
+                message,
+            })
+            .and(result);
+    }
+    let shown_opts = Options {
+        data: PathBuf::from(shown),
+        key: opts.key.clone(),
+        trusted: Vec::new(),
+        witness_policy: None,
+        json: opts.json,
+    };
+    Ok(report(&shown_opts, &verifier, result, "--key", &places))
+}
+
 /// How the check went: `Ok(true)` verified, `Ok(false)` a problem was found and reported.
 pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let (verifier, key_source) = verifier(opts)?;

@@ -18,6 +18,7 @@
 //! The schema is versioned ([`SCHEMA_VERSION`]); [`PgLog::migrate`] creates or upgrades it under
 //! an advisory lock and refuses a schema newer than this build.
 
+mod reader;
 mod schema;
 mod steward;
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use tlog::Hash;
 
+pub use reader::PgReader;
 pub use schema::SCHEMA_VERSION;
 pub use steward::Head;
 
