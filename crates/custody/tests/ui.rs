@@ -650,3 +650,53 @@ async fn forms_posted_from_another_site_are_refused_and_notes_cannot_be_forged()
         p.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_session_cookie_is_a_host_cookie() {
+    let ines = new_static_token();
+    let data = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npublic_url = \"https://custody.acme.example\"\n\
+         [[auth.static]]\nname = \"ines\"\nsha256 = \"{}\"\n[explorer]\nauditors = [\"ines\"]\n\
+         [endpoints.demo.upstream]\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"demo-server\"]\n",
+        data.path().display(),
+        hex(&token_hash(&ines)),
+        custody_bin()
+    );
+    let config = custody::config::Config::parse(&text, "t.toml").unwrap();
+    let running = custody::http::start(&config).await.unwrap();
+    let gw = Gateway {
+        addr: running.addr,
+        running: Some(running),
+        data,
+    };
+    let mut b = Browser::new(&format!("http://{}", gw.addr));
+    let resp = b
+        .http
+        .post(format!("http://{}/ui/login", gw.addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ines}"))
+        .send()
+        .await
+        .unwrap();
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.starts_with("__Host-custody_ui=") && set.contains("Path=/;") && set.contains("Secure"),
+        "{set}"
+    );
+    // The cookie under its plain name is not this site's session.
+    let value = set
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    b.cookies.insert("custody_ui".into(), value.clone());
+    assert_eq!(b.get("/ui/runs").await.status, 303);
+    b.cookies.clear();
+    b.cookies.insert("__Host-custody_ui".into(), value);
+    assert_eq!(b.get("/ui/runs").await.status, 200);
+    gw.shutdown().await;
+}

@@ -92,6 +92,21 @@ fn local_next(next: Option<&str>) -> String {
     }
 }
 
+/// A cookie's name on the wire: over https with the `__Host-` prefix, which a browser accepts
+/// only from this host, over https, for the whole site (no sibling subdomain can set or shadow
+/// it).
+fn wire_name(ui: &UiState, name: &str) -> String {
+    if ui.secure {
+        format!("__Host-{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+fn cookie_of(ui: &UiState, headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie(headers, &wire_name(ui, name))
+}
+
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -104,8 +119,15 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn set_cookie(resp: &mut Response, ui: &UiState, name: &str, value: &str, max_age: u64) {
-    let secure = if ui.secure { "; Secure" } else { "" };
-    let c = format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
+    let name = wire_name(ui, name);
+    // `__Host-` cookies must be Secure with Path=/; over plain http (loopback, tests) the
+    // cookie stays on /ui.
+    let attrs = if ui.secure {
+        "Path=/; Secure"
+    } else {
+        "Path=/ui"
+    };
+    let c = format!("{name}={value}; {attrs}; HttpOnly; SameSite=Lax; Max-Age={max_age}");
     if let Ok(v) = HeaderValue::from_str(&c) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -175,7 +197,7 @@ pub(super) async fn signed_in(
         }
         see_other(&to)
     };
-    let Some(c) = cookie(headers, ui::COOKIE) else {
+    let Some(c) = cookie_of(ui, headers, ui::COOKIE) else {
         return Err(to_login(None));
     };
     let Some(session) = ui.sessions.get(&c) else {
@@ -293,7 +315,7 @@ async fn logout(
     if !same_origin(&app, &headers) {
         return cross_site();
     }
-    if let Some(c) = cookie(&headers, ui::COOKIE)
+    if let Some(c) = cookie_of(ui, &headers, ui::COOKIE)
         && ui.sessions.get(&c).is_some_and(|s| s.csrf == f.csrf)
     {
         ui.sessions.end(&c);
@@ -419,7 +441,7 @@ async fn oidc_callback(
                 .into(),
         );
     };
-    if cookie(&headers, LOGIN_COOKIE).as_deref() != Some(pending.browser.as_str()) {
+    if cookie_of(ui, &headers, LOGIN_COOKIE).as_deref() != Some(pending.browser.as_str()) {
         return fail(
             StatusCode::BAD_REQUEST,
             "this sign-in was started in another browser".into(),
