@@ -109,6 +109,17 @@ pub struct StoredCheckpoint {
 /// reached the disk): the caller must re-read [`Store::state`] before appending again, and
 /// must treat the batch as not acknowledged.
 pub trait Store: Send + 'static {
+    /// Begins a round: for a log several writers share, takes the store's commit lock and
+    /// returns the leaves other writers committed past `state`, which the caller integrates
+    /// into its tree before it numbers its own entries. A store with one writer has none.
+    ///
+    /// # Errors
+    /// [`StoreError`]: the round cannot begin (its entries must not be acknowledged).
+    fn begin_round(&mut self, state: &CompactRange) -> Result<Vec<Hash>, StoreError> {
+        let _ = state;
+        Ok(Vec::new())
+    }
+
     /// Appends `rows` at indexes `first..`, the interior `nodes` they complete (level
     /// ≥ [`NODE_LEVEL`]), and the resulting tree `state`, in one transaction.
     ///

@@ -403,3 +403,101 @@ fn custody_verify_db_checks_the_shared_log_and_names_a_changed_entry() {
     // signed checkpoint: the check names where it stops matching.
     assert!(v["problem"].as_str().unwrap().contains("checkpoint"), "{v}");
 }
+
+fn audit_config(dir: &std::path::Path) -> custody::config::AuditConfig {
+    let text = format!(
+        "[server]\ndata_dir = \"{}\"\n[audit]\norigin = \"custody.test/shared\"\ncheckpoint_interval = \"200ms\"\n[auth]\nanonymous = true\n\
+         [endpoints.e.upstream]\ntransport = \"http\"\nurl = \"http://127.0.0.1:9/mcp\"\n",
+        dir.display()
+    );
+    custody::config::Config::parse(&text, "t.toml")
+        .unwrap()
+        .audit
+}
+
+#[test]
+fn two_audit_logs_on_one_database_write_one_log_that_verifies() {
+    use custody::audit::{Audit, Draft, Kind};
+    use custody::store::postgres::PgStore;
+    let Some(db) = Db::new("replicas") else {
+        return;
+    };
+    let key = [11u8; 32];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = db.url.clone();
+    let indices = rt.block_on(async move {
+        let mut audits = Vec::new();
+        let mut dirs = Vec::new();
+        for name in ["replica-a", "replica-b"] {
+            let dir = tempfile::tempdir().unwrap();
+            // Opened from async code, as the gateway opens its log.
+            let store = PgStore::connect(&url, name).unwrap();
+            let signer = tlog::Signer::new("custody.test/shared", key).unwrap();
+            let opened =
+                Audit::with_store(store, signer, true, dir.path(), &audit_config(dir.path()))
+                    .unwrap();
+            audits.push(opened.audit);
+            dirs.push(dir);
+        }
+        // Both replicas append at once, from many tasks.
+        let tasks: Vec<_> = (0..200)
+            .map(|n| {
+                let a = audits[n % 2].clone();
+                tokio::spawn(async move {
+                    a.append(Draft::gateway(
+                        Kind::Heartbeat,
+                        "",
+                        format!("{{\"n\":{n}}}"),
+                    ))
+                    .await
+                    .unwrap()
+                    .index
+                })
+            })
+            .collect();
+        let mut indices = Vec::new();
+        for t in tasks {
+            indices.push(t.await.unwrap());
+        }
+        for a in &audits {
+            a.checkpoint().await.unwrap();
+        }
+        for a in &audits {
+            a.close().await;
+        }
+        indices
+    });
+    let mut indices = indices;
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(indices.len(), 200, "every append got an index of its own");
+    let mut c = db.admin();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM entries", &[])
+        .unwrap()
+        .get(0);
+    let max: i64 = c
+        .query_one("SELECT max(idx) FROM entries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, max + 1, "indices are contiguous");
+    assert!(n >= 200, "{n}");
+    let replicas: i64 = c
+        .query_one("SELECT count(DISTINCT replica) FROM entries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(replicas, 2, "both replicas wrote");
+    let key_string = tlog::Signer::new("custody.test/shared", key)
+        .unwrap()
+        .verifier()
+        .to_key_string();
+    let (ok, out, err) = custody(&["verify", "--db", &db.url, "--key", &key_string, "--json"]);
+    assert!(ok, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["entries"], n, "{v}");
+    assert!(v["checkpoints"].as_u64().unwrap() >= 1, "{v}");
+}

@@ -189,9 +189,15 @@ impl<S: Store> Sequencer<S> {
             }
             return;
         }
-        // 2. Index, encode, hash, grow a copy of the tree.
-        let first = self.range.size();
+        // 2. Index, encode, hash, grow a copy of the tree: after the entries other writers of
+        //    a shared store committed since this tree (none for a store of its own).
         let mut next = self.range.clone();
+        let begun = self.store.begin_round(&self.range).map(|foreign| {
+            for leaf in foreign {
+                next.append(leaf, |_| {});
+            }
+        });
+        let first = next.size();
         let mut nodes: Vec<Node> = Vec::new();
         let mut rows = Vec::with_capacity(batch.len());
         for (k, (draft, _)) in batch.iter().enumerate() {
@@ -213,7 +219,7 @@ impl<S: Store> Sequencer<S> {
         }
         // 3. One transaction, one fsync.
         let started = std::time::Instant::now();
-        let committed = self.store.append(first, &rows, &nodes, &next);
+        let committed = begun.and_then(|()| self.store.append(first, &rows, &nodes, &next));
         let took = started.elapsed();
         let m = &self.metrics;
         match committed {

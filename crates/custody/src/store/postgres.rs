@@ -21,6 +21,7 @@
 mod reader;
 mod schema;
 mod steward;
+mod writer;
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use tlog::Hash;
 pub use reader::PgReader;
 pub use schema::SCHEMA_VERSION;
 pub use steward::Head;
+pub use writer::PgStore;
 
 use super::Payload;
 

@@ -51,6 +51,10 @@ const MIGRATIONS: [(i32, &str); 1] = [(
      CREATE TABLE pending_approvals (
          id    text PRIMARY KEY,
          entry bigint NOT NULL
+     );
+     CREATE TABLE meta (
+         key   text PRIMARY KEY,
+         value text NOT NULL
      );",
 )];
 

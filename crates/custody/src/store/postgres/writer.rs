@@ -1,0 +1,457 @@
+//! The shared log as a replica's audit sequencer writes it ([`Store`]).
+//!
+//! Each round runs in one transaction holding the sequencing row's lock:
+//! [`Store::begin_round`] takes the lock and returns the leaves other replicas committed since
+//! this replica's tree, which the sequencer integrates before it numbers its own entries; then
+//! [`Store::append`] inserts the round's entries, payloads and interior nodes, moves the
+//! sequence and the head (the tree state) and commits. Every replica's tree is the one tree, and
+//! the head moves only under the lock.
+
+use tlog::compact::Node;
+use tlog::{CompactRange, Hash};
+
+use super::{Bounds, PgLog, i64_of, u64_of};
+use crate::store::{Mark, Row, ScanFn, Store, StoreError, StoredCheckpoint};
+
+/// A replica's writer. Its calls may come from a thread that drives async tasks (opening the
+/// log at start): the blocking client then runs on a thread of its own for the call.
+pub struct PgStore(Option<Direct>);
+
+/// The writer, called on a thread that may block.
+struct Direct {
+    log: PgLog,
+    /// The next index, when a round's transaction is open.
+    open: Option<u64>,
+}
+
+/// Runs `f` where blocking is allowed: here, or on a scoped thread when this thread drives a
+/// tokio runtime (the blocking PostgreSQL client refuses to run inside one).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    } else {
+        f()
+    }
+}
+
+impl Store for PgStore {
+    fn begin_round(&mut self, state: &CompactRange) -> Result<Vec<Hash>, StoreError> {
+        let d = self.direct();
+        off_runtime(move || d.begin_round(state))
+    }
+    fn append(
+        &mut self,
+        first: u64,
+        rows: &[Row],
+        nodes: &[Node],
+        state: &CompactRange,
+    ) -> Result<(), StoreError> {
+        let d = self.direct();
+        off_runtime(move || d.append(first, rows, nodes, state))
+    }
+    fn state(&mut self) -> Result<CompactRange, StoreError> {
+        let d = self.direct();
+        off_runtime(move || d.state())
+    }
+    fn put_checkpoint(&mut self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+        let d = self.direct();
+        off_runtime(move || d.put_checkpoint(cp))
+    }
+    fn entry_version(&mut self) -> Result<Option<u8>, StoreError> {
+        let d = self.direct();
+        off_runtime(move || d.entry_version())
+    }
+    fn set_entry_version(&mut self, version: u8) -> Result<(), StoreError> {
+        let d = self.direct();
+        off_runtime(move || d.set_entry_version(version))
+    }
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let d = self.direct();
+        off_runtime(move || d.latest_checkpoint())
+    }
+    fn scan(
+        &mut self,
+        from: u64,
+        to: u64,
+        data: bool,
+        f: &mut ScanFn<'_>,
+    ) -> Result<(), StoreError> {
+        // The callback may not be sent to another thread: collect first, then call it here.
+        let d = self.direct();
+        let mut rows: Vec<(u64, Hash, Option<Vec<u8>>)> = Vec::new();
+        let collected = off_runtime(|| {
+            d.scan(from, to, data, &mut |i, leaf, bytes| {
+                rows.push((i, leaf, bytes.map(<[u8]>::to_vec)));
+                Ok(())
+            })
+        });
+        for (i, leaf, bytes) in rows {
+            f(i, leaf, bytes.as_deref())?;
+        }
+        collected
+    }
+}
+
+fn backend(what: &'static str) -> impl FnOnce(postgres::Error) -> StoreError {
+    move |e| StoreError::Backend(format!("couldn't {what}: {e}"))
+}
+
+impl PgStore {
+    /// Connects as `replica` and creates or migrates the schema.
+    ///
+    /// # Errors
+    /// The connection, or a schema newer than this build.
+    pub fn connect(url: &str, replica: &str) -> Result<Self, StoreError> {
+        off_runtime(|| {
+            let mut log = PgLog::connect(url, replica, Bounds::default())
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            log.migrate()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            Ok(Self(Some(Direct { log, open: None })))
+        })
+    }
+}
+
+impl PgStore {
+    fn direct(&mut self) -> &mut Direct {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("taken only when dropped"))
+    }
+}
+
+/// The blocking client owns a runtime of its own, which must not be dropped on a thread that
+/// drives async tasks: there, it is dropped on a thread of its own.
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(d)).join();
+            } else {
+                drop(d);
+            }
+        }
+    }
+}
+
+impl Direct {
+    fn rollback(&mut self) {
+        if self.open.take().is_some() {
+            let _ = self.log.client.batch_execute("ROLLBACK");
+        }
+    }
+
+    fn client(&mut self) -> &mut postgres::Client {
+        &mut self.log.client
+    }
+}
+
+impl Store for Direct {
+    fn begin_round(&mut self, state: &CompactRange) -> Result<Vec<Hash>, StoreError> {
+        self.rollback();
+        let c = self.client();
+        c.batch_execute("BEGIN").map_err(backend("begin a round"))?;
+        let lock = c
+            .query_one(
+                "SELECT next_index FROM log_sequence WHERE id FOR UPDATE",
+                &[],
+            )
+            .map(|r| u64_of(r.get(0)));
+        let next = match lock {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = c.batch_execute("ROLLBACK");
+                return Err(backend("take the sequence's lock")(e));
+            }
+        };
+        self.open = Some(next);
+        if next < state.size() {
+            self.rollback();
+            return Err(StoreError::Inconsistent(format!(
+                "the shared log holds {next} entries, fewer than the {} this replica integrated",
+                state.size()
+            )));
+        }
+        let rows = self
+            .client()
+            .query(
+                "SELECT leaf FROM entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+                &[&i64_of(state.size()), &i64_of(next)],
+            )
+            .map_err(backend("read the entries other replicas committed"));
+        let rows = match rows {
+            Ok(r) => r,
+            Err(e) => {
+                self.rollback();
+                return Err(e);
+            }
+        };
+        if rows.len() as u64 != next - state.size() {
+            self.rollback();
+            return Err(StoreError::Inconsistent(format!(
+                "entries {}..{next} are not all stored below the sequence",
+                state.size()
+            )));
+        }
+        rows.iter()
+            .map(|r| {
+                let b: Vec<u8> = r.get(0);
+                Hash::from_slice(&b)
+                    .ok_or_else(|| StoreError::Inconsistent("a stored leaf is not 32 bytes".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .inspect_err(|_| self.rollback())
+    }
+
+    fn append(
+        &mut self,
+        first: u64,
+        rows: &[Row],
+        nodes: &[Node],
+        state: &CompactRange,
+    ) -> Result<(), StoreError> {
+        if self.open.is_none() {
+            // A caller that did not begin the round: begin it; nobody may have moved.
+            let foreign =
+                self.begin_round(&CompactRange::from_parts(first, Vec::new()).unwrap_or_default());
+            if !foreign.as_ref().is_ok_and(Vec::is_empty) {
+                self.rollback();
+                return Err(StoreError::Inconsistent(format!(
+                    "another replica appended at {first}: begin the round first"
+                )));
+            }
+        }
+        if self.open != Some(first) {
+            let next = self.open;
+            self.rollback();
+            return Err(StoreError::Inconsistent(format!(
+                "the round begins at {next:?}, not at {first}"
+            )));
+        }
+        let result = write_round(self, first, rows, nodes, state);
+        match result {
+            Ok(()) => {
+                self.open = None;
+                self.client()
+                    .batch_execute("COMMIT")
+                    .map_err(backend("commit the round"))
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn state(&mut self) -> Result<CompactRange, StoreError> {
+        let row = self
+            .client()
+            .query_opt("SELECT state FROM log_head WHERE id", &[])
+            .map_err(backend("read the head"))?;
+        match row {
+            None => Ok(CompactRange::new()),
+            Some(r) => {
+                let b: Vec<u8> = r.get(0);
+                CompactRange::from_bytes(&b)
+                    .map_err(|e| StoreError::Inconsistent(format!("the head's tree state: {e}")))
+            }
+        }
+    }
+
+    fn put_checkpoint(&mut self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+        let stored: String = self
+            .client()
+            .query_one(
+                "INSERT INTO checkpoints (size, note, signed_ns) VALUES ($1, $2, $3) \
+                 ON CONFLICT (size) DO UPDATE SET size = checkpoints.size RETURNING note",
+                &[&i64_of(cp.size), &cp.note, &i64_of(cp.signed_ns)],
+            )
+            .map_err(backend("store a checkpoint"))?
+            .get(0);
+        if stored != cp.note {
+            return Err(StoreError::Inconsistent(format!(
+                "another checkpoint of size {} is stored: two different trees were signed",
+                cp.size
+            )));
+        }
+        Ok(())
+    }
+
+    fn entry_version(&mut self) -> Result<Option<u8>, StoreError> {
+        let v: Option<String> = self
+            .client()
+            .query_opt("SELECT value FROM meta WHERE key = 'entry_version'", &[])
+            .map_err(backend("read the entry version"))?
+            .map(|r| r.get(0));
+        v.map(|v| {
+            v.parse().map_err(|_| {
+                StoreError::Inconsistent(format!("the entry version {v:?} is not a number"))
+            })
+        })
+        .transpose()
+    }
+
+    fn set_entry_version(&mut self, version: u8) -> Result<(), StoreError> {
+        self.client()
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('entry_version', $1) ON CONFLICT (key) DO NOTHING",
+                &[&version.to_string()],
+            )
+            .map_err(backend("record the entry version"))?;
+        Ok(())
+    }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self
+            .client()
+            .query_opt(
+                "SELECT size, note, signed_ns FROM checkpoints ORDER BY size DESC LIMIT 1",
+                &[],
+            )
+            .map_err(backend("read the latest checkpoint"))?
+            .map(|r| StoredCheckpoint {
+                size: u64_of(r.get(0)),
+                note: r.get(1),
+                signed_ns: u64_of(r.get(2)),
+            }))
+    }
+
+    fn scan(
+        &mut self,
+        from: u64,
+        to: u64,
+        data: bool,
+        f: &mut ScanFn<'_>,
+    ) -> Result<(), StoreError> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT idx, leaf, CASE WHEN $3 THEN data END FROM entries \
+                 WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+                &[&i64_of(from), &i64_of(to), &data],
+            )
+            .map_err(backend("scan entries"))?;
+        let mut expect = from;
+        for r in rows {
+            let idx = u64_of(r.get(0));
+            if idx != expect {
+                return Err(StoreError::NotFound(expect));
+            }
+            let leaf: Vec<u8> = r.get(1);
+            let leaf = Hash::from_slice(&leaf).ok_or_else(|| {
+                StoreError::Inconsistent(format!("entry {idx}'s leaf is not 32 bytes"))
+            })?;
+            let bytes: Option<Vec<u8>> = r.get(2);
+            f(idx, leaf, bytes.as_deref())?;
+            expect += 1;
+        }
+        if expect < to {
+            return Err(StoreError::NotFound(expect));
+        }
+        Ok(())
+    }
+}
+
+/// The round's writes, inside the open transaction.
+fn write_round(
+    s: &mut Direct,
+    first: u64,
+    rows: &[Row],
+    nodes: &[Node],
+    state: &CompactRange,
+) -> Result<(), StoreError> {
+    if rows.iter().any(|r| r.erase.is_some()) {
+        return Err(StoreError::Backend(
+            "erasing payloads is not available on PostgreSQL yet".into(),
+        ));
+    }
+    let replica = s.log.replica.clone();
+    let c = s.client();
+    let (mut idx, mut leaf, mut data, mut time) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut p_idx, mut p_slot, mut p_open, mut p_data) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (k, r) in rows.iter().enumerate() {
+        let at = i64_of(first + k as u64);
+        idx.push(at);
+        leaf.push(r.leaf.0.to_vec());
+        data.push(r.data.clone());
+        time.push(i64_of(r.time_ns));
+        for p in &r.payloads {
+            p_idx.push(at);
+            p_slot.push(i16::from(p.slot));
+            p_open.push(p.opening.to_vec());
+            p_data.push(p.data.to_vec());
+        }
+    }
+    c.execute(
+        "INSERT INTO entries (idx, leaf, data, time_ns, replica) \
+         SELECT i, l, d, t, $5 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[]) AS u(i, l, d, t)",
+        &[&idx, &leaf, &data, &time, &replica],
+    )
+    .map_err(backend("insert the round's entries"))?;
+    if !p_idx.is_empty() {
+        c.execute(
+            "INSERT INTO payloads (idx, slot, opening, data) \
+             SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bytea[], $4::bytea[])",
+            &[&p_idx, &p_slot, &p_open, &p_data],
+        )
+        .map_err(backend("insert the round's payloads"))?;
+    }
+    if !nodes.is_empty() {
+        let levels: Vec<i32> = nodes
+            .iter()
+            .map(|n| i32::try_from(n.level).unwrap_or(i32::MAX))
+            .collect();
+        let at: Vec<i64> = nodes.iter().map(|n| i64_of(n.index)).collect();
+        let hashes: Vec<Vec<u8>> = nodes.iter().map(|n| n.hash.0.to_vec()).collect();
+        c.execute(
+            "INSERT INTO nodes SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bytea[]) ON CONFLICT DO NOTHING",
+            &[&levels, &at, &hashes],
+        )
+        .map_err(backend("insert the round's tree nodes"))?;
+    }
+    for (k, r) in rows.iter().enumerate() {
+        match &r.mark {
+            Some(Mark::Open(id)) => {
+                c.execute(
+                    "INSERT INTO pending_approvals (id, entry) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                    &[id, &i64_of(first + k as u64)],
+                )
+                .map_err(backend("record a pending approval"))?;
+            }
+            Some(Mark::Close(id)) => {
+                c.execute("DELETE FROM pending_approvals WHERE id = $1", &[id])
+                    .map_err(backend("close a pending approval"))?;
+            }
+            None => {}
+        }
+    }
+    let size = first + rows.len() as u64;
+    if state.size() != size {
+        return Err(StoreError::Inconsistent(format!(
+            "the round ends at {size} but its tree has {} leaves",
+            state.size()
+        )));
+    }
+    c.execute(
+        "UPDATE log_sequence SET next_index = $1 WHERE id",
+        &[&i64_of(size)],
+    )
+    .map_err(backend("move the sequence"))?;
+    c.execute(
+        "INSERT INTO log_head (size, root, state, updated_by) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET size = $1, root = $2, state = $3, updated_by = $4",
+        &[
+            &i64_of(size),
+            &state.root().0.to_vec(),
+            &state.to_bytes(),
+            &replica,
+        ],
+    )
+    .map_err(backend("move the head"))?;
+    Ok(())
+}
