@@ -69,6 +69,9 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Through the audit log (an Audit on PgStore per replica) instead of the store alone.
+        #[arg(long)]
+        through_audit: bool,
     },
     /// Durable audit appends with group commit: entries/s.
     Append {
@@ -270,7 +273,14 @@ fn main() -> anyhow::Result<()> {
             writers,
             size,
             seconds,
-        } => postgres::run(&url, replicas, writers, size, seconds),
+            through_audit,
+        } => {
+            if through_audit {
+                postgres::through_audit(&url, replicas, writers, size, seconds)
+            } else {
+                postgres::run(&url, replicas, writers, size, seconds)
+            }
+        }
         Cmd::Auth { calls } => rt.block_on(auth::run(calls)),
         Cmd::Flood {
             seconds,

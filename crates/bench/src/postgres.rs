@@ -16,6 +16,103 @@ const MAX_BATCH: usize = 4096;
 
 type Ack = mpsc::SyncSender<u64>;
 
+/// A database of the benchmark's own: its name, URL and an admin connection.
+fn database(url: &str) -> anyhow::Result<(String, String, postgres::Client)> {
+    let name = format!("custody_bench_{}", std::process::id());
+    let mut admin = postgres::Client::connect(url, postgres::NoTls)?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
+    admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    let mut db_url = url::Url::parse(url)?;
+    db_url.set_path(&name);
+    Ok((name, db_url.to_string(), admin))
+}
+
+/// The same load through the audit log itself: each replica an `Audit` on `PgStore` (entries
+/// encoded, hashed, integrated into the tree, payloads committed), its writers appending as
+/// the relay does.
+pub fn through_audit(
+    url: &str,
+    replicas: usize,
+    writers: usize,
+    size: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    use custody::audit::Audit;
+    use custody::store::postgres::PgStore;
+    let (name, db_url, mut admin) = database(url)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (n, took, cpu) = rt.block_on(async {
+        let mut audits = Vec::new();
+        let mut dirs = Vec::new();
+        for r in 0..replicas {
+            let dir = tempfile::tempdir()?;
+            let store = PgStore::connect(&db_url, &format!("replica-{r}"))?;
+            let signer = tlog::Signer::new("bench.custody/shared", [3u8; 32])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let config = crate::audit::audit_config(dir.path(), custody::config::Durability::Fsync);
+            audits.push(Audit::with_store(store, signer, true, dir.path(), &config)?.audit);
+            dirs.push(dir);
+        }
+        let per = writers / replicas.max(1);
+        join_load(&audits, per, size, Duration::from_millis(500)).await?;
+        let cpu0 = crate::procstat::cpu_time(std::process::id());
+        let t0 = Instant::now();
+        let n = join_load(&audits, per, size, Duration::from_secs(seconds)).await?;
+        let took = t0.elapsed();
+        let cpu = crate::procstat::cpu_time(std::process::id()) - cpu0;
+        for a in &audits {
+            a.close().await;
+        }
+        anyhow::Ok((n, took, cpu))
+    })?;
+    drop(rt);
+    #[allow(clippy::cast_precision_loss)]
+    let rate = n as f64 / took.as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let per_append = cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
+    println!(
+        "custody postgres append benchmark, through the audit log: {replicas} replicas (each an Audit on PgStore), {writers} writers, entries with a ~1 KiB header and a {size}-byte payload, synchronous_commit = on"
+    );
+    println!(
+        "durable appends: {rate:.0} entries/s ({n} in {:.1} s); this process's CPU per append {per_append:.2} µs (PostgreSQL's own not counted)",
+        took.as_secs_f64()
+    );
+    let mut c = postgres::Client::connect(&db_url, postgres::NoTls)?;
+    let row = c.query_one("SELECT count(*), coalesce(max(idx), -1) FROM entries", &[])?;
+    let (count, max): (i64, i64) = (row.get(0), row.get(1));
+    anyhow::ensure!(
+        count == max + 1,
+        "indices are not contiguous: {count} entries, max {max}"
+    );
+    println!("indices contiguous: {count} entries");
+    drop(c);
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    Ok(())
+}
+
+/// `append_load` on every replica at once; the total appended.
+async fn join_load(
+    audits: &[std::sync::Arc<custody::audit::Audit>],
+    per: usize,
+    size: usize,
+    time: Duration,
+) -> anyhow::Result<u64> {
+    let runs: Vec<_> = audits
+        .iter()
+        .map(|a| {
+            let a = a.clone();
+            tokio::spawn(async move { crate::audit::append_load(&a, per, size, time).await })
+        })
+        .collect();
+    let mut total = 0;
+    for r in runs {
+        total += r.await??;
+    }
+    Ok(total)
+}
+
 pub fn run(
     url: &str,
     replicas: usize,
@@ -23,14 +120,7 @@ pub fn run(
     size: usize,
     seconds: u64,
 ) -> anyhow::Result<()> {
-    // A database of the benchmark's own.
-    let name = format!("custody_bench_{}", std::process::id());
-    let mut admin = postgres::Client::connect(url, postgres::NoTls)?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
-    admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
-    let mut db_url = url::Url::parse(url)?;
-    db_url.set_path(&name);
-    let db_url = db_url.to_string();
+    let (name, db_url, mut admin) = database(url)?;
     PgLog::connect(&db_url, "setup", Bounds::default())?.migrate()?;
 
     let stop = Arc::new(AtomicBool::new(false));
