@@ -176,6 +176,9 @@ impl Store for Direct {
                 state.size()
             )));
         }
+        // A statement of its own, after the lock: its snapshot sees what the replica that
+        // held the lock committed (a join in the locking statement would read the snapshot
+        // taken before the wait, and miss those entries).
         let rows = self
             .client()
             .query(
@@ -387,12 +390,34 @@ fn write_round(
             p_data.push(p.data.to_vec());
         }
     }
+    let size = first + rows.len() as u64;
+    if state.size() != size {
+        return Err(StoreError::Inconsistent(format!(
+            "the round ends at {size} but its tree has {} leaves",
+            state.size()
+        )));
+    }
+    // Entries, the sequence and the head in one statement (one round trip under the lock).
     c.execute(
-        "INSERT INTO entries (idx, leaf, data, time_ns, replica) \
-         SELECT i, l, d, t, $5 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[]) AS u(i, l, d, t)",
-        &[&idx, &leaf, &data, &time, &replica],
+        "WITH ins AS (INSERT INTO entries (idx, leaf, data, time_ns, replica) \
+             SELECT i, l, d, t, $5 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[]) AS u(i, l, d, t) \
+             RETURNING 1), \
+         seq AS (UPDATE log_sequence SET next_index = $6 WHERE id RETURNING 1), \
+         head AS (INSERT INTO log_head (size, root, state, updated_by) VALUES ($6, $7, $8, $5) \
+             ON CONFLICT (id) DO UPDATE SET size = $6, root = $7, state = $8, updated_by = $5 RETURNING 1) \
+         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM seq), (SELECT count(*) FROM head)",
+        &[
+            &idx,
+            &leaf,
+            &data,
+            &time,
+            &replica,
+            &i64_of(size),
+            &state.root().0.to_vec(),
+            &state.to_bytes(),
+        ],
     )
-    .map_err(backend("insert the round's entries"))?;
+    .map_err(backend("insert the round's entries and move the sequence and head"))?;
     if !p_idx.is_empty() {
         c.execute(
             "INSERT INTO payloads (idx, slot, opening, data) \
@@ -430,28 +455,5 @@ fn write_round(
             None => {}
         }
     }
-    let size = first + rows.len() as u64;
-    if state.size() != size {
-        return Err(StoreError::Inconsistent(format!(
-            "the round ends at {size} but its tree has {} leaves",
-            state.size()
-        )));
-    }
-    c.execute(
-        "UPDATE log_sequence SET next_index = $1 WHERE id",
-        &[&i64_of(size)],
-    )
-    .map_err(backend("move the sequence"))?;
-    c.execute(
-        "INSERT INTO log_head (size, root, state, updated_by) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (id) DO UPDATE SET size = $1, root = $2, state = $3, updated_by = $4",
-        &[
-            &i64_of(size),
-            &state.root().0.to_vec(),
-            &state.to_bytes(),
-            &replica,
-        ],
-    )
-    .map_err(backend("move the head"))?;
     Ok(())
 }
