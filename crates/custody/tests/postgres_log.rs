@@ -502,3 +502,78 @@ fn two_audit_logs_on_one_database_write_one_log_that_verifies() {
     assert_eq!(v["entries"], n, "{v}");
     assert!(v["checkpoints"].as_u64().unwrap() >= 1, "{v}");
 }
+
+#[test]
+fn a_replica_whose_connection_is_terminated_connects_again_and_the_log_stays_whole() {
+    use custody::audit::{Audit, Draft, Kind};
+    use custody::store::postgres::PgStore;
+    let Some(db) = Db::new("reconnect") else {
+        return;
+    };
+    let key = [12u8; 32];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url.clone();
+    let audit = rt.block_on(async {
+        let store = PgStore::connect(&url, "replica-a").unwrap();
+        let signer = tlog::Signer::new("custody.test/shared", key).unwrap();
+        Audit::with_store(store, signer, true, dir.path(), &audit_config(dir.path()))
+            .unwrap()
+            .audit
+    });
+    let append = |n: u64| {
+        rt.block_on(audit.append(Draft::gateway(
+            Kind::Heartbeat,
+            "",
+            format!("{{\"n\":{n}}}"),
+        )))
+    };
+    for n in 0..10 {
+        append(n).unwrap();
+    }
+    // The replica's backend is terminated (as a failover or an operator would).
+    let terminated: i64 = db
+        .admin()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'custody replica-a'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(terminated, 1);
+    // A round on the lost connection fails (and is not acknowledged); the next one connects
+    // again.
+    let mut ok = 0;
+    for n in 10..20 {
+        if append(n).is_ok() {
+            ok += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ok >= 8,
+        "only {ok} of 10 appends after the termination succeeded"
+    );
+    rt.block_on(async {
+        audit.checkpoint().await.unwrap();
+        audit.close().await;
+    });
+    let n: i64 = db
+        .admin()
+        .query_one("SELECT count(*) FROM entries", &[])
+        .unwrap()
+        .get(0);
+    let key_string = tlog::Signer::new("custody.test/shared", key)
+        .unwrap()
+        .verifier()
+        .to_key_string();
+    let (verified, out, err) =
+        custody(&["verify", "--db", &db.url, "--key", &key_string, "--json"]);
+    assert!(verified, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["entries"], n, "{v}");
+}

@@ -22,6 +22,9 @@ struct Direct {
     log: PgLog,
     /// The next index, when a round's transaction is open.
     open: Option<u64>,
+    /// Where to connect again when the connection is lost (PostgreSQL restarted, the backend
+    /// was terminated): never printed.
+    url: String,
 }
 
 /// Runs `f` where blocking is allowed: here, or on a scoped thread when this thread drives a
@@ -111,7 +114,11 @@ impl PgStore {
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             log.migrate()
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
-            Ok(Self(Some(Direct { log, open: None })))
+            Ok(Self(Some(Direct {
+                log,
+                open: None,
+                url: url.to_string(),
+            })))
         })
     }
 }
@@ -145,6 +152,21 @@ impl Direct {
         }
     }
 
+    /// A lost connection (PostgreSQL restarted, this backend terminated) is replaced before the
+    /// next round; a round in flight on it failed and was not acknowledged.
+    fn reconnect_if_lost(&mut self) -> Result<(), StoreError> {
+        if !self.log.client.is_closed() {
+            return Ok(());
+        }
+        self.open = None;
+        let replica = self.log.replica.clone();
+        let log = PgLog::connect(&self.url, &replica, Bounds::default())
+            .map_err(|e| StoreError::Backend(format!("the connection was lost, and {e}")))?;
+        tracing::warn!(replica = %replica, "the log database connection was lost; connected again");
+        self.log = log;
+        Ok(())
+    }
+
     fn client(&mut self) -> &mut postgres::Client {
         &mut self.log.client
     }
@@ -152,6 +174,7 @@ impl Direct {
 
 impl Store for Direct {
     fn begin_round(&mut self, state: &CompactRange) -> Result<Vec<Hash>, StoreError> {
+        self.reconnect_if_lost()?;
         self.rollback();
         let c = self.client();
         c.batch_execute("BEGIN").map_err(backend("begin a round"))?;
@@ -251,6 +274,7 @@ impl Store for Direct {
     }
 
     fn state(&mut self) -> Result<CompactRange, StoreError> {
+        self.reconnect_if_lost()?;
         let row = self
             .client()
             .query_opt("SELECT state FROM log_head WHERE id", &[])
@@ -266,6 +290,7 @@ impl Store for Direct {
     }
 
     fn put_checkpoint(&mut self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.reconnect_if_lost()?;
         let stored: String = self
             .client()
             .query_one(
@@ -309,6 +334,7 @@ impl Store for Direct {
     }
 
     fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.reconnect_if_lost()?;
         Ok(self
             .client()
             .query_opt(
