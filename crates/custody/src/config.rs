@@ -317,6 +317,26 @@ impl Resolver<'_> {
             .map(|(r, value, _)| (r, value))
     }
 
+    /// A secret the configuration must name by reference (`${env:NAME}` or `${file:PATH}`),
+    /// resolved; `what` names it in the refusal of a value written in the file.
+    fn secret_by_reference(
+        &self,
+        key: &str,
+        what: &str,
+        text: &str,
+    ) -> Result<String, ConfigError> {
+        let (r, value) = self.secret(key, None, text)?;
+        if !r.has_references() {
+            return Err(self.err(
+                key,
+                format!(
+                    "name the {what} by reference, \"${{env:NAME}}\" or \"${{file:PATH}}\", so it stays out of the configuration"
+                ),
+            ));
+        }
+        Ok(value)
+    }
+
     /// As [`Resolver::secret`], with what each reference resolved to.
     fn secret_parts(
         &self,

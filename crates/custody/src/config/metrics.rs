@@ -62,18 +62,7 @@ impl Resolver<'_> {
         let token_sha256 = match raw.token.as_deref() {
             None => None,
             Some(text) => {
-                let base = std::path::Path::new(self.file)
-                    .parent()
-                    .unwrap_or(std::path::Path::new(""));
-                let r = super::SecretRef::parse(text, base)
-                    .map_err(|e| self.err("metrics.token", e))?;
-                if !r.has_references() {
-                    return Err(self.err(
-                        "metrics.token",
-                        "name the token by reference, \"${env:NAME}\" or \"${file:PATH}\", so it stays out of the configuration",
-                    ));
-                }
-                let (_, token) = self.secret("metrics.token", None, text)?;
+                let token = self.secret_by_reference("metrics.token", "token", text)?;
                 if token.chars().count() < MIN_TOKEN_CHARS {
                     return Err(self.err(
                         "metrics.token",

@@ -398,3 +398,40 @@ fn message_limits_beyond_a_log_entry_are_refused() {
     let e = err(&format!("[server]\nmax_json_depth = 200\n{EP}"));
     assert_eq!(e.key.as_deref(), Some("server.max_json_depth"), "{e}");
 }
+
+#[test]
+fn the_pages_oidc_sign_in_is_checked() {
+    let with = |ui: &str| {
+        format!(
+            "[server]\npublic_url = \"https://custody.acme.example\"\n\
+             [[auth.oidc]]\nissuer = \"https://login.acme.example\"\naudiences = [\"custody-ui\"]\n\
+             {ui}\n[endpoints.e.upstream]\ntransport = \"http\"\nurl = \"http://127.0.0.1:3001/mcp\"\n"
+        )
+    };
+    let ok = Config::parse(
+        &with("[ui.oidc]\nissuer = \"https://login.acme.example\"\nclient_id = \"custody-ui\""),
+        "custody.toml",
+    )
+    .unwrap();
+    let oidc = ok.ui.oidc.unwrap();
+    assert_eq!(
+        oidc.redirect_url,
+        "https://custody.acme.example/ui/auth/callback"
+    );
+    // A client secret written in the file is refused.
+    let e = err(&with(
+        "[ui.oidc]\nissuer = \"https://login.acme.example\"\nclient_id = \"custody-ui\"\nclient_secret = \"hunter2\"",
+    ));
+    assert_eq!(e.key.as_deref(), Some("ui.oidc.client_secret"), "{e}");
+    assert!(e.message.contains("name the secret by reference"), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    // The provider must be an issuer whose tokens are accepted for that client.
+    let e = err(&with(
+        "[ui.oidc]\nissuer = \"https://login.acme.example\"\nclient_id = \"someone-else\"",
+    ));
+    assert_eq!(e.key.as_deref(), Some("ui.oidc.issuer"), "{e}");
+    assert!(
+        e.message.contains("must also be an [[auth.oidc]] issuer"),
+        "{e}"
+    );
+}

@@ -140,23 +140,11 @@ impl Resolver<'_> {
                 ),
             ));
         }
-        let client_secret = match raw.client_secret.as_deref() {
-            None => None,
-            Some(text) => {
-                let base = std::path::Path::new(self.file)
-                    .parent()
-                    .unwrap_or(std::path::Path::new(""));
-                let r = super::SecretRef::parse(text, base)
-                    .map_err(|e| self.err("ui.oidc.client_secret", e))?;
-                if !r.has_references() {
-                    return Err(self.err(
-                        "ui.oidc.client_secret",
-                        "name the secret by reference, \"${env:NAME}\" or \"${file:PATH}\", so it stays out of the configuration",
-                    ));
-                }
-                Some(self.secret("ui.oidc.client_secret", None, text)?.1)
-            }
-        };
+        let client_secret = raw
+            .client_secret
+            .as_deref()
+            .map(|text| self.secret_by_reference("ui.oidc.client_secret", "secret", text))
+            .transpose()?;
         let redirect_url = match (raw.redirect_url, public_url) {
             (Some(u), _) => u,
             (None, Some(base)) => format!("{}/ui/auth/callback", base.trim_end_matches('/')),
