@@ -108,6 +108,48 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// A PostgreSQL error as the store reports it.
+fn backend(what: &'static str) -> impl FnOnce(postgres::Error) -> super::StoreError {
+    move |e| super::StoreError::Backend(format!("couldn't {what}: {e}"))
+}
+
+/// A `checkpoints` row (size, note, signed_ns).
+fn checkpoint_of(row: &postgres::Row) -> super::StoredCheckpoint {
+    super::StoredCheckpoint {
+        size: u64_of(row.get(0)),
+        note: row.get(1),
+        signed_ns: u64_of(row.get(2)),
+    }
+}
+
+/// The latest stored checkpoint.
+fn latest_checkpoint(
+    c: &mut impl postgres::GenericClient,
+) -> Result<Option<super::StoredCheckpoint>, postgres::Error> {
+    Ok(c.query_opt(
+        "SELECT size, note, signed_ns FROM checkpoints ORDER BY size DESC LIMIT 1",
+        &[],
+    )?
+    .as_ref()
+    .map(checkpoint_of))
+}
+
+/// Stores a checkpoint unless one of its size is stored; returns the note stored for that
+/// size (this one, or the one already there: never replaced).
+fn store_checkpoint(
+    c: &mut impl postgres::GenericClient,
+    size: u64,
+    note: &str,
+    signed_ns: u64,
+) -> Result<String, postgres::Error> {
+    Ok(c.query_one(
+        "INSERT INTO checkpoints (size, note, signed_ns) VALUES ($1, $2, $3) \
+         ON CONFLICT (size) DO UPDATE SET size = checkpoints.size RETURNING note",
+        &[&i64_of(size), &note, &i64_of(signed_ns)],
+    )?
+    .get(0))
+}
+
 /// A URL as it may be printed: without its password.
 pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use tlog::Hash;
 
-use super::{Bounds, PgLog, i64_of, u64_of};
+use super::{Bounds, PgLog, backend, checkpoint_of, i64_of, u64_of};
 use crate::store::{LogReader, StoreError, StoredCheckpoint, StoredPayload};
 
 /// Entries read per query while scanning.
@@ -16,20 +16,8 @@ pub struct PgReader {
     client: RefCell<postgres::Client>,
 }
 
-fn backend(what: &'static str) -> impl FnOnce(postgres::Error) -> StoreError {
-    move |e| StoreError::Backend(format!("couldn't {what}: {e}"))
-}
-
 fn hash(b: &[u8], what: &str) -> Result<Hash, StoreError> {
     Hash::from_slice(b).ok_or_else(|| StoreError::Inconsistent(format!("{what} is not 32 bytes")))
-}
-
-fn checkpoint(row: &postgres::Row) -> StoredCheckpoint {
-    StoredCheckpoint {
-        size: u64_of(row.get(0)),
-        note: row.get(1),
-        signed_ns: u64_of(row.get(2)),
-    }
 }
 
 impl PgReader {
@@ -101,16 +89,8 @@ impl PgReader {
 
 impl LogReader for PgReader {
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        Ok(self
-            .client
-            .borrow_mut()
-            .query_opt(
-                "SELECT size, note, signed_ns FROM checkpoints ORDER BY size DESC LIMIT 1",
-                &[],
-            )
-            .map_err(backend("read the latest checkpoint"))?
-            .as_ref()
-            .map(checkpoint))
+        super::latest_checkpoint(&mut *self.client.borrow_mut())
+            .map_err(backend("read the latest checkpoint"))
     }
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
@@ -123,7 +103,7 @@ impl LogReader for PgReader {
             )
             .map_err(backend("read the checkpoints"))?
             .iter()
-            .map(checkpoint)
+            .map(checkpoint_of)
             .collect())
     }
 
@@ -137,7 +117,7 @@ impl LogReader for PgReader {
             )
             .map_err(backend("read a checkpoint"))?
             .as_ref()
-            .map(checkpoint))
+            .map(checkpoint_of))
     }
 
     fn entry(&self, index: u64) -> Result<(Hash, Vec<u8>), StoreError> {

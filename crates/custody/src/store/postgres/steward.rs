@@ -202,14 +202,8 @@ impl PgLog {
         if !is_head {
             return Ok(false);
         }
-        let stored: String = tx
-            .query_one(
-                "INSERT INTO checkpoints (size, note, signed_ns) VALUES ($1, $2, $3) \
-                 ON CONFLICT (size) DO UPDATE SET size = checkpoints.size RETURNING note",
-                &[&i64_of(head.size), &note, &i64_of(signed_ns)],
-            )
-            .map_err(PgError::sql("store a checkpoint"))?
-            .get(0);
+        let stored = super::store_checkpoint(&mut tx, head.size, note, signed_ns)
+            .map_err(PgError::sql("store a checkpoint"))?;
         tx.commit().map_err(PgError::sql("commit a checkpoint"))?;
         Ok(stored == note)
     }

@@ -10,7 +10,7 @@
 use tlog::compact::Node;
 use tlog::{CompactRange, Hash};
 
-use super::{Bounds, PgLog, i64_of, u64_of};
+use super::{Bounds, PgLog, backend, i64_of, u64_of};
 use crate::store::{Mark, Row, ScanFn, Store, StoreError, StoredCheckpoint};
 
 /// A replica's writer. Its calls may come from a thread that drives async tasks (opening the
@@ -97,10 +97,6 @@ impl Store for PgStore {
         }
         collected
     }
-}
-
-fn backend(what: &'static str) -> impl FnOnce(postgres::Error) -> StoreError {
-    move |e| StoreError::Backend(format!("couldn't {what}: {e}"))
 }
 
 impl PgStore {
@@ -291,15 +287,8 @@ impl Store for Direct {
 
     fn put_checkpoint(&mut self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
         self.reconnect_if_lost()?;
-        let stored: String = self
-            .client()
-            .query_one(
-                "INSERT INTO checkpoints (size, note, signed_ns) VALUES ($1, $2, $3) \
-                 ON CONFLICT (size) DO UPDATE SET size = checkpoints.size RETURNING note",
-                &[&i64_of(cp.size), &cp.note, &i64_of(cp.signed_ns)],
-            )
-            .map_err(backend("store a checkpoint"))?
-            .get(0);
+        let stored = super::store_checkpoint(self.client(), cp.size, &cp.note, cp.signed_ns)
+            .map_err(backend("store a checkpoint"))?;
         if stored != cp.note {
             return Err(StoreError::Inconsistent(format!(
                 "another checkpoint of size {} is stored: two different trees were signed",
@@ -335,18 +324,7 @@ impl Store for Direct {
 
     fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.reconnect_if_lost()?;
-        Ok(self
-            .client()
-            .query_opt(
-                "SELECT size, note, signed_ns FROM checkpoints ORDER BY size DESC LIMIT 1",
-                &[],
-            )
-            .map_err(backend("read the latest checkpoint"))?
-            .map(|r| StoredCheckpoint {
-                size: u64_of(r.get(0)),
-                note: r.get(1),
-                signed_ns: u64_of(r.get(2)),
-            }))
+        super::latest_checkpoint(self.client()).map_err(backend("read the latest checkpoint"))
     }
 
     fn scan(
