@@ -16,6 +16,7 @@ Exits 1 naming each failure.
 """
 
 import argparse
+import atexit
 import os
 import re
 import shlex
@@ -36,6 +37,26 @@ FILE_REF = re.compile(r"\$\{file:([^}]+)\}")
 
 failures = []
 
+
+
+_scratch = []
+
+
+def scratch_database():
+    """A database of this check's own on the local PostgreSQL (trust authentication), dropped
+    when the check ends: the PostgreSQL overlay's pod is started against it."""
+    if not _scratch:
+        name = f"custody_k8s_{os.getpid()}"
+        psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c"]
+        subprocess.run(psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
+        subprocess.run(psql + [f"CREATE DATABASE {name}"], check=True)
+        atexit.register(
+            lambda: subprocess.run(
+                psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True
+            )
+        )
+        _scratch.append(name)
+    return _scratch[0]
 
 def fail(where, what):
     failures.append(f"{where}: {what}")
@@ -475,7 +496,7 @@ def pod(args):
                         f.write(os.urandom(32).hex() + "\n")
                 elif key == "url":
                     with open(path, "w") as f:
-                        f.write("postgres://postgres@127.0.0.1:5432/postgres\n")
+                        f.write(f"postgres://postgres@127.0.0.1:5432/{scratch_database()}\n")
                 else:
                     with open(path, "w") as f:
                         f.write(f"placeholder-credential-{key}\n")
@@ -507,17 +528,9 @@ def pod(args):
     )
     out = (check.stdout + check.stderr).strip()
     if check.returncode != 0:
-        if "store" in config.get("audit", {}) and re.search(r"unknown field `store`", out):
-            print(
-                f"skip {where}: this custody has no PostgreSQL store yet (issue 18): {out.splitlines()[-1]}"
-            )
-            return
         fail(where, f"custody check-config refuses the pod's configuration: {out}")
         return
     print(f"pod: {where}: custody check-config: {out.splitlines()[-1]}")
-    if "store" in config.get("audit", {}):
-        print(f"pod: {where}: not served here (it needs its PostgreSQL)")
-        return
     log = open(os.path.join(root, "gateway.log"), "w")
     env = dict(os.environ, **{e["name"]: e["value"] for e in main.get("env", []) if "value" in e})
     command = [args.custody] + [local_config if a == config_path else a for a in main["args"]]

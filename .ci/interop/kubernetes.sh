@@ -9,7 +9,8 @@
 #   4. checkov finds nothing: no failed check, and every skipped one justified in the manifest;
 #   5. with a custody binary: the gateway's pod runs here, its volumes laid out under a
 #      directory, its init container's command run, `custody check-config` on its configuration,
-#      and for the SQLite StatefulSet `custody serve` answering its three probes.
+#      and `custody serve` answering its three probes (the PostgreSQL overlay's on a scratch
+#      database of the local PostgreSQL).
 # Each tool is first shown a broken manifest that it must refuse, so a tool that passes
 # everything cannot pass here. Helm is not checked: no registry this project reaches has it.
 #

@@ -24,6 +24,7 @@ pub fn audit_config(dir: &Path, durability: Durability) -> AuditConfig {
         tiles_public: true,
         tiles_public_set: false,
         predecessor: None,
+        store: None,
     }
 }
 

@@ -122,7 +122,7 @@ pub async fn run(entries: u64, size: usize, samples: u32) -> anyhow::Result<()> 
     let dir = crate::audit::fill_with(entries, size, draft).await?;
     eprintln!("filled in {:.1} s", started.elapsed().as_secs_f64());
     let started = Instant::now();
-    let mut open = Open::new(dir.path())?;
+    let mut open = Open::new(dir.path(), &custody::store::Location::dir(dir.path()))?;
     let indexed = open.index.catch_up(&open.log)?;
     let build = started.elapsed();
     let bytes = std::fs::metadata(dir.path().join(custody::explorer::index::FILE))?.len();

@@ -20,6 +20,7 @@ mod ready;
 mod resume;
 pub mod scrub;
 mod sequencer;
+mod steward;
 #[cfg(test)]
 mod tests;
 pub mod verify;
@@ -37,7 +38,7 @@ use tlog::{Hash, Signer, Verifier};
 
 use crate::config::{AuditConfig, Durability};
 pub use crate::store::{Erase, Mark};
-use crate::store::{LogReader, SqliteReader, SqliteStore, Store, StoreError, StoredCheckpoint};
+use crate::store::{Location, LogReader, Reader, SqliteStore, Store, StoreError, StoredCheckpoint};
 pub use draft::Draft;
 use files::Files;
 use health::Health;
@@ -116,10 +117,15 @@ enum Job {
     /// `sequencer::sign`); `None` when there is nothing new to sign.
     Sign {
         published: Option<u64>,
+        /// `false`: only bring the tree up to what other replicas of a shared log committed
+        /// (a replica that is not the steward signs nothing).
+        sign: bool,
         reply: oneshot::Sender<Result<Option<Signed>, AuditError>>,
     },
     /// Store a signed checkpoint in the database's checkpoints table.
     Store(StoredCheckpoint, oneshot::Sender<Result<(), AuditError>>),
+    /// The latest checkpoint the store holds (for a shared log: what its steward stored).
+    Latest(oneshot::Sender<Result<Option<StoredCheckpoint>, AuditError>>),
     /// Read something cheap from the store (`/readyz`: the store answers).
     Probe(oneshot::Sender<Result<(), String>>),
     /// Carry out the erasures recorded below this size (a persisted checkpoint's).
@@ -147,6 +153,10 @@ pub struct Audit {
     files: Arc<Files>,
     durability: Durability,
     data_dir: PathBuf,
+    /// Where the log is stored (the data directory, or the database replicas share).
+    location: Location,
+    /// For a log replicas share: this replica's claim on the lease to sign and publish.
+    steward: Option<Arc<steward::Steward>>,
     config: AuditConfig,
     sequencer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     lock: std::sync::Mutex<Option<files::DirLock>>,
@@ -232,16 +242,25 @@ pub enum OpenError {
         head: String,
         checkpoints: String,
     },
+    #[error(
+        "the shared log is signed by the key {stored}, but this replica's key file holds {ours}: every replica of one log signs with its one key (give each replica the same audit.key_file)"
+    )]
+    OtherKey { stored: String, ours: String },
     #[error("audit.predecessor: {0}")]
     Predecessor(String),
     #[error("couldn't sign the new log's first checkpoint: {0}")]
     Genesis(AuditError),
 }
 
-/// The approvals left pending in the log `reader` reads.
-fn unfinished(reader: &impl LogReader) -> Result<Vec<Unfinished>, StoreError> {
+/// The approvals left pending in the log `reader` reads: all of them, or in a log replicas
+/// share, those `replica` opened (another replica's are its own, held by it or left for it).
+fn unfinished(reader: &Reader, replica: Option<&str>) -> Result<Vec<Unfinished>, StoreError> {
     let mut out = Vec::new();
-    for (id, entry) in reader.pending_approvals()? {
+    let pending = match (reader, replica) {
+        (Reader::Postgres(r), Some(replica)) => r.pending_approvals_of(replica)?,
+        _ => reader.pending_approvals()?,
+    };
+    for (id, entry) in pending {
         let (_, data) = reader.entry(entry)?;
         let e = tlog::Entry::decode(&data).map_err(|e| {
             StoreError::Inconsistent(format!("entry {entry} cannot be decoded: {e}"))
@@ -267,6 +286,15 @@ impl Audit {
         let lock = files::DirLock::acquire(data_dir)?;
         let (signer, key_created) =
             keys::load_or_create(&config.key_file, config.origin.as_deref())?;
+        if let Some(shared) = &config.store {
+            let mut store = crate::store::postgres::PgStore::connect(&shared.url, &shared.replica)?;
+            let ours = signer.verifier().to_key_string();
+            let stored = store.claim_key(&ours)?;
+            if stored != ours {
+                return Err(OpenError::OtherKey { stored, ours });
+            }
+            return Self::start(store, signer, key_created, data_dir, config, Some(lock));
+        }
         let files = Files::new(data_dir, config.durability);
         // A missing database is not created while a checkpoint says there was a log: the
         // refusal below must not leave an empty database behind for the next start to accept.
@@ -304,7 +332,11 @@ impl Audit {
     ) -> Result<Opened, OpenError> {
         let files = Arc::new(Files::new(data_dir, config.durability));
         let verifier = signer.verifier();
-        let db = data_dir.join(crate::store::FILE);
+        let location = config.location(data_dir);
+        let db = match &location {
+            Location::Dir(_) => data_dir.join(crate::store::FILE),
+            Location::Postgres(_) => std::path::PathBuf::from("the shared log database"),
+        };
         let resumed = resume::resume(&mut store, &files, &verifier, &db)?;
         let created = resumed.latest.is_none();
         // A log keeps the entry version it was created with; a new one is version 2.
@@ -338,10 +370,14 @@ impl Audit {
                 });
             }
         }
-        let pending_approvals = match SqliteReader::open(data_dir) {
-            Ok(reader) => unfinished(&reader)?,
-            Err(_) => Vec::new(),
-        };
+        // Opened from async code: a PostgreSQL reader blocks on a thread of its own.
+        let pending_approvals =
+            crate::store::postgres::off_runtime(|| match Reader::open(&location) {
+                Ok(reader) => {
+                    unfinished(&reader, config.store.as_ref().map(|s| s.replica.as_str()))
+                }
+                Err(_) => Ok(Vec::new()),
+            })?;
         let predecessor = match (&config.predecessor, created) {
             (Some(path), true) => Some(predecessor::read(path, signer.name())?),
             _ => None,
@@ -398,6 +434,11 @@ impl Audit {
             files,
             durability: config.durability,
             data_dir: data_dir.to_path_buf(),
+            steward: config
+                .store
+                .as_ref()
+                .map(|s| Arc::new(steward::Steward::new(&s.url, &s.replica, steward::IDLE))),
+            location,
             config: config.clone(),
             sequencer: std::sync::Mutex::new(Some(handle)),
             lock: std::sync::Mutex::new(lock),
@@ -463,9 +504,15 @@ impl Audit {
         Ok(())
     }
 
-    /// The data directory the log lives in.
+    /// The data directory: the gateway's files (and the embedded log, unless the log is
+    /// shared in PostgreSQL: see [`Audit::location`]).
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
+    }
+
+    /// Where the log is stored.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     /// Principal names that may erase payloads through the API (`[audit] erasers`).
@@ -558,11 +605,11 @@ impl Audit {
         let Some(latest) = self.latest_checkpoint() else {
             return Err(AuditError::NotYetCheckpointed { index, size: 0 });
         };
-        let dir = self.data_dir.clone();
+        let log = self.location.clone();
         let health = self.health.clone();
         let verifier = self.verifier.clone();
         tokio::task::spawn_blocking(move || {
-            let reader = SqliteReader::open(&dir).map_err(|e| AuditError::Proof(e.to_string()))?;
+            let reader = Reader::open(&log).map_err(|e| AuditError::Proof(e.to_string()))?;
             let cp = match size {
                 None => latest,
                 Some(s) if s == latest.size => latest,
@@ -632,9 +679,9 @@ impl Audit {
                 "a consistency proof needs from <= to <= {latest} (the latest published checkpoint's size); got from={from}, to={to}"
             )));
         }
-        let dir = self.data_dir.clone();
+        let log = self.location.clone();
         tokio::task::spawn_blocking(move || {
-            let reader = SqliteReader::open(&dir).map_err(|e| AuditError::Proof(e.to_string()))?;
+            let reader = Reader::open(&log).map_err(|e| AuditError::Proof(e.to_string()))?;
             tlog::proof::consistency_proof(&reader, from, to)
                 .map_err(|e| AuditError::Proof(e.to_string()))
         })

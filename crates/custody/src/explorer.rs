@@ -20,7 +20,7 @@ pub use index::{Index, IndexError};
 pub use query::{Filter, Order, Page, QueryError, Scope};
 
 use crate::identity::Principal;
-use crate::store::SqliteReader;
+use crate::store::{Location, Reader};
 
 /// What a principal may see through the explorer: every entry with its masked payloads
 /// (auditors), every entry of the endpoints a Cedar `Action::"audit"` permit grants it, or
@@ -73,17 +73,17 @@ pub fn scope_of(
 /// The index and a reader of the log, used by one caller at a time.
 pub struct Open {
     pub index: Index,
-    pub log: SqliteReader,
+    pub log: Reader,
 }
 
 impl Open {
-    /// Opens the index (creating it) and the log of `data_dir`.
+    /// Opens the index in `data_dir` (creating it) and the log at `log`.
     ///
     /// # Errors
     /// Either cannot be opened.
-    pub fn new(data_dir: &Path) -> Result<Self, IndexError> {
+    pub fn new(data_dir: &Path, log: &Location) -> Result<Self, IndexError> {
         Ok(Self {
-            log: SqliteReader::open(data_dir)?,
+            log: Reader::open(log)?,
             index: Index::open(data_dir)?,
         })
     }
@@ -106,6 +106,7 @@ impl Open {
 /// The explorer of a running gateway: its index, kept up to date by a background task.
 pub struct Explorer {
     data_dir: PathBuf,
+    log: Location,
     open: Mutex<Option<Open>>,
     pub auditors: Vec<String>,
     /// The gateway's endpoint names, for `Action::"audit"`.
@@ -126,9 +127,15 @@ pub const TIMELINE_CAP: u32 = 10_000;
 const CATCH_UP_STEPS: u32 = 5;
 
 impl Explorer {
-    pub fn new(data_dir: &Path, auditors: Vec<String>, endpoints: Vec<String>) -> Arc<Self> {
+    pub fn new(
+        data_dir: &Path,
+        log: Location,
+        auditors: Vec<String>,
+        endpoints: Vec<String>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             data_dir: data_dir.to_path_buf(),
+            log,
             open: Mutex::new(None),
             auditors,
             endpoints,
@@ -152,7 +159,7 @@ impl Explorer {
     ) -> Result<T, QueryError> {
         let mut guard = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if guard.is_none() {
-            *guard = Some(Open::new(&self.data_dir)?);
+            *guard = Some(Open::new(&self.data_dir, &self.log)?);
         }
         let Some(open) = guard.as_mut() else {
             unreachable!("opened above")

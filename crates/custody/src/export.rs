@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::config::{ExportConfig, ExportFormat};
-use crate::store::{LogReader, SqliteReader, StoreError};
+use crate::store::{Location, LogReader, Reader, StoreError};
 
 /// A sink's state, for health and metrics.
 #[derive(Debug, Clone, Default)]
@@ -142,10 +142,10 @@ async fn run(
             }
         }
         let to = head.min(cursor + config.batch);
-        let dir = audit.data_dir().to_path_buf();
+        let log = audit.location().clone();
         let (format, o) = (config.format, origin.clone());
         let lines =
-            tokio::task::spawn_blocking(move || render_batch(&dir, cursor, to, format, &o)).await;
+            tokio::task::spawn_blocking(move || render_batch(&log, cursor, to, format, &o)).await;
         let (lines, to) = match lines {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
@@ -227,13 +227,13 @@ pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// # Errors
 /// The log cannot be read.
 pub fn render_batch(
-    dir: &std::path::Path,
+    log: &Location,
     from: u64,
     to: u64,
     format: ExportFormat,
     origin: &str,
 ) -> Result<(Vec<Value>, u64), StoreError> {
-    let reader = SqliteReader::open(dir)?;
+    let reader = Reader::open(log)?;
     let mut end = from;
     let mut bytes = 0usize;
     reader.entries_in(from, to, |i, data| -> Result<(), StoreError> {
@@ -251,8 +251,7 @@ pub fn render_batch(
         end = i + 1;
         Ok(())
     })?;
-    drop(reader);
-    Ok((render(dir, from, end, format, origin)?, end))
+    Ok((render(&reader, from, end, format, origin)?, end))
 }
 
 /// The lines of entries `from..to` in `format`.
@@ -260,13 +259,12 @@ pub fn render_batch(
 /// # Errors
 /// The log cannot be read.
 pub fn render(
-    dir: &std::path::Path,
+    reader: &Reader,
     from: u64,
     to: u64,
     format: ExportFormat,
     origin: &str,
 ) -> Result<Vec<Value>, StoreError> {
-    let reader = SqliteReader::open(dir)?;
     let version = env!("CARGO_PKG_VERSION");
     let mut out = Vec::new();
     let mut raw: Vec<(u64, Vec<u8>)> = Vec::new();

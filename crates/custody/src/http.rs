@@ -251,6 +251,7 @@ pub async fn start_with(
     let exports = Arc::new(exports);
     let explorer = crate::explorer::Explorer::new(
         &config.server.data_dir,
+        audit.location().clone(),
         config.explorer.auditors.clone(),
         config.endpoints.iter().map(|e| e.name.clone()).collect(),
     );

@@ -6,13 +6,15 @@
 //! the relay's tasks.
 
 pub mod postgres;
+mod reader;
 mod sqlite;
 
 use std::path::Path;
 
+pub use reader::{Location, Reader};
 pub use sqlite::{FILE, SqliteReader, SqliteStore};
 use tlog::compact::Node;
-use tlog::{CompactRange, Hash};
+use tlog::{CompactRange, Hash, node_hash};
 
 /// Interior nodes at and above this level are stored; lower ones are computed from at most
 /// 2^`NODE_LEVEL` leaf hashes (256, as in tlog-tiles).
@@ -118,6 +120,16 @@ pub trait Store: Send + 'static {
     fn begin_round(&mut self, state: &CompactRange) -> Result<Vec<Hash>, StoreError> {
         let _ = state;
         Ok(Vec::new())
+    }
+
+    /// Ends a round begun by [`Store::begin_round`] without writing anything (its lock is
+    /// released).
+    fn end_round(&mut self) {}
+
+    /// Whether other writers append to this store too (its tree grows by their rounds as well
+    /// as by this writer's).
+    fn shared(&self) -> bool {
+        false
     }
 
     /// Appends `rows` at indexes `first..`, the interior `nodes` they complete (level
@@ -294,4 +306,13 @@ impl Store for Empty {
         }
         Ok(())
     }
+}
+
+/// The root of a perfect subtree over `leaves` (a power of two of them).
+pub(crate) fn fold(leaves: &[Hash]) -> Hash {
+    if leaves.len() == 1 {
+        return leaves[0];
+    }
+    let (l, r) = leaves.split_at(leaves.len() / 2);
+    node_hash(&fold(l), &fold(r))
 }

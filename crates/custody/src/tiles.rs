@@ -15,7 +15,7 @@ use tlog::tiles::{BundleError, HEIGHT, Tile, nodes_at, push_entry};
 pub use export::{Exported, export};
 pub use verify::{Source, Verified, verify};
 
-use crate::store::{SqliteReader, StoreError};
+use crate::store::{Reader, StoreError};
 
 /// Why a tile could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum TileError {
 ///
 /// # Errors
 /// [`TileError::NotInTree`] for a tile that tree does not have (yet); the store's errors.
-pub fn read(reader: &SqliteReader, tile: Tile, size: u64) -> Result<Vec<u8>, TileError> {
+pub fn read(reader: &Reader, tile: Tile, size: u64) -> Result<Vec<u8>, TileError> {
     let from = tile.index().saturating_mul(tlog::tiles::WIDTH);
     let to = from.saturating_add(u64::from(tile.width()));
     let available = match tile {

@@ -115,6 +115,7 @@ async fn a_full_disk_logs_one_error_and_one_recovery_not_a_line_per_batch() {
         tiles_public: true,
         tiles_public_set: false,
         predecessor: None,
+        store: None,
     };
     let store = FullDisk::default();
     store.full.store(true, Ordering::SeqCst);

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::witnessing::{Witnessed, Witnessing};
 use super::{Audit, AuditError, Draft, Job, Kind, Signed};
-use crate::store::{SqliteReader, StoredCheckpoint};
+use crate::store::{Reader, StoredCheckpoint};
 use crate::witness::client::ConsistencyProofs;
 
 pub async fn run(
@@ -63,15 +63,31 @@ impl Audit {
     /// The checkpoint could not be signed or made durable.
     pub async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditError> {
         let _in_order = self.publishing.lock().await;
-        let witnessing = self.witnessing.get().cloned();
+        let steward = match &self.steward {
+            None => true,
+            Some(s) => {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || s.holds())
+                    .await
+                    .unwrap_or(false)
+            }
+        };
+        let witnessing = self.witnessing.get().cloned().filter(|_| steward);
         if let Some(w) = &witnessing {
             w.grew(self.head().size);
+        }
+        if !steward {
+            return self.follow_steward().await;
         }
         let signed_at = std::time::Instant::now();
         let published = self.latest_checkpoint().map(|c| c.size);
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Sign { published, reply })
+            .send(Job::Sign {
+                published,
+                sign: true,
+                reply,
+            })
             .await
             .map_err(|_| AuditError::Closed)?;
         let Some(signed) = rx.await.map_err(|_| AuditError::Closed)?? else {
@@ -178,6 +194,67 @@ impl Audit {
             .map_err(|e| unavailable(&e))
     }
 
+    /// A replica that is not the steward publishes the checkpoint the steward stored, once its
+    /// signature checks and it covers no more than the shared log this replica integrated.
+    async fn follow_steward(&self) -> Result<Option<StoredCheckpoint>, AuditError> {
+        // The stored checkpoint is read first, then the tree brought up to the shared log (in
+        // that order, by the sequencer): the tree then covers what the checkpoint signs.
+        let (latest, read) = oneshot::channel();
+        let (reply, caught_up) = oneshot::channel();
+        for job in [
+            Job::Latest(latest),
+            Job::Sign {
+                published: None,
+                sign: false,
+                reply,
+            },
+        ] {
+            self.jobs.send(job).await.map_err(|_| AuditError::Closed)?;
+        }
+        let stored = read.await.map_err(|_| AuditError::Closed)?;
+        caught_up.await.map_err(|_| AuditError::Closed)??;
+        let Some(cp) = stored? else {
+            return Ok(None);
+        };
+        if self.latest_checkpoint().is_some_and(|l| l.size >= cp.size) {
+            return Ok(None);
+        }
+        let opened = tlog::Checkpoint::open(cp.note.as_bytes(), &self.verifier);
+        let head = self.head();
+        let why = match opened {
+            Err(e) => Some(format!("its signature does not check: {e}")),
+            Ok((c, _)) if c.size != cp.size => Some(format!(
+                "it is filed under size {} but signs size {}",
+                cp.size, c.size
+            )),
+            Ok((c, _)) if c.size > head.size => Some(format!(
+                "it signs size {} but the shared log holds {} entries",
+                c.size, head.size
+            )),
+            Ok((c, _)) if c.size == head.size && c.root != head.root => Some(format!(
+                "it signs a root at size {} other than the tree of the shared log's entries",
+                c.size
+            )),
+            Ok(_) => None,
+        };
+        if let Some(why) = why {
+            let why = format!(
+                "the checkpoint stored in the shared log at size {}: {why}",
+                cp.size
+            );
+            self.health.alarm(why.clone(), true);
+            return Err(AuditError::Unavailable(why));
+        }
+        let mut latest = self
+            .latest
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if latest.as_ref().is_none_or(|l| l.size < cp.size) {
+            *latest = Some(cp.clone());
+        }
+        Ok(Some(cp))
+    }
+
     async fn store_checkpoint(&self, cp: StoredCheckpoint) -> Result<(), AuditError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
@@ -190,12 +267,12 @@ impl Audit {
     /// Consistency proofs for the witnesses, read from the stored tree (a proof from a changed
     /// database does not verify, and the witness refuses it: that is an alarm, as it should be).
     fn consistency_proofs(&self) -> Arc<dyn ConsistencyProofs> {
-        let dir = self.data_dir.clone();
+        let log = self.location.clone();
         Arc::new(move |old: u64, new: u64| {
-            let dir = dir.clone();
+            let log = log.clone();
             async move {
                 tokio::task::spawn_blocking(move || {
-                    let reader = SqliteReader::open(&dir).map_err(|e| e.to_string())?;
+                    let reader = Reader::open(&log).map_err(|e| e.to_string())?;
                     tlog::proof::consistency_proof(&reader, old, new).map_err(|e| e.to_string())
                 })
                 .await

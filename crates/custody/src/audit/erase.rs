@@ -21,7 +21,7 @@ use tlog::entry::Kind;
 use tokio_util::sync::CancellationToken;
 
 use super::{Appended, Audit, AuditError, Draft, Erase, now_ns};
-use crate::store::{LogReader, SqliteReader};
+use crate::store::{LogReader, Reader};
 
 /// The longest reason an erasure may carry.
 pub const MAX_REASON_BYTES: usize = 1024;
@@ -86,9 +86,9 @@ impl Audit {
         if index >= size {
             return Err(EraseError::NotInLog { index, size });
         }
-        let dir = self.data_dir.clone();
+        let log = self.location.clone();
         let (endpoint, commitments) = tokio::task::spawn_blocking(move || {
-            let reader = SqliteReader::open(&dir).map_err(|e| EraseError::Read(e.to_string()))?;
+            let reader = Reader::open(&log).map_err(|e| EraseError::Read(e.to_string()))?;
             let (_, bytes) = reader
                 .entry(index)
                 .map_err(|e| EraseError::Read(e.to_string()))?;
@@ -153,9 +153,9 @@ impl Audit {
         retention: Duration,
     ) -> Result<Option<(Appended, u64, u64)>, EraseError> {
         let _one = self.erasing.lock().await;
-        let dir = self.data_dir.clone();
+        let log = self.location.clone();
         let range = tokio::task::spawn_blocking(move || {
-            SqliteReader::open(&dir)
+            Reader::open(&log)
                 .and_then(|r| r.expired_range(before_ns, batch))
                 .map_err(|e| EraseError::Read(e.to_string()))
         })

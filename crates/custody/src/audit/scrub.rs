@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::files::Files;
 use super::{Audit, Draft, Kind, now_ns, verify};
 use crate::config::Durability;
-use crate::store::{LogReader, SqliteReader};
+use crate::store::{LogReader, Reader};
 
 /// How the last scrub went.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -49,6 +49,7 @@ impl Audit {
             });
         }
         let dir = self.data_dir.clone();
+        let log = self.location.clone();
         let verifier = self.verifier.clone();
         let checked = tokio::task::spawn_blocking(move || {
             // The latest of each place on disk (reading all of checkpoints.jsonl would grow
@@ -71,7 +72,7 @@ impl Audit {
                     });
                 }
             }
-            let reader = SqliteReader::open(&dir).map_err(|e| e.to_string())?;
+            let reader = Reader::open(&log).map_err(|e| e.to_string())?;
             if let Some(cp) = reader.latest_checkpoint().map_err(|e| e.to_string())? {
                 sources.push(verify::Source {
                     label: format!("the stored checkpoint at size {}", cp.size),

@@ -105,8 +105,15 @@ fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
         // acknowledged before it was asked for.
         for job in after.drain(..) {
             match job {
-                Job::Sign { published, reply } => {
-                    let _ = reply.send(seq.sign(published));
+                Job::Sign {
+                    published,
+                    sign,
+                    reply,
+                } => {
+                    let signed = seq
+                        .catch_up()
+                        .and_then(|()| if sign { seq.sign(published) } else { Ok(None) });
+                    let _ = reply.send(signed);
                 }
                 Job::CompleteErasures(covered, reply) => {
                     let done = seq
@@ -121,6 +128,13 @@ fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
                         .put_checkpoint(&cp)
                         .map_err(|e| AuditError::Unavailable(e.to_string()));
                     let _ = reply.send(stored);
+                }
+                Job::Latest(reply) => {
+                    let latest = seq
+                        .store
+                        .latest_checkpoint()
+                        .map_err(|e| AuditError::Unavailable(e.to_string()));
+                    let _ = reply.send(latest);
                 }
                 Job::Probe(reply) => {
                     // A cheap read through the writer's own connection: the store answers.
@@ -168,6 +182,41 @@ impl<S: Store> Sequencer<S> {
         let signed = sign_range(&self.signer, &self.range);
         self.signed = Some(size);
         Ok(Some(signed))
+    }
+
+    /// For a log other replicas append to: integrates what they committed past this tree,
+    /// under the store's commit lock, and checks the result against the tree the store holds
+    /// (a difference halts the log: the database changed under it).
+    fn catch_up(&mut self) -> Result<(), AuditError> {
+        if !self.store.shared() {
+            return Ok(());
+        }
+        let unavailable = |e: crate::store::StoreError| AuditError::Unavailable(e.to_string());
+        let foreign = self.store.begin_round(&self.range).map_err(unavailable)?;
+        let mut next = self.range.clone();
+        for leaf in foreign {
+            next.append(leaf, |_| {});
+        }
+        let stored = self.store.state();
+        self.store.end_round();
+        let stored = stored.map_err(unavailable)?;
+        if stored.size() != next.size() || stored.root() != next.root() {
+            let why = format!(
+                "the shared log's entries make a tree of size {} (root {}) but its head says size {} (root {})",
+                next.size(),
+                short(&next.root()),
+                stored.size(),
+                short(&stored.root())
+            );
+            tracing::error!("{why}");
+            self.health.alarm(why.clone(), true);
+            return Err(AuditError::Unavailable(why));
+        }
+        if next.size() > self.range.size() {
+            self.publish(&next);
+            self.range = next;
+        }
+        Ok(())
     }
 
     /// Steps 2–4 for one round.
@@ -278,6 +327,15 @@ impl<S: Store> Sequencer<S> {
     /// at the tree before the batch or the tree with it; anything else means the database
     /// changed under the log, which halts it.
     fn recover(&mut self, next: CompactRange) {
+        if self.store.shared() {
+            // Other replicas move the stored tree too: what this one integrates from the
+            // store, checked against the stored head, is the tree now (the failed batch in it
+            // or not).
+            if let Err(e) = self.catch_up() {
+                tracing::debug!("couldn't bring the tree up to the shared log: {e}");
+            }
+            return;
+        }
         let stored = match self.store.state() {
             Ok(stored) => stored,
             Err(e) => {

@@ -115,6 +115,7 @@ fn config(dir: &std::path::Path) -> AuditConfig {
         tiles_public: true,
         tiles_public_set: false,
         predecessor: None,
+        store: None,
     }
 }
 

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use tlog::{Checkpoint, Hash, InclusionReceipt, Verifier};
 
 use crate::connect::evidence::{self, Evidence};
-use crate::store::{LogReader, SqliteReader};
+use crate::store::{Location, LogReader, Reader};
 
 pub struct Options {
     pub evidence: PathBuf,
@@ -203,7 +203,7 @@ async fn from_gateway(url: &str, from: u64) -> Result<(String, Vec<Hash>), Strin
 /// With the database at hand, each kept entry's stored bytes must still hash to the leaf the
 /// evidence holds (the tree could be intact while the bytes beside it were changed).
 fn stored_entries_match(dir: &Path, ev: &Evidence) -> Result<(), String> {
-    let reader = SqliteReader::open(dir).map_err(|e| e.to_string())?;
+    let reader = Reader::open(&Location::dir(dir)).map_err(|e| e.to_string())?;
     for e in &ev.entries {
         let (stored_leaf, data) = reader
             .entry(e.index)
@@ -220,7 +220,7 @@ fn stored_entries_match(dir: &Path, ev: &Evidence) -> Result<(), String> {
 }
 
 fn from_data(dir: &Path, from: u64) -> Result<(String, Vec<Hash>), String> {
-    let reader = SqliteReader::open(dir).map_err(|e| e.to_string())?;
+    let reader = Reader::open(&Location::dir(dir)).map_err(|e| e.to_string())?;
     let latest = reader
         .latest_checkpoint()
         .map_err(|e| e.to_string())?

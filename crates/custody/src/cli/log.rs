@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::export::entries::{to_json, with_payloads};
 use tlog::Entry;
 
-use crate::store::{LogReader, SqliteReader};
+use crate::store::{Location, LogReader, Reader};
 
 pub struct Filter {
     pub kind: Option<String>,
@@ -29,7 +29,7 @@ pub fn run(data: &Path, filter: &Filter) -> anyhow::Result<()> {
             "--kind {k:?} is not an entry kind (request, response, error, notification, rejected, auth_failure, session_opened, session_closed, gateway_started, gateway_stopped, heartbeat, ...)"
         );
     }
-    let reader = SqliteReader::open(data)
+    let reader = Reader::open(&Location::dir(data))
         .with_context(|| format!("opening the log in {}", data.display()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = 0u64;
@@ -108,7 +108,7 @@ pub fn export(data: &Path, format: &str, from: u64) -> anyhow::Result<()> {
         "entries" => crate::config::ExportFormat::Entries,
         other => anyhow::bail!("--format {other:?}: use ocsf or entries"),
     };
-    let reader = SqliteReader::open(data)
+    let reader = Reader::open(&Location::dir(data))
         .with_context(|| format!("opening the log in {}", data.display()))?;
     let latest = reader.latest_checkpoint()?;
     let origin = latest
@@ -116,12 +116,11 @@ pub fn export(data: &Path, format: &str, from: u64) -> anyhow::Result<()> {
         .and_then(|cp| cp.note.lines().next().map(str::to_string))
         .unwrap_or_default();
     let size = latest.map_or(0, |cp| cp.size).max(reader.entry_count()?);
-    drop(reader);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut at = from;
     while at < size {
         let to = size.min(at + 1000);
-        for line in crate::export::render(data, at, to, format, &origin)? {
+        for line in crate::export::render(&reader, at, to, format, &origin)? {
             if writeln!(out, "{line}").is_err() {
                 return Ok(());
             }

@@ -8,7 +8,7 @@ use tlog::Verifier;
 use tlog::check::{Problem, Summary};
 
 use crate::audit::{keys, verify};
-use crate::store::SqliteReader;
+use crate::store::{Location, Reader};
 
 pub struct Options {
     pub data: PathBuf,
@@ -165,7 +165,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
             ));
         }
     }
-    let reader = SqliteReader::open(&opts.data)
+    let reader = Reader::open(&Location::dir(&opts.data))
         .with_context(|| format!("opening the log in {}", opts.data.display()))?;
     let mut sources = verify::stored(&reader)
         .with_context(|| format!("reading the checkpoints in {}", db.display()))?;

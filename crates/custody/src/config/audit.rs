@@ -35,6 +35,43 @@ pub struct AuditConfig {
     pub tiles_public_set: bool,
     /// A new log's predecessor: a file holding the last checkpoint of the log it follows.
     pub predecessor: Option<PathBuf>,
+    /// The log replicas share in PostgreSQL; `None`: the embedded log in the data directory.
+    pub store: Option<SharedStore>,
+}
+
+/// `[audit] store = "postgres://..."`: the log in PostgreSQL, and this replica's name there.
+#[derive(Clone)]
+pub struct SharedStore {
+    /// The connection URL, resolved (never printed: it may hold a password).
+    pub url: String,
+    pub replica: String,
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedStore")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditConfig {
+    /// Where the log is stored.
+    pub fn location(&self, data_dir: &Path) -> crate::store::Location {
+        match &self.store {
+            Some(s) => crate::store::Location::Postgres(s.url.as_str().into()),
+            None => crate::store::Location::dir(data_dir),
+        }
+    }
+}
+
+/// The host's name, where the system says it.
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 impl Resolver<'_> {
@@ -115,7 +152,34 @@ impl Resolver<'_> {
                 format!("{tiles_prefix:?} cannot serve the tiles: use a path like \"/log\" (a leading /, no trailing /, letters, digits, - _ . /, not under /mcp, /api or /.well-known)"),
             ));
         }
+        let store = match raw.store {
+            None => {
+                if raw.replica.is_some() {
+                    return Err(self.err(
+                        "audit.replica",
+                        "names a replica of a shared log: set audit.store to the PostgreSQL URL too, or leave it out",
+                    ));
+                }
+                None
+            }
+            Some(text) => Some(self.shared_store(&text, raw.replica)?),
+        };
+        if store.is_some() {
+            if raw.retention.is_some() {
+                return Err(self.err(
+                    "audit.retention",
+                    "erasing payloads is not available on the PostgreSQL log yet; leave retention out, or use the embedded log",
+                ));
+            }
+            if !raw.erasers.is_empty() {
+                return Err(self.err(
+                    "audit.erasers",
+                    "erasing payloads is not available on the PostgreSQL log yet; leave erasers out, or use the embedded log",
+                ));
+            }
+        }
         Ok(AuditConfig {
+            store,
             tiles_prefix,
             tiles_public: raw.tiles_public.unwrap_or(true),
             tiles_public_set: raw.tiles_public.is_some(),
@@ -129,5 +193,54 @@ impl Resolver<'_> {
             erasers: raw.erasers,
             predecessor: raw.predecessor,
         })
+    }
+}
+
+impl Resolver<'_> {
+    fn shared_store(
+        &self,
+        text: &str,
+        replica: Option<String>,
+    ) -> Result<SharedStore, ConfigError> {
+        let (r, url) = self.secret("audit.store", None, text)?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(self.err(
+                "audit.store",
+                "is not a PostgreSQL URL: use \"postgres://user@host:5432/database\" (leave it out for the embedded log in the data directory)",
+            ));
+        }
+        let parsed: postgres::Config = url.parse().map_err(|e| {
+            self.err(
+                "audit.store",
+                format!("is not a PostgreSQL URL this custody can use: {e}"),
+            )
+        })?;
+        if parsed.get_password().is_some() && !r.has_references() {
+            return Err(self.err(
+                "audit.store",
+                "holds a password: name the URL by reference, \"${env:NAME}\" or \"${file:PATH}\", so it stays out of the configuration",
+            ));
+        }
+        let replica = match replica {
+            Some(r) => r,
+            None => host_name().ok_or_else(|| {
+                self.err(
+                    "audit.replica",
+                    "the host's name cannot be read: name this replica (audit.replica = \"gateway-1\")",
+                )
+            })?,
+        };
+        if replica.is_empty()
+            || replica.len() > 63
+            || !replica
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(self.err(
+                "audit.replica",
+                format!("{replica:?} cannot name a replica: use 1 to 63 letters, digits, - _ ."),
+            ));
+        }
+        Ok(SharedStore { url, replica })
     }
 }

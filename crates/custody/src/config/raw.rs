@@ -178,6 +178,13 @@ pub struct RawAudit {
     /// log's last checkpoint (its `checkpoints.jsonl`, `log.head`, or a signed note). The new
     /// log's first entry names it.
     pub predecessor: Option<PathBuf>,
+    /// Where the log is stored: the embedded SQLite log in the data directory (default), or
+    /// `"postgres://..."`, a log several replicas share. A URL with a password must be named by
+    /// reference (`${env:NAME}`, `${file:PATH}`).
+    pub store: Option<String>,
+    /// This replica's name in the shared log (which replica wrote each entry). Default: the
+    /// host's name.
+    pub replica: Option<String>,
 }
 
 /// `[server]`

@@ -435,3 +435,59 @@ fn the_pages_oidc_sign_in_is_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn the_shared_log_store_is_checked() {
+    let with = |audit: &str| format!("[audit]\n{audit}\n{GOOD}");
+    let ok = Config::parse(
+        &with("store = \"postgres://custody@db:5432/log\"\nreplica = \"gw-1\""),
+        "custody.toml",
+    )
+    .unwrap();
+    let shared = ok.audit.store.as_ref().unwrap();
+    assert_eq!(shared.replica, "gw-1");
+    assert!(matches!(
+        ok.audit.location(Path::new("/d")),
+        crate::store::Location::Postgres(_)
+    ));
+    // The URL never prints.
+    assert!(!format!("{:?}", ok.audit).contains("db:5432"));
+
+    let e = err(&with("store = \"postgres://custody:hunter2@db/log\""));
+    assert_eq!(e.key.as_deref(), Some("audit.store"), "{e}");
+    assert!(e.to_string().contains("name the URL by reference"), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+
+    let e = err(&with("store = \"mysql://db/log\""));
+    assert!(e.to_string().contains("is not a PostgreSQL URL"), "{e}");
+
+    let e = err(&with("store = \"postgres://db/log\"\nreplica = \"gw 1\""));
+    assert_eq!(e.key.as_deref(), Some("audit.replica"), "{e}");
+
+    let e = err(&with("replica = \"gw-1\""));
+    assert!(e.to_string().contains("set audit.store"), "{e}");
+
+    let e = err(&with("store = \"postgres://db/log\"\nretention = \"400d\""));
+    assert_eq!(e.key.as_deref(), Some("audit.retention"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("not available on the PostgreSQL log"),
+        "{e}"
+    );
+
+    // A password by reference is fine.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "postgres://custody:s3cret@db/log").unwrap();
+    let ok = Config::parse(
+        &with(&format!(
+            "store = \"${{file:{}}}\"\nreplica = \"r\"",
+            file.path().display()
+        )),
+        "custody.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        ok.audit.store.unwrap().url,
+        "postgres://custody:s3cret@db/log"
+    );
+}

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use super::query::{self, Filter, Order, Scope};
 use super::{Open, view};
+use crate::store::Location;
 
 /// How entries are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -184,7 +185,7 @@ fn query_string(pairs: &[(&str, String)]) -> String {
 
 /// Opens the local index, built or brought up to date from the log first.
 fn open_local(data: &Path) -> anyhow::Result<Open> {
-    let mut open = Open::new(data).with_context(|| {
+    let mut open = Open::new(data, &Location::dir(data)).with_context(|| {
         format!(
             "opening the log and its search index in {} (is it a gateway's data directory?)",
             data.display()
@@ -199,8 +200,8 @@ fn open_local(data: &Path) -> anyhow::Result<Open> {
 /// # Errors
 /// The log or index cannot be read or written.
 pub fn reindex(data: &Path) -> anyhow::Result<u64> {
-    let mut open =
-        Open::new(data).with_context(|| format!("opening the log in {}", data.display()))?;
+    let mut open = Open::new(data, &Location::dir(data))
+        .with_context(|| format!("opening the log in {}", data.display()))?;
     Ok(open.index.rebuild(&open.log)?)
 }
 

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use tlog::Entry;
 
-use crate::store::SqliteReader;
+use crate::store::Reader;
 
 /// The index file's name in the data directory.
 pub const FILE: &str = "index.sqlite";
@@ -286,7 +286,7 @@ impl Index {
     ///
     /// # Errors
     /// The log or the index cannot be read or written.
-    pub fn step(&mut self, log: &SqliteReader, size: u64, max: u64) -> Result<u64, IndexError> {
+    pub fn step(&mut self, log: &Reader, size: u64, max: u64) -> Result<u64, IndexError> {
         let mut from = self.cursor()?;
         if from > size {
             // An index of a longer log than this one (a log restored or replaced): start over.
@@ -420,7 +420,7 @@ impl Index {
     ///
     /// # Errors
     /// As [`Index::step`].
-    pub fn catch_up(&mut self, log: &SqliteReader) -> Result<u64, IndexError> {
+    pub fn catch_up(&mut self, log: &Reader) -> Result<u64, IndexError> {
         let size = log_size(log)?;
         let mut done = 0;
         loop {
@@ -436,7 +436,7 @@ impl Index {
     ///
     /// # Errors
     /// As [`Index::step`].
-    pub fn rebuild(&mut self, log: &SqliteReader) -> Result<u64, IndexError> {
+    pub fn rebuild(&mut self, log: &Reader) -> Result<u64, IndexError> {
         self.conn
             .execute_batch("DELETE FROM rows; DELETE FROM runs; UPDATE meta SET value = 0 WHERE key = 'cursor';")
             .map_err(self.sql("empty it"))?;
@@ -451,7 +451,7 @@ pub const STEP: u64 = 2_000;
 ///
 /// # Errors
 /// The log cannot be read.
-pub fn log_size(log: &SqliteReader) -> Result<u64, IndexError> {
+pub fn log_size(log: &Reader) -> Result<u64, IndexError> {
     let mut size = 0u64;
     // The largest index: entries are dense from 0.
     if let Some(latest) = log.max_index()? {

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use serde_json::Value;
 
 use super::cli::{Format, clip, time};
-use crate::store::{LogReader, SqliteReader};
+use crate::store::{LogReader, Reader};
 
 /// The CSV columns, in order.
 const CSV_COLUMNS: [&str; 19] = [
@@ -99,7 +99,7 @@ impl Printer {
     ///
     /// # Errors
     /// Writing fails, or (OCSF) the log cannot be read.
-    pub fn entry(&mut self, e: &Value, log: Option<&SqliteReader>) -> anyhow::Result<bool> {
+    pub fn entry(&mut self, e: &Value, log: Option<&Reader>) -> anyhow::Result<bool> {
         let r = match self.format {
             Format::Jsonl => writeln!(self.out, "{e}"),
             Format::Table => self.table(e),
@@ -130,7 +130,7 @@ impl Printer {
     }
 
     /// The OCSF event of `e`, or `None` for an entry that is no API activity.
-    fn ocsf(&mut self, e: &Value, log: Option<&SqliteReader>) -> anyhow::Result<Option<Value>> {
+    fn ocsf(&mut self, e: &Value, log: Option<&Reader>) -> anyhow::Result<Option<Value>> {
         let log =
             log.ok_or_else(|| anyhow::anyhow!("--format ocsf needs a local data directory"))?;
         let idx = e["index"].as_u64().unwrap_or(0);

@@ -6,14 +6,14 @@ use tlog::Entry;
 
 use super::QueryError;
 use super::index::IndexError;
-use crate::store::{LogReader, SqliteReader};
+use crate::store::{LogReader, Reader};
 
 /// Entry `idx` as JSON (as `custody log` prints it) with its leaf hash; with its payloads
 /// when `payloads`, else only its commitments, the payloads marked withheld.
 ///
 /// # Errors
 /// The log cannot be read or the entry decoded.
-pub fn entry(log: &SqliteReader, idx: u64, payloads: bool) -> Result<Value, QueryError> {
+pub fn entry(log: &Reader, idx: u64, payloads: bool) -> Result<Value, QueryError> {
     let (leaf, bytes) = log.entry(idx).map_err(IndexError::from)?;
     let e = Entry::decode(&bytes).map_err(|err| IndexError::Decode(idx, err))?;
     let mut json = crate::export::entries::to_json(&e, &leaf.to_hex());
@@ -51,11 +51,7 @@ fn ms(from: u64, to: u64) -> Value {
 ///
 /// # Errors
 /// As [`entry`].
-pub fn timeline(
-    log: &SqliteReader,
-    indices: &[u64],
-    payloads: bool,
-) -> Result<Vec<Value>, QueryError> {
+pub fn timeline(log: &Reader, indices: &[u64], payloads: bool) -> Result<Vec<Value>, QueryError> {
     let mut items: Vec<Map<String, Value>> = Vec::new();
     let mut by_request: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     for &idx in indices {

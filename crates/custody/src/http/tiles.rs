@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tlog::tiles::Tile;
 
 use super::App;
-use crate::store::SqliteReader;
+use crate::store::Reader;
 use crate::tiles::TileError;
 
 /// Full tiles never change.
@@ -107,12 +107,12 @@ pub async fn tile(
         return text(StatusCode::NOT_FOUND, format!("{}\n", TileError::Version1));
     }
     let size = audit.latest_checkpoint().map_or(0, |c| c.size);
-    let dir = audit.data_dir().to_path_buf();
+    let log = audit.location().clone();
     let Ok(_turn) = READS.acquire().await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     };
     let read = tokio::task::spawn_blocking(move || {
-        let reader = SqliteReader::open(&dir)?;
+        let reader = Reader::open(&log)?;
         crate::tiles::read(&reader, tile, size)
     })
     .await;

@@ -18,6 +18,7 @@
 //! The schema is versioned ([`SCHEMA_VERSION`]); [`PgLog::migrate`] creates or upgrades it under
 //! an advisory lock and refuses a schema newer than this build.
 
+mod ranges;
 mod reader;
 mod schema;
 mod steward;
@@ -108,6 +109,20 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// Runs `f` where blocking is allowed: here, or on a scoped thread when this thread drives a
+/// tokio runtime (the blocking PostgreSQL client refuses to run inside one).
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    } else {
+        f()
+    }
+}
+
 /// A PostgreSQL error as the store reports it.
 fn backend(what: &'static str) -> impl FnOnce(postgres::Error) -> super::StoreError {
     move |e| super::StoreError::Backend(format!("couldn't {what}: {e}"))
@@ -150,6 +165,20 @@ fn store_checkpoint(
     .get(0))
 }
 
+/// Whether `new` is the checkpoint `stored` with more signatures: the same body and every
+/// signature line of `stored` (the log's, and any cosignature) kept.
+fn cosigned_again(stored: &str, new: &str) -> bool {
+    let split = |n: &str| {
+        n.split_once("\n\n")
+            .map(|(b, s)| (b.to_string(), s.to_string()))
+    };
+    let (Some((b1, s1)), Some((b2, s2))) = (split(stored), split(new)) else {
+        return false;
+    };
+    let kept: std::collections::HashSet<&str> = s2.lines().collect();
+    b1 == b2 && s2.lines().count() > s1.lines().count() && s1.lines().all(|l| kept.contains(l))
+}
+
 /// A URL as it may be printed: without its password.
 pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
@@ -186,7 +215,8 @@ impl PgLog {
         client
             .batch_execute(&format!(
                 "SET lock_timeout = {}; SET statement_timeout = {}; \
-                 SET idle_in_transaction_session_timeout = {}; SET synchronous_commit = on",
+                 SET idle_in_transaction_session_timeout = {}; SET synchronous_commit = on; \
+                 SET client_min_messages = warning",
                 bounds.lock_timeout.as_millis(),
                 bounds.statement_timeout.as_millis(),
                 bounds.idle_in_transaction.as_millis(),

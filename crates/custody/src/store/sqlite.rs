@@ -9,11 +9,11 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tlog::compact::Node;
 use tlog::proof::HashStore;
-use tlog::{CompactRange, Hash, node_hash};
+use tlog::{CompactRange, Hash};
 
 use super::{
     Erase, LogReader, Mark, NODE_LEVEL, Row, ScanFn, Store, StoreError, StoredCheckpoint,
-    StoredPayload,
+    StoredPayload, fold,
 };
 use crate::config::Durability;
 
@@ -610,13 +610,4 @@ impl HashStore for SqliteReader {
     fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
         node(&self.conn, level, index)
     }
-}
-
-/// The root of a perfect subtree over `leaves` (a power of two of them).
-fn fold(leaves: &[Hash]) -> Hash {
-    if leaves.len() == 1 {
-        return leaves[0];
-    }
-    let (l, r) = leaves.split_at(leaves.len() / 2);
-    node_hash(&fold(l), &fold(r))
 }

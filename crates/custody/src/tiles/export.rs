@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use tlog::tiles::{Tile, tiles_of};
 
-use crate::store::{LogReader, SqliteReader};
+use crate::store::{Location, LogReader, Reader};
 
 /// What an export did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct Exported {
 /// The log cannot be read or is version 1, a tile present in `out` differs, or `out` cannot
 /// be written.
 pub fn export(data: &Path, out: &Path) -> anyhow::Result<Exported> {
-    let reader = SqliteReader::open(data)
+    let reader = Reader::open(&Location::dir(data))
         .with_context(|| format!("opening the log in {}", data.display()))?;
     if reader.entry_version()? != tlog::entry::V2 {
         return Err(super::TileError::Version1.into());

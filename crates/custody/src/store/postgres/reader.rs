@@ -10,13 +10,30 @@ use crate::store::{LogReader, StoreError, StoredCheckpoint, StoredPayload};
 
 /// Entries read per query while scanning.
 const PAGE: i64 = 10_000;
+/// [`PAGE`], as a count.
+pub(super) const PAGE_ENTRIES: u64 = 10_000;
 
 /// A reading connection to the shared log.
 pub struct PgReader {
-    client: RefCell<postgres::Client>,
+    /// Taken only when dropped.
+    client: Option<RefCell<postgres::Client>>,
 }
 
-fn hash(b: &[u8], what: &str) -> Result<Hash, StoreError> {
+/// The blocking client owns a runtime of its own, which must not be dropped on a thread that
+/// drives async tasks: there, it is dropped on a thread of its own.
+impl Drop for PgReader {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(c)).join();
+            } else {
+                drop(c);
+            }
+        }
+    }
+}
+
+pub(super) fn hash(b: &[u8], what: &str) -> Result<Hash, StoreError> {
     Hash::from_slice(b).ok_or_else(|| StoreError::Inconsistent(format!("{what} is not 32 bytes")))
 }
 
@@ -50,8 +67,34 @@ impl PgReader {
             }
         }
         Ok(Self {
-            client: RefCell::new(client),
+            client: Some(RefCell::new(client)),
         })
+    }
+
+    pub(super) fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
+        self.client
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only when dropped"))
+            .borrow_mut()
+    }
+
+    /// The approvals still pending whose `approval_requested` entry replica `replica` wrote,
+    /// oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn pending_approvals_of(&self, replica: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .client()
+            .query(
+                "SELECT p.id, p.entry FROM pending_approvals p JOIN entries e ON e.idx = p.entry \
+                 WHERE e.replica = $1 ORDER BY p.entry",
+                &[&replica],
+            )
+            .map_err(backend("read the pending approvals"))?
+            .iter()
+            .map(|r| (r.get(0), u64_of(r.get(1))))
+            .collect())
     }
 
     /// The payloads of entries `from..to`, by entry.
@@ -61,8 +104,7 @@ impl PgReader {
         to: i64,
     ) -> Result<std::collections::HashMap<u64, Vec<StoredPayload>>, StoreError> {
         let rows = self
-            .client
-            .borrow_mut()
+            .client()
             .query(
                 "SELECT idx, slot, opening, data FROM payloads WHERE idx >= $1 AND idx < $2 ORDER BY idx, slot",
                 &[&from, &to],
@@ -89,14 +131,12 @@ impl PgReader {
 
 impl LogReader for PgReader {
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        super::latest_checkpoint(&mut *self.client.borrow_mut())
-            .map_err(backend("read the latest checkpoint"))
+        super::latest_checkpoint(&mut *self.client()).map_err(backend("read the latest checkpoint"))
     }
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
         Ok(self
-            .client
-            .borrow_mut()
+            .client()
             .query(
                 "SELECT size, note, signed_ns FROM checkpoints ORDER BY size",
                 &[],
@@ -109,8 +149,7 @@ impl LogReader for PgReader {
 
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
         Ok(self
-            .client
-            .borrow_mut()
+            .client()
             .query_opt(
                 "SELECT size, note, signed_ns FROM checkpoints WHERE size = $1",
                 &[&i64_of(size)],
@@ -122,8 +161,7 @@ impl LogReader for PgReader {
 
     fn entry(&self, index: u64) -> Result<(Hash, Vec<u8>), StoreError> {
         let row = self
-            .client
-            .borrow_mut()
+            .client()
             .query_opt(
                 "SELECT leaf, data FROM entries WHERE idx = $1",
                 &[&i64_of(index)],
@@ -136,8 +174,7 @@ impl LogReader for PgReader {
 
     fn pending_approvals(&self) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(self
-            .client
-            .borrow_mut()
+            .client()
             .query(
                 "SELECT id, entry FROM pending_approvals ORDER BY entry",
                 &[],
@@ -162,8 +199,7 @@ impl LogReader for PgReader {
         let mut from = 0i64;
         loop {
             let rows = self
-                .client
-                .borrow_mut()
+                .client()
                 .query(
                     "SELECT idx, leaf, data FROM entries WHERE idx >= $1 ORDER BY idx LIMIT $2",
                     &[&from, &PAGE],

@@ -20,6 +20,25 @@ pub struct Head {
 }
 
 impl PgLog {
+    /// Connects to hold the steward lease for `replica`: a session PostgreSQL ends once it is
+    /// idle longer than `idle` (a paused or partitioned steward loses the lease with it, and
+    /// another replica takes it over).
+    ///
+    /// # Errors
+    /// [`PgError::Connect`]; SQL errors.
+    pub fn for_lease(url: &str, replica: &str, idle: std::time::Duration) -> Result<Self, PgError> {
+        let mut log = Self::connect(url, &format!("{replica} steward"), super::Bounds::default())?;
+        log.client
+            .batch_execute(&format!("SET idle_session_timeout = {}", idle.as_millis()))
+            .map_err(PgError::sql("bound the steward's idle session"))?;
+        Ok(log)
+    }
+
+    /// Whether the connection is gone (PostgreSQL ended it, or restarted).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// Takes the steward lease if nobody holds it (or keeps it); `false` when another replica
     /// holds it. Held until this connection ends.
     ///
@@ -28,7 +47,14 @@ impl PgLog {
     pub fn lease(&mut self) -> Result<bool, PgError> {
         Ok(self
             .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&STEWARD_LEASE])
+            // Held already: asked again, it would only count one more hold.
+            .query_one(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+                 AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
+                 AND classid::bigint = ($1::bigint >> 32) AND objid::bigint = ($1::bigint & 4294967295)) \
+                 THEN true ELSE pg_try_advisory_lock($1::bigint) END",
+                &[&STEWARD_LEASE],
+            )
             .map_err(PgError::sql("ask for the steward lease"))?
             .get(0))
     }

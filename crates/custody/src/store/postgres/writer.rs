@@ -10,7 +10,7 @@
 use tlog::compact::Node;
 use tlog::{CompactRange, Hash};
 
-use super::{Bounds, PgLog, backend, i64_of, u64_of};
+use super::{Bounds, PgLog, backend, i64_of, off_runtime, u64_of};
 use crate::store::{Mark, Row, ScanFn, Store, StoreError, StoredCheckpoint};
 
 /// A replica's writer. Its calls may come from a thread that drives async tasks (opening the
@@ -27,24 +27,17 @@ struct Direct {
     url: String,
 }
 
-/// Runs `f` where blocking is allowed: here, or on a scoped thread when this thread drives a
-/// tokio runtime (the blocking PostgreSQL client refuses to run inside one).
-fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        std::thread::scope(|s| {
-            s.spawn(f)
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    } else {
-        f()
-    }
-}
-
 impl Store for PgStore {
     fn begin_round(&mut self, state: &CompactRange) -> Result<Vec<Hash>, StoreError> {
         let d = self.direct();
         off_runtime(move || d.begin_round(state))
+    }
+    fn end_round(&mut self) {
+        let d = self.direct();
+        off_runtime(move || d.rollback());
+    }
+    fn shared(&self) -> bool {
+        true
     }
     fn append(
         &mut self,
@@ -120,6 +113,28 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Records `key` (a verifier key string) as the key the shared log is signed with, when
+    /// none is recorded; returns the recorded one (every replica must sign with it).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    pub fn claim_key(&mut self, key: &str) -> Result<String, StoreError> {
+        let d = self.direct();
+        off_runtime(move || {
+            let c = d.client();
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('log_key', $1) ON CONFLICT (key) DO NOTHING",
+                &[&key],
+            )
+            .map_err(backend("record the log's key"))?;
+            Ok(
+                c.query_one("SELECT value FROM meta WHERE key = 'log_key'", &[])
+                    .map_err(backend("read the log's key"))?
+                    .get(0),
+            )
+        })
+    }
+
     fn direct(&mut self) -> &mut Direct {
         self.0
             .as_mut()
@@ -289,6 +304,17 @@ impl Store for Direct {
         self.reconnect_if_lost()?;
         let stored = super::store_checkpoint(self.client(), cp.size, &cp.note, cp.signed_ns)
             .map_err(backend("store a checkpoint"))?;
+        if stored != cp.note && super::cosigned_again(&stored, &cp.note) {
+            // The same checkpoint with witnesses' cosignatures: it takes the place of the one
+            // stored (which it contains), unless another replica replaced it meanwhile.
+            self.client()
+                .execute(
+                    "UPDATE checkpoints SET note = $2 WHERE size = $1 AND note = $3",
+                    &[&i64_of(cp.size), &cp.note, &stored],
+                )
+                .map_err(backend("store a cosigned checkpoint"))?;
+            return Ok(());
+        }
         if stored != cp.note {
             return Err(StoreError::Inconsistent(format!(
                 "another checkpoint of size {} is stored: two different trees were signed",

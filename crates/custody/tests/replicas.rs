@@ -1,0 +1,333 @@
+//! Several `custody serve` processes sharing one log in PostgreSQL (`[audit] store`), under
+//! load from clients spread over them: replicas killed with SIGKILL at random points and
+//! started again, one steward signing and the others publishing its checkpoints, a receipt
+//! from one replica proved by another, and a replica with another key refused.
+//!
+//! Needs PostgreSQL (see `pg_common`). `CUSTODY_REPLICA_KILLS` sets how many kills (default 20).
+
+mod common;
+mod pg_common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pg_common::Db;
+use serde_json::{Value, json};
+
+/// A replica's configuration: its own data directory, the shared log and key.
+fn config(root: &Path, name: &str, db: &str, key: &Path, upstream: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("custody.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n\
+             [audit]\nstore = \"{db}\"\nreplica = \"{name}\"\nkey_file = \"{}\"\norigin = \"custody.test/replicas\"\n\
+             checkpoint_interval = \"100ms\"\n{}",
+            dir.join("data").display(),
+            key.display(),
+            http_upstream("f", upstream, "")
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Starts a replica; its base URL once it listens, or what it said on stderr when it exited.
+fn start(config: &Path) -> Result<(Child, String), String> {
+    let err = config.with_file_name("stderr.log");
+    let mut child = Command::new(custody_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next();
+    match first {
+        Some(Ok(line)) if line.starts_with("custody listening on ") => Ok((
+            child,
+            line.trim_start_matches("custody listening on ").to_string(),
+        )),
+        _ => {
+            let _ = child.wait();
+            Err(std::fs::read_to_string(&err).unwrap_or_default())
+        }
+    }
+}
+
+/// What the replicas wrote on stderr (for a failure's message).
+fn logs(configs: &[PathBuf]) -> String {
+    configs
+        .iter()
+        .map(|c| {
+            let log = std::fs::read_to_string(c.with_file_name("stderr.log")).unwrap_or_default();
+            format!("--- {}:\n{log}", c.display())
+        })
+        .collect()
+}
+
+fn terminate(child: &mut Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a replica stopped with {status}");
+}
+
+/// A small deterministic generator (the seed is printed, so a failure can be replayed).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+async fn call(base: &str) -> Option<Value> {
+    let c = Client::new(format!("{base}/mcp/f")).stateless();
+    let body = c.request_body(
+        "tools/call",
+        json!({"name": "test_simple_text", "arguments": {}}),
+    );
+    let resp = c
+        .with_mirrored(c.post_builder(), &body)
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    let v: Value = resp.json().await.ok()?;
+    v.pointer("/result/_meta/dev.custody~1receipt").cloned()
+}
+
+#[test]
+fn three_replicas_share_one_log_through_kills() {
+    let Some(db) = Db::new("replicas") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (seen, key_string) = rt.block_on(load_through_kills(&db.url));
+    check_one_log(&db, &seen, &key_string);
+}
+
+/// Three replicas under load, killed and started again; what the clients were answered, and
+/// the log's key.
+async fn load_through_kills(db: &str) -> (Vec<(String, Value)>, String) {
+    let upstream = fixture_http().await;
+    let root = tempfile::tempdir().unwrap();
+    let key = root.path().join("log.key");
+    let configs: Vec<PathBuf> = (0..3)
+        .map(|i| config(root.path(), &format!("r{i}"), db, &key, &upstream))
+        .collect();
+    // The first replica creates the log's key; the others sign with it.
+    let mut procs: Vec<Child> = Vec::new();
+    let bases = Arc::new(Mutex::new(Vec::new()));
+    for c in &configs {
+        let (child, base) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
+        procs.push(child);
+        bases.lock().unwrap().push(base);
+    }
+
+    let receipts = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..12)
+        .map(|n| {
+            let (bases, receipts, stop) = (bases.clone(), receipts.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut k = n;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    k += 1;
+                    let base = {
+                        let b = bases.lock().unwrap();
+                        b[k % b.len()].clone()
+                    };
+                    if let Some(r) = call(&base).await {
+                        receipts.lock().unwrap().push((base, r));
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed);
+    let kills: u64 = std::env::var("CUSTODY_REPLICA_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(20);
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
+        let victim = rng.below(3) as usize;
+        procs[victim].kill().unwrap(); // SIGKILL
+        procs[victim].wait().unwrap();
+        let (child, base) = start(&configs[victim])
+            .unwrap_or_else(|e| panic!("replica r{victim} did not start again: {e}"));
+        procs[victim] = child;
+        bases.lock().unwrap()[victim] = base;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let seen = receipts.lock().unwrap().clone();
+    assert!(seen.len() > 50, "the load ran: {} answers", seen.len());
+
+    // A call answered by one replica is proved by another, against the checkpoint that
+    // replica publishes (signed by whichever replica is the steward).
+    let live = bases.lock().unwrap().clone();
+    let (answered_by, receipt) = seen.last().unwrap().clone();
+    let other = live.iter().find(|b| **b != answered_by).unwrap();
+    let index = receipt["response"]["index"].as_u64().unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let proof = loop {
+        let r = http
+            .get(format!("{other}/api/v1/log/proof?index={index}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break r.text().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no proof of entry {index} from another replica: {} {}\n{}",
+            r.status(),
+            r.text().await.unwrap(),
+            logs(&configs)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let key_string = http
+        .get(format!("{other}/api/v1/log/key"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let file = root.path().join("receipt.tlog-proof");
+    std::fs::write(&file, &proof).unwrap();
+    let out = Command::new(custody_bin())
+        .args(["receipt", "verify", "--key", key_string.trim(), "--leaf"])
+        .arg(receipt["response"]["leaf"].as_str().unwrap())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for p in &mut procs {
+        terminate(p);
+    }
+    (seen, key_string)
+}
+
+fn check_one_log(db: &Db, seen: &[(String, Value)], key_string: &str) {
+    // One log: contiguous indices, written by every replica, each answered call's entries in
+    // it at the indices its receipt names.
+    let mut c = db.admin();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM entries", &[])
+        .unwrap()
+        .get(0);
+    let max: i64 = c
+        .query_one("SELECT max(idx) FROM entries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, max + 1, "indices are contiguous");
+    let writers: i64 = c
+        .query_one("SELECT count(DISTINCT replica) FROM entries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(writers, 3, "every replica wrote");
+    let leaves: std::collections::HashMap<i64, String> = c
+        .query("SELECT idx, leaf FROM entries", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), hex::encode(r.get::<_, Vec<u8>>(1))))
+        .collect();
+    for (_, r) in seen {
+        for side in ["request", "response"] {
+            let index = r[side]["index"].as_i64().unwrap();
+            assert_eq!(
+                leaves.get(&index).map(String::as_str),
+                r[side]["leaf"].as_str(),
+                "the {side} entry {index} of an answered call is in the log"
+            );
+        }
+    }
+    // Every stored checkpoint verifies against the shared log, and the log against them.
+    let out = Command::new(custody_bin())
+        .args([
+            "verify",
+            "--db",
+            &db.url,
+            "--key",
+            key_string.trim(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{v}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["entries"], n, "{v}");
+    assert!(v["checkpoints"].as_u64().unwrap() >= 1, "{v}");
+}
+
+#[test]
+fn a_replica_with_another_key_is_refused() {
+    let Some(db) = Db::new("otherkey") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let upstream = "http://127.0.0.1:9/mcp";
+    let first = config(
+        root.path(),
+        "r0",
+        &db.url,
+        &root.path().join("log.key"),
+        upstream,
+    );
+    let (mut r0, _) = start(&first).unwrap();
+    let other = config(
+        root.path(),
+        "r1",
+        &db.url,
+        &root.path().join("other.key"),
+        upstream,
+    );
+    let refused = start(&other).map(|(mut c, _)| {
+        terminate(&mut c);
+    });
+    let err = refused.expect_err("a replica signing with another key must not start");
+    assert!(err.contains("the shared log is signed by the key"), "{err}");
+    terminate(&mut r0);
+}
