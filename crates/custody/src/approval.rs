@@ -14,12 +14,14 @@
 mod decide;
 mod digest;
 mod notify;
+mod remote;
 mod state;
 
 use decide::same_person;
 pub use decide::{DecideError, Verb};
 pub(crate) use digest::canonical;
 pub use digest::digest;
+pub use remote::{Answered, Remote};
 pub use state::{Ending, Resolution, State, Vote};
 
 use std::collections::{HashMap, VecDeque};
@@ -252,6 +254,8 @@ pub struct Approvals {
     recent: Mutex<VecDeque<Arc<Pending>>>,
     notifier: notify::Notifier,
     metrics: Arc<crate::metrics::ApprovalMetrics>,
+    /// Replicas of a shared log: where decisions on calls other replicas hold go.
+    remote: std::sync::OnceLock<Arc<Remote>>,
 }
 
 impl Approvals {
@@ -270,7 +274,18 @@ impl Approvals {
             policy,
             pending: Mutex::new(HashMap::new()),
             recent: Mutex::new(VecDeque::new()),
+            remote: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hands decisions on approvals this replica does not hold to the replica that does.
+    pub fn attach_remote(&self, remote: Arc<Remote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// Where decisions on approvals other replicas hold go, for a shared log.
+    pub fn remote(&self) -> Option<&Arc<Remote>> {
+        self.remote.get()
     }
 
     pub fn timeout(&self) -> Duration {

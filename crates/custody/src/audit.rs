@@ -157,6 +157,9 @@ pub struct Audit {
     location: Location,
     /// For a log replicas share: this replica's claim on the lease to sign and publish.
     steward: Option<Arc<steward::Steward>>,
+    /// Seals what replicas of a shared log hand each other through the database (decisions
+    /// on approvals), derived from the log's key: the database alone cannot forge them.
+    replica_seal: [u8; 32],
     config: AuditConfig,
     sequencer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     lock: std::sync::Mutex<Option<files::DirLock>>,
@@ -383,6 +386,7 @@ impl Audit {
             _ => None,
         };
         let signer = Arc::new(signer);
+        let replica_seal = signer.derive_secret("custody: between replicas of a shared log");
         let health = Arc::new(Health::default());
         let mut latest = resumed.latest.map(|(cp, _)| cp);
         if created {
@@ -434,6 +438,7 @@ impl Audit {
             files,
             durability: config.durability,
             data_dir: data_dir.to_path_buf(),
+            replica_seal,
             steward: config
                 .store
                 .as_ref()
@@ -513,6 +518,11 @@ impl Audit {
     /// Where the log is stored.
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// The key that seals what replicas of a shared log hand each other.
+    pub(crate) fn replica_seal(&self) -> &[u8; 32] {
+        &self.replica_seal
     }
 
     /// Principal names that may erase payloads through the API (`[audit] erasers`).

@@ -256,6 +256,12 @@ pub async fn start_with(
         config.endpoints.iter().map(|e| e.name.clone()).collect(),
     );
     let follower = explorer.spawn_follower(audit.clone(), stop.clone());
+    // Replicas of a shared log take each other's decisions on the calls they hold.
+    let decisions = config.audit.store.as_ref().map(|s| {
+        let remote = crate::approval::Remote::new(&s.url, &s.replica, *audit.replica_seal());
+        relay.approvals.attach_remote(remote.clone());
+        remote.spawn(relay.approvals.clone(), stop.clone())
+    });
     let telemetry = match &config.telemetry {
         Some(t) => Some(Arc::new(
             crate::telemetry::Telemetry::start(t).map_err(StartError::Telemetry)?,
@@ -394,6 +400,9 @@ pub async fn start_with(
             }
             reaper.abort();
             follower.abort();
+            if let Some(d) = decisions {
+                d.abort();
+            }
             if let Some(scrub) = scrub {
                 scrub.abort();
             }

@@ -232,6 +232,18 @@ impl Signer {
         &self.name
     }
 
+    /// A 32-byte secret for `purpose`, derived from this signer's private key: whoever holds
+    /// the key (and only they) can compute it, and it is never the key itself, nor usable as a
+    /// signing key for notes.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"custody derived secret v1\0");
+        h.update((purpose.len() as u64).to_be_bytes());
+        h.update(purpose.as_bytes());
+        h.update(self.key.to_bytes());
+        h.finalize().into()
+    }
+
     /// The matching verifier.
     pub fn verifier(&self) -> Verifier {
         Verifier {

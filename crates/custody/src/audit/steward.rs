@@ -91,11 +91,7 @@ impl Drop for Steward {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(c) = conn {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::spawn(move || drop(c)).join();
-            } else {
-                drop(c);
-            }
+            crate::store::postgres::drop_off_runtime(c);
         }
     }
 }

@@ -172,19 +172,37 @@ pub async fn decide(
             }
         }
     };
+    let (reason, digest) = (body.reason, body.arguments_sha256);
     match app
         .relay
         .approvals
-        .decide(
-            &id,
-            &principal,
-            verb,
-            body.reason,
-            body.arguments_sha256.as_deref(),
-        )
+        .decide(&id, &principal, verb, reason.clone(), digest.as_deref())
         .await
     {
         Ok(p) => Json(p.to_json()).into_response(),
+        Err(crate::approval::DecideError::NotFound(_))
+            if let Some(remote) = app.relay.approvals.remote() =>
+        {
+            // Another replica of the shared log may hold the call.
+            match remote
+                .forward(&id, &principal, verb, reason, digest.as_deref())
+                .await
+            {
+                Ok(Some(a)) => (
+                    StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    Json(a.body),
+                )
+                    .into_response(),
+                Ok(None) => error(
+                    StatusCode::NOT_FOUND,
+                    crate::approval::DecideError::NotFound(id).to_string(),
+                ),
+                Err(e) => {
+                    tracing::warn!(approval = %id, who = %principal.name, "couldn't hand the decision to the replica holding the call: {e}");
+                    error(StatusCode::SERVICE_UNAVAILABLE, e)
+                }
+            }
+        }
         Err(e) => {
             tracing::info!(approval = %id, who = %principal.name, "approval decision refused: {e}");
             error(e.status(), e.to_string())

@@ -123,6 +123,16 @@ pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// Drops `t`, which holds blocking PostgreSQL clients (each owns a runtime, which must not be
+/// dropped on a thread that drives async tasks): there, on a thread of its own.
+pub(crate) fn drop_off_runtime<T: Send + 'static>(t: T) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::spawn(move || drop(t)).join();
+    } else {
+        drop(t);
+    }
+}
+
 /// A PostgreSQL error as the store reports it.
 fn backend(what: &'static str) -> impl FnOnce(postgres::Error) -> super::StoreError {
     move |e| super::StoreError::Backend(format!("couldn't {what}: {e}"))

@@ -24,11 +24,7 @@ pub struct PgReader {
 impl Drop for PgReader {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::spawn(move || drop(c)).join();
-            } else {
-                drop(c);
-            }
+            super::drop_off_runtime(c);
         }
     }
 }

@@ -3,15 +3,16 @@
 use super::PgError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The advisory-lock key migrations hold (any replica may start first).
 const MIGRATION_LOCK: i64 = 0x6375_7374_6f64_7901;
 
 /// Each version's statements, applied in order from the database's version up.
-const MIGRATIONS: [(i32, &str); 1] = [(
-    1,
-    "CREATE TABLE log_sequence (
+const MIGRATIONS: [(i32, &str); 2] = [
+    (
+        1,
+        "CREATE TABLE log_sequence (
          id boolean PRIMARY KEY DEFAULT true CHECK (id),
          next_index bigint NOT NULL CHECK (next_index >= 0)
      );
@@ -56,7 +57,24 @@ const MIGRATIONS: [(i32, &str); 1] = [(
          key   text PRIMARY KEY,
          value text NOT NULL
      );",
-)];
+    ),
+    // Decisions on approvals taken by one replica for a call another replica holds.
+    (
+        2,
+        "CREATE TABLE approval_asks (
+             id     bigserial PRIMARY KEY,
+             holder text NOT NULL,
+             ask    text NOT NULL,
+             seal   bytea NOT NULL,
+             state  text NOT NULL DEFAULT 'asked'
+                    CHECK (state IN ('asked', 'claimed', 'answered', 'withdrawn')),
+             status integer,
+             answer text,
+             asked  timestamptz NOT NULL DEFAULT now()
+         );
+         CREATE INDEX approval_asks_waiting ON approval_asks (holder) WHERE state = 'asked';",
+    ),
+];
 
 /// Creates or upgrades the schema under the migration lock; returns its version.
 pub fn migrate(client: &mut postgres::Client) -> Result<i32, PgError> {

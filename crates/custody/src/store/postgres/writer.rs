@@ -147,11 +147,7 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(d) = self.0.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::spawn(move || drop(d)).join();
-            } else {
-                drop(d);
-            }
+            super::drop_off_runtime(d);
         }
     }
 }
