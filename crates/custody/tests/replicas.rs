@@ -8,91 +8,43 @@
 mod common;
 mod pg_common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pg_common::Db;
+use pg_common::{Db, config, config_with, logs, start, terminate};
 use serde_json::{Value, json};
 
-/// A replica's configuration: its own data directory, the shared log and key.
-fn config(root: &Path, name: &str, db: &str, key: &Path, upstream: &str) -> PathBuf {
-    config_with(
-        root,
-        name,
-        db,
-        key,
-        &format!(
-            "[auth]\nanonymous = true\n{}",
-            http_upstream("f", upstream, "")
-        ),
-    )
-}
-
-/// A replica's configuration with `rest` (`[auth]`, endpoints, ...).
-fn config_with(root: &Path, name: &str, db: &str, key: &Path, rest: &str) -> PathBuf {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("custody.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
-             [audit]\nstore = \"{db}\"\nreplica = \"{name}\"\nkey_file = \"{}\"\norigin = \"custody.test/replicas\"\n\
-             checkpoint_interval = \"100ms\"\n{rest}",
-            dir.join("data").display(),
-            key.display(),
-        ),
-    )
-    .unwrap();
-    file
-}
-
-/// Starts a replica; its base URL once it listens, or what it said on stderr when it exited.
-fn start(config: &Path) -> Result<(Child, String), String> {
-    let err = config.with_file_name("stderr.log");
-    let mut child = Command::new(custody_bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next();
-    match first {
-        Some(Ok(line)) if line.starts_with("custody listening on ") => Ok((
-            child,
-            line.trim_start_matches("custody listening on ").to_string(),
-        )),
-        _ => {
-            let _ = child.wait();
-            Err(std::fs::read_to_string(&err).unwrap_or_default())
+/// `what = "terminate"`: ends the database sessions of application `custody NAME...`, returning
+/// how many. `what = "steward"`: the replica number whose steward session holds the lease
+/// (-1 when none does).
+async fn sessions(db: &str, name: &str, what: &'static str) -> i64 {
+    let (url, name) = (db.to_string(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        if what == "terminate" {
+            return c
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE application_name LIKE $1",
+                    &[&format!("custody {name}%")],
+                )
+                .unwrap()
+                .get(0);
         }
-    }
-}
-
-/// What the replicas wrote on stderr (for a failure's message).
-fn logs(configs: &[PathBuf]) -> String {
-    configs
-        .iter()
-        .map(|c| {
-            let log = std::fs::read_to_string(c.with_file_name("stderr.log")).unwrap_or_default();
-            format!("--- {}:\n{log}", c.display())
-        })
-        .collect()
-}
-
-fn terminate(child: &mut Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "a replica stopped with {status}");
+        c.query_opt(
+            "SELECT substring(a.application_name FROM 'custody r([0-9]+) steward')::bigint \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE '%steward'",
+            &[],
+        )
+        .unwrap()
+        .map_or(-1, |r| r.get::<_, Option<i64>>(0).unwrap_or(-1))
+    })
+    .await
+    .unwrap()
 }
 
 /// A small deterministic generator (the seed is printed, so a failure can be replayed).
@@ -187,9 +139,45 @@ async fn load_through_kills(db: &str) -> (Vec<(String, Value)>, String) {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(20);
-    for _ in 0..kills {
+    // Every third fault is one of the others: a replica's database sessions terminated (as a
+    // failover or an operator would), a replica stopped (SIGSTOP) longer than the lock timeout
+    // and continued, the steward stopped while its lease session is ended, then continued (it
+    // must find it lost the lease, and another replica signs meanwhile).
+    let mut other = 0u64;
+    for n in 0..kills + kills / 2 {
         tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
         let victim = rng.below(3) as usize;
+        let pid = nix::unistd::Pid::from_raw(procs[victim].id() as i32);
+        let name = format!("r{victim}");
+        if n % 3 == 2 {
+            other += 1;
+            match other % 3 {
+                0 => {
+                    let ended = sessions(db, &name, "terminate").await;
+                    eprintln!("terminated {ended} sessions of {name}");
+                }
+                1 => {
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+                }
+                _ => {
+                    // The steward, whichever replica it is.
+                    let steward = sessions(db, "", "steward").await;
+                    let Some(who) = (0..3).find(|i| steward == *i as i64) else {
+                        eprintln!("no steward at this moment");
+                        continue;
+                    };
+                    eprintln!("stopping the steward r{who} while its lease session ends");
+                    let pid = nix::unistd::Pid::from_raw(procs[who].id() as i32);
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+                    sessions(db, &format!("r{who} steward"), "terminate").await;
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+                }
+            }
+            continue;
+        }
         procs[victim].kill().unwrap(); // SIGKILL
         procs[victim].wait().unwrap();
         let (child, base) = start(&configs[victim])

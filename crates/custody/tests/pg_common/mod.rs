@@ -1,9 +1,13 @@
 //! A PostgreSQL database of a test's own: `CUSTODY_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`, trust authentication) creates it and drops it
 //! at the end. Without a server a test says so and passes, except in CI (`CI` set), where it
-//! fails.
+//! fails. Also: replicas of `custody serve` sharing one such database.
 
 #![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use custody::store::postgres::{Bounds, PgLog};
 
@@ -67,4 +71,81 @@ impl Drop for Db {
             ));
         }
     }
+}
+
+/// A replica's configuration: its own data directory, the shared log and key.
+pub fn config(root: &Path, name: &str, db: &str, key: &Path, upstream: &str) -> PathBuf {
+    config_with(
+        root,
+        name,
+        db,
+        key,
+        &format!(
+            "[auth]\nanonymous = true\n{}",
+            format!("[endpoints.f.upstream]\ntransport = \"http\"\nurl = \"{upstream}\"\n")
+        ),
+    )
+}
+
+/// A replica's configuration with `rest` (`[auth]`, endpoints, ...).
+pub fn config_with(root: &Path, name: &str, db: &str, key: &Path, rest: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("custody.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+             [audit]\nstore = \"{db}\"\nreplica = \"{name}\"\nkey_file = \"{}\"\norigin = \"custody.test/replicas\"\n\
+             checkpoint_interval = \"100ms\"\n{rest}",
+            dir.join("data").display(),
+            key.display(),
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Starts a replica; its base URL once it listens, or what it said on stderr when it exited.
+pub fn start(config: &Path) -> Result<(Child, String), String> {
+    let err = config.with_file_name("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next();
+    match first {
+        Some(Ok(line)) if line.starts_with("custody listening on ") => Ok((
+            child,
+            line.trim_start_matches("custody listening on ").to_string(),
+        )),
+        _ => {
+            let _ = child.wait();
+            Err(std::fs::read_to_string(&err).unwrap_or_default())
+        }
+    }
+}
+
+/// What the replicas wrote on stderr (for a failure's message).
+pub fn logs(configs: &[PathBuf]) -> String {
+    configs
+        .iter()
+        .map(|c| {
+            let log = std::fs::read_to_string(c.with_file_name("stderr.log")).unwrap_or_default();
+            format!("--- {}:\n{log}", c.display())
+        })
+        .collect()
+}
+
+pub fn terminate(child: &mut Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a replica stopped with {status}");
 }
