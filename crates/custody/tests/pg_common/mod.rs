@@ -81,8 +81,7 @@ pub fn config(root: &Path, name: &str, db: &str, key: &Path, upstream: &str) -> 
         db,
         key,
         &format!(
-            "[auth]\nanonymous = true\n{}",
-            format!("[endpoints.f.upstream]\ntransport = \"http\"\nurl = \"{upstream}\"\n")
+            "[auth]\nanonymous = true\n[endpoints.f.upstream]\ntransport = \"http\"\nurl = \"{upstream}\"\n"
         ),
     )
 }
