@@ -20,9 +20,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 custody \
  && useradd --system --uid 10001 --gid custody --home-dir /var/lib/custody --shell /usr/sbin/nologin custody \
- && mkdir -p /var/lib/custody /etc/custody \
- && chown custody:custody /var/lib/custody \
- && chmod 0700 /var/lib/custody
+ && mkdir -p /var/lib/custody /var/lib/custody-keys /etc/custody \
+ && chown custody:custody /var/lib/custody /var/lib/custody-keys \
+ && chmod 0700 /var/lib/custody /var/lib/custody-keys
 COPY --from=build /usr/local/bin/custody /usr/local/bin/custody
 USER custody:custody
 WORKDIR /var/lib/custody

@@ -60,8 +60,47 @@ check("--locked" in dockerfile, "the build uses Cargo.lock")
 toolchain = re.search(r"rust:(\d+\.\d+)", dockerfile)
 check(toolchain is not None, "the build image pins a Rust version")
 
+# The high-availability variant: two replicas on one log in PostgreSQL behind a load balancer.
+ha = yaml.safe_load((root / "compose.replicas.yaml").read_text())
+hs = ha.get("services", {})
+check(set(hs) == {"lb", "custody-1", "custody-2", "postgres", "demo"},
+      f"the replicas variant's services are lb, custody-1, custody-2, postgres, demo, not {sorted(hs)}")
+check(hs.get("lb", {}).get("ports") == ["127.0.0.1:8080:8080"],
+      "only the load balancer publishes a port, on loopback")
+for name, svc in hs.items():
+    if name != "lb":
+        check("ports" not in svc, f"{name} publishes no port")
+check(ha.get("networks", {}).get("db", {}).get("internal") is True, "the database's network is internal")
+check(hs.get("postgres", {}).get("networks") == ["db"], "the database is on its network only")
+data = []
+for name in ("custody-1", "custody-2"):
+    svc = hs.get(name, {})
+    vols = svc.get("volumes", [])
+    check("custody-keys:/var/lib/custody-keys" in vols, f"{name} mounts the shared keys")
+    data += [v for v in vols if v.endswith(":/var/lib/custody")]
+    check(svc.get("hostname") == name, f"{name} is named {name} in the log (its host name)")
+    check("db" in svc.get("networks", []), f"{name} reaches the database")
+check(len(set(data)) == 2, "each replica has a data volume of its own")
+for name, secret in ha.get("secrets", {}).items():
+    check((root / secret["file"]).exists(), f"the replicas variant's secret {name}'s file exists")
+for svc in hs.values():
+    for mount in svc.get("volumes", []):
+        source = mount.split(":")[0]
+        if source.startswith("./"):
+            check((root / source).exists(), f"{source} (mounted by the replicas variant) exists")
+rconfig = (root / "deploy/compose/replicas/custody.toml").read_text()
+check('store = "${file:/run/secrets/postgres_url}"' in rconfig,
+      "the replicas' store URL comes from the compose secret, by reference")
+check('key_file = "/var/lib/custody-keys/log.key"' in rconfig, "the replicas share the log key")
+check('key_file = "/var/lib/custody-keys/mask.key"' in rconfig, "the replicas share the masking key")
+nginx = (root / "deploy/compose/replicas/nginx.conf").read_text()
+check("$http_mcp_session_id" in nginx and "hash $affinity consistent" in nginx,
+      "the load balancer keeps a session on one replica")
+check("proxy_buffering off" in nginx, "the load balancer passes event streams through unbuffered")
+check("/var/lib/custody-keys" in dockerfile, "the image owns the shared keys' mount point")
+
 if problems:
     for p in problems:
         print(f"compose check: {p}: NO")
     sys.exit(1)
-print(f"compose check: compose.yaml, deploy/compose and the Dockerfile are consistent ({len(services)} services, {len(stages)} stages)")
+print(f"compose check: compose.yaml, compose.replicas.yaml, deploy/compose and the Dockerfile are consistent ({len(services)} + {len(hs)} services, {len(stages)} stages)")

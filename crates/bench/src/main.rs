@@ -18,6 +18,7 @@ mod messages;
 mod policy;
 mod postgres;
 mod procstat;
+mod replicas;
 mod witnessing;
 
 use std::net::SocketAddr;
@@ -55,6 +56,15 @@ enum Cmd {
         #[arg(long, default_value = "fsync")]
         durability: String,
     },
+    /// The relay through one replica of a PostgreSQL log, then two: calls/s, ratio, CPU.
+    RelayReplicas {
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        url: String,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Durable appends into the shared PostgreSQL log, replicas committing batches: entries/s.
     Postgres {
         /// A PostgreSQL the benchmark may create a database in.
@@ -72,6 +82,23 @@ enum Cmd {
         /// Through the audit log (an Audit on PgStore per replica) instead of the store alone.
         #[arg(long)]
         through_audit: bool,
+        /// With --through-audit: each replica a process of its own.
+        #[arg(long)]
+        processes: bool,
+    },
+    /// One replica process of `postgres --through-audit --processes` (started by it).
+    #[command(hide = true)]
+    PostgresReplica {
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        writers: usize,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        seconds: u64,
     },
     /// Durable audit appends with group commit: entries/s.
     Append {
@@ -274,13 +301,28 @@ fn main() -> anyhow::Result<()> {
             size,
             seconds,
             through_audit,
+            processes,
         } => {
-            if through_audit {
+            if through_audit && processes {
+                postgres::processes(&url, replicas, writers, size, seconds)
+            } else if through_audit {
                 postgres::through_audit(&url, replicas, writers, size, seconds)
             } else {
                 postgres::run(&url, replicas, writers, size, seconds)
             }
         }
+        Cmd::PostgresReplica {
+            db,
+            name,
+            writers,
+            size,
+            seconds,
+        } => postgres::replica_process(&db, &name, writers, size, seconds),
+        Cmd::RelayReplicas {
+            url,
+            clients,
+            seconds,
+        } => rt.block_on(replicas::run(&url, clients, seconds)),
         Cmd::Auth { calls } => rt.block_on(auth::run(calls)),
         Cmd::Flood {
             seconds,

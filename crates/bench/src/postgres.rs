@@ -17,7 +17,7 @@ const MAX_BATCH: usize = 4096;
 type Ack = mpsc::SyncSender<u64>;
 
 /// A database of the benchmark's own: its name, URL and an admin connection.
-fn database(url: &str) -> anyhow::Result<(String, String, postgres::Client)> {
+pub(crate) fn database(url: &str) -> anyhow::Result<(String, String, postgres::Client)> {
     let name = format!("custody_bench_{}", std::process::id());
     let mut admin = postgres::Client::connect(url, postgres::NoTls)?;
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
@@ -89,6 +89,111 @@ pub fn through_audit(
     println!("indices contiguous: {count} entries");
     drop(c);
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    Ok(())
+}
+
+/// [`through_audit`] with each replica a process of its own (`postgres-replica`): the total
+/// appended over the processes, and each one's CPU.
+pub fn processes(
+    url: &str,
+    replicas: usize,
+    writers: usize,
+    size: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let (name, db_url, mut admin) = database(url)?;
+    // The schema first, so the replicas do not race to create it.
+    drop(custody::store::postgres::PgStore::connect(
+        &db_url, "setup",
+    )?);
+    let per = writers / replicas.max(1);
+    let children: Vec<_> = (0..replicas)
+        .map(|r| {
+            std::process::Command::new(std::env::current_exe()?)
+                .args([
+                    "postgres-replica",
+                    "--db",
+                    &db_url,
+                    "--name",
+                    &format!("replica-{r}"),
+                ])
+                .args(["--writers", &per.to_string(), "--size", &size.to_string()])
+                .args(["--seconds", &seconds.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(anyhow::Error::from)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut total = 0u64;
+    let mut lines = Vec::new();
+    for c in children {
+        let out = c.wait_with_output()?;
+        anyhow::ensure!(out.status.success(), "a replica process failed");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let n: u64 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("a replica said {text:?}"))?;
+        total += n;
+        lines.push(text.trim().to_string());
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let rate = total as f64 / seconds as f64;
+    println!(
+        "custody postgres append benchmark, through the audit log: {replicas} replica processes (each an Audit on PgStore), {writers} writers, entries with a ~1 KiB header and a {size}-byte payload, synchronous_commit = on"
+    );
+    for l in &lines {
+        println!("  {l}");
+    }
+    println!(
+        "durable appends: {rate:.0} entries/s ({total} in {seconds} s, each process's own window)"
+    );
+    let mut c = postgres::Client::connect(&db_url, postgres::NoTls)?;
+    let row = c.query_one("SELECT count(*), coalesce(max(idx), -1) FROM entries", &[])?;
+    let (count, max): (i64, i64) = (row.get(0), row.get(1));
+    anyhow::ensure!(
+        count == max + 1,
+        "indices are not contiguous: {count} entries, max {max}"
+    );
+    println!("indices contiguous: {count} entries");
+    drop(c);
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    Ok(())
+}
+
+/// One replica process: an Audit on PgStore, `writers` appending for `seconds` after a short
+/// warm-up; prints `appended N cpu_us_per_append X`.
+pub fn replica_process(
+    db: &str,
+    name: &str,
+    writers: usize,
+    size: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    use custody::audit::Audit;
+    use custody::store::postgres::PgStore;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (n, cpu) = rt.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let store = PgStore::connect(db, name)?;
+        let signer = tlog::Signer::new("bench.custody/shared", [3u8; 32])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = crate::audit::audit_config(dir.path(), custody::config::Durability::Fsync);
+        let audit = Audit::with_store(store, signer, true, dir.path(), &config)?.audit;
+        crate::audit::append_load(&audit, writers, size, Duration::from_millis(500)).await?;
+        let cpu0 = crate::procstat::cpu_time(std::process::id());
+        let n =
+            crate::audit::append_load(&audit, writers, size, Duration::from_secs(seconds)).await?;
+        let cpu = crate::procstat::cpu_time(std::process::id()) - cpu0;
+        audit.close().await;
+        anyhow::Ok((n, cpu))
+    })?;
+    #[allow(clippy::cast_precision_loss)]
+    let per = cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
+    println!("appended {n} cpu_us_per_append {per:.2} ({name})");
     Ok(())
 }
 

@@ -157,6 +157,9 @@ pub struct Audit {
     location: Location,
     /// For a log replicas share: this replica's claim on the lease to sign and publish.
     steward: Option<Arc<steward::Steward>>,
+    /// Whether this replica held the steward lease when it last asked (always, for a log of
+    /// its own).
+    stewarding: std::sync::atomic::AtomicBool,
     /// Seals what replicas of a shared log hand each other through the database (decisions
     /// on approvals), derived from the log's key: the database alone cannot forge them.
     replica_seal: [u8; 32],
@@ -439,6 +442,7 @@ impl Audit {
             durability: config.durability,
             data_dir: data_dir.to_path_buf(),
             replica_seal,
+            stewarding: std::sync::atomic::AtomicBool::new(config.store.is_none()),
             steward: config
                 .store
                 .as_ref()
@@ -518,6 +522,12 @@ impl Audit {
     /// Where the log is stored.
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// Whether this process does what one replica of a shared log does for all (sending the
+    /// log to export sinks): the steward does; a log of its own always.
+    pub fn steward_here(&self) -> bool {
+        self.stewarding.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The key that seals what replicas of a shared log hand each other.

@@ -135,7 +135,9 @@ async fn run(
             s.cursor = cursor;
             s.head = head;
         });
-        if cursor >= head {
+        // Replicas of a shared log: the steward sends it (each replica sending all of it would
+        // repeat every entry once per replica).
+        if cursor >= head || !audit.steward_here() {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_millis(100)) => continue,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Client, fixture_http};
-use pg_common::{Db, config, logs, start, terminate};
+use pg_common::{Db, Replicas, config, logs, start, terminate};
 use serde_json::{Value, json};
 
 /// One stateless `tools/call`; its receipt when answered.
@@ -57,7 +57,7 @@ fn postgres_restarted_under_load_leaves_one_whole_log() {
     let configs: Vec<_> = (0..2)
         .map(|i| config(root.path(), &format!("r{i}"), &db.url, &key, &upstream))
         .collect();
-    let mut procs = Vec::new();
+    let mut procs = Replicas::default();
     let mut bases = Vec::new();
     for c in &configs {
         let (p, b) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
@@ -116,7 +116,7 @@ fn postgres_restarted_under_load_leaves_one_whole_log() {
         after.load(Ordering::Relaxed),
         logs(&configs)
     );
-    for p in &mut procs {
+    for p in procs.iter_mut() {
         terminate(p);
     }
     let mut c = db.admin();

@@ -9,12 +9,12 @@ mod common;
 mod pg_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pg_common::{Db, config, config_with, logs, start, terminate};
+use pg_common::{Db, Replicas, config, config_with, logs, start, terminate};
 use serde_json::{Value, json};
 
 /// `what = "terminate"`: ends the database sessions of application `custody NAME...`, returning
@@ -99,7 +99,7 @@ async fn load_through_kills(db: &str) -> (Vec<(String, Value)>, String) {
         .map(|i| config(root.path(), &format!("r{i}"), db, &key, &upstream))
         .collect();
     // The first replica creates the log's key; the others sign with it.
-    let mut procs: Vec<Child> = Vec::new();
+    let mut procs = Replicas::default();
     let bases = Arc::new(Mutex::new(Vec::new()));
     for c in &configs {
         let (child, base) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
@@ -241,7 +241,7 @@ async fn load_through_kills(db: &str) -> (Vec<(String, Value)>, String) {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    for p in &mut procs {
+    for p in procs.iter_mut() {
         terminate(p);
     }
     (seen, key_string)
@@ -317,7 +317,8 @@ fn a_replica_with_another_key_is_refused() {
         &root.path().join("log.key"),
         upstream,
     );
-    let (mut r0, _) = start(&first).unwrap();
+    let (r0, _) = start(&first).unwrap();
+    let mut procs = Replicas(vec![r0]);
     let other = config(
         root.path(),
         "r1",
@@ -330,7 +331,7 @@ fn a_replica_with_another_key_is_refused() {
     });
     let err = refused.expect_err("a replica signing with another key must not start");
     assert!(err.contains("the shared log is signed by the key"), "{err}");
-    terminate(&mut r0);
+    terminate(&mut procs[0]);
 }
 
 const APPROVAL_POLICY: &str = r#"
@@ -457,7 +458,7 @@ fn an_approval_granted_on_one_replica_releases_the_call_held_on_another() {
         .enable_all()
         .build()
         .unwrap();
-    let mut procs = Vec::new();
+    let mut procs = Replicas::default();
     let mut bases = Vec::new();
     for c in &configs {
         let (p, b) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
@@ -534,7 +535,7 @@ fn an_approval_granted_on_one_replica_releases_the_call_held_on_another() {
         start(&configs[0]).unwrap()
     };
     procs[0] = p0b;
-    for p in &mut procs {
+    for p in procs.iter_mut() {
         terminate(p);
     }
     let kinds = approval_entries(&db, &abandoned_id);

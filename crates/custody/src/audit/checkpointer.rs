@@ -67,9 +67,12 @@ impl Audit {
             None => true,
             Some(s) => {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || s.holds())
+                let holds = tokio::task::spawn_blocking(move || s.holds())
                     .await
-                    .unwrap_or(false)
+                    .unwrap_or(false);
+                self.stewarding
+                    .store(holds, std::sync::atomic::Ordering::Relaxed);
+                holds
             }
         };
         let witnessing = self.witnessing.get().cloned().filter(|_| steward);

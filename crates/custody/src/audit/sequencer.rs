@@ -67,6 +67,12 @@ pub fn sign_range(signer: &Signer, range: &CompactRange) -> Signed {
     }
 }
 
+/// A round's appends, each with where its answer goes.
+type Batch = Vec<(
+    super::Draft,
+    tokio::sync::oneshot::Sender<Result<Appended, AuditError>>,
+)>;
+
 pub fn spawn<S: Store>(seq: Sequencer<S>, jobs: mpsc::Receiver<Job>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("custody-sequencer".into())
@@ -99,7 +105,19 @@ fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         if !batch.is_empty() {
-            seq.commit(&mut batch, &mut failures);
+            // A shared store's round may wait for its lock: appends that arrive meanwhile join
+            // it once the lock is taken (one round, one commit, for all of them).
+            let mut more = |batch: &mut Vec<_>| {
+                while batch.len() < MAX_BATCH && stop.is_none() {
+                    match jobs.try_recv() {
+                        Ok(Job::Append(draft, reply)) => batch.push((*draft, reply)),
+                        Ok(Job::Stop(reply)) => stop = Some(reply),
+                        Ok(other) => after.push(other),
+                        Err(_) => break,
+                    }
+                }
+            };
+            seq.commit(&mut batch, &mut failures, &mut more);
         }
         // Signing comes after the round's commit, so a checkpoint covers every entry
         // acknowledged before it was asked for.
@@ -200,6 +218,13 @@ impl<S: Store> Sequencer<S> {
         let stored = self.store.state();
         self.store.end_round();
         let stored = stored.map_err(unavailable)?;
+        if stored.size() > next.size() {
+            // Only when the round lost its lock (its connection ended and was made again):
+            // others moved on; the next round integrates them.
+            return Err(AuditError::Unavailable(
+                "the shared log moved on while this replica read it; reading it again at the next round".into(),
+            ));
+        }
         if stored.size() != next.size() || stored.root() != next.root() {
             let why = format!(
                 "the shared log's entries make a tree of size {} (root {}) but its head says size {} (root {})",
@@ -222,11 +247,9 @@ impl<S: Store> Sequencer<S> {
     /// Steps 2–4 for one round.
     fn commit(
         &mut self,
-        batch: &mut Vec<(
-            super::Draft,
-            tokio::sync::oneshot::Sender<Result<Appended, AuditError>>,
-        )>,
+        batch: &mut Batch,
         failures: &mut failures::StoreFailures,
+        more: &mut dyn FnMut(&mut Batch),
     ) {
         // A halted log takes nothing, whatever was queued before the alarm.
         if let Some(why) = self.health.refusal().filter(|_| self.health.halted()) {
@@ -246,6 +269,9 @@ impl<S: Store> Sequencer<S> {
                 next.append(leaf, |_| {});
             }
         });
+        if begun.is_ok() && self.store.shared() {
+            more(batch);
+        }
         let first = next.size();
         let mut nodes: Vec<Node> = Vec::new();
         let mut rows = Vec::with_capacity(batch.len());

@@ -148,3 +148,29 @@ pub fn terminate(child: &mut Child) {
     let status = child.wait().unwrap();
     assert!(status.success(), "a replica stopped with {status}");
 }
+
+/// Replica processes, killed when dropped (a failing test leaves none running).
+#[derive(Default)]
+pub struct Replicas(pub Vec<Child>);
+
+impl std::ops::Deref for Replicas {
+    type Target = Vec<Child>;
+    fn deref(&self) -> &Vec<Child> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Replicas {
+    fn deref_mut(&mut self) -> &mut Vec<Child> {
+        &mut self.0
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -72,7 +72,22 @@ const MIGRATIONS: [(i32, &str); 2] = [
              answer text,
              asked  timestamptz NOT NULL DEFAULT now()
          );
-         CREATE INDEX approval_asks_waiting ON approval_asks (holder) WHERE state = 'asked';",
+         CREATE INDEX approval_asks_waiting ON approval_asks (holder) WHERE state = 'asked';
+         -- A round's beginning in one call: the sequencing row's lock, then (a statement of its
+         -- own, whose snapshot sees what the lock's previous holder committed) the leaves other
+         -- replicas committed from from_idx on. One row (next, NULL) when there are none.
+         CREATE FUNCTION custody_begin_round(from_idx bigint)
+             RETURNS TABLE (next_index bigint, leaf bytea)
+             LANGUAGE plpgsql VOLATILE AS $$
+         DECLARE n bigint;
+         BEGIN
+             SELECT s.next_index INTO n FROM log_sequence s WHERE s.id FOR UPDATE;
+             RETURN QUERY SELECT n, e.leaf FROM entries e
+                 WHERE e.idx >= from_idx AND e.idx < n ORDER BY e.idx;
+             IF NOT FOUND THEN
+                 RETURN QUERY SELECT n, NULL::bytea;
+             END IF;
+         END $$;",
     ),
 ];
 

@@ -184,19 +184,37 @@ impl Store for Direct {
         self.reconnect_if_lost()?;
         self.rollback();
         let c = self.client();
-        c.batch_execute("BEGIN").map_err(backend("begin a round"))?;
-        let lock = c
-            .query_one(
-                "SELECT next_index FROM log_sequence WHERE id FOR UPDATE",
-                &[],
-            )
-            .map(|r| u64_of(r.get(0)));
-        let next = match lock {
-            Ok(n) => n,
+        // The transaction, the lock and the leaves committed past this tree, in one round trip.
+        let rows = c
+            .simple_query(&format!(
+                "BEGIN; SELECT next_index, leaf FROM custody_begin_round({})",
+                i64_of(state.size())
+            ))
+            .map_err(backend(
+                "take the sequence's lock and read what other replicas committed",
+            ));
+        let rows: Vec<postgres::SimpleQueryRow> = match rows {
+            Ok(msgs) => msgs
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => Some(r),
+                    _ => None,
+                })
+                .collect(),
             Err(e) => {
                 let _ = c.batch_execute("ROLLBACK");
-                return Err(backend("take the sequence's lock")(e));
+                return Err(e);
             }
+        };
+        let next = rows
+            .first()
+            .and_then(|r| r.get(0))
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(next) = next else {
+            let _ = c.batch_execute("ROLLBACK");
+            return Err(StoreError::Inconsistent(
+                "the log's sequence row is missing".into(),
+            ));
         };
         self.open = Some(next);
         if next < state.size() {
@@ -206,38 +224,31 @@ impl Store for Direct {
                 state.size()
             )));
         }
-        // A statement of its own, after the lock: its snapshot sees what the replica that
-        // held the lock committed (a join in the locking statement would read the snapshot
-        // taken before the wait, and miss those entries).
-        let rows = self
-            .client()
-            .query(
-                "SELECT leaf FROM entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
-                &[&i64_of(state.size()), &i64_of(next)],
-            )
-            .map_err(backend("read the entries other replicas committed"));
-        let rows = match rows {
-            Ok(r) => r,
-            Err(e) => {
-                self.rollback();
-                return Err(e);
-            }
-        };
-        if rows.len() as u64 != next - state.size() {
-            self.rollback();
-            return Err(StoreError::Inconsistent(format!(
-                "entries {}..{next} are not all stored below the sequence",
-                state.size()
-            )));
-        }
-        rows.iter()
-            .map(|r| {
-                let b: Vec<u8> = r.get(0);
-                Hash::from_slice(&b)
+        let leaves = rows
+            .iter()
+            .filter_map(|r| r.get(1))
+            .map(|hex_text| {
+                hex_text
+                    .strip_prefix("\\x")
+                    .and_then(|h| hex::decode(h).ok())
+                    .and_then(|b| Hash::from_slice(&b))
                     .ok_or_else(|| StoreError::Inconsistent("a stored leaf is not 32 bytes".into()))
             })
-            .collect::<Result<Vec<_>, _>>()
-            .inspect_err(|_| self.rollback())
+            .collect::<Result<Vec<_>, _>>();
+        match leaves {
+            Ok(l) if l.len() as u64 == next - state.size() => Ok(l),
+            Ok(_) => {
+                self.rollback();
+                Err(StoreError::Inconsistent(format!(
+                    "entries {}..{next} are not all stored below the sequence",
+                    state.size()
+                )))
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
     }
 
     fn append(
@@ -423,15 +434,27 @@ fn write_round(
             state.size()
         )));
     }
-    // Entries, the sequence and the head in one statement (one round trip under the lock).
+    let levels: Vec<i32> = nodes
+        .iter()
+        .map(|n| i32::try_from(n.level).unwrap_or(i32::MAX))
+        .collect();
+    let at: Vec<i64> = nodes.iter().map(|n| i64_of(n.index)).collect();
+    let hashes: Vec<Vec<u8>> = nodes.iter().map(|n| n.hash.0.to_vec()).collect();
+    // Entries, payloads, nodes, the sequence and the head in one statement (one round trip
+    // under the lock).
     c.execute(
         "WITH ins AS (INSERT INTO entries (idx, leaf, data, time_ns, replica) \
              SELECT i, l, d, t, $5 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[]) AS u(i, l, d, t) \
              RETURNING 1), \
+         pay AS (INSERT INTO payloads (idx, slot, opening, data) \
+             SELECT * FROM unnest($9::bigint[], $10::smallint[], $11::bytea[], $12::bytea[]) RETURNING 1), \
+         nod AS (INSERT INTO nodes SELECT * FROM unnest($13::integer[], $14::bigint[], $15::bytea[]) \
+             ON CONFLICT DO NOTHING RETURNING 1), \
          seq AS (UPDATE log_sequence SET next_index = $6 WHERE id RETURNING 1), \
          head AS (INSERT INTO log_head (size, root, state, updated_by) VALUES ($6, $7, $8, $5) \
              ON CONFLICT (id) DO UPDATE SET size = $6, root = $7, state = $8, updated_by = $5 RETURNING 1) \
-         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM seq), (SELECT count(*) FROM head)",
+         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM pay), (SELECT count(*) FROM nod), \
+             (SELECT count(*) FROM seq), (SELECT count(*) FROM head)",
         &[
             &idx,
             &leaf,
@@ -441,30 +464,16 @@ fn write_round(
             &i64_of(size),
             &state.root().0.to_vec(),
             &state.to_bytes(),
+            &p_idx,
+            &p_slot,
+            &p_open,
+            &p_data,
+            &levels,
+            &at,
+            &hashes,
         ],
     )
-    .map_err(backend("insert the round's entries and move the sequence and head"))?;
-    if !p_idx.is_empty() {
-        c.execute(
-            "INSERT INTO payloads (idx, slot, opening, data) \
-             SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bytea[], $4::bytea[])",
-            &[&p_idx, &p_slot, &p_open, &p_data],
-        )
-        .map_err(backend("insert the round's payloads"))?;
-    }
-    if !nodes.is_empty() {
-        let levels: Vec<i32> = nodes
-            .iter()
-            .map(|n| i32::try_from(n.level).unwrap_or(i32::MAX))
-            .collect();
-        let at: Vec<i64> = nodes.iter().map(|n| i64_of(n.index)).collect();
-        let hashes: Vec<Vec<u8>> = nodes.iter().map(|n| n.hash.0.to_vec()).collect();
-        c.execute(
-            "INSERT INTO nodes SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bytea[]) ON CONFLICT DO NOTHING",
-            &[&levels, &at, &hashes],
-        )
-        .map_err(backend("insert the round's tree nodes"))?;
-    }
+    .map_err(backend("insert the round's entries, payloads and nodes and move the sequence and head"))?;
     for (k, r) in rows.iter().enumerate() {
         match &r.mark {
             Some(Mark::Open(id)) => {
