@@ -82,7 +82,8 @@ async fn phase(
 }
 
 pub async fn run(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> {
-    let (name, db_url, mut admin) = crate::postgres::database(url)?;
+    // The blocking PostgreSQL client, where blocking is allowed.
+    let (name, db_url, mut admin) = tokio::task::block_in_place(|| crate::postgres::database(url))?;
     let work = tempfile::tempdir()?;
     let up_addr = free_addr()?;
     let upstream = spawn_self(&["upstream", &up_addr.to_string()])?;
@@ -105,10 +106,10 @@ pub async fn run(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let time = Duration::from_secs(seconds);
     let me = std::process::id();
-    let pg_pids = {
+    let pg_pids = tokio::task::block_in_place(|| {
         let mut c = postgres::Client::connect(&db_url, postgres::NoTls)?;
-        backends(&mut c, &name)?
-    };
+        backends(&mut c, &name)
+    })?;
     let pids = vec![
         ("replica gw-1".to_string(), vec![procs[0].0.id()]),
         ("replica gw-2".to_string(), vec![procs[1].0.id()]),
@@ -154,6 +155,9 @@ pub async fn run(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> 
     }
     drop(procs);
     drop(upstream);
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
-    Ok(())
+    tokio::task::block_in_place(move || {
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+        drop(admin);
+        anyhow::Ok(())
+    })
 }
