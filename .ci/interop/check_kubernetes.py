@@ -48,8 +48,9 @@ def scratch_database():
     if not _scratch:
         name = f"custody_k8s_{os.getpid()}"
         psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c"]
-        subprocess.run(psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
-        subprocess.run(psql + [f"CREATE DATABASE {name}"], check=True)
+        quiet = dict(os.environ, PGOPTIONS="--client-min-messages=warning")
+        subprocess.run(psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True, env=quiet)
+        subprocess.run(psql + [f"CREATE DATABASE {name}"], check=True, env=quiet)
         atexit.register(
             lambda: subprocess.run(
                 psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True

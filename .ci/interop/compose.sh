@@ -39,7 +39,8 @@ check "compose: the quick start's client and token through the compose configura
 # the containers run it, against a scratch database of this machine's PostgreSQL in place of
 # the compose one; the quick start's client through each replica, and one log.
 replicas_db="custody_compose_$$"
-psql -h 127.0.0.1 -U postgres -d postgres -q -c "DROP DATABASE IF EXISTS $replicas_db WITH (FORCE)" -c "CREATE DATABASE $replicas_db"
+PGOPTIONS='--client-min-messages=warning' psql -h 127.0.0.1 -U postgres -d postgres -q \
+  -c "DROP DATABASE IF EXISTS $replicas_db WITH (FORCE)" -c "CREATE DATABASE $replicas_db"
 printf 'postgres://postgres@127.0.0.1:5432/%s\n' "$replicas_db" >"$compose_dir/postgres_url"
 mkdir -p "$compose_dir/keys"
 chmod 700 "$compose_dir/keys"
@@ -47,6 +48,8 @@ replica_ports=()
 for n in 1 2; do
   mkdir -p "$compose_dir/replica-$n"
   chmod 700 "$compose_dir/replica-$n"
+  # Beside the configuration, as /etc/custody/policies is beside /etc/custody/custody.toml.
+  cp -r "$compose_dir/policies" "$compose_dir/replica-$n/policies"
   port=$(free_port)
   replica_ports+=("$port")
   sed -e "s|0.0.0.0:8080|127.0.0.1:$port|" \
