@@ -224,9 +224,8 @@ pub struct RawServer {
     /// not keep processes for half an hour.
     #[serde(default, with = "humantime_serde")]
     pub stdio_session_idle_timeout: Option<Duration>,
-    /// Threads that relay calls. Default 1: one thread relays about 16,000 calls/s on a
-    /// 2-core VM with less CPU per call than two (no cross-thread wake-ups); raise it when the
-    /// gateway needs more than one core.
+    /// Threads that relay calls. Default: the cores this process may use (its CPU quota
+    /// included).
     pub worker_threads: Option<usize>,
     /// On SIGTERM or Ctrl-C, how long in-flight calls may take to finish. Default `10s`.
     #[serde(default, with = "humantime_serde")]

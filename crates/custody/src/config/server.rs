@@ -218,7 +218,8 @@ impl Resolver<'_> {
                     return Err(self.err("server.worker_threads", "must be at least 1"));
                 }
                 Some(n) => n,
-                None => 1,
+                // The cores this process may use (its cgroup's CPU quota included).
+                None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             },
             limits,
         })

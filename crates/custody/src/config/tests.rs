@@ -491,3 +491,18 @@ fn the_shared_log_store_is_checked() {
         "postgres://custody:s3cret@db/log"
     );
 }
+
+#[test]
+fn worker_threads_default_to_the_cores_this_process_may_use() {
+    let c = Config::parse(GOOD, "custody.toml").unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(c.server.worker_threads, cores);
+    let c = Config::parse(
+        &GOOD.replace("[server]\n", "[server]\nworker_threads = 3\n"),
+        "custody.toml",
+    )
+    .unwrap();
+    assert_eq!(c.server.worker_threads, 3);
+    let e = err(&GOOD.replace("[server]\n", "[server]\nworker_threads = 0\n"));
+    assert_eq!(e.key.as_deref(), Some("server.worker_threads"), "{e}");
+}

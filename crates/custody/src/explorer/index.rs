@@ -222,7 +222,7 @@ impl Index {
         index
             .conn
             .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
             )
             .map_err(index.sql("set its journal mode"))?;
         let version: Option<i64> = index
@@ -311,7 +311,9 @@ impl Index {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                    // Plain INSERT: rows past the cursor never exist (the cursor moves in their
+                    // transaction), and OR REPLACE would make SQLite journal every statement.
+                    "INSERT INTO rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
                      ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
                 )
                 .map_err(Self::sql_at(&path, "prepare the insert"))?;
