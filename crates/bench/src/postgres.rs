@@ -48,9 +48,10 @@ pub fn through_audit(
         let mut dirs = Vec::new();
         for r in 0..replicas {
             let dir = tempfile::tempdir()?;
-            let store = PgStore::connect(&db_url, &format!("replica-{r}"))?;
             let signer = tlog::Signer::new("bench.custody/shared", [3u8; 32])
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let seal = signer.derive_secret(custody::store::postgres::ENTRY_SEAL);
+            let store = PgStore::connect(&db_url, &format!("replica-{r}"), seal)?;
             let config = crate::audit::audit_config(dir.path(), custody::config::Durability::Fsync);
             audits.push(Audit::with_store(store, signer, true, dir.path(), &config)?.audit);
             dirs.push(dir);
@@ -104,7 +105,7 @@ pub fn processes(
     let (name, db_url, mut admin) = database(url)?;
     // The schema first, so the replicas do not race to create it.
     drop(custody::store::postgres::PgStore::connect(
-        &db_url, "setup",
+        &db_url, "setup", [0; 32],
     )?);
     let per = writers / replicas.max(1);
     let children: Vec<_> = (0..replicas)
@@ -178,9 +179,10 @@ pub fn replica_process(
         .build()?;
     let (n, cpu) = rt.block_on(async {
         let dir = tempfile::tempdir()?;
-        let store = PgStore::connect(db, name)?;
         let signer = tlog::Signer::new("bench.custody/shared", [3u8; 32])
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let seal = signer.derive_secret(custody::store::postgres::ENTRY_SEAL);
+        let store = PgStore::connect(db, name, seal)?;
         let config = crate::audit::audit_config(dir.path(), custody::config::Durability::Fsync);
         let audit = Audit::with_store(store, signer, true, dir.path(), &config)?.audit;
         crate::audit::append_load(&audit, writers, size, Duration::from_millis(500)).await?;

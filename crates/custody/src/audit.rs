@@ -293,7 +293,11 @@ impl Audit {
         let (signer, key_created) =
             keys::load_or_create(&config.key_file, config.origin.as_deref())?;
         if let Some(shared) = &config.store {
-            let mut store = crate::store::postgres::PgStore::connect(&shared.url, &shared.replica)?;
+            let mut store = crate::store::postgres::PgStore::connect(
+                &shared.url,
+                &shared.replica,
+                signer.derive_secret(crate::store::postgres::ENTRY_SEAL),
+            )?;
             let ours = signer.verifier().to_key_string();
             let stored = store.claim_key(&ours)?;
             if stored != ours {

@@ -126,6 +126,16 @@ pub trait Store: Send + 'static {
     /// released).
     fn end_round(&mut self) {}
 
+    /// Checks the tree the caller made of the leaves [`Store::begin_round`] returned against
+    /// the tree the store says it holds; on `Err` the round is over (nothing written).
+    ///
+    /// # Errors
+    /// [`StoreError::Inconsistent`]: the stored rows changed under the log.
+    fn check_round(&mut self, integrated: &CompactRange) -> Result<(), StoreError> {
+        let _ = integrated;
+        Ok(())
+    }
+
     /// Whether other writers append to this store too (its tree grows by their rounds as well
     /// as by this writer's).
     fn shared(&self) -> bool {

@@ -376,8 +376,9 @@ fn two_audit_logs_on_one_database_write_one_log_that_verifies() {
         for name in ["replica-a", "replica-b"] {
             let dir = tempfile::tempdir().unwrap();
             // Opened from async code, as the gateway opens its log.
-            let store = PgStore::connect(&url, name).unwrap();
             let signer = tlog::Signer::new("custody.test/shared", key).unwrap();
+            let seal = signer.derive_secret(custody::store::postgres::ENTRY_SEAL);
+            let store = PgStore::connect(&url, name, seal).unwrap();
             let opened =
                 Audit::with_store(store, signer, true, dir.path(), &audit_config(dir.path()))
                     .unwrap();
@@ -460,8 +461,9 @@ fn a_replica_whose_connection_is_terminated_connects_again_and_the_log_stays_who
     let dir = tempfile::tempdir().unwrap();
     let url = db.url.clone();
     let audit = rt.block_on(async {
-        let store = PgStore::connect(&url, "replica-a").unwrap();
         let signer = tlog::Signer::new("custody.test/shared", key).unwrap();
+        let seal = signer.derive_secret(custody::store::postgres::ENTRY_SEAL);
+        let store = PgStore::connect(&url, "replica-a", seal).unwrap();
         Audit::with_store(store, signer, true, dir.path(), &audit_config(dir.path()))
             .unwrap()
             .audit
@@ -517,4 +519,76 @@ fn a_replica_whose_connection_is_terminated_connects_again_and_the_log_stays_who
     assert!(verified, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["entries"], n, "{v}");
+}
+
+#[test]
+fn an_entry_the_database_alone_wrote_is_not_integrated() {
+    use custody::audit::{Audit, Draft, Kind};
+    use custody::store::postgres::{ENTRY_SEAL, PgStore};
+    let Some(db) = Db::new("unsealed") else {
+        return;
+    };
+    let key = [13u8; 32];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = db.url.clone();
+    let open = |name: &str, dir: &std::path::Path| {
+        let signer = tlog::Signer::new("custody.test/shared", key).unwrap();
+        let store = PgStore::connect(&url, name, signer.derive_secret(ENTRY_SEAL)).unwrap();
+        rt.block_on(async { Audit::with_store(store, signer, true, dir, &audit_config(dir)) })
+            .unwrap()
+            .audit
+    };
+    let a = open("replica-a", dir_a.path());
+    let b = open("replica-b", dir_b.path());
+    let append = |audit: &Audit, n: u32| {
+        rt.block_on(audit.append(Draft::gateway(
+            Kind::Heartbeat,
+            "",
+            format!("{{\"n\":{n}}}"),
+        )))
+    };
+    for n in 0..5 {
+        append(&a, n).unwrap();
+        append(&b, n).unwrap();
+    }
+    // Someone with only the database appends a row, as a replica would, but without the key.
+    let mut admin = db.admin();
+    let next: i64 = admin
+        .query_one("SELECT next_index FROM log_sequence", &[])
+        .unwrap()
+        .get(0);
+    admin
+        .execute(
+            "INSERT INTO entries (idx, leaf, data, time_ns, replica, seal) VALUES ($1, $2, $3, 0, 'replica-a', $4)",
+            &[&next, &vec![7u8; 32], &b"forged".to_vec(), &vec![0u8; 32]],
+        )
+        .unwrap();
+    admin
+        .execute("UPDATE log_sequence SET next_index = $1", &[&(next + 1)])
+        .unwrap();
+    let refused = append(&b, 99).expect_err("a round over a forged row must not commit");
+    assert!(refused.to_string().contains("not sealed"), "{refused}");
+    // Nothing was written past the forged row, and no checkpoint covers it.
+    let max: i64 = admin
+        .query_one("SELECT max(idx) FROM entries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(max, next, "no entry was committed after the forged one");
+    let covered: i64 = admin
+        .query_one("SELECT coalesce(max(size), 0) FROM checkpoints", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        covered <= next,
+        "a checkpoint covers the forged row ({covered})"
+    );
+    rt.block_on(async {
+        a.close().await;
+        b.close().await;
+    });
 }

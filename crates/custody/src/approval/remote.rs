@@ -48,6 +48,8 @@ struct Ask {
     reason: Option<String>,
     digest: Option<String>,
     asked_ns: u64,
+    /// Names this decision once: a holder takes no decision twice, and seals its answer to it.
+    nonce: String,
     /// The replica that took it.
     by: String,
     who: Who,
@@ -115,6 +117,9 @@ pub struct Remote {
     replica: String,
     key: [u8; 32],
     conn: Mutex<Option<postgres::Client>>,
+    /// The decisions this holder took, by nonce, with when they were taken (kept for
+    /// [`MAX_AGE`], past which a decision is refused anyway).
+    taken: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 type Seal = Hmac<Sha256>;
@@ -126,7 +131,15 @@ impl Remote {
             replica: replica.to_string(),
             key,
             conn: Mutex::new(None),
+            taken: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// The seal of the holder's answer to decision `nonce`.
+    fn answer_seal(&self, nonce: &str, status: u16, body: &str) -> Vec<u8> {
+        self.seal(&format!(
+            "custody approval answer v1\n{nonce}\n{status}\n{body}"
+        ))
     }
 
     fn seal(&self, ask: &str) -> Vec<u8> {
@@ -157,6 +170,7 @@ impl Remote {
                 .map_err(|e: postgres::Error| e.to_string())?;
             config.application_name(&format!("custody {} approvals", self.replica));
             config.connect_timeout(Duration::from_secs(5));
+            crate::store::postgres::keepalive(&mut config);
             let mut c = config
                 .connect(postgres::NoTls)
                 .map_err(|e| format!("couldn't connect to the log database: {e}"))?;
@@ -203,9 +217,11 @@ impl Remote {
             reason,
             digest: digest.map(str::to_string),
             asked_ns: now_ns(),
+            nonce: hex::encode(rand::random::<[u8; 16]>()),
             by: self.replica.clone(),
             who: Who::of(who),
         };
+        let nonce = ask.nonce.clone();
         let text = serde_json::to_string(&ask).map_err(|e| e.to_string())?;
         let seal = self.seal(&text);
         let id = id.to_string();
@@ -250,21 +266,41 @@ impl Remote {
                             )?;
                         }
                         let r = c.query_one(
-                            "SELECT state, status, answer FROM approval_asks WHERE id = $1",
+                            "SELECT state, status, answer, answer_seal FROM approval_asks WHERE id = $1",
                             &[&row],
                         )?;
                         let state: String = r.get(0);
                         if state == "answered" || state == "withdrawn" {
                             c.execute("DELETE FROM approval_asks WHERE id = $1", &[&row])?;
                         }
-                        Ok((state, r.get::<_, Option<i32>>(1), r.get::<_, Option<String>>(2)))
+                        Ok((
+                            state,
+                            r.get::<_, Option<i32>>(1),
+                            r.get::<_, Option<String>>(2),
+                            r.get::<_, Option<Vec<u8>>>(3),
+                        ))
                     })
                 })
                 .await?;
             match answer {
-                (state, Some(status), Some(body)) if state == "answered" => {
+                (state, Some(status), Some(body), seal) if state == "answered" => {
+                    let status = u16::try_from(status).unwrap_or(500);
+                    let sealed = seal.is_some_and(|s| {
+                        let mut mac = <Seal as KeyInit>::new_from_slice(&self.key)
+                            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+                        mac.update(
+                            format!("custody approval answer v1\n{nonce}\n{status}\n{body}")
+                                .as_bytes(),
+                        );
+                        mac.verify_slice(&s).is_ok()
+                    });
+                    if !sealed {
+                        return Err(format!(
+                            "the answer from replica {holder} is not sealed by it (the database changed it): whether the decision was taken is not known; see the approval's state"
+                        ));
+                    }
                     return Ok(Some(Answered {
-                        status: u16::try_from(status).unwrap_or(500),
+                        status,
                         body: serde_json::from_str(&body).unwrap_or(Value::Null),
                     }));
                 }
@@ -336,13 +372,14 @@ impl Remote {
             })
             .await?;
         for (row, text, seal) in claimed {
-            let (status, body) = self.take(approvals, &text, &seal).await;
+            let (nonce, status, body) = self.take(approvals, &text, &seal).await;
             let body = body.to_string();
+            let answer_seal = self.answer_seal(&nonce, status, &body);
             self.blocking(move |me| {
                 me.with(|c| {
                     c.execute(
-                        "UPDATE approval_asks SET state = 'answered', status = $2, answer = $3 WHERE id = $1",
-                        &[&row, &i32::from(status), &body],
+                        "UPDATE approval_asks SET state = 'answered', status = $2, answer = $3, answer_seal = $4 WHERE id = $1",
+                        &[&row, &i32::from(status), &body, &answer_seal],
                     )
                 })
             })
@@ -352,7 +389,16 @@ impl Remote {
     }
 
     /// One decision another replica handed this one: checked, then taken as if made here.
-    async fn take(&self, approvals: &Approvals, text: &str, seal: &[u8]) -> (u16, Value) {
+    /// Returns the decision's nonce (empty when it has none) and the answer.
+    async fn take(&self, approvals: &Approvals, text: &str, seal: &[u8]) -> (String, u16, Value) {
+        let (status, body) = self.check_and_take(approvals, text, seal).await;
+        let nonce = serde_json::from_str::<Ask>(text)
+            .map(|a| a.nonce)
+            .unwrap_or_default();
+        (nonce, status, body)
+    }
+
+    async fn check_and_take(&self, approvals: &Approvals, text: &str, seal: &[u8]) -> (u16, Value) {
         let refuse = |why: String| {
             tracing::warn!("refused a decision handed over through the database: {why}");
             (403, json!({ "error": why }))
@@ -366,7 +412,23 @@ impl Remote {
         let Ok(ask) = serde_json::from_str::<Ask>(text) else {
             return refuse("it does not parse".into());
         };
-        let age = now_ns().saturating_sub(ask.asked_ns);
+        let now = now_ns();
+        if ask.asked_ns > now.saturating_add(5_000_000_000) {
+            return refuse(format!(
+                "it says it was taken on replica {} {}s from now",
+                ask.by,
+                (ask.asked_ns - now) / 1_000_000_000
+            ));
+        }
+        {
+            let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+            let horizon = u64::try_from(MAX_AGE.as_nanos()).unwrap_or(u64::MAX);
+            taken.retain(|_, at| now.saturating_sub(*at) <= horizon);
+            if ask.nonce.is_empty() || taken.insert(ask.nonce.clone(), ask.asked_ns).is_some() {
+                return refuse("it was taken once already: a decision is not taken twice".into());
+            }
+        }
+        let age = now.saturating_sub(ask.asked_ns);
         if u128::from(age) > MAX_AGE.as_nanos() {
             return refuse(format!(
                 "it was taken {}s ago on replica {}, longer ago than {}s",

@@ -96,6 +96,19 @@ impl Audit {
         let Some(signed) = rx.await.map_err(|_| AuditError::Closed)?? else {
             return Ok(None);
         };
+        // A shared log: the lease may have passed while this replica signed; then the new
+        // steward publishes (the same checkpoint, for this size).
+        if let Some(s) = &self.steward {
+            let s = s.clone();
+            if !tokio::task::spawn_blocking(move || s.holds())
+                .await
+                .unwrap_or(false)
+            {
+                self.stewarding
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                return Ok(None);
+            }
+        }
         let mut signed = signed;
         if let Err(e) = self
             .persist(&mut signed, witnessing.as_deref(), signed_at)
@@ -238,6 +251,26 @@ impl Audit {
                 "it signs a root at size {} other than the tree of the shared log's entries",
                 c.size
             )),
+            Ok((c, _)) if c.size > 0 && c.size < head.size => {
+                // Its tree must be a prefix of the one this replica made of the entries: a
+                // consistency proof from the stored nodes, checked against both roots.
+                let log = self.location.clone();
+                let (old, new, old_root, new_root) = (c.size, head.size, c.root, head.root);
+                let proved = tokio::task::spawn_blocking(move || {
+                    let reader = Reader::open(&log).map_err(|e| e.to_string())?;
+                    tlog::proof::consistency_proof(&reader, old, new).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| AuditError::Unavailable(e.to_string()))?
+                .map_err(AuditError::Unavailable)?;
+                tlog::proof::verify_consistency(old, new, &proved, &old_root, &new_root)
+                    .err()
+                    .map(|e| {
+                        format!(
+                            "it is not consistent with the tree of the shared log's {new} entries: {e}"
+                        )
+                    })
+            }
             Ok(_) => None,
         };
         if let Some(why) = why {

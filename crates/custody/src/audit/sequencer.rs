@@ -215,6 +215,12 @@ impl<S: Store> Sequencer<S> {
         for leaf in foreign {
             next.append(leaf, |_| {});
         }
+        if let Err(e) = self.store.check_round(&next) {
+            let why = e.to_string();
+            tracing::error!("{why}");
+            self.health.alarm(why.clone(), true);
+            return Err(AuditError::Unavailable(why));
+        }
         let stored = self.store.state();
         self.store.end_round();
         let stored = stored.map_err(unavailable)?;
@@ -269,6 +275,8 @@ impl<S: Store> Sequencer<S> {
                 next.append(leaf, |_| {});
             }
         });
+        // A shared store: the tree of what others committed must be the tree its head says.
+        let begun = begun.and_then(|()| self.store.check_round(&next));
         if begun.is_ok() && self.store.shared() {
             more(batch);
         }

@@ -8,12 +8,16 @@
 //! once durable (`synchronous_commit = on`). Lock waits, statements and idle transactions are
 //! bounded, so a stalled replica cannot hold the log.
 //!
-//! **One steward integrates the tree.** The replica holding the steward lease (a session-level
-//! advisory lock, released by PostgreSQL when its holder's connection dies) reads the entries
-//! committed past the head, computes the tree's new right edge and interior nodes, and moves
-//! the head by compare-and-swap on (old size, old root): a steward that lost its lease, or was
-//! paused while another moved on, cannot move it. A checkpoint is stored only for the size the
-//! head has, and never beside a different one of the same size.
+//! **Every replica integrates the tree** ([`PgStore`]): a round begins under the lock with the
+//! leaves others committed past this replica's tree, each checked against the seal its writer
+//! made with a key derived from the log's signing key (a row the database alone wrote is
+//! refused), and the tree they make checked against the stored head; the round's own entries,
+//! the nodes and the new head are written in one statement. **One steward signs**: the lease
+//! (a session-level advisory lock, released by PostgreSQL when its holder's connection ends) is
+//! held by the replica that signs and stores checkpoints (`audit::steward`); a checkpoint is
+//! never stored beside a different one of the same size. [`PgLog`]'s own `append`/`integrate`
+//! (a writer and a separate integrating steward, with the head moved by compare-and-swap) are
+//! the first design, kept for the store's tests and its benchmark.
 //!
 //! The schema is versioned ([`SCHEMA_VERSION`]); [`PgLog::migrate`] creates or upgrades it under
 //! an advisory lock and refuses a schema newer than this build.
@@ -133,6 +137,41 @@ pub(crate) fn drop_off_runtime<T: Send + 'static>(t: T) {
     }
 }
 
+/// What every replica derives its entries' seal key for (from the log's signing key:
+/// [`tlog::Signer::derive_secret`]).
+pub const ENTRY_SEAL: &str = "custody: entries of a shared log";
+
+/// The seal of entry `idx` with leaf hash `leaf`: HMAC-SHA256 under the replicas' seal key.
+pub(crate) fn seal(key: &[u8; 32], idx: u64, leaf: &Hash) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(b"custody entry seal v1");
+    mac.update(&idx.to_be_bytes());
+    mac.update(&leaf.0);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Whether `sealed` is the seal of entry `idx` with leaf `leaf` (in constant time).
+pub(crate) fn seal_checks(key: &[u8; 32], idx: u64, leaf: &Hash, sealed: &[u8]) -> bool {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(b"custody entry seal v1");
+    mac.update(&idx.to_be_bytes());
+    mac.update(&leaf.0);
+    mac.verify_slice(sealed).is_ok()
+}
+
+/// TCP keepalives and a bound on unacknowledged data, so a dead peer is noticed in seconds.
+pub(crate) fn keepalive(config: &mut postgres::Config) {
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(5));
+    config.keepalives_interval(Duration::from_secs(2));
+    config.keepalives_retries(3);
+    config.tcp_user_timeout(Duration::from_secs(15));
+}
+
 /// A PostgreSQL error as the store reports it.
 fn backend(what: &'static str) -> impl FnOnce(postgres::Error) -> super::StoreError {
     move |e| super::StoreError::Backend(format!("couldn't {what}: {e}"))
@@ -189,12 +228,20 @@ fn cosigned_again(stored: &str, new: &str) -> bool {
     b1 == b2 && s2.lines().count() > s1.lines().count() && s1.lines().all(|l| kept.contains(l))
 }
 
-/// A URL as it may be printed: without its password.
+/// A URL as it may be printed: without its password, wherever it is (the user part, or a
+/// `password=` among its parameters: every parameter's value is hidden).
 pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
+            }
+            let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+            if keys.is_empty() {
+                u.set_query(None);
+            } else {
+                let hidden: Vec<String> = keys.iter().map(|k| format!("{k}=***")).collect();
+                u.set_query(Some(&hidden.join("&")));
             }
             u.to_string()
         }
@@ -221,12 +268,15 @@ impl PgLog {
         let mut config: postgres::Config = url.parse().map_err(connect)?;
         config.application_name(&format!("custody {replica}"));
         config.connect_timeout(Duration::from_secs(5));
+        // A connection whose peer vanished (a half-open TCP connection) fails within seconds,
+        // not the kernel's quarter of an hour: statement_timeout is the server's, and cannot.
+        keepalive(&mut config);
         let mut client = config.connect(postgres::NoTls).map_err(connect)?;
         client
             .batch_execute(&format!(
                 "SET lock_timeout = {}; SET statement_timeout = {}; \
                  SET idle_in_transaction_session_timeout = {}; SET synchronous_commit = on; \
-                 SET client_min_messages = warning",
+                 SET client_min_messages = warning; SET bytea_output = hex",
                 bounds.lock_timeout.as_millis(),
                 bounds.statement_timeout.as_millis(),
                 bounds.idle_in_transaction.as_millis(),

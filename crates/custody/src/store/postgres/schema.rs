@@ -70,22 +70,28 @@ const MIGRATIONS: [(i32, &str); 2] = [
                     CHECK (state IN ('asked', 'claimed', 'answered', 'withdrawn')),
              status integer,
              answer text,
+             answer_seal bytea,
              asked  timestamptz NOT NULL DEFAULT now()
          );
+         -- Each entry sealed by the replica that wrote it, with a key derived from the log's
+         -- signing key: a row the database alone wrote is not integrated into any tree.
+         ALTER TABLE entries ADD COLUMN seal bytea;
          CREATE INDEX approval_asks_waiting ON approval_asks (holder) WHERE state = 'asked';
-         -- A round's beginning in one call: the sequencing row's lock, then (a statement of its
-         -- own, whose snapshot sees what the lock's previous holder committed) the leaves other
-         -- replicas committed from from_idx on. One row (next, NULL) when there are none.
+         -- A round's beginning in one call: the sequencing row's lock, then (statements of their
+         -- own, whose snapshots see what the lock's previous holder committed) the head and the
+         -- leaves other replicas committed from from_idx on, with their seals. One row
+         -- (next, NULL, NULL, head) when there are none.
          CREATE FUNCTION custody_begin_round(from_idx bigint)
-             RETURNS TABLE (next_index bigint, leaf bytea)
+             RETURNS TABLE (next_index bigint, leaf bytea, seal bytea, head_size bigint, head_root bytea)
              LANGUAGE plpgsql VOLATILE AS $$
-         DECLARE n bigint;
+         DECLARE n bigint; hs bigint; hr bytea;
          BEGIN
              SELECT s.next_index INTO n FROM log_sequence s WHERE s.id FOR UPDATE;
-             RETURN QUERY SELECT n, e.leaf FROM entries e
+             SELECT h.size, h.root INTO hs, hr FROM log_head h WHERE h.id;
+             RETURN QUERY SELECT n, e.leaf, e.seal, hs, hr FROM entries e
                  WHERE e.idx >= from_idx AND e.idx < n ORDER BY e.idx;
              IF NOT FOUND THEN
-                 RETURN QUERY SELECT n, NULL::bytea;
+                 RETURN QUERY SELECT n, NULL::bytea, NULL::bytea, hs, hr;
              END IF;
          END $$;",
     ),

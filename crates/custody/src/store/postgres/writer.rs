@@ -25,6 +25,10 @@ struct Direct {
     /// Where to connect again when the connection is lost (PostgreSQL restarted, the backend
     /// was terminated): never printed.
     url: String,
+    /// Seals each entry this replica writes, and checks those others wrote.
+    seal_key: [u8; 32],
+    /// The head (size, root) read when the open round began.
+    head: Option<(u64, Hash)>,
 }
 
 impl Store for PgStore {
@@ -35,6 +39,9 @@ impl Store for PgStore {
     fn end_round(&mut self) {
         let d = self.direct();
         off_runtime(move || d.rollback());
+    }
+    fn check_round(&mut self, integrated: &CompactRange) -> Result<(), StoreError> {
+        self.direct().check_round(integrated)
     }
     fn shared(&self) -> bool {
         true
@@ -97,7 +104,10 @@ impl PgStore {
     ///
     /// # Errors
     /// The connection, or a schema newer than this build.
-    pub fn connect(url: &str, replica: &str) -> Result<Self, StoreError> {
+    /// `seal_key` seals the entries this replica writes and checks those others wrote: every
+    /// replica derives it from the log's signing key, so a row only the database wrote is
+    /// refused.
+    pub fn connect(url: &str, replica: &str, seal_key: [u8; 32]) -> Result<Self, StoreError> {
         off_runtime(|| {
             let mut log = PgLog::connect(url, replica, Bounds::default())
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -107,6 +117,8 @@ impl PgStore {
                 log,
                 open: None,
                 url: url.to_string(),
+                seal_key,
+                head: None,
             })))
         })
     }
@@ -177,6 +189,33 @@ impl Direct {
     fn client(&mut self) -> &mut postgres::Client {
         &mut self.log.client
     }
+
+    /// The tree this replica made of the entries below the sequence must be the tree the head
+    /// (written in the same statement as them) says: else the rows changed under the log.
+    fn check_round(&mut self, integrated: &CompactRange) -> Result<(), StoreError> {
+        let ok = match self.head {
+            None => integrated.size() == 0,
+            Some((size, root)) => size == integrated.size() && root == integrated.root(),
+        };
+        if ok {
+            return Ok(());
+        }
+        let head = self.head;
+        self.rollback();
+        Err(StoreError::Inconsistent(format!(
+            "the shared log's entries make a tree of size {} but its head says {}: rows were changed under the log",
+            integrated.size(),
+            head.map_or("none".into(), |(s, r)| format!(
+                "size {s}, root {}",
+                &r.to_hex()[..16]
+            ))
+        )))
+    }
+}
+
+/// A bytea column as `simple_query` returns it (hex output, set for every connection).
+fn bytea(text: &str) -> Option<Vec<u8>> {
+    text.strip_prefix("\\x").and_then(|h| hex::decode(h).ok())
 }
 
 impl Store for Direct {
@@ -187,7 +226,7 @@ impl Store for Direct {
         // The transaction, the lock and the leaves committed past this tree, in one round trip.
         let rows = c
             .simple_query(&format!(
-                "BEGIN; SELECT next_index, leaf FROM custody_begin_round({})",
+                "BEGIN; SELECT next_index, leaf, seal, head_size, head_root FROM custody_begin_round({})",
                 i64_of(state.size())
             ))
             .map_err(backend(
@@ -206,9 +245,9 @@ impl Store for Direct {
                 return Err(e);
             }
         };
-        let next = rows
-            .first()
-            .and_then(|r| r.get(0))
+        let first = rows.first();
+        let next = first
+            .and_then(|r| r.try_get(0).ok().flatten())
             .and_then(|v| v.parse::<u64>().ok());
         let Some(next) = next else {
             let _ = c.batch_execute("ROLLBACK");
@@ -216,7 +255,17 @@ impl Store for Direct {
                 "the log's sequence row is missing".into(),
             ));
         };
+        let head_size = first
+            .and_then(|r| r.try_get(3).ok().flatten())
+            .and_then(|v| v.parse::<u64>().ok());
+        let head_root = first
+            .and_then(|r| r.try_get(4).ok().flatten())
+            .and_then(bytea);
         self.open = Some(next);
+        self.head = match (head_size, head_root.and_then(|b| Hash::from_slice(&b))) {
+            (Some(size), Some(root)) => Some((size, root)),
+            _ => None,
+        };
         if next < state.size() {
             self.rollback();
             return Err(StoreError::Inconsistent(format!(
@@ -224,31 +273,35 @@ impl Store for Direct {
                 state.size()
             )));
         }
-        let leaves = rows
-            .iter()
-            .filter_map(|r| r.get(1))
-            .map(|hex_text| {
-                hex_text
-                    .strip_prefix("\\x")
-                    .and_then(|h| hex::decode(h).ok())
-                    .and_then(|b| Hash::from_slice(&b))
-                    .ok_or_else(|| StoreError::Inconsistent("a stored leaf is not 32 bytes".into()))
-            })
-            .collect::<Result<Vec<_>, _>>();
-        match leaves {
-            Ok(l) if l.len() as u64 == next - state.size() => Ok(l),
-            Ok(_) => {
+        let mut leaves = Vec::with_capacity(rows.len());
+        for (k, r) in rows.iter().enumerate() {
+            let Some(leaf) = r.try_get(1).ok().flatten() else {
+                continue;
+            };
+            let idx = state.size() + k as u64;
+            let leaf = bytea(leaf).and_then(|b| Hash::from_slice(&b));
+            let sealed = r.try_get(2).ok().flatten().and_then(bytea);
+            let problem = match (&leaf, &sealed) {
+                (None, _) => Some(format!("entry {idx}'s leaf is not 32 bytes")),
+                (Some(l), Some(s)) if super::seal_checks(&self.seal_key, idx, l, s) => None,
+                (Some(_), _) => Some(format!(
+                    "entry {idx} is not sealed by a replica holding the log's key: it was written into the database by something else"
+                )),
+            };
+            if let Some(p) = problem {
                 self.rollback();
-                Err(StoreError::Inconsistent(format!(
-                    "entries {}..{next} are not all stored below the sequence",
-                    state.size()
-                )))
+                return Err(StoreError::Inconsistent(p));
             }
-            Err(e) => {
-                self.rollback();
-                Err(e)
-            }
+            leaves.extend(leaf);
         }
+        if leaves.len() as u64 != next - state.size() {
+            self.rollback();
+            return Err(StoreError::Inconsistent(format!(
+                "entries {}..{next} are not all stored below the sequence",
+                state.size()
+            )));
+        }
+        Ok(leaves)
     }
 
     fn append(
@@ -311,6 +364,11 @@ impl Store for Direct {
         self.reconnect_if_lost()?;
         let stored = super::store_checkpoint(self.client(), cp.size, &cp.note, cp.signed_ns)
             .map_err(backend("store a checkpoint"))?;
+        if stored != cp.note && super::cosigned_again(&cp.note, &stored) {
+            // The same checkpoint, stored already with more cosignatures (by this steward's
+            // earlier run, or a steward that took over): nothing to store.
+            return Ok(());
+        }
         if stored != cp.note && super::cosigned_again(&stored, &cp.note) {
             // The same checkpoint with witnesses' cosignatures: it takes the place of the one
             // stored (which it contains), unless another replica replaced it meanwhile.
@@ -410,13 +468,16 @@ fn write_round(
         ));
     }
     let replica = s.log.replica.clone();
+    let seal_key = s.seal_key;
     let c = s.client();
     let (mut idx, mut leaf, mut data, mut time) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut seals = Vec::with_capacity(rows.len());
     let (mut p_idx, mut p_slot, mut p_open, mut p_data) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (k, r) in rows.iter().enumerate() {
         let at = i64_of(first + k as u64);
         idx.push(at);
+        seals.push(super::seal(&seal_key, first + k as u64, &r.leaf));
         leaf.push(r.leaf.0.to_vec());
         data.push(r.data.clone());
         time.push(i64_of(r.time_ns));
@@ -443,8 +504,8 @@ fn write_round(
     // Entries, payloads, nodes, the sequence and the head in one statement (one round trip
     // under the lock).
     c.execute(
-        "WITH ins AS (INSERT INTO entries (idx, leaf, data, time_ns, replica) \
-             SELECT i, l, d, t, $5 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[]) AS u(i, l, d, t) \
+        "WITH ins AS (INSERT INTO entries (idx, leaf, data, time_ns, replica, seal) \
+             SELECT i, l, d, t, $5, s FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[], $16::bytea[]) AS u(i, l, d, t, s) \
              RETURNING 1), \
          pay AS (INSERT INTO payloads (idx, slot, opening, data) \
              SELECT * FROM unnest($9::bigint[], $10::smallint[], $11::bytea[], $12::bytea[]) RETURNING 1), \
@@ -471,6 +532,7 @@ fn write_round(
             &levels,
             &at,
             &hashes,
+            &seals,
         ],
     )
     .map_err(backend("insert the round's entries, payloads and nodes and move the sequence and head"))?;
