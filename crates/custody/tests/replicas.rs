@@ -331,6 +331,24 @@ fn a_replica_with_another_key_is_refused() {
     });
     let err = refused.expect_err("a replica signing with another key must not start");
     assert!(err.contains("the shared log is signed by the key"), "{err}");
+    // Nor one with the name of a replica that is running.
+    let twin = config(
+        root.path(),
+        "r0-twin",
+        &db.url,
+        &root.path().join("log.key"),
+        upstream,
+    );
+    std::fs::write(
+        &twin,
+        std::fs::read_to_string(&twin)
+            .unwrap()
+            .replace("replica = \"r0-twin\"", "replica = \"r0\""),
+    )
+    .unwrap();
+    let refused = start(&twin).map(|(mut c, _)| terminate(&mut c));
+    let err = refused.expect_err("a second replica named r0 must not start");
+    assert!(err.contains("another replica named \"r0\""), "{err}");
     terminate(&mut procs[0]);
 }
 

@@ -113,6 +113,14 @@ impl PgStore {
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             log.migrate()
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
+            // A replica that was just killed may still hold its name for a moment.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while let Err(e) = claim_name(&mut log) {
+                if std::time::Instant::now() > deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             Ok(Self(Some(Direct {
                 log,
                 open: None,
@@ -179,8 +187,9 @@ impl Direct {
         }
         self.open = None;
         let replica = self.log.replica.clone();
-        let log = PgLog::connect(&self.url, &replica, Bounds::default())
+        let mut log = PgLog::connect(&self.url, &replica, Bounds::default())
             .map_err(|e| StoreError::Backend(format!("the connection was lost, and {e}")))?;
+        claim_name(&mut log)?;
         tracing::warn!(replica = %replica, "the log database connection was lost; connected again");
         self.log = log;
         Ok(())
@@ -209,6 +218,27 @@ impl Direct {
                 "size {s}, root {}",
                 &r.to_hex()[..16]
             ))
+        )))
+    }
+}
+
+/// Holds this replica's name for as long as its connection lives (a session advisory lock):
+/// two replicas with one name would take each other's approvals for their own.
+fn claim_name(log: &mut PgLog) -> Result<(), StoreError> {
+    let replica = log.replica.clone();
+    let held: bool = log
+        .client
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtextextended('custody replica ' || $1, 0))",
+            &[&replica],
+        )
+        .map_err(backend("hold this replica's name"))?
+        .get(0);
+    if held {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!(
+            "another replica named {replica:?} is running on this log: each replica needs a name of its own (audit.replica, default the host's name)"
         )))
     }
 }
