@@ -27,6 +27,21 @@ pub(crate) fn database(url: &str) -> anyhow::Result<(String, String, postgres::C
     Ok((name, db_url.to_string(), admin))
 }
 
+/// Checks that the benchmark's log has no hole, says so, and drops its database.
+fn check_and_drop(db_url: &str, name: &str, admin: &mut postgres::Client) -> anyhow::Result<()> {
+    let mut c = postgres::Client::connect(db_url, postgres::NoTls)?;
+    let row = c.query_one("SELECT count(*), coalesce(max(idx), -1) FROM entries", &[])?;
+    let (count, max): (i64, i64) = (row.get(0), row.get(1));
+    anyhow::ensure!(
+        count == max + 1,
+        "indices are not contiguous: {count} entries, max {max}"
+    );
+    println!("indices contiguous: {count} entries");
+    drop(c);
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    Ok(())
+}
+
 /// The same load through the audit log itself: each replica an `Audit` on `PgStore` (entries
 /// encoded, hashed, integrated into the tree, payloads committed), its writers appending as
 /// the relay does.
@@ -80,17 +95,7 @@ pub fn through_audit(
         "durable appends: {rate:.0} entries/s ({n} in {:.1} s); this process's CPU per append {per_append:.2} µs (PostgreSQL's own not counted)",
         took.as_secs_f64()
     );
-    let mut c = postgres::Client::connect(&db_url, postgres::NoTls)?;
-    let row = c.query_one("SELECT count(*), coalesce(max(idx), -1) FROM entries", &[])?;
-    let (count, max): (i64, i64) = (row.get(0), row.get(1));
-    anyhow::ensure!(
-        count == max + 1,
-        "indices are not contiguous: {count} entries, max {max}"
-    );
-    println!("indices contiguous: {count} entries");
-    drop(c);
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
-    Ok(())
+    check_and_drop(&db_url, &name, &mut admin)
 }
 
 /// [`through_audit`] with each replica a process of its own (`postgres-replica`): the total
@@ -150,17 +155,7 @@ pub fn processes(
     println!(
         "durable appends: {rate:.0} entries/s ({total} in {seconds} s, each process's own window)"
     );
-    let mut c = postgres::Client::connect(&db_url, postgres::NoTls)?;
-    let row = c.query_one("SELECT count(*), coalesce(max(idx), -1) FROM entries", &[])?;
-    let (count, max): (i64, i64) = (row.get(0), row.get(1));
-    anyhow::ensure!(
-        count == max + 1,
-        "indices are not contiguous: {count} entries, max {max}"
-    );
-    println!("indices contiguous: {count} entries");
-    drop(c);
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
-    Ok(())
+    check_and_drop(&db_url, &name, &mut admin)
 }
 
 /// One replica process: an Audit on PgStore, `writers` appending for `seconds` after a short

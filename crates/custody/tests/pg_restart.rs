@@ -14,26 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Client, fixture_http};
+use common::{call_receipt, fixture_http};
 use pg_common::{Db, Replicas, config, logs, start, terminate};
-use serde_json::{Value, json};
-
-/// One stateless `tools/call`; its receipt when answered.
-async fn call(base: &str) -> Option<Value> {
-    let c = Client::new(format!("{base}/mcp/f")).stateless();
-    let body = c.request_body(
-        "tools/call",
-        json!({"name": "test_simple_text", "arguments": {}}),
-    );
-    let resp = c
-        .with_mirrored(c.post_builder(), &body)
-        .body(body.to_string())
-        .send()
-        .await
-        .ok()?;
-    let v: Value = resp.json().await.ok()?;
-    v.pointer("/result/_meta/dev.custody~1receipt").cloned()
-}
+use serde_json::Value;
 
 #[test]
 fn postgres_restarted_under_load_leaves_one_whole_log() {
@@ -79,7 +62,7 @@ fn postgres_restarted_under_load_leaves_one_whole_log() {
             );
             rt.spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    match call(&base).await {
+                    match call_receipt(&base).await {
                         Some(r) => {
                             receipts.lock().unwrap().push(r);
                             if restarted.load(Ordering::Relaxed) {
@@ -119,32 +102,8 @@ fn postgres_restarted_under_load_leaves_one_whole_log() {
     for p in procs.iter_mut() {
         terminate(p);
     }
-    let mut c = db.admin();
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM entries", &[])
-        .unwrap()
-        .get(0);
-    let max: i64 = c
-        .query_one("SELECT max(idx) FROM entries", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(n, max + 1, "indices are contiguous");
-    let leaves: std::collections::HashMap<i64, String> = c
-        .query("SELECT idx, leaf FROM entries", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), hex::encode(r.get::<_, Vec<u8>>(1))))
-        .collect();
-    for r in receipts.lock().unwrap().iter() {
-        for side in ["request", "response"] {
-            let index = r[side]["index"].as_i64().unwrap();
-            assert_eq!(
-                leaves.get(&index).map(String::as_str),
-                r[side]["leaf"].as_str(),
-                "the {side} entry {index} of an answered call is in the log"
-            );
-        }
-    }
+    db.contiguous_entries();
+    db.assert_receipts_in_log(receipts.lock().unwrap().iter());
     let key_string = std::fs::read_to_string(root.path().join("log.key.pub")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
         .args(["verify", "--db", &db.url, "--key", key_string.trim()])

@@ -59,22 +59,6 @@ impl Rng {
     }
 }
 
-async fn call(base: &str) -> Option<Value> {
-    let c = Client::new(format!("{base}/mcp/f")).stateless();
-    let body = c.request_body(
-        "tools/call",
-        json!({"name": "test_simple_text", "arguments": {}}),
-    );
-    let resp = c
-        .with_mirrored(c.post_builder(), &body)
-        .body(body.to_string())
-        .send()
-        .await
-        .ok()?;
-    let v: Value = resp.json().await.ok()?;
-    v.pointer("/result/_meta/dev.custody~1receipt").cloned()
-}
-
 #[test]
 fn three_replicas_share_one_log_through_kills() {
     let Some(db) = Db::new("replicas") else {
@@ -120,7 +104,7 @@ async fn load_through_kills(db: &str) -> (Vec<(String, Value)>, String) {
                         let b = bases.lock().unwrap();
                         b[k % b.len()].clone()
                     };
-                    if let Some(r) = call(&base).await {
+                    if let Some(r) = call_receipt(&base).await {
                         receipts.lock().unwrap().push((base, r));
                     }
                 }
@@ -250,37 +234,14 @@ async fn load_through_kills(db: &str) -> (Vec<(String, Value)>, String) {
 fn check_one_log(db: &Db, seen: &[(String, Value)], key_string: &str) {
     // One log: contiguous indices, written by every replica, each answered call's entries in
     // it at the indices its receipt names.
-    let mut c = db.admin();
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM entries", &[])
-        .unwrap()
-        .get(0);
-    let max: i64 = c
-        .query_one("SELECT max(idx) FROM entries", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(n, max + 1, "indices are contiguous");
-    let writers: i64 = c
+    let n = db.contiguous_entries();
+    let writers: i64 = db
+        .admin()
         .query_one("SELECT count(DISTINCT replica) FROM entries", &[])
         .unwrap()
         .get(0);
     assert_eq!(writers, 3, "every replica wrote");
-    let leaves: std::collections::HashMap<i64, String> = c
-        .query("SELECT idx, leaf FROM entries", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), hex::encode(r.get::<_, Vec<u8>>(1))))
-        .collect();
-    for (_, r) in seen {
-        for side in ["request", "response"] {
-            let index = r[side]["index"].as_i64().unwrap();
-            assert_eq!(
-                leaves.get(&index).map(String::as_str),
-                r[side]["leaf"].as_str(),
-                "the {side} entry {index} of an answered call is in the log"
-            );
-        }
-    }
+    db.assert_receipts_in_log(seen.iter().map(|(_, r)| r));
     // Every stored checkpoint verifies against the shared log, and the log against them.
     let out = Command::new(custody_bin())
         .args([

@@ -135,25 +135,25 @@ impl Remote {
         })
     }
 
-    /// The seal of the holder's answer to decision `nonce`.
-    fn answer_seal(&self, nonce: &str, status: u16, body: &str) -> Vec<u8> {
-        self.seal(&format!(
-            "custody approval answer v1\n{nonce}\n{status}\n{body}"
-        ))
+    /// What the holder's answer to decision `nonce` seals.
+    fn answer_text(nonce: &str, status: u16, body: &str) -> String {
+        format!("custody approval answer v1\n{nonce}\n{status}\n{body}")
     }
 
-    fn seal(&self, ask: &str) -> Vec<u8> {
+    fn mac(&self, text: &str) -> Seal {
         let mut mac = <Seal as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(ask.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        mac.update(text.as_bytes());
+        mac
     }
 
-    fn sealed(&self, ask: &str, seal: &[u8]) -> bool {
-        let mut mac = <Seal as KeyInit>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(ask.as_bytes());
-        mac.verify_slice(seal).is_ok()
+    fn seal(&self, text: &str) -> Vec<u8> {
+        self.mac(text).finalize().into_bytes().to_vec()
+    }
+
+    /// Whether `seal` seals `text` (in constant time).
+    fn sealed(&self, text: &str, seal: &[u8]) -> bool {
+        self.mac(text).verify_slice(seal).is_ok()
     }
 
     /// Runs `f` on this replica's connection (made when missing, dropped after an error).
@@ -286,13 +286,7 @@ impl Remote {
                 (state, Some(status), Some(body), seal) if state == "answered" => {
                     let status = u16::try_from(status).unwrap_or(500);
                     let sealed = seal.is_some_and(|s| {
-                        let mut mac = <Seal as KeyInit>::new_from_slice(&self.key)
-                            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-                        mac.update(
-                            format!("custody approval answer v1\n{nonce}\n{status}\n{body}")
-                                .as_bytes(),
-                        );
-                        mac.verify_slice(&s).is_ok()
+                        self.sealed(&Self::answer_text(&nonce, status, &body), &s)
                     });
                     if !sealed {
                         return Err(format!(
@@ -374,7 +368,7 @@ impl Remote {
         for (row, text, seal) in claimed {
             let (nonce, status, body) = self.take(approvals, &text, &seal).await;
             let body = body.to_string();
-            let answer_seal = self.answer_seal(&nonce, status, &body);
+            let answer_seal = self.seal(&Self::answer_text(&nonce, status, &body));
             self.blocking(move |me| {
                 me.with(|c| {
                     c.execute(

@@ -141,26 +141,27 @@ pub(crate) fn drop_off_runtime<T: Send + 'static>(t: T) {
 /// [`tlog::Signer::derive_secret`]).
 pub const ENTRY_SEAL: &str = "custody: entries of a shared log";
 
-/// The seal of entry `idx` with leaf hash `leaf`: HMAC-SHA256 under the replicas' seal key.
-pub(crate) fn seal(key: &[u8; 32], idx: u64, leaf: &Hash) -> Vec<u8> {
+/// The HMAC-SHA256 of entry `idx` with leaf hash `leaf` under the replicas' seal key.
+fn entry_mac(key: &[u8; 32], idx: u64, leaf: &Hash) -> hmac::Hmac<sha2::Sha256> {
     use hmac::{KeyInit, Mac};
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(b"custody entry seal v1");
     mac.update(&idx.to_be_bytes());
     mac.update(&leaf.0);
-    mac.finalize().into_bytes().to_vec()
+    mac
+}
+
+/// The seal of entry `idx` with leaf hash `leaf`.
+pub(crate) fn seal(key: &[u8; 32], idx: u64, leaf: &Hash) -> Vec<u8> {
+    use hmac::Mac;
+    entry_mac(key, idx, leaf).finalize().into_bytes().to_vec()
 }
 
 /// Whether `sealed` is the seal of entry `idx` with leaf `leaf` (in constant time).
 pub(crate) fn seal_checks(key: &[u8; 32], idx: u64, leaf: &Hash, sealed: &[u8]) -> bool {
-    use hmac::{KeyInit, Mac};
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(b"custody entry seal v1");
-    mac.update(&idx.to_be_bytes());
-    mac.update(&leaf.0);
-    mac.verify_slice(sealed).is_ok()
+    use hmac::Mac;
+    entry_mac(key, idx, leaf).verify_slice(sealed).is_ok()
 }
 
 /// TCP keepalives and a bound on unacknowledged data, so a dead peer is noticed in seconds.

@@ -399,6 +399,24 @@ impl Client {
     }
 }
 
+/// One stateless `tools/call` of the conformance fixture's `test_simple_text` at
+/// `{base}/mcp/f`; the receipt custody added to its answer, when it answered.
+pub async fn call_receipt(base: &str) -> Option<Value> {
+    let c = Client::new(format!("{base}/mcp/f")).stateless();
+    let body = c.request_body(
+        "tools/call",
+        json!({"name": "test_simple_text", "arguments": {}}),
+    );
+    let resp = c
+        .with_mirrored(c.post_builder(), &body)
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    let v: Value = resp.json().await.ok()?;
+    v.pointer("/result/_meta/dev.custody~1receipt").cloned()
+}
+
 pub async fn collect(resp: reqwest::Response) -> Answer {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();

@@ -62,6 +62,44 @@ impl Db {
     }
 }
 
+impl Db {
+    /// How many entries the log holds, asserting that their indices run from 0 without a hole.
+    pub fn contiguous_entries(&self) -> i64 {
+        let r = self
+            .admin()
+            .query_one("SELECT count(*), coalesce(max(idx), -1) FROM entries", &[])
+            .unwrap();
+        let (n, max): (i64, i64) = (r.get(0), r.get(1));
+        assert_eq!(n, max + 1, "indices are contiguous");
+        n
+    }
+
+    /// Asserts that each receipt's request and response entries are in the log, at the indices
+    /// and with the leaf hashes it names.
+    pub fn assert_receipts_in_log<'a>(
+        &self,
+        receipts: impl IntoIterator<Item = &'a serde_json::Value>,
+    ) {
+        let leaves: std::collections::HashMap<i64, String> = self
+            .admin()
+            .query("SELECT idx, leaf FROM entries", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), hex::encode(r.get::<_, Vec<u8>>(1))))
+            .collect();
+        for r in receipts {
+            for side in ["request", "response"] {
+                let index = r[side]["index"].as_i64().unwrap();
+                assert_eq!(
+                    leaves.get(&index).map(String::as_str),
+                    r[side]["leaf"].as_str(),
+                    "the {side} entry {index} of an answered call is in the log"
+                );
+            }
+        }
+    }
+}
+
 impl Drop for Db {
     fn drop(&mut self) {
         if let Ok(mut admin) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
