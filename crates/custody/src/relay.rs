@@ -25,6 +25,7 @@ mod reply;
 mod server_requests;
 mod session;
 mod session_based;
+mod session_find;
 mod stateless;
 mod versions;
 
@@ -123,6 +124,8 @@ pub struct Relay {
     pub metrics: Arc<crate::metrics::Metrics>,
     session_idle: Duration,
     stdio_session_idle: Duration,
+    /// Between replicas of a shared log: the sessions they share.
+    shared: Option<Arc<session::shared::Shared>>,
     /// Cancelled when shutdown begins: long-lived streams end.
     closing: CancellationToken,
     /// Cancelled when the grace period is over: everything ends.
@@ -201,6 +204,13 @@ impl Relay {
         let mut names: Vec<&str> = endpoints.keys().map(String::as_str).collect();
         names.sort_unstable();
         let limiter = Arc::new(Limiter::new(&config.limits));
+        let shared = config.audit.store.as_ref().map(|s| {
+            Arc::new(session::shared::Shared::new(
+                &s.url,
+                &s.replica,
+                audit.replica_seal(),
+            ))
+        });
         Ok(Arc::new(Self {
             known: names.join(", "),
             endpoints,
@@ -222,6 +232,7 @@ impl Relay {
             policy,
             session_idle: config.server.session_idle_timeout,
             stdio_session_idle: config.server.stdio_session_idle_timeout,
+            shared,
             closing,
             force: CancellationToken::new(),
         }))
@@ -399,21 +410,17 @@ impl Relay {
                 .await;
         }
         if let Some(sid) = headers.get(headers::MCP_SESSION_ID) {
-            let session = sid
-                .to_str()
-                .ok()
-                .and_then(|sid| ep.sessions.get(sid, &caller.principal.binding));
-            let Some(session) = session else {
-                return self
-                    .refuse(
-                        ep,
-                        &caller.principal,
-                        headers,
-                        RelayError::SessionNotFound(String::new()),
-                        single,
-                        raw_batch(),
-                    )
-                    .await;
+            let found = match sid.to_str() {
+                Ok(sid) => self.find_session(ep, caller, sid, false).await,
+                Err(_) => Err(RelayError::SessionNotFound(String::new())),
+            };
+            let session = match found {
+                Ok(s) => s,
+                Err(e) => {
+                    return self
+                        .session_refused(ep, caller, headers, e, single, raw_batch(), "POST")
+                        .await;
+                }
             };
             return self
                 .session_post(ep, caller, session, headers, version_header, body)
@@ -474,13 +481,17 @@ impl Relay {
     }
 }
 
-/// The `Mcp-Session-Id` a request names (clipped: it may be anything), as recorded with a
-/// refusal.
+/// The `Mcp-Session-Id` a request names, as recorded with a refusal: the session's id where it
+/// has the shape of one the gateway gives (never what a shared one carries sealed), else the
+/// header clipped (it may be anything).
 pub fn session_header(headers: &HeaderMap) -> Option<Arc<str>> {
     headers
         .get(headers::MCP_SESSION_ID)
         .and_then(|v| v.to_str().ok())
-        .map(|s| Arc::<str>::from(crate::identity::clip(s)))
+        .map(|s| match session::shared::Token::parse(s) {
+            Some(t) => Arc::<str>::from(t.id()),
+            None => Arc::<str>::from(crate::identity::clip(s)),
+        })
 }
 
 /// The id of the one request a POST carries, when it carries exactly one message and that is a
@@ -512,6 +523,6 @@ async fn fail(ctx: &Ctx, error: RelayError, id: Option<Value>) -> Outcome {
     Outcome::Error {
         error,
         id,
-        session: ctx.session.as_ref().map(|s| s.id.clone()),
+        session: ctx.session.as_ref().map(|s| s.token.clone()),
     }
 }

@@ -25,6 +25,7 @@ use super::Approvals;
 use super::decide::Verb;
 use crate::audit::now_ns;
 use crate::identity::{Principal, PrincipalKind};
+use crate::store::postgres::Link;
 
 /// How long a decision waits for the holder to claim it.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -113,10 +114,9 @@ pub struct Answered {
 
 /// This replica's side of decisions across replicas.
 pub struct Remote {
-    url: String,
     replica: String,
     key: [u8; 32],
-    conn: Mutex<Option<postgres::Client>>,
+    link: Link,
     /// The decisions this holder took, by nonce, with when they were taken (kept for
     /// [`MAX_AGE`], past which a decision is refused anyway).
     taken: Mutex<std::collections::HashMap<String, u64>>,
@@ -127,10 +127,9 @@ type Seal = Hmac<Sha256>;
 impl Remote {
     pub fn new(url: &str, replica: &str, key: [u8; 32]) -> Arc<Self> {
         Arc::new(Self {
-            url: url.to_string(),
             replica: replica.to_string(),
             key,
-            conn: Mutex::new(None),
+            link: Link::new(url, format!("custody {replica} approvals")),
             taken: Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -154,37 +153,6 @@ impl Remote {
     /// Whether `seal` seals `text` (in constant time).
     fn sealed(&self, text: &str, seal: &[u8]) -> bool {
         self.mac(text).verify_slice(seal).is_ok()
-    }
-
-    /// Runs `f` on this replica's connection (made when missing, dropped after an error).
-    /// Blocking.
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
-    ) -> Result<T, String> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if conn.as_ref().is_none_or(postgres::Client::is_closed) {
-            let mut config: postgres::Config = self
-                .url
-                .parse()
-                .map_err(|e: postgres::Error| e.to_string())?;
-            config.application_name(&format!("custody {} approvals", self.replica));
-            config.connect_timeout(Duration::from_secs(5));
-            crate::store::postgres::keepalive(&mut config);
-            let mut c = config
-                .connect(postgres::NoTls)
-                .map_err(|e| format!("couldn't connect to the log database: {e}"))?;
-            c.batch_execute("SET statement_timeout = 5000; SET client_min_messages = warning")
-                .map_err(|e| e.to_string())?;
-            *conn = Some(c);
-        }
-        let Some(c) = conn.as_mut() else {
-            unreachable!("connected above")
-        };
-        f(c).map_err(|e| {
-            *conn = None;
-            format!("the log database: {e}")
-        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -227,7 +195,7 @@ impl Remote {
         let id = id.to_string();
         let asked = self
             .blocking(move |me| {
-                me.with(|c| {
+                me.link.with(|c| {
                     let holder: Option<String> = c
                         .query_opt(
                             "SELECT e.replica FROM pending_approvals p JOIN entries e ON e.idx = p.entry \
@@ -257,7 +225,7 @@ impl Remote {
             let expired = started.elapsed() > WAIT;
             let answer = self
                 .blocking(move |me| {
-                    me.with(|c| {
+                    me.link.with(|c| {
                         if expired {
                             // Withdrawn only if the holder has not claimed it.
                             c.execute(
@@ -347,7 +315,7 @@ impl Remote {
     async fn take_decisions(self: &Arc<Self>, approvals: &Approvals) -> Result<(), String> {
         let claimed = self
             .blocking(|me| {
-                me.with(|c| {
+                me.link.with(|c| {
                     c.execute(
                         "DELETE FROM approval_asks WHERE holder = $1 AND asked < now() - make_interval(secs => $2)",
                         &[&me.replica, &KEEP_SECS],
@@ -370,7 +338,7 @@ impl Remote {
             let body = body.to_string();
             let answer_seal = self.seal(&Self::answer_text(&nonce, status, &body));
             self.blocking(move |me| {
-                me.with(|c| {
+                me.link.with(|c| {
                     c.execute(
                         "UPDATE approval_asks SET state = 'answered', status = $2, answer = $3, answer_seal = $4 WHERE id = $1",
                         &[&row, &i32::from(status), &body, &answer_seal],
@@ -451,13 +419,6 @@ impl Remote {
 
 impl Drop for Remote {
     fn drop(&mut self) {
-        if let Some(c) = self
-            .conn
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            crate::store::postgres::drop_off_runtime(c);
-        }
+        self.link.close();
     }
 }

@@ -116,9 +116,9 @@ pub fn error_outcome(e: &RelayError) -> usize {
             UpstreamError::SessionGone => outcome::NOT_FOUND,
             _ => outcome::UPSTREAM_ERROR,
         },
-        RelayError::AuditUnavailable { .. } | RelayError::Unwitnessed(_) => {
-            outcome::AUDIT_UNAVAILABLE
-        }
+        RelayError::AuditUnavailable { .. }
+        | RelayError::Unwitnessed(_)
+        | RelayError::SessionsUnavailable(_) => outcome::AUDIT_UNAVAILABLE,
         RelayError::UnsupportedMediaType(_)
         | RelayError::NotAcceptable(_)
         | RelayError::TooLarge(_)

@@ -87,7 +87,7 @@ impl Relay {
         caller: &Caller,
         msg: &Message,
         decision: &Decision,
-        session: Option<Arc<str>>,
+        session: Option<&Session>,
         why: &'static str,
     ) -> Outcome {
         let action = policy::action_of(msg.method().unwrap_or(""));
@@ -112,7 +112,7 @@ impl Relay {
         };
         tracing::info!(endpoint = %ep.name, caller = %caller.principal.name, "{error}");
         let id = msg.id().cloned();
-        let scope = self.scope(ep, session.clone(), &caller.principal);
+        let scope = self.scope(ep, session.map(|s| s.id.clone()), &caller.principal);
         let error = match scope
             .refusal_with(
                 Some(msg),
@@ -126,6 +126,10 @@ impl Relay {
             Ok(_) => error,
             Err(audit) => audit,
         };
-        Outcome::Error { error, id, session }
+        Outcome::Error {
+            error,
+            id,
+            session: session.map(|s| s.token.clone()),
+        }
     }
 }

@@ -142,6 +142,24 @@ impl Endpoint {
         }
     }
 
+    /// Ends an upstream session the gateway will not use (bounded: the upstream may not
+    /// answer).
+    pub(super) async fn end_upstream_session(
+        &self,
+        upstream_sid: Option<&HeaderValue>,
+        version: &str,
+    ) {
+        if let (Upstream::Http(up), Some(sid)) = (&self.upstream, upstream_sid) {
+            let empty = HeaderMap::new();
+            let out = Outbound {
+                session: Some(sid),
+                version: Some(version),
+                headers: &empty,
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), up.delete(out)).await;
+        }
+    }
+
     pub(super) async fn close_session(&self, session: &Session) {
         match (&session.upstream, &self.upstream) {
             (SessionUpstream::Stdio(child), _) => child.stop().await,
@@ -149,19 +167,11 @@ impl Endpoint {
                 SessionUpstream::Http {
                     session: upstream_sid,
                 },
-                Upstream::Http(up),
+                _,
             ) => {
-                if let Some(sid) = upstream_sid {
-                    let empty = HeaderMap::new();
-                    let out = Outbound {
-                        session: Some(sid),
-                        version: Some(&session.version()),
-                        headers: &empty,
-                    };
-                    let _ = tokio::time::timeout(Duration::from_secs(2), up.delete(out)).await;
-                }
+                self.end_upstream_session(upstream_sid.as_ref(), &session.version())
+                    .await;
             }
-            (SessionUpstream::Http { .. }, Upstream::Stdio(_)) => {}
         }
     }
 }

@@ -125,6 +125,10 @@ pub enum RelayError {
     SessionRequired,
     #[error("session not found{0}; it ended or expired: initialize a new session")]
     SessionNotFound(String),
+    #[error(
+        "the session could not be looked up in the replicas' shared session table ({0}); retry shortly"
+    )]
+    SessionsUnavailable(String),
     // The words an MCP server uses; which versions work is in `error.data.supported`.
     #[error("unsupported protocol version {requested:?}")]
     UnsupportedVersion {
@@ -258,9 +262,9 @@ impl RelayError {
             RelayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RelayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RelayError::RemovedMethod(_) => StatusCode::NOT_FOUND,
-            RelayError::AuditUnavailable { .. } | RelayError::Unwitnessed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RelayError::AuditUnavailable { .. }
+            | RelayError::Unwitnessed(_)
+            | RelayError::SessionsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RelayError::Limit(e) => match e.limit {
                 Limit::AddressRefusals
                 | Limit::PrincipalRate
@@ -312,7 +316,10 @@ impl RelayError {
             }
             RelayError::HeaderMismatch(_) => code::HEADER_MISMATCH,
             RelayError::InvalidMeta(_) | RelayError::RequestState(_) => code::INVALID_PARAMS,
-            RelayError::AuditUnavailable { .. } => code::AUDIT_UNAVAILABLE,
+            // The shared session table lives in the log's database.
+            RelayError::AuditUnavailable { .. } | RelayError::SessionsUnavailable(_) => {
+                code::AUDIT_UNAVAILABLE
+            }
             RelayError::Unwitnessed(_) => code::UNWITNESSED,
             RelayError::Limit(_) => code::LIMIT,
             RelayError::Upstream { error, .. } => match error.kind() {

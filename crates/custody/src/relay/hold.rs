@@ -128,7 +128,7 @@ impl Relay {
             .and_then(|p| p.pointer("/_meta/progressToken"))
             .cloned();
         let (tx, rx) = mpsc::channel::<Bytes>(BUFFER);
-        let session_id = session.as_ref().map(|s| s.id.clone());
+        let session_id = session.as_ref().map(|s| s.token.clone());
         let relay = self.clone();
         let ep = ep.clone();
         let caller = Caller {
@@ -146,7 +146,7 @@ impl Relay {
                 .await_decision(&pending, progress.as_ref(), &tx, &scope, || {
                     // A session with a call waiting in it is not idle.
                     if let Some(s) = &session {
-                        ep.sessions.get(&s.id, &s.owner.binding);
+                        ep.sessions.get(&s.token, &s.owner.binding);
                     }
                 })
                 .await;

@@ -5,19 +5,54 @@ use super::*;
 
 impl Relay {
     /// Closes sessions idle longer than the configured timeout and idle pooled processes.
+    /// Between replicas, first tells the others which shared sessions were used here and drops
+    /// the copies of those another replica closed; a shared session idle here is closed only
+    /// if no replica used it within the timeout.
     pub async fn reap(&self) {
+        self.sync_shared_sessions().await;
         for ep in self.endpoints.values() {
             let idle = match ep.upstream {
                 Upstream::Stdio(_) => self.stdio_session_idle.min(self.session_idle),
                 Upstream::Http(_) => self.session_idle,
             };
-            for session in ep.sessions.take_idle(idle) {
-                tracing::info!(endpoint = %ep.name, session = %session.id, "closing idle session");
-                self.close(ep, &session, "idle").await;
-            }
+            self.close_idle(ep, idle).await;
             if let Upstream::Stdio(up) = &ep.upstream {
                 up.reap_idle().await;
             }
+        }
+    }
+
+    async fn sync_shared_sessions(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let used: Vec<(String, String, u64)> = self
+            .endpoints
+            .values()
+            .flat_map(|ep| {
+                ep.sessions
+                    .used_since_reported()
+                    .into_iter()
+                    .map(|(id, ago)| (ep.name.to_string(), id.to_string(), ago))
+            })
+            .collect();
+        // Closings are looked for over a window wider than two looks, so none is missed.
+        let window = self.reap_interval() * 2 + Duration::from_secs(10);
+        let forget = self.session_idle + Duration::from_secs(3600);
+        let shared = shared.clone();
+        let closed = tokio::task::spawn_blocking(move || shared.sync(&used, window, forget))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        match closed {
+            Ok(closed) => {
+                for (endpoint, id) in closed {
+                    if let Some(ep) = self.endpoints.get(&endpoint) {
+                        ep.sessions.remove(&id);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("couldn't share session use with the other replicas: {e}"),
         }
     }
 
@@ -77,6 +112,10 @@ impl Relay {
         let mut closing = Vec::new();
         for ep in self.endpoints.values() {
             for session in ep.sessions.drain() {
+                // Another replica carries a shared session on: it stays open upstream.
+                if session.is_shared() {
+                    continue;
+                }
                 let ep = ep.clone();
                 closing.push(async move { self.close(&ep, &session, "the gateway stopped").await });
             }

@@ -111,8 +111,9 @@ impl Ctx {
         }
     }
 
+    /// The `Mcp-Session-Id` the answer carries: the token the session's client holds.
     fn session_id(&self) -> Option<Arc<str>> {
-        self.session.as_ref().map(|s| s.id.clone())
+        self.session.as_ref().map(|s| s.token.clone())
     }
 
     fn observe(&self, msg: &Message) {

@@ -2,7 +2,10 @@
 //!
 //! The gateway mints its own unguessable session ids and maps each to its upstream session: an
 //! upstream `Mcp-Session-Id` (HTTP) or a process of its own (stdio). Clients never see the
-//! upstream's id.
+//! upstream's id. Between replicas of a shared log, the id a client holds carries more
+//! ([`shared`]); the log records the session's id alone.
+
+pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +25,11 @@ pub enum SessionUpstream {
 }
 
 pub struct Session {
+    /// The session's id, as the log records it.
     pub id: Arc<str>,
+    /// The `Mcp-Session-Id` its client holds: the id, or more between replicas
+    /// ([`shared::Token`]).
+    pub token: Arc<str>,
     /// The principal that opened it; only the same principal may use it.
     pub owner: Arc<Principal>,
     pub upstream: SessionUpstream,
@@ -46,6 +53,15 @@ impl Session {
             .clone()
     }
 
+    /// Whether replicas share it: another may carry it on, so one closes it only through the
+    /// shared table.
+    pub fn is_shared(&self) -> bool {
+        matches!(
+            shared::Token::parse(&self.token),
+            Some(shared::Token::Sealed { .. })
+        )
+    }
+
     pub fn set_version(&self, v: &str) {
         *self
             .version
@@ -58,6 +74,9 @@ impl Session {
 pub struct Sessions {
     map: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     epoch: Instant,
+    /// When the sessions used since were last reported to the other replicas (seconds since
+    /// the epoch).
+    reported: AtomicU64,
 }
 
 impl Default for Sessions {
@@ -65,6 +84,7 @@ impl Default for Sessions {
         Self {
             map: RwLock::new(HashMap::new()),
             epoch: Instant::now(),
+            reported: AtomicU64::new(0),
         }
     }
 }
@@ -79,10 +99,11 @@ impl Sessions {
         self.epoch.elapsed().as_secs()
     }
 
-    /// Adds a session under `id` (from [`new_id`]).
+    /// Adds a session under `id` (from [`new_id`]), held by its client as `token`.
     pub fn insert(
         &self,
         id: Arc<str>,
+        token: Arc<str>,
         upstream: SessionUpstream,
         version: &str,
         owner: Arc<Principal>,
@@ -90,6 +111,7 @@ impl Sessions {
     ) -> Arc<Session> {
         let session = Arc::new(Session {
             id,
+            token,
             owner,
             upstream,
             version: Mutex::new(version.to_string()),
@@ -101,28 +123,39 @@ impl Sessions {
         session
     }
 
-    /// Looks up a session of the principal bound as `binding` and marks it used. Another
-    /// principal's session is not found, exactly as if it did not exist.
-    pub fn get(&self, id: &str, binding: &str) -> Option<Arc<Session>> {
+    /// Looks up the session its client holds as `token`, of the principal bound as `binding`,
+    /// and marks it used. Another principal's session is not found, exactly as if it did not
+    /// exist; nor is a token other than the one the session's client was given.
+    pub fn get(&self, token: &str, binding: &str) -> Option<Arc<Session>> {
+        let id = shared::Token::parse(token)?.id();
         let session = self
             .map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
-            .filter(|s| *s.owner.binding == *binding)
+            .filter(|s| *s.owner.binding == *binding && *s.token == *token)
             .cloned()?;
         session.last_used.store(self.now(), Ordering::Relaxed);
         Some(session)
     }
 
-    /// Takes out a session of the principal bound as `binding`.
-    pub fn remove_owned(&self, id: &str, binding: &str) -> Option<Arc<Session>> {
+    /// Takes out the session held as `token` of the principal bound as `binding`.
+    pub fn remove_owned(&self, token: &str, binding: &str) -> Option<Arc<Session>> {
+        let id = shared::Token::parse(token)?.id();
         let mut map = self.write();
-        if map.get(id).is_some_and(|s| *s.owner.binding == *binding) {
+        if map
+            .get(id)
+            .is_some_and(|s| *s.owner.binding == *binding && *s.token == *token)
+        {
             map.remove(id)
         } else {
             None
         }
+    }
+
+    /// Puts back a session taken out as idle that stays open.
+    pub fn restore(&self, session: Arc<Session>) {
+        self.write().entry(session.id.clone()).or_insert(session);
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
@@ -147,6 +180,23 @@ impl Sessions {
             .map(|(k, _)| k.clone())
             .collect();
         expired.iter().filter_map(|k| map.remove(k)).collect()
+    }
+
+    /// The shared sessions used since the last call, with how many seconds ago each was last
+    /// used (the other replicas are told, so that none of them closes them as idle).
+    pub fn used_since_reported(&self) -> Vec<(Arc<str>, u64)> {
+        let now = self.now();
+        let since = self.reported.swap(now, Ordering::Relaxed);
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|s| s.is_shared())
+            .filter_map(|s| {
+                let used = s.last_used.load(Ordering::Relaxed);
+                (used >= since).then(|| (s.id.clone(), now.saturating_sub(used)))
+            })
+            .collect()
     }
 
     pub fn drain(&self) -> Vec<Arc<Session>> {
@@ -188,8 +238,10 @@ mod tests {
     fn idle_sessions_expire() {
         let s = Sessions::default();
         let owner = Arc::new(Principal::anonymous());
+        let id = new_id();
         let kept = s.insert(
-            new_id(),
+            id.clone(),
+            id,
             SessionUpstream::Http { session: None },
             "2025-11-25",
             owner.clone(),
@@ -207,13 +259,38 @@ mod tests {
     }
 
     #[test]
+    fn a_session_is_found_only_by_the_token_its_client_holds() {
+        let s = Sessions::default();
+        let owner = Arc::new(Principal::static_token("alice"));
+        let id = new_id();
+        let token: Arc<str> = format!("{id}.c2VhbGVk").into();
+        s.insert(
+            id.clone(),
+            token.clone(),
+            SessionUpstream::Http { session: None },
+            "2025-11-25",
+            owner.clone(),
+            Permit::default(),
+        );
+        assert!(s.get(&token, &owner.binding).is_some());
+        assert!(s.get(&id, &owner.binding).is_none(), "the bare id");
+        assert!(s.get(&format!("{id}.b3RoZXI"), &owner.binding).is_none());
+        assert!(s.get(&format!("{id}@r0"), &owner.binding).is_none());
+        assert!(s.remove_owned(&id, &owner.binding).is_none());
+        assert!(s.get(&token, &owner.binding).unwrap().is_shared());
+        assert!(s.remove_owned(&token, &owner.binding).is_some());
+    }
+
+    #[test]
     fn a_session_is_found_only_by_its_owner() {
         let s = Sessions::default();
         let alice = Arc::new(Principal::static_token("alice"));
         let bob = Principal::static_token("bob");
+        let new = new_id();
         let id = s
             .insert(
-                new_id(),
+                new.clone(),
+                new,
                 SessionUpstream::Http { session: None },
                 "2025-11-25",
                 alice.clone(),

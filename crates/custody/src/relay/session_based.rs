@@ -67,6 +67,18 @@ impl Relay {
                 let opened = matches!(&reply, Reply::Stream(_))
                     || matches!(&reply, Reply::Message(m) if m.kind() == Kind::Response);
                 let session = if opened {
+                    let token = match self
+                        .share_session(ep, &sid, upstream_sid.as_ref(), &requested, caller)
+                        .await
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            ep.end_upstream_session(upstream_sid.as_ref(), &requested)
+                                .await;
+                            let ctx = self.ctx(ep, requests, None, scope).since(sent);
+                            return fail(&ctx, e, id).await;
+                        }
+                    };
                     if let Err(e) = scope
                         .event(
                             EntryKind::SessionOpened,
@@ -78,6 +90,7 @@ impl Relay {
                     }
                     Some(ep.sessions.insert(
                         sid,
+                        token,
                         SessionUpstream::Http {
                             session: upstream_sid,
                         },
@@ -109,8 +122,14 @@ impl Relay {
                         return fail(&ctx, RelayError::upstream(&ep.name, &ep.mask, e), id).await;
                     }
                 };
+                // Between replicas, its id names the replica its process lives on.
+                let token = match &self.shared {
+                    Some(shared) => format!("{sid}@{}", shared.replica()).into(),
+                    None => sid.clone(),
+                };
                 let session = ep.sessions.insert(
                     sid,
+                    token,
                     SessionUpstream::Stdio(child.clone()),
                     &requested,
                     caller.principal.clone(),
@@ -202,9 +221,7 @@ impl Relay {
                 .find_map(|(m, d)| d.as_ref().filter(|d| d.verdict == verdict).map(|d| (m, d)))
         };
         if let Some((m, d)) = refused(Verdict::Deny) {
-            return self
-                .deny(ep, caller, m, d, Some(session.id.clone()), "")
-                .await;
+            return self.deny(ep, caller, m, d, Some(&session), "").await;
         }
         if is_batch && let Some((m, d)) = refused(Verdict::NeedsApproval) {
             return self
@@ -213,7 +230,7 @@ impl Relay {
                     caller,
                     m,
                     d,
-                    Some(session.id.clone()),
+                    Some(&session),
                     "a call that needs approval must be sent on its own, not in a JSON-RPC batch",
                 )
                 .await;
@@ -238,7 +255,7 @@ impl Relay {
                         requests.push((id.clone(), a));
                     }
                 }
-                Err(e) => return error_outcome(e, single_id, Some(session.id.clone())),
+                Err(e) => return error_outcome(e, single_id, Some(session.token.clone())),
             }
         }
         if let Some(d) = decisions
@@ -354,13 +371,7 @@ impl Relay {
                         render(reply, ctx).await
                     }
                     Err(UpstreamError::SessionGone) => {
-                        ep.sessions.remove(&session.id);
-                        let _ = scope
-                            .event(
-                                EntryKind::SessionClosed,
-                                json!({ "reason": "the upstream ended it" }),
-                            )
-                            .await;
+                        self.upstream_ended(ep, &session).await;
                         let ctx = self.ctx(ep, requests, None, scope);
                         let error = RelayError::SessionNotFound(" (the upstream ended it)".into());
                         match single_id {
@@ -415,7 +426,7 @@ impl Relay {
                 }
                 if streams.is_empty() {
                     return Outcome::Accepted {
-                        session: Some(session.id.clone()),
+                        session: Some(session.token.clone()),
                     };
                 }
                 let events = futures_util::stream::select_all(streams);
@@ -427,50 +438,6 @@ impl Relay {
             (Upstream::Stdio(_), SessionUpstream::Http { .. }) => {
                 unreachable!("sessions are created by their endpoint's own upstream kind")
             }
-        }
-    }
-
-    /// The session a GET or DELETE names (taken out of the table for DELETE), or the refusal.
-    pub(super) async fn named_session(
-        &self,
-        ep: &Arc<Endpoint>,
-        caller: &Caller,
-        headers: &HeaderMap,
-        method: &'static str,
-        take: bool,
-    ) -> Result<Arc<Session>, Outcome> {
-        let Some(sid) = headers.get(headers::MCP_SESSION_ID) else {
-            return Err(self
-                .refuse(
-                    ep,
-                    &caller.principal,
-                    headers,
-                    RelayError::MethodNotAllowed(method),
-                    None,
-                    None,
-                )
-                .await);
-        };
-        let sid = sid.to_str().ok();
-        let found = sid.and_then(|sid| {
-            if take {
-                ep.sessions.remove_owned(sid, &caller.principal.binding)
-            } else {
-                ep.sessions.get(sid, &caller.principal.binding)
-            }
-        });
-        match found {
-            Some(session) => Ok(session),
-            None => Err(self
-                .refuse(
-                    ep,
-                    &caller.principal,
-                    headers,
-                    RelayError::SessionNotFound(String::new()),
-                    None,
-                    None,
-                )
-                .await),
         }
     }
 
@@ -529,13 +496,7 @@ impl Relay {
                         render(reply, ctx).await
                     }
                     Err(UpstreamError::SessionGone) => {
-                        ep.sessions.remove(&session.id);
-                        let _ = scope
-                            .event(
-                                EntryKind::SessionClosed,
-                                json!({ "reason": "the upstream ended it" }),
-                            )
-                            .await;
+                        self.upstream_ended(ep, &session).await;
                         error_outcome(
                             RelayError::SessionNotFound(" (the upstream ended it)".into()),
                             None,
@@ -557,45 +518,6 @@ impl Relay {
             (Upstream::Stdio(_), SessionUpstream::Http { .. }) => {
                 unreachable!("sessions are created by their endpoint's own upstream kind")
             }
-        }
-    }
-
-    /// A DELETE: ends a session here and upstream.
-    pub async fn delete(
-        &self,
-        ep: &Arc<Endpoint>,
-        caller: &Caller,
-        headers: &HeaderMap,
-    ) -> Outcome {
-        let session = match self
-            .named_session(ep, caller, headers, "DELETE", true)
-            .await
-        {
-            Ok(s) => s,
-            Err(refused) => return refused,
-        };
-        ep.close_session(&session).await;
-        let scope = self.scope(ep, Some(session.id.clone()), &caller.principal);
-        if let Err(e) = scope
-            .event(
-                EntryKind::SessionClosed,
-                json!({ "reason": "deleted by the client" }),
-            )
-            .await
-        {
-            return error_outcome(e, None, None);
-        }
-        Outcome::Status(StatusCode::OK)
-    }
-
-    pub(super) async fn close(&self, ep: &Arc<Endpoint>, session: &Session, reason: &str) {
-        ep.close_session(session).await;
-        let scope = self.scope(ep, Some(session.id.clone()), &session.owner);
-        if let Err(e) = scope
-            .event(EntryKind::SessionClosed, json!({ "reason": reason }))
-            .await
-        {
-            tracing::error!(endpoint = %ep.name, session = %session.id, "couldn't record the session's end: {e}");
         }
     }
 }

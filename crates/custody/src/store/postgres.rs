@@ -22,6 +22,7 @@
 //! The schema is versioned ([`SCHEMA_VERSION`]); [`PgLog::migrate`] creates or upgrades it under
 //! an advisory lock and refuses a schema newer than this build.
 
+mod link;
 mod ranges;
 mod reader;
 mod schema;
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 use tlog::Hash;
 
+pub use link::Link;
 pub use reader::PgReader;
 pub use schema::SCHEMA_VERSION;
 pub use steward::Head;

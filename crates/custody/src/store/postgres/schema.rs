@@ -3,13 +3,13 @@
 use super::PgError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The advisory-lock key migrations hold (any replica may start first).
 const MIGRATION_LOCK: i64 = 0x6375_7374_6f64_7901;
 
 /// Each version's statements, applied in order from the database's version up.
-const MIGRATIONS: [(i32, &str); 2] = [
+const MIGRATIONS: [(i32, &str); 3] = [
     (
         1,
         "CREATE TABLE log_sequence (
@@ -94,6 +94,25 @@ const MIGRATIONS: [(i32, &str); 2] = [
                  RETURN QUERY SELECT n, NULL::bytea, NULL::bytea, hs, hr;
              END IF;
          END $$;",
+    ),
+    // Session-based sessions of HTTP upstreams, shared by the replicas: whether each is open
+    // and when any replica last used it. What a replica needs to carry a session on (the
+    // upstream's session id, the owner) travels sealed in the client's Mcp-Session-Id, never
+    // here.
+    (
+        3,
+        "CREATE TABLE sessions (
+             endpoint  text NOT NULL,
+             id        text NOT NULL,
+             opened_by text NOT NULL,
+             -- When a replica last used it, and which one.
+             last_used timestamptz NOT NULL DEFAULT now(),
+             used_by   text NOT NULL,
+             closed    timestamptz,
+             reason    text,
+             PRIMARY KEY (endpoint, id)
+         );
+         CREATE INDEX sessions_closed ON sessions (closed) WHERE closed IS NOT NULL;",
     ),
 ];
 
