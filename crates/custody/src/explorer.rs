@@ -1,4 +1,5 @@
-//! The audit explorer: a search index beside the log (`index.sqlite`), who may look at what,
+//! The audit explorer: a search index beside the log (`index.sqlite`, or in the database of a
+//! log replicas share), who may look at what,
 //! and the views the API and the CLI give of entries, runs and timelines. The index only finds
 //! entries; every entry shown is read from the log, with its index and leaf hash, so what is
 //! shown can be verified against the signed tree.
@@ -84,7 +85,7 @@ impl Open {
     pub fn new(data_dir: &Path, log: &Location) -> Result<Self, IndexError> {
         Ok(Self {
             log: Reader::open(log)?,
-            index: Index::open(data_dir)?,
+            index: Index::open_at(data_dir, log)?,
         })
     }
 
@@ -189,6 +190,11 @@ impl Explorer {
                 tokio::select! {
                     _ = tick.tick() => {}
                     () = stop.cancelled() => break,
+                }
+                // One index for every replica of a shared log: the steward keeps it up; the
+                // others catch up on demand before they answer.
+                if matches!(me.log, Location::Postgres(_)) && !audit.steward_here() {
+                    continue;
                 }
                 let size = audit.head().size;
                 let me = me.clone();

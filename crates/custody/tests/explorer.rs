@@ -3,162 +3,37 @@
 //! read what, reads recorded, and the CLI over a rebuilt index.
 
 mod common;
+mod explorer_world;
+mod pg_common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use custody::identity::{new_static_token, token_hash};
-use custody_test_issuer::TestIssuer;
+use explorer_world::{World, traffic, world, world_on};
+use pg_common::Db;
 use serde_json::{Value, json};
 use tlog::entry::Kind;
 
-const POLICIES: &str = r#"
-@id("everything")
-permit(principal, action in [Action::"tools/call", Action::"list", Action::"other"], resource);
-
-@id("web-may-not-add")
-forbid(principal, action == Action::"tools/call", resource)
-when { resource.name == "add" && principal.repository == "acme/web" };
-
-@id("edna-audits-demo")
-permit(principal, action == Action::"audit", resource == Endpoint::"demo")
-when { principal.name == "edna" };
-"#;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-struct World {
-    gw: Gateway,
-    auditor: String,
-    nosy: String,
-    edna: String,
-    api_job: String,
-    web_job: String,
-    _issuer: TestIssuer,
-    _policy: tempfile::TempDir,
-}
-
-impl World {
-    async fn get(&self, token: &str, path: &str) -> (u16, Value) {
-        let resp = reqwest::Client::new()
-            .get(format!("http://{}{path}", self.gw.addr))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, token: &str, path: &str) -> Value {
-        let (status, v) = self.get(token, path).await;
-        assert_eq!(status, 200, "{path}: {v}");
-        v
-    }
-
-    /// Every index a filter returns, following cursors `limit` at a time.
-    async fn all(&self, token: &str, query: &str, limit: u32) -> Vec<u64> {
-        let mut out = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let v = self
-                .ok(
-                    token,
-                    &format!("/api/v1/entries?{query}&limit={limit}{cursor}"),
-                )
-                .await;
-            let page = v["entries"].as_array().unwrap();
-            assert!(page.len() <= limit as usize);
-            out.extend(page.iter().map(|e| e["index"].as_u64().unwrap()));
-            match v["next"].as_str() {
-                Some(c) => cursor = format!("&cursor={c}"),
-                None => return out,
-            }
-        }
-    }
-}
-
-async fn world() -> World {
-    let issuer = TestIssuer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.cedar");
-    std::fs::write(&policy, POLICIES).unwrap();
-    let (auditor, nosy, edna) = (new_static_token(), new_static_token(), new_static_token());
-    let gw = Gateway::start(
-        "",
-        &format!(
-            "[[auth.oidc]]\npreset = \"github-actions\"\nissuer = \"{}\"\naudiences = [\"custody\"]\n\
-             [[auth.static]]\nname = \"ines\"\nsha256 = \"{}\"\n\
-             [[auth.static]]\nname = \"nosy\"\nsha256 = \"{}\"\n\
-             [[auth.static]]\nname = \"edna\"\nsha256 = \"{}\"\n\
-             [policy]\nfiles = [\"{}\"]\n[explorer]\nauditors = [\"ines\"]\n\
-             [endpoints.demo.upstream]\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"demo-server\"]\n\
-             [[endpoints.demo.mask_audit]]\npath = \"$.params.arguments.text\"\naction = \"hmac\"\n",
-            issuer.url,
-            hex(&token_hash(&auditor)),
-            hex(&token_hash(&nosy)),
-            hex(&token_hash(&edna)),
-            policy.display(),
-            custody_bin()
-        ),
-    )
-    .await;
-    let job = |repo: &str, run: &str, actor: &str| {
-        issuer.token(
-            "rsa-1",
-            &issuer.claims(
-                &format!("repo:{repo}:ref:refs/heads/main"),
-                &json!({"repository": repo, "repository_owner": "acme", "ref": "refs/heads/main",
-                        "run_id": run, "run_attempt": "1", "workflow": "ci", "actor": actor}),
-            ),
-        )
-    };
-    let api_job = job("acme/api", "4711", "octocat");
-    let web_job = job("acme/web", "99", "hubot");
-    World {
-        gw,
-        auditor,
-        nosy,
-        edna,
-        api_job,
-        web_job,
-        _issuer: issuer,
-        _policy: dir,
-    }
-}
-
-async fn call(w: &World, token: &str, tool: &str, args: Value) -> Answer {
-    w.gw.client("demo")
-        .with_token(token)
-        .stateless()
-        .call("tools/call", json!({"name": tool, "arguments": args}))
-        .await
-}
-
-/// Runs the calls of both jobs: acme/api echoes three times and adds; acme/web echoes once
-/// and is refused `add`.
-async fn traffic(w: &World) {
-    for text in ["one", "two", "three"] {
-        let a = call(w, &w.api_job, "echo", json!({"text": text})).await;
-        assert!(a.response().get("result").is_some(), "{:?}", a.response());
-    }
-    let a = call(w, &w.api_job, "add", json!({"a": 1, "b": 2})).await;
-    assert!(a.response().get("result").is_some(), "{:?}", a.response());
-    let a = call(w, &w.web_job, "echo", json!({"text": "web"})).await;
-    assert!(a.response().get("result").is_some(), "{:?}", a.response());
-    let denied = call(w, &w.web_job, "add", json!({"a": 1, "b": 2})).await;
-    assert!(
-        denied.response().get("error").is_some(),
-        "{:?}",
-        denied.response()
-    );
+/// A database for the explorer on a log in PostgreSQL (`None`: no PostgreSQL here, skipped).
+fn postgres(test: &str) -> Option<Db> {
+    tokio::task::block_in_place(|| Db::new(test))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditors_search_filter_page_and_follow_runs() {
-    let w = world().await;
+    auditors_search(world().await).await;
+}
+
+/// The same searches with the log, and the explorer's index, in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_search_the_index_in_postgresql() {
+    let Some(db) = postgres("explorer_auditors") else {
+        return;
+    };
+    auditors_search(world_on(Some(db)).await).await;
+}
+
+async fn auditors_search(w: World) {
     traffic(&w).await;
 
     // Filters: one repository's requests.
@@ -343,9 +218,20 @@ async fn auditors_search_filter_page_and_follow_runs() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 
+    // On PostgreSQL the index is there, not beside the data directory.
+    if let Some(db) = &w.db {
+        let rows: i64 = tokio::task::block_in_place(|| {
+            db.admin()
+                .query_one("SELECT count(*) FROM custody_explorer.rows", &[])
+                .unwrap()
+                .get(0)
+        });
+        assert!(rows > 20, "{rows} rows in the shared index");
+        assert!(!w.gw.data.path().join("index.sqlite").exists());
+    }
     // Every read was recorded, with who looked and what they got.
-    let dir = w.gw.shutdown().await;
-    let log = entries(dir.path());
+    let embedded = w.db.is_none();
+    let (log, dir) = w.finish().await;
     let reads: Vec<Value> = log
         .iter()
         .filter(|e| e.kind == Kind::LogRead)
@@ -367,12 +253,25 @@ async fn auditors_search_filter_page_and_follow_runs() {
             .iter()
             .any(|d| d["route"] == "/api/v1/runs/{id}/timeline" && d["returned"] == 4)
     );
-    assert_log_verifies(dir.path());
+    if embedded {
+        assert_log_verifies(dir.path());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ci_job_reads_only_its_own_run() {
-    let w = world().await;
+    ci_job_reads(world().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_job_reads_only_its_own_run_from_the_index_in_postgresql() {
+    let Some(db) = postgres("explorer_ci_job") else {
+        return;
+    };
+    ci_job_reads(world_on(Some(db)).await).await;
+}
+
+async fn ci_job_reads(w: World) {
     traffic(&w).await;
     // Everything the job sees is its own run's, and headers only.
     let v = w.ok(&w.api_job, "/api/v1/entries?limit=500").await;
@@ -440,8 +339,8 @@ async fn a_ci_job_reads_only_its_own_run() {
     let (status, _) = w.get(&w.nosy, "/api/v1/runs/4711/timeline").await;
     assert_eq!(status, 403);
     // The refusals are recorded too.
-    let dir = w.gw.shutdown().await;
-    let refused: Vec<Value> = entries(dir.path())
+    let (log, _dir) = w.finish().await;
+    let refused: Vec<Value> = log
         .iter()
         .filter(|e| e.kind == Kind::LogRead)
         .map(|e| serde_json::from_str::<Value>(&e.detail).unwrap())

@@ -38,7 +38,7 @@ fn replicas(
         tokens.insert(name, token);
     }
     let rest = format!(
-        "[auth]\n{statics}{}{}",
+        "[auth]\n{statics}[explorer]\nauditors = [\"ci\"]\n{}{}",
         http_upstream("f", upstream, ""),
         stdio_fixture("p", "")
     );
@@ -156,6 +156,30 @@ fn a_session_opened_on_one_replica_goes_on_through_another() {
         // Nor is the bare id.
         let bare = holding(&on(1), &tokens["ci"], id);
         assert_eq!(simple_call(&bare).await.status, 404);
+
+        // One explorer index for both replicas: each finds the session's requests, whichever
+        // replica wrote them.
+        for base in &bases {
+            let started = Instant::now();
+            loop {
+                let v: serde_json::Value = reqwest::Client::new()
+                    .get(format!("{base}/api/v1/entries?session={id}&kind=request"))
+                    .bearer_auth(&tokens["ci"])
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let n = v["entries"].as_array().map_or(0, Vec::len);
+                if n == 2 {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "{base}: {v}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        assert!(!root.path().join("r1/data/index.sqlite").exists());
 
         // A stdio session lives with its process: its id names the replica, and the other
         // replica says where it lives.

@@ -1,20 +1,24 @@
-//! The search index: `<data_dir>/index.sqlite`, one row per log entry with the columns the
-//! explorer filters on. Derived from the log and rebuildable at any time; never trusted for
+//! The search index: one row per log entry with the columns the explorer filters on, and a
+//! summary per CI run. Derived from the log and rebuildable at any time; never trusted for
 //! integrity (every answer is read back from the log as the entry with its leaf hash).
+//!
+//! Beside the embedded log it is `<data_dir>/index.sqlite` ([`sqlite`]); beside a log replicas
+//! share it lives in the same PostgreSQL database ([`shared`]), one index for every replica.
+//! Both hold the same tables and answer the same SQL (`?N` parameters).
 
-use std::path::{Path, PathBuf};
+mod cell;
+mod shared;
+mod sqlite;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+
 use serde_json::Value;
 use tlog::Entry;
 
-use crate::store::Reader;
+pub use cell::Cell;
+pub use sqlite::FILE;
 
-/// The index file's name in the data directory.
-pub const FILE: &str = "index.sqlite";
-
-/// The index's schema version: an index written by another version is rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+use crate::store::{Location, Reader};
 
 /// The claims the index keeps, each with its column.
 pub const CLAIMS: [(&str, &str); 9] = [
@@ -29,73 +33,6 @@ pub const CLAIMS: [(&str, &str); 9] = [
     ("pipeline_id", "pipeline"),
 ];
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rows (
-    idx INTEGER PRIMARY KEY,
-    time_ns INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    endpoint TEXT,
-    session TEXT,
-    method TEXT,
-    target TEXT,
-    principal TEXT,
-    issuer TEXT,
-    subject TEXT,
-    repository TEXT,
-    workflow TEXT,
-    run_id TEXT,
-    run_attempt TEXT,
-    actor TEXT,
-    git_ref TEXT,
-    environment TEXT,
-    project TEXT,
-    pipeline TEXT,
-    run TEXT,
-    decision TEXT,
-    approval TEXT,
-    masked INTEGER NOT NULL,
-    error INTEGER NOT NULL,
-    request INTEGER
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run TEXT PRIMARY KEY,
-    issuer TEXT,
-    repository TEXT,
-    workflow TEXT,
-    run_id TEXT,
-    attempt TEXT,
-    principal TEXT,
-    entries INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    first_ns INTEGER NOT NULL,
-    last_ns INTEGER NOT NULL,
-    denials INTEGER NOT NULL,
-    approvals INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    last_idx INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_latest ON runs(last_idx);
-CREATE INDEX IF NOT EXISTS runs_repository ON runs(repository, last_idx);
-CREATE INDEX IF NOT EXISTS rows_time ON rows(time_ns);
-CREATE INDEX IF NOT EXISTS rows_run ON rows(run, idx);
-CREATE INDEX IF NOT EXISTS rows_run_id ON rows(run_id, idx);
-CREATE INDEX IF NOT EXISTS rows_pipeline ON rows(pipeline, idx);
-CREATE INDEX IF NOT EXISTS rows_actor ON rows(actor, idx);
-CREATE INDEX IF NOT EXISTS rows_principal ON rows(principal, idx);
-CREATE INDEX IF NOT EXISTS rows_repository ON rows(repository, idx);
-CREATE INDEX IF NOT EXISTS rows_project ON rows(project, idx);
-CREATE INDEX IF NOT EXISTS rows_target ON rows(target, idx);
-CREATE INDEX IF NOT EXISTS rows_kind ON rows(kind, idx);
-CREATE INDEX IF NOT EXISTS rows_session ON rows(session, idx);
-CREATE INDEX IF NOT EXISTS rows_decision ON rows(decision, idx) WHERE decision IS NOT NULL;
-CREATE INDEX IF NOT EXISTS rows_approval ON rows(approval) WHERE approval IS NOT NULL;
-CREATE INDEX IF NOT EXISTS rows_request ON rows(request) WHERE request IS NOT NULL;
-CREATE INDEX IF NOT EXISTS rows_masked ON rows(idx) WHERE masked = 1;
-CREATE INDEX IF NOT EXISTS rows_error ON rows(idx) WHERE error = 1;
-";
-
 /// Why the index could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -105,6 +42,8 @@ pub enum IndexError {
         what: &'static str,
         source: rusqlite::Error,
     },
+    #[error("the search index in the shared log's database: {what}: {error}")]
+    Shared { what: &'static str, error: String },
     #[error("reading the log to index it: {0}")]
     Log(#[from] crate::store::StoreError),
     #[error("entry {0} of the log cannot be decoded, so it cannot be indexed: {1}")]
@@ -203,10 +142,122 @@ impl Row {
     }
 }
 
+impl Row {
+    /// The values of an index row, in the `rows` table's column order.
+    fn cells(&self) -> Vec<Cell> {
+        let t = |v: &Option<String>| Cell::from(v.clone());
+        let mut out = vec![
+            Cell::int(self.idx),
+            Cell::int(self.time_ns),
+            Cell::Text(self.kind.clone()),
+            Cell::Text(self.direction.clone()),
+            t(&self.endpoint),
+            t(&self.session),
+            t(&self.method),
+            t(&self.target),
+            t(&self.principal),
+            t(&self.issuer),
+            t(&self.subject),
+        ];
+        out.extend(self.claims.iter().map(t));
+        out.extend([
+            t(&self.run),
+            t(&self.decision),
+            t(&self.approval),
+            Cell::Int(i64::from(self.masked)),
+            Cell::Int(i64::from(self.error)),
+            self.request.map_or(Cell::Null, Cell::int),
+        ]);
+        out
+    }
+
+    /// The values a run's summary takes from this row: run, issuer, repository, workflow,
+    /// run id, attempt, principal, calls, time, denials, approvals, errors, index.
+    fn summary(&self, run: &str) -> Vec<Cell> {
+        let c = &self.claims;
+        let t = |v: Option<&String>| Cell::from(v.cloned());
+        vec![
+            Cell::Text(run.to_string()),
+            t(self.issuer.as_ref()),
+            t(c[0].as_ref().or(c[7].as_ref())),
+            t(c[1].as_ref()),
+            t(c[2].as_ref().or(c[8].as_ref())),
+            t(c[3].as_ref()),
+            t(self.principal.as_ref()),
+            Cell::Int(i64::from(self.kind == "request")),
+            Cell::int(self.time_ns),
+            Cell::Int(i64::from(self.decision.as_deref() == Some("deny"))),
+            Cell::Int(i64::from(self.kind == "approval_requested")),
+            Cell::Int(i64::from(self.error)),
+            Cell::int(self.idx),
+        ]
+    }
+}
+
+/// What an answer or approval event takes from its request's row when its own caller says
+/// less: principal, issuer, subject, claims, run.
+type Inherited = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    [Option<String>; 9],
+    Option<String>,
+);
+
+/// The request-row lookup both backends run.
+const INHERIT: &str = "SELECT principal, issuer, subject, repository, workflow, run_id, run_attempt, \
+     actor, git_ref, environment, project, pipeline, run FROM rows WHERE idx = ?1";
+
+/// Reads [`INHERIT`]'s row.
+fn inherited(r: &[Cell]) -> Inherited {
+    let mut claims: [Option<String>; 9] = Default::default();
+    for (i, c) in claims.iter_mut().enumerate() {
+        *c = r.get(3 + i).and_then(Cell::text);
+    }
+    let at = |i: usize| r.get(i).and_then(Cell::text);
+    (at(0), at(1), at(2), claims, at(12))
+}
+
+/// Where one step's rows go: a transaction of either backend.
+trait Sink {
+    /// The row of request `idx`, as [`INHERIT`] reads it.
+    fn request_row(&mut self, idx: u64) -> Result<Option<Vec<Cell>>, IndexError>;
+    fn insert(&mut self, row: &Row) -> Result<(), IndexError>;
+    fn summarise(&mut self, run: &str, row: &Row) -> Result<(), IndexError>;
+}
+
+/// Indexes the log's entries `from..to` into `sink`.
+fn fill(log: &Reader, from: u64, to: u64, sink: &mut impl Sink) -> Result<(), IndexError> {
+    log.entries_in(from, to, |idx, bytes| -> Result<(), IndexError> {
+        let e = Entry::decode(bytes).map_err(|err| IndexError::Decode(idx, err))?;
+        let mut row = Row::of(&e);
+        // An answer or approval event names the request it belongs to; where its own
+        // caller says less (the upstream's answer), it is the request's caller's.
+        if row.run.is_none()
+            && row.principal.is_none()
+            && let Some(req) = row.request
+            && let Some(r) = sink.request_row(req)?
+        {
+            (row.principal, row.issuer, row.subject, row.claims, row.run) = inherited(&r);
+        }
+        sink.insert(&row)?;
+        if let Some(run) = row.run.as_ref().filter(|_| row.kind != "log_read") {
+            sink.summarise(run, &row)?;
+        }
+        Ok(())
+    })
+}
+
+enum Db {
+    Sqlite(rusqlite::Connection),
+    Shared(shared::Conn),
+}
+
 /// The index, open for reading and writing.
 pub struct Index {
-    conn: Connection,
-    path: PathBuf,
+    db: Db,
+    /// Where it is, for messages: its file, or the shared database.
+    place: String,
 }
 
 impl Index {
@@ -216,55 +267,40 @@ impl Index {
     /// # Errors
     /// The file cannot be opened or written.
     pub fn open(data_dir: &Path) -> Result<Self, IndexError> {
-        let path = data_dir.join(FILE);
-        let conn = Connection::open(&path).map_err(Self::sql_at(&path, "open"))?;
-        let index = Self { conn, path };
-        index
-            .conn
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
-            )
-            .map_err(index.sql("set its journal mode"))?;
-        let version: Option<i64> = index
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .unwrap_or(None);
-        if version.is_some_and(|v| v != SCHEMA_VERSION) {
-            index
-                .conn
-                .execute_batch(
-                    "DROP TABLE IF EXISTS rows; DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS meta;",
-                )
-                .map_err(index.sql("drop an index of another version"))?;
-        }
-        index
-            .conn
-            .execute_batch(SCHEMA)
-            .map_err(index.sql("create its tables"))?;
-        index
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?1), ('cursor', 0)",
-                params![SCHEMA_VERSION],
-            )
-            .map_err(index.sql("write its version"))?;
-        Ok(index)
+        sqlite::open(data_dir)
     }
 
-    fn sql_at(path: &Path, what: &'static str) -> impl FnOnce(rusqlite::Error) -> IndexError {
-        let path = path.display().to_string();
+    /// The index of the log at `location`: beside the embedded log in `data_dir`, or in the
+    /// shared log's database.
+    ///
+    /// # Errors
+    /// It cannot be opened.
+    pub fn open_at(data_dir: &Path, location: &Location) -> Result<Self, IndexError> {
+        match location {
+            Location::Dir(_) => Self::open(data_dir),
+            Location::Postgres(url) => shared::open(url),
+        }
+    }
+
+    fn sql_at(path: &str, what: &'static str) -> impl FnOnce(rusqlite::Error) -> IndexError {
+        let path = path.to_string();
         move |source| IndexError::Sql { path, what, source }
     }
 
-    pub(crate) fn sql(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> IndexError {
-        Self::sql_at(&self.path, what)
-    }
-
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
+    /// The rows `sql` (with `?N` parameters) selects, each as its cells.
+    ///
+    /// # Errors
+    /// The index cannot be read.
+    pub fn rows(
+        &self,
+        sql: &str,
+        params: &[Cell],
+        what: &'static str,
+    ) -> Result<Vec<Vec<Cell>>, IndexError> {
+        match &self.db {
+            Db::Sqlite(conn) => sqlite::rows(conn, &self.place, sql, params, what),
+            Db::Shared(conn) => shared::rows(&mut *conn.get(), sql, params, what),
+        }
     }
 
     /// How many entries of the log are indexed (the next index to read).
@@ -272,13 +308,16 @@ impl Index {
     /// # Errors
     /// The index cannot be read.
     pub fn cursor(&self) -> Result<u64, IndexError> {
-        let v: i64 = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
-                r.get(0)
-            })
-            .map_err(self.sql("read its cursor"))?;
-        Ok(u64::try_from(v).unwrap_or(0))
+        let sql = match &self.db {
+            Db::Sqlite(_) => "SELECT value FROM meta WHERE key = 'cursor'",
+            Db::Shared(_) => "SELECT next FROM cursor",
+        };
+        let rows = self.rows(sql, &[], "read its cursor")?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Cell::uint)
+            .unwrap_or(0))
     }
 
     /// Indexes at most `max` entries of the log after the cursor, below `size`, in one
@@ -287,135 +326,10 @@ impl Index {
     /// # Errors
     /// The log or the index cannot be read or written.
     pub fn step(&mut self, log: &Reader, size: u64, max: u64) -> Result<u64, IndexError> {
-        let mut from = self.cursor()?;
-        if from > size {
-            // An index of a longer log than this one (a log restored or replaced): start over.
-            tracing::warn!(
-                "the search index {} covers {from} entries but the log holds {size}: rebuilding it",
-                self.path.display()
-            );
-            self.conn
-                .execute_batch("DELETE FROM rows; DELETE FROM runs; UPDATE meta SET value = 0 WHERE key = 'cursor';")
-                .map_err(self.sql("empty it"))?;
-            from = 0;
+        match &mut self.db {
+            Db::Sqlite(conn) => sqlite::step(conn, &self.place, log, size, max),
+            Db::Shared(conn) => shared::step(&mut conn.get(), log, size, max),
         }
-        let to = size.min(from.saturating_add(max));
-        if to <= from {
-            return Ok(0);
-        }
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(Self::sql_at(&path, "begin a transaction"))?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    // Plain INSERT: rows past the cursor never exist (the cursor moves in their
-                    // transaction), and OR REPLACE would make SQLite journal every statement.
-                    "INSERT INTO rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-                     ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
-                )
-                .map_err(Self::sql_at(&path, "prepare the insert"))?;
-            let mut inherit = tx
-                .prepare_cached(
-                    "SELECT principal, issuer, subject, repository, workflow, run_id, run_attempt, \
-                     actor, git_ref, environment, project, pipeline, run FROM rows WHERE idx = ?1",
-                )
-                .map_err(Self::sql_at(&path, "prepare the request lookup"))?;
-            let mut summary = tx
-                .prepare_cached(
-                    "INSERT INTO runs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?9, ?10, ?11, ?12, ?13) \
-                     ON CONFLICT(run) DO UPDATE SET entries = entries + 1, calls = calls + ?8, \
-                     first_ns = min(first_ns, ?9), last_ns = max(last_ns, ?9), \
-                     denials = denials + ?10, approvals = approvals + ?11, errors = errors + ?12, \
-                     last_idx = max(last_idx, ?13)",
-                )
-                .map_err(Self::sql_at(&path, "prepare the run summary"))?;
-            log.entries_in(from, to, |idx, bytes| -> Result<(), IndexError> {
-                let e = Entry::decode(bytes).map_err(|err| IndexError::Decode(idx, err))?;
-                let mut row = Row::of(&e);
-                // An answer or approval event names the request it belongs to; where its own
-                // caller says less (the upstream's answer), it is the request's caller's.
-                if row.run.is_none()
-                    && row.principal.is_none()
-                    && let Some(req) = row.request
-                {
-                    let found = inherit
-                        .query_row(params![i64::try_from(req).unwrap_or(-1)], |r| {
-                            let mut claims: [Option<String>; 9] = Default::default();
-                            for (i, c) in claims.iter_mut().enumerate() {
-                                *c = r.get(3 + i)?;
-                            }
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, claims, r.get(12)?))
-                        })
-                        .optional()
-                        .map_err(Self::sql_at(&path, "read a request's row"))?;
-                    if let Some((p, i, s, c, run)) = found {
-                        (row.principal, row.issuer, row.subject, row.claims, row.run) =
-                            (p, i, s, c, run);
-                    }
-                }
-                let c = &row.claims;
-                insert
-                    .execute(params![
-                        i64::try_from(row.idx).unwrap_or(i64::MAX),
-                        i64::try_from(row.time_ns).unwrap_or(i64::MAX),
-                        row.kind,
-                        row.direction,
-                        row.endpoint,
-                        row.session,
-                        row.method,
-                        row.target,
-                        row.principal,
-                        row.issuer,
-                        row.subject,
-                        c[0],
-                        c[1],
-                        c[2],
-                        c[3],
-                        c[4],
-                        c[5],
-                        c[6],
-                        c[7],
-                        c[8],
-                        row.run,
-                        row.decision,
-                        row.approval,
-                        row.masked,
-                        row.error,
-                        row.request.and_then(|r| i64::try_from(r).ok()),
-                    ])
-                    .map_err(Self::sql_at(&path, "insert a row"))?;
-                if let Some(run) = row.run.as_ref().filter(|_| row.kind != "log_read") {
-                    summary
-                        .execute(params![
-                            run,
-                            row.issuer,
-                            c[0].as_ref().or(c[7].as_ref()),
-                            c[1],
-                            c[2].as_ref().or(c[8].as_ref()),
-                            c[3],
-                            row.principal,
-                            i64::from(row.kind == "request"),
-                            i64::try_from(row.time_ns).unwrap_or(i64::MAX),
-                            i64::from(row.decision.as_deref() == Some("deny")),
-                            i64::from(row.kind == "approval_requested"),
-                            i64::from(row.error),
-                            i64::try_from(row.idx).unwrap_or(i64::MAX),
-                        ])
-                        .map_err(Self::sql_at(&path, "update a run's summary"))?;
-                }
-                Ok(())
-            })?;
-            tx.execute(
-                "UPDATE meta SET value = ?1 WHERE key = 'cursor'",
-                params![i64::try_from(to).unwrap_or(i64::MAX)],
-            )
-            .map_err(Self::sql_at(&path, "move its cursor"))?;
-        }
-        tx.commit().map_err(Self::sql_at(&path, "commit"))?;
-        Ok(to - from)
     }
 
     /// Indexes everything the log in `data_dir` holds after the cursor.
@@ -439,9 +353,10 @@ impl Index {
     /// # Errors
     /// As [`Index::step`].
     pub fn rebuild(&mut self, log: &Reader) -> Result<u64, IndexError> {
-        self.conn
-            .execute_batch("DELETE FROM rows; DELETE FROM runs; UPDATE meta SET value = 0 WHERE key = 'cursor';")
-            .map_err(self.sql("empty it"))?;
+        match &mut self.db {
+            Db::Sqlite(conn) => sqlite::clear(conn, &self.place)?,
+            Db::Shared(conn) => shared::clear(&mut conn.get())?,
+        }
         self.catch_up(log)
     }
 }

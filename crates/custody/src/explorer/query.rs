@@ -3,10 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::types::Value as Sql;
 use serde::Deserialize;
 
-use super::index::{Index, IndexError};
+use super::index::{Cell, Index, IndexError};
 pub use super::runs::{Run, runs};
 
 /// What to look for; every field narrows. Query strings and CLI flags both fill it.
@@ -140,13 +139,13 @@ fn kind(v: &str) -> Result<(), QueryError> {
 #[derive(Default)]
 pub(crate) struct Where {
     pub clauses: Vec<String>,
-    pub params: Vec<Sql>,
+    pub params: Vec<Cell>,
 }
 
 impl Where {
     pub(crate) fn eq(&mut self, column: &str, v: Option<&String>) {
         if let Some(v) = v {
-            self.params.push(Sql::Text(v.clone()));
+            self.params.push(Cell::Text(v.clone()));
             self.clauses
                 .push(format!("{column} = ?{}", self.params.len()));
         }
@@ -160,8 +159,7 @@ impl Where {
     }
 
     fn int(&mut self, clause: &str, v: u64) {
-        self.params
-            .push(Sql::Integer(i64::try_from(v).unwrap_or(i64::MAX)));
+        self.params.push(Cell::int(v));
         self.clauses
             .push(clause.replace('?', &format!("?{}", self.params.len())));
     }
@@ -172,7 +170,7 @@ impl Where {
             Scope::Endpoints(names) => {
                 let start = self.params.len();
                 self.params
-                    .extend(names.iter().map(|n| Sql::Text(n.clone())));
+                    .extend(names.iter().map(|n| Cell::Text(n.clone())));
                 let marks: Vec<String> = (start + 1..=self.params.len())
                     .map(|i| format!("?{i}"))
                     .collect();
@@ -219,7 +217,7 @@ impl Where {
         self.eq("repository", f.repository.as_ref());
         self.eq("workflow", f.workflow.as_ref());
         if let Some(r) = &f.run {
-            self.params.push(Sql::Text(r.clone()));
+            self.params.push(Cell::Text(r.clone()));
             let n = self.params.len();
             // A run's own id is 16 hex digits; anything else is a CI system's run number.
             let clause = if r.len() == 16 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -293,6 +291,20 @@ fn parse_cursor(c: &str, order: Order) -> Result<u64, QueryError> {
         .ok_or_else(bad)
 }
 
+/// The first column of each row `sql` selects, as indices or counts.
+fn ints(
+    index: &Index,
+    sql: &str,
+    params: &[Cell],
+    what: &'static str,
+) -> Result<Vec<u64>, QueryError> {
+    Ok(index
+        .rows(sql, params, what)?
+        .iter()
+        .map(|r| r.first().and_then(Cell::uint).unwrap_or(0))
+        .collect())
+}
+
 /// The entries `scope` may see that pass `filter`, one page.
 ///
 /// # Errors
@@ -334,18 +346,7 @@ pub fn entries(
         w.sql(),
         limit + 1
     );
-    let mut stmt = index
-        .conn()
-        .prepare_cached(&sql)
-        .map_err(index.sql("prepare a query"))?;
-    let mut indices: Vec<u64> = stmt
-        .query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(index.sql("run a query"))?
-        .map(|r| r.map(|i| u64::try_from(i).unwrap_or(0)))
-        .collect::<Result<_, _>>()
-        .map_err(index.sql("read a query's rows"))?;
+    let mut indices = ints(index, &sql, &w.params, "run a query")?;
     let more = indices.len() > limit as usize;
     indices.truncate(limit as usize);
     let next = more
@@ -375,17 +376,7 @@ pub fn run_entries(
     // Reads of the log are not what a run did.
     w.clauses.push("kind != 'log_read'".into());
     let sql = format!("SELECT idx FROM rows {} ORDER BY idx LIMIT {cap}", w.sql());
-    let mut stmt = index
-        .conn()
-        .prepare_cached(&sql)
-        .map_err(index.sql("prepare the timeline query"))?;
-    stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
-        r.get::<_, i64>(0)
-    })
-    .map_err(index.sql("run the timeline query"))?
-    .map(|r| r.map(|i| u64::try_from(i).unwrap_or(0)))
-    .collect::<Result<_, _>>()
-    .map_err(|e| QueryError::Index(index.sql("read the timeline")(e)))
+    ints(index, &sql, &w.params, "run the timeline query")
 }
 
 /// Does any entry of `run` exist at all (whoever may see it)?
@@ -403,26 +394,16 @@ pub fn run_exists(index: &Index, run: &str) -> Result<bool, QueryError> {
 pub fn visible(index: &Index, scope: &Scope, idx: u64) -> Result<Option<bool>, QueryError> {
     let mut w = Where::default();
     w.int("idx = ?", idx);
-    let exists: Option<i64> = {
-        let sql = format!("SELECT idx FROM rows {}", w.sql());
-        rusqlite::OptionalExtension::optional(index.conn().query_row(
-            &sql,
-            rusqlite::params_from_iter(w.params.iter()),
-            |r| r.get(0),
-        ))
-        .map_err(index.sql("look an entry up"))?
-    };
-    if exists.is_none() {
+    let sql = format!("SELECT idx FROM rows {}", w.sql());
+    if ints(index, &sql, &w.params, "look an entry up")?.is_empty() {
         return Ok(None);
     }
     w.scope(scope);
     let sql = format!("SELECT count(*) FROM rows {}", w.sql());
-    let n: i64 = index
-        .conn()
-        .query_row(&sql, rusqlite::params_from_iter(w.params.iter()), |r| {
-            r.get(0)
-        })
-        .map_err(index.sql("look an entry up"))?;
+    let n = ints(index, &sql, &w.params, "look an entry up")?
+        .first()
+        .copied()
+        .unwrap_or(0);
     Ok(Some(n > 0))
 }
 

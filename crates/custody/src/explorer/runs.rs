@@ -1,9 +1,7 @@
 //! CI runs as `/api/v1/runs` lists them: from the index's per-run summary when the filter
 //! names only the run's own columns, else by grouping the matching entries.
 
-use rusqlite::types::Value as Sql;
-
-use super::index::Index;
+use super::index::{Cell, Index};
 use super::query::{Filter, MAX_LIMIT, QueryError, Scope, Where};
 
 /// One CI run, as `/runs` lists it.
@@ -23,6 +21,30 @@ pub struct Run {
     pub denials: u64,
     pub approvals: u64,
     pub errors: u64,
+}
+
+impl Run {
+    /// A run from a row of the runs query (the summary's columns, or their aggregates).
+    fn of(r: &[Cell]) -> Self {
+        let text = |i: usize| r.get(i).and_then(Cell::text);
+        let n = |i: usize| r.get(i).and_then(Cell::uint).unwrap_or(0);
+        Self {
+            id: text(0).unwrap_or_default(),
+            issuer: text(1),
+            repository: text(2),
+            workflow: text(3),
+            run_id: text(4),
+            attempt: text(5),
+            principal: text(6),
+            entries: n(7),
+            calls: n(8),
+            first_ns: n(9),
+            last_ns: n(10),
+            denials: n(11),
+            approvals: n(12),
+            errors: n(13),
+        }
+    }
 }
 
 /// The runs `scope` may see whose entries pass `filter`, the latest first.
@@ -52,37 +74,18 @@ pub fn runs(
     let sql = format!(
         "SELECT run, max(issuer), max(coalesce(repository, project)), max(workflow), \
          max(coalesce(run_id, pipeline)), max(run_attempt), max(principal), count(*), \
-         sum(kind = 'request'), min(time_ns), max(time_ns), sum(decision = 'deny'), \
-         sum(kind = 'approval_requested'), sum(error) FROM rows {} GROUP BY run \
+         sum(CASE WHEN kind = 'request' THEN 1 ELSE 0 END), min(time_ns), max(time_ns), \
+         sum(CASE WHEN decision = 'deny' THEN 1 ELSE 0 END), \
+         sum(CASE WHEN kind = 'approval_requested' THEN 1 ELSE 0 END), sum(error) \
+         FROM rows {} GROUP BY run \
          ORDER BY max(idx) DESC LIMIT {limit}",
         w.sql()
     );
-    let mut stmt = index
-        .conn()
-        .prepare_cached(&sql)
-        .map_err(index.sql("prepare the runs query"))?;
-    let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
-        Ok(Run {
-            id: r.get(0)?,
-            issuer: r.get(1)?,
-            repository: r.get(2)?,
-            workflow: r.get(3)?,
-            run_id: r.get(4)?,
-            attempt: r.get(5)?,
-            principal: r.get(6)?,
-            entries: n(r.get(7)?),
-            calls: n(r.get::<_, Option<i64>>(8)?.unwrap_or(0)),
-            first_ns: n(r.get(9)?),
-            last_ns: n(r.get(10)?),
-            denials: n(r.get::<_, Option<i64>>(11)?.unwrap_or(0)),
-            approvals: n(r.get::<_, Option<i64>>(12)?.unwrap_or(0)),
-            errors: n(r.get::<_, Option<i64>>(13)?.unwrap_or(0)),
-        })
-    })
-    .map_err(index.sql("run the runs query"))?
-    .collect::<Result<_, _>>()
-    .map_err(|e| QueryError::Index(index.sql("read a run")(e)))
+    Ok(index
+        .rows(&sql, &w.params, "run the runs query")?
+        .iter()
+        .map(|r| Run::of(r))
+        .collect())
 }
 
 /// The runs from the index's per-run summary, kept as entries are indexed: for filters on
@@ -126,7 +129,7 @@ fn summarised(
     w.eq("repository", f.repository.as_ref().or(f.project.as_ref()));
     w.eq("workflow", f.workflow.as_ref());
     if let Some(r) = &f.run {
-        w.params.push(Sql::Text(r.clone()));
+        w.params.push(Cell::Text(r.clone()));
         let n = w.params.len();
         w.clauses.push(format!("(run = ?{n} OR run_id = ?{n})"));
     }
@@ -135,33 +138,11 @@ fn summarised(
          first_ns, last_ns, denials, approvals, errors FROM runs {} ORDER BY last_idx DESC LIMIT {limit}",
         w.sql()
     );
-    let mut stmt = index
-        .conn()
-        .prepare_cached(&sql)
-        .map_err(index.sql("prepare the runs query"))?;
-    let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    let runs = stmt
-        .query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
-            Ok(Run {
-                id: r.get(0)?,
-                issuer: r.get(1)?,
-                repository: r.get(2)?,
-                workflow: r.get(3)?,
-                run_id: r.get(4)?,
-                attempt: r.get(5)?,
-                principal: r.get(6)?,
-                entries: n(r.get(7)?),
-                calls: n(r.get(8)?),
-                first_ns: n(r.get(9)?),
-                last_ns: n(r.get(10)?),
-                denials: n(r.get(11)?),
-                approvals: n(r.get(12)?),
-                errors: n(r.get(13)?),
-            })
-        })
-        .map_err(index.sql("run the runs query"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| QueryError::Index(index.sql("read a run")(e)))?;
+    let runs = index
+        .rows(&sql, &w.params, "run the runs query")?
+        .iter()
+        .map(|r| Run::of(r))
+        .collect();
     Ok(Some(runs))
 }
 

@@ -124,23 +124,21 @@ pub fn timeline(log: &Reader, indices: &[u64], payloads: bool) -> Result<Vec<Val
 /// # Errors
 /// The index cannot be read.
 pub fn answer_of(index: &super::Index, idx: u64) -> Result<Option<(u64, u64, String)>, QueryError> {
-    use rusqlite::OptionalExtension as _;
-    index
-        .conn()
-        .prepare_cached(
-            "SELECT idx, time_ns, kind FROM rows WHERE request = ?1 \
-             AND kind IN ('response', 'error') ORDER BY idx LIMIT 1",
+    use super::index::Cell;
+    let rows = index.rows(
+        "SELECT idx, time_ns, kind FROM rows WHERE request = ?1 \
+         AND kind IN ('response', 'error') ORDER BY idx LIMIT 1",
+        &[Cell::int(idx)],
+        "look an answer up",
+    )?;
+    Ok(rows.first().map(|r| {
+        let n = |i: usize| r.get(i).and_then(Cell::uint).unwrap_or(0);
+        (
+            n(0),
+            n(1),
+            r.get(2).and_then(Cell::text).unwrap_or_default(),
         )
-        .map_err(index.sql("prepare the answer lookup"))?
-        .query_row([i64::try_from(idx).unwrap_or(-1)], |r| {
-            Ok((
-                u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .optional()
-        .map_err(|e| QueryError::Index(index.sql("look an answer up")(e)))
+    }))
 }
 
 /// A page of entries as JSON, each request with `answered_by` (the answer's index, kind and

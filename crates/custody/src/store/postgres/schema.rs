@@ -112,7 +112,56 @@ const MIGRATIONS: [(i32, &str); 3] = [
              reason    text,
              PRIMARY KEY (endpoint, id)
          );
-         CREATE INDEX sessions_closed ON sessions (closed) WHERE closed IS NOT NULL;",
+         CREATE INDEX sessions_closed ON sessions (closed) WHERE closed IS NOT NULL;
+         -- The explorer's search index, one for every replica: the columns and run summaries
+         -- of the embedded index (explorer/index/sqlite.rs), and how far it has read the log.
+         CREATE SCHEMA custody_explorer;
+         CREATE TABLE custody_explorer.rows (
+             idx bigint PRIMARY KEY,
+             time_ns bigint NOT NULL,
+             kind text NOT NULL,
+             direction text NOT NULL,
+             endpoint text, session text, method text, target text,
+             principal text, issuer text, subject text,
+             repository text, workflow text, run_id text, run_attempt text, actor text,
+             git_ref text, environment text, project text, pipeline text,
+             run text, decision text, approval text,
+             masked integer NOT NULL,
+             error integer NOT NULL,
+             request bigint
+         );
+         CREATE TABLE custody_explorer.runs (
+             run text PRIMARY KEY,
+             issuer text, repository text, workflow text, run_id text, attempt text,
+             principal text,
+             entries bigint NOT NULL, calls bigint NOT NULL,
+             first_ns bigint NOT NULL, last_ns bigint NOT NULL,
+             denials bigint NOT NULL, approvals bigint NOT NULL, errors bigint NOT NULL,
+             last_idx bigint NOT NULL
+         );
+         CREATE TABLE custody_explorer.index_cursor (
+             id boolean PRIMARY KEY DEFAULT true CHECK (id),
+             next_idx bigint NOT NULL CHECK (next_idx >= 0)
+         );
+         INSERT INTO custody_explorer.index_cursor (next_idx) VALUES (0);
+         CREATE INDEX runs_latest ON custody_explorer.runs (last_idx);
+         CREATE INDEX runs_repository ON custody_explorer.runs (repository, last_idx);
+         CREATE INDEX rows_time ON custody_explorer.rows (time_ns);
+         CREATE INDEX rows_run ON custody_explorer.rows (run, idx);
+         CREATE INDEX rows_run_id ON custody_explorer.rows (run_id, idx);
+         CREATE INDEX rows_pipeline ON custody_explorer.rows (pipeline, idx);
+         CREATE INDEX rows_actor ON custody_explorer.rows (actor, idx);
+         CREATE INDEX rows_principal ON custody_explorer.rows (principal, idx);
+         CREATE INDEX rows_repository ON custody_explorer.rows (repository, idx);
+         CREATE INDEX rows_project ON custody_explorer.rows (project, idx);
+         CREATE INDEX rows_target ON custody_explorer.rows (target, idx);
+         CREATE INDEX rows_kind ON custody_explorer.rows (kind, idx);
+         CREATE INDEX rows_session ON custody_explorer.rows (session, idx);
+         CREATE INDEX rows_decision ON custody_explorer.rows (decision, idx) WHERE decision IS NOT NULL;
+         CREATE INDEX rows_approval ON custody_explorer.rows (approval) WHERE approval IS NOT NULL;
+         CREATE INDEX rows_request ON custody_explorer.rows (request) WHERE request IS NOT NULL;
+         CREATE INDEX rows_masked ON custody_explorer.rows (idx) WHERE masked = 1;
+         CREATE INDEX rows_error ON custody_explorer.rows (idx) WHERE error = 1;",
     ),
 ];
 

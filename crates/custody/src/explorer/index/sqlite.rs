@@ -1,0 +1,227 @@
+//! The index beside the embedded log: `<data_dir>/index.sqlite`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Cell, Db, INHERIT, Index, IndexError, Row, Sink};
+use crate::store::Reader;
+
+/// The index file's name in the data directory.
+pub const FILE: &str = "index.sqlite";
+
+/// The index's schema version: an index written by another version is rebuilt.
+const SCHEMA_VERSION: i64 = 2;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rows (
+    idx INTEGER PRIMARY KEY,
+    time_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    endpoint TEXT,
+    session TEXT,
+    method TEXT,
+    target TEXT,
+    principal TEXT,
+    issuer TEXT,
+    subject TEXT,
+    repository TEXT,
+    workflow TEXT,
+    run_id TEXT,
+    run_attempt TEXT,
+    actor TEXT,
+    git_ref TEXT,
+    environment TEXT,
+    project TEXT,
+    pipeline TEXT,
+    run TEXT,
+    decision TEXT,
+    approval TEXT,
+    masked INTEGER NOT NULL,
+    error INTEGER NOT NULL,
+    request INTEGER
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run TEXT PRIMARY KEY,
+    issuer TEXT,
+    repository TEXT,
+    workflow TEXT,
+    run_id TEXT,
+    attempt TEXT,
+    principal TEXT,
+    entries INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    denials INTEGER NOT NULL,
+    approvals INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    last_idx INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_latest ON runs(last_idx);
+CREATE INDEX IF NOT EXISTS runs_repository ON runs(repository, last_idx);
+CREATE INDEX IF NOT EXISTS rows_time ON rows(time_ns);
+CREATE INDEX IF NOT EXISTS rows_run ON rows(run, idx);
+CREATE INDEX IF NOT EXISTS rows_run_id ON rows(run_id, idx);
+CREATE INDEX IF NOT EXISTS rows_pipeline ON rows(pipeline, idx);
+CREATE INDEX IF NOT EXISTS rows_actor ON rows(actor, idx);
+CREATE INDEX IF NOT EXISTS rows_principal ON rows(principal, idx);
+CREATE INDEX IF NOT EXISTS rows_repository ON rows(repository, idx);
+CREATE INDEX IF NOT EXISTS rows_project ON rows(project, idx);
+CREATE INDEX IF NOT EXISTS rows_target ON rows(target, idx);
+CREATE INDEX IF NOT EXISTS rows_kind ON rows(kind, idx);
+CREATE INDEX IF NOT EXISTS rows_session ON rows(session, idx);
+CREATE INDEX IF NOT EXISTS rows_decision ON rows(decision, idx) WHERE decision IS NOT NULL;
+CREATE INDEX IF NOT EXISTS rows_approval ON rows(approval) WHERE approval IS NOT NULL;
+CREATE INDEX IF NOT EXISTS rows_request ON rows(request) WHERE request IS NOT NULL;
+CREATE INDEX IF NOT EXISTS rows_masked ON rows(idx) WHERE masked = 1;
+CREATE INDEX IF NOT EXISTS rows_error ON rows(idx) WHERE error = 1;
+";
+
+pub(super) fn open(data_dir: &Path) -> Result<Index, IndexError> {
+    let path = data_dir.join(FILE);
+    let place = path.display().to_string();
+    let at = |what| Index::sql_at(&place, what);
+    let conn = Connection::open(&path).map_err(at("open"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(at("set its journal mode"))?;
+    let version: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .unwrap_or(None);
+    if version.is_some_and(|v| v != SCHEMA_VERSION) {
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS rows; DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS meta;",
+        )
+        .map_err(at("drop an index of another version"))?;
+    }
+    conn.execute_batch(SCHEMA)
+        .map_err(at("create its tables"))?;
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?1), ('cursor', 0)",
+        params![SCHEMA_VERSION],
+    )
+    .map_err(at("write its version"))?;
+    Ok(Index {
+        db: Db::Sqlite(conn),
+        place,
+    })
+}
+
+pub(super) fn rows(
+    conn: &Connection,
+    place: &str,
+    sql: &str,
+    params: &[Cell],
+    what: &'static str,
+) -> Result<Vec<Vec<Cell>>, IndexError> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(Index::sql_at(place, what))?;
+    let n = stmt.column_count();
+    stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+        (0..n)
+            .map(|i| r.get::<_, rusqlite::types::Value>(i).map(Cell::from))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(Index::sql_at(place, what))?
+    .collect::<Result<_, _>>()
+    .map_err(Index::sql_at(place, what))
+}
+
+pub(super) fn clear(conn: &Connection, place: &str) -> Result<(), IndexError> {
+    conn.execute_batch(
+        "DELETE FROM rows; DELETE FROM runs; UPDATE meta SET value = 0 WHERE key = 'cursor';",
+    )
+    .map_err(Index::sql_at(place, "empty it"))
+}
+
+struct Tx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    place: &'a str,
+}
+
+impl Sink for Tx<'_> {
+    fn request_row(&mut self, idx: u64) -> Result<Option<Vec<Cell>>, IndexError> {
+        Ok(rows(
+            self.tx,
+            self.place,
+            INHERIT,
+            &[Cell::int(idx)],
+            "read a request's row",
+        )?
+        .into_iter()
+        .next())
+    }
+
+    fn insert(&mut self, row: &Row) -> Result<(), IndexError> {
+        self.tx
+            .prepare_cached(
+                // Plain INSERT: rows past the cursor never exist (the cursor moves in their
+                // transaction), and OR REPLACE would make SQLite journal every statement.
+                "INSERT INTO rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+            )
+            .and_then(|mut s| s.execute(rusqlite::params_from_iter(row.cells())))
+            .map(drop)
+            .map_err(Index::sql_at(self.place, "insert a row"))
+    }
+
+    fn summarise(&mut self, run: &str, row: &Row) -> Result<(), IndexError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO runs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?9, ?10, ?11, ?12, ?13) \
+                 ON CONFLICT(run) DO UPDATE SET entries = entries + 1, calls = calls + ?8, \
+                 first_ns = min(first_ns, ?9), last_ns = max(last_ns, ?9), \
+                 denials = denials + ?10, approvals = approvals + ?11, errors = errors + ?12, \
+                 last_idx = max(last_idx, ?13)",
+            )
+            .and_then(|mut s| s.execute(rusqlite::params_from_iter(row.summary(run))))
+            .map(drop)
+            .map_err(Index::sql_at(self.place, "update a run's summary"))
+    }
+}
+
+pub(super) fn step(
+    conn: &mut Connection,
+    place: &str,
+    log: &Reader,
+    size: u64,
+    max: u64,
+) -> Result<u64, IndexError> {
+    let cursor: i64 = conn
+        .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
+            r.get(0)
+        })
+        .map_err(Index::sql_at(place, "read its cursor"))?;
+    let mut from = u64::try_from(cursor).unwrap_or(0);
+    if from > size {
+        // An index of a longer log than this one (a log restored or replaced): start over.
+        tracing::warn!(
+            "the search index {place} covers {from} entries but the log holds {size}: rebuilding it"
+        );
+        clear(conn, place)?;
+        from = 0;
+    }
+    let to = size.min(from.saturating_add(max));
+    if to <= from {
+        return Ok(0);
+    }
+    let tx = conn
+        .transaction()
+        .map_err(Index::sql_at(place, "begin a transaction"))?;
+    super::fill(log, from, to, &mut Tx { tx: &tx, place })?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'cursor'",
+        params![i64::try_from(to).unwrap_or(i64::MAX)],
+    )
+    .map_err(Index::sql_at(place, "move its cursor"))?;
+    tx.commit().map_err(Index::sql_at(place, "commit"))?;
+    Ok(to - from)
+}
