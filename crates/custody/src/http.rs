@@ -200,6 +200,7 @@ pub async fn start_with(
     if let Some(w) = &config.witness {
         audit.attach_witnesses(w).map_err(StartError::Witnesses)?;
     }
+    audit.vouch_for_latest();
     match audit.checkpoint().await {
         // Witnesses that are down do not stop a start; required witnessing refuses calls once
         // their lag passes max_lag.

@@ -281,6 +281,10 @@ impl Audit {
             self.health.alarm(why.clone(), true);
             return Err(AuditError::Unavailable(why));
         }
+        let cp = StoredCheckpoint {
+            note: self.checked_cosignatures(&cp.note),
+            ..cp
+        };
         let mut latest = self
             .latest
             .write()
@@ -289,6 +293,50 @@ impl Audit {
             *latest = Some(cp.clone());
         }
         Ok(Some(cp))
+    }
+
+    /// Of a shared log: the checkpoint read from the database at start keeps only the
+    /// signature lines this replica can vouch for (call once its witnesses are attached).
+    pub fn vouch_for_latest(&self) {
+        if self.config.store.is_none() {
+            return;
+        }
+        let mut latest = self
+            .latest
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(cp) = latest.as_mut() {
+            cp.note = self.checked_cosignatures(&cp.note);
+        }
+    }
+
+    /// `note` (its log signature checked) with only the signature lines this replica can vouch
+    /// for: the log's own, and cosignatures that verify against a witness of its policy. A line
+    /// the database alone added (or a witness this replica does not know) is not published as
+    /// a cosignature.
+    fn checked_cosignatures(&self, note: &str) -> String {
+        let Ok(mut parsed) = tlog::Note::parse(note.as_bytes()) else {
+            return note.to_string();
+        };
+        let witnesses = self.witnessing.get();
+        let before = parsed.signatures.len();
+        parsed.signatures.retain(|sig| {
+            (sig.name == self.verifier.name() && sig.key_id == self.verifier.key_id())
+                || witnesses.is_some_and(|w| {
+                    w.client
+                        .policy()
+                        .witnesses()
+                        .iter()
+                        .any(|pw| pw.verifier.verify_line(&parsed.text, sig).is_ok())
+                })
+        });
+        if parsed.signatures.len() < before {
+            tracing::warn!(
+                dropped = before - parsed.signatures.len(),
+                "signature lines of the checkpoint stored in the shared log did not verify against the log's key or a witness of this replica's policy; published without them"
+            );
+        }
+        parsed.encode()
     }
 
     async fn store_checkpoint(&self, cp: StoredCheckpoint) -> Result<(), AuditError> {
