@@ -124,8 +124,10 @@ pub struct Relay {
     pub metrics: Arc<crate::metrics::Metrics>,
     session_idle: Duration,
     stdio_session_idle: Duration,
-    /// Between replicas of a shared log: the sessions they share.
+    /// Between replicas of a shared log: the sessions they share, and when their use was last
+    /// shared with the other replicas.
     shared: Option<Arc<session::shared::Shared>>,
+    last_sync: std::sync::Mutex<Option<std::time::Instant>>,
     /// Cancelled when shutdown begins: long-lived streams end.
     closing: CancellationToken,
     /// Cancelled when the grace period is over: everything ends.
@@ -233,6 +235,7 @@ impl Relay {
             session_idle: config.server.session_idle_timeout,
             stdio_session_idle: config.server.stdio_session_idle_timeout,
             shared,
+            last_sync: std::sync::Mutex::new(None),
             closing,
             force: CancellationToken::new(),
         }))

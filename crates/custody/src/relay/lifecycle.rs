@@ -26,18 +26,26 @@ impl Relay {
         let Some(shared) = &self.shared else {
             return;
         };
-        let used: Vec<(String, String, u64)> = self
-            .endpoints
-            .values()
-            .flat_map(|ep| {
-                ep.sessions
-                    .used_since_reported()
+        let mut used: Vec<(String, String, u64)> = Vec::new();
+        let mut marks = Vec::new();
+        for ep in self.endpoints.values() {
+            let (these, now) = ep.sessions.unreported();
+            marks.push((ep.clone(), now));
+            used.extend(
+                these
                     .into_iter()
-                    .map(|(id, ago)| (ep.name.to_string(), id.to_string(), ago))
-            })
-            .collect();
-        // Closings are looked for over a window wider than two looks, so none is missed.
-        let window = self.reap_interval() * 2 + Duration::from_secs(10);
+                    .map(|(id, ago)| (ep.name.to_string(), id.to_string(), ago)),
+            );
+        }
+        // Closings are looked for since the last look that worked (and over two reaps at
+        // least), so none is missed while the database was out of reach.
+        let since_ok = self
+            .last_sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let window = (self.reap_interval() * 2).max(since_ok) + Duration::from_secs(10);
+        let started = std::time::Instant::now();
         let forget = self.session_idle + Duration::from_secs(3600);
         let shared = shared.clone();
         let closed = tokio::task::spawn_blocking(move || shared.sync(&used, window, forget))
@@ -46,6 +54,13 @@ impl Relay {
             .and_then(|r| r);
         match closed {
             Ok(closed) => {
+                *self
+                    .last_sync
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(started);
+                for (ep, now) in marks {
+                    ep.sessions.reported(now);
+                }
                 for (endpoint, id) in closed {
                     if let Some(ep) = self.endpoints.get(&endpoint) {
                         ep.sessions.remove(&id);

@@ -46,6 +46,26 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session in no table (one another replica left, being closed here).
+    pub fn detached(
+        id: Arc<str>,
+        token: Arc<str>,
+        upstream: SessionUpstream,
+        version: &str,
+        owner: Arc<Principal>,
+    ) -> Self {
+        Self {
+            id,
+            token,
+            owner,
+            upstream,
+            version: Mutex::new(version.to_string()),
+            last_used: AtomicU64::new(0),
+            events: super::event_ids::EventIds::default(),
+            _places: Permit::default(),
+        }
+    }
+
     pub fn version(&self) -> String {
         self.version
             .lock()
@@ -119,8 +139,12 @@ impl Sessions {
             events: super::event_ids::EventIds::default(),
             _places: places,
         });
-        self.write().insert(session.id.clone(), session.clone());
-        session
+        // Two requests taking on the same shared session at once: the first copy stays (with
+        // its event ids); the second's places are given back.
+        self.write()
+            .entry(session.id.clone())
+            .or_insert(session)
+            .clone()
     }
 
     /// Looks up the session its client holds as `token`, of the principal bound as `binding`,
@@ -182,12 +206,14 @@ impl Sessions {
         expired.iter().filter_map(|k| map.remove(k)).collect()
     }
 
-    /// The shared sessions used since the last call, with how many seconds ago each was last
-    /// used (the other replicas are told, so that none of them closes them as idle).
-    pub fn used_since_reported(&self) -> Vec<(Arc<str>, u64)> {
+    /// The shared sessions used since their use was last reported, with how many seconds ago
+    /// each was last used (the other replicas are told, so that none of them closes them as
+    /// idle), and the time to pass to [`Sessions::reported`] once they have been.
+    pub fn unreported(&self) -> (Vec<(Arc<str>, u64)>, u64) {
         let now = self.now();
-        let since = self.reported.swap(now, Ordering::Relaxed);
-        self.map
+        let since = self.reported.load(Ordering::Relaxed);
+        let used = self
+            .map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
@@ -196,7 +222,13 @@ impl Sessions {
                 let used = s.last_used.load(Ordering::Relaxed);
                 (used >= since).then(|| (s.id.clone(), now.saturating_sub(used)))
             })
-            .collect()
+            .collect();
+        (used, now)
+    }
+
+    /// The uses [`Sessions::unreported`] returned at `now` reached the other replicas.
+    pub fn reported(&self, now: u64) {
+        self.reported.fetch_max(now, Ordering::Relaxed);
     }
 
     pub fn drain(&self) -> Vec<Arc<Session>> {

@@ -86,6 +86,9 @@ impl Relay {
                         )
                         .await
                     {
+                        self.unshare_session(ep, &sid).await;
+                        ep.end_upstream_session(upstream_sid.as_ref(), &requested)
+                            .await;
                         return error_outcome(e, id, None);
                     }
                     Some(ep.sessions.insert(

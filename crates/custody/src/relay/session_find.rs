@@ -1,7 +1,7 @@
 //! Finding the session a request names, here or carried on from another replica of a shared
 //! log, and ending sessions once, whichever replica ends them (see [`session::shared`]).
 
-use super::session::shared::{Carried, Standing, Token};
+use super::session::shared::{Carried, MAX_UPSTREAM_ID, Standing, Token, owner_digest};
 use super::*;
 
 /// How a session's end went.
@@ -69,7 +69,7 @@ impl Relay {
             upstream, version, ..
         } = shared
             .open(&ep.name, id, sealed)
-            .filter(|c| *c.owner == *caller.principal.binding)
+            .filter(|c| c.owner == owner_digest(&caller.principal.binding))
             .ok_or_else(not_found)?;
         let upstream = match upstream.map(|u| HeaderValue::from_str(&u)) {
             None => None,
@@ -83,7 +83,7 @@ impl Relay {
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r)
-                .map_err(RelayError::SessionsUnavailable)?
+                .map_err(|e| unavailable(ep, &e))?
         };
         match standing {
             Standing::Open => {}
@@ -93,6 +93,17 @@ impl Relay {
                 )));
             }
             Standing::Idle => {
+                // Unused everywhere, and maybe held by no replica any more: closed here, once.
+                let session = super::session::Session::detached(
+                    id.into(),
+                    token.into(),
+                    SessionUpstream::Http { session: upstream },
+                    &version,
+                    caller.principal.clone(),
+                );
+                if let Err(e) = self.end_session(ep, &session, "idle", true).await {
+                    tracing::error!(endpoint = %ep.name, session = %id, "couldn't record the session's end: {e}");
+                }
                 return Err(RelayError::SessionNotFound(
                     " (no replica used it within the idle timeout)".into(),
                 ));
@@ -126,7 +137,13 @@ impl Relay {
         };
         let upstream = match upstream.map(HeaderValue::to_str) {
             None => None,
-            Some(Ok(v)) => Some(v.to_string()),
+            Some(Ok(v)) if v.len() <= MAX_UPSTREAM_ID => Some(v.to_string()),
+            Some(Ok(_)) => {
+                let e = UpstreamError::Protocol(format!(
+                    "its Mcp-Session-Id is longer than {MAX_UPSTREAM_ID} bytes, more than replicas carry"
+                ));
+                return Err(RelayError::upstream(&ep.name, &ep.mask, e));
+            }
             Some(Err(_)) => {
                 let e = UpstreamError::Protocol(
                     "its Mcp-Session-Id is not visible ASCII, as the protocol requires".into(),
@@ -135,7 +152,7 @@ impl Relay {
             }
         };
         let carried = Carried {
-            owner: caller.principal.binding.to_string(),
+            owner: owner_digest(&caller.principal.binding),
             upstream,
             version: version.to_string(),
         };
@@ -145,8 +162,23 @@ impl Relay {
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r)
-            .map_err(RelayError::SessionsUnavailable)?;
+            .map_err(|e| unavailable(ep, &e))?;
         Ok(token.into())
+    }
+
+    /// A shared session whose opening could not be recorded: closed in the shared table, so
+    /// no replica takes it on.
+    pub(super) async fn unshare_session(&self, ep: &Arc<Endpoint>, sid: &str) {
+        if let Some(shared) = &self.shared {
+            let (shared, endpoint, id) = (shared.clone(), ep.name.to_string(), sid.to_string());
+            let closed = tokio::task::spawn_blocking(move || {
+                shared.close(&endpoint, &id, "its opening could not be recorded")
+            })
+            .await;
+            if !matches!(closed, Ok(Ok(_))) {
+                tracing::error!(endpoint = %ep.name, session = %sid, "a session whose opening was not recorded stays open in the shared session table until it is idle");
+            }
+        }
     }
 
     /// The refusal of a request whose session was not found (or could not be taken on).
@@ -320,9 +352,10 @@ impl Relay {
         if let (Some(table), false) = (&self.shared, shared.is_empty()) {
             let (table, endpoint) = (table.clone(), ep.name.to_string());
             let ids: Vec<String> = shared.iter().map(|s| s.id.to_string()).collect();
+            let grace = self.reap_interval() * 2 + Duration::from_secs(2);
             let decided = tokio::task::spawn_blocking(move || {
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-                table.close_idle(&endpoint, &ids, idle)
+                table.close_idle(&endpoint, &ids, idle, grace)
             })
             .await
             .map_err(|e| e.to_string())
@@ -353,4 +386,11 @@ impl Relay {
             }
         }
     }
+}
+
+/// The shared session table could not be read: the detail goes to the operator's log, the
+/// client is told to retry.
+fn unavailable(ep: &Endpoint, detail: &str) -> RelayError {
+    tracing::error!(endpoint = %ep.name, "the shared session table: {detail}");
+    RelayError::SessionsUnavailable("the log database did not answer".into())
 }

@@ -4,8 +4,8 @@
 //! What a replica needs to carry a session on travels with the client, sealed: the
 //! `Mcp-Session-Id` the gateway gives is `<id>.<sealed>`, where `<sealed>` is AES-256-GCM under
 //! a key every replica derives from the log's signing key, binding the endpoint and the id, and
-//! holding the owner's binding, the upstream's own session id and the protocol version asked
-//! for. The upstream's id stays unreadable to the client; a token cannot be moved to another
+//! holding a digest of the owner's binding, the upstream's own session id and the protocol
+//! version asked for. The upstream's id stays unreadable to the client; a token cannot be moved to another
 //! endpoint or another caller, nor forged without the key (which the database does not hold).
 //!
 //! Whether a session is still open is shared state, in the `sessions` table: the replica that
@@ -29,8 +29,24 @@ use sha2::Sha256;
 
 use crate::store::postgres::Link;
 
-/// The longest sealed part read (a real one is under 300 characters).
-const MAX_SEALED: usize = 1024;
+/// The longest sealed part read or given (a real one is under 300 characters: the owner is a
+/// digest, and an upstream's session id longer than [`MAX_UPSTREAM_ID`] is refused).
+const MAX_SEALED: usize = 2048;
+/// The longest upstream session id a shared session carries.
+pub const MAX_UPSTREAM_ID: usize = 1024;
+/// Sessions known closed or unknown, remembered so that a client replaying such tokens costs
+/// no query (at most this many, each for [`REMEMBER`]).
+const REMEMBERED: usize = 4096;
+const REMEMBER: Duration = Duration::from_secs(60);
+/// What a client may be told of why a session closed: the reasons replicas write. Anything
+/// else in the table (written by someone else) is told as "closed".
+const REASONS: [&str; 5] = [
+    "deleted by the client",
+    "the upstream ended it",
+    "idle",
+    "the gateway stopped",
+    "its opening could not be recorded",
+];
 /// How long a closed session's row is kept (long past any replica's next look).
 const KEEP_CLOSED_SECS: f64 = 3600.0;
 
@@ -60,7 +76,12 @@ impl<'a> Token<'a> {
                 .then_some(Self::Sealed { id, sealed })
         } else {
             let replica = rest.strip_prefix('@')?;
-            (!replica.is_empty() && replica.len() <= 63).then_some(Self::On { id, replica })
+            let named = !replica.is_empty()
+                && replica.len() <= 63
+                && replica
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            named.then_some(Self::On { id, replica })
         }
     }
 
@@ -75,7 +96,8 @@ impl<'a> Token<'a> {
 /// What a sealed token carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Carried {
-    /// The owner's binding: only the same principal may use the session.
+    /// A digest of the owner's binding ([`owner_digest`]): only the same principal may use
+    /// the session.
     #[serde(rename = "o")]
     pub owner: String,
     /// The upstream's `Mcp-Session-Id`, if it gave one.
@@ -87,7 +109,7 @@ pub struct Carried {
 }
 
 /// Whether a session is open, as the replicas together know it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
     Open,
     /// Closed, with the reason recorded.
@@ -107,11 +129,20 @@ pub struct Idle {
     pub kept: Vec<String>,
 }
 
+/// The digest of a principal's binding a token carries (the binding itself may be long: it
+/// holds the claims a session is bound to).
+pub fn owner_digest(binding: &str) -> String {
+    use sha2::Digest as _;
+    URL_SAFE_NO_PAD.encode(Sha256::digest(binding.as_bytes()))
+}
+
 /// This replica's side of the shared sessions.
 pub struct Shared {
     key: LessSafeKey,
     replica: String,
     link: Link,
+    /// Sessions found closed or unknown lately, with when (bounded: [`REMEMBERED`]).
+    gone: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Standing)>>,
 }
 
 impl Shared {
@@ -128,7 +159,33 @@ impl Shared {
             key: LessSafeKey::new(key),
             replica: replica.to_string(),
             link: Link::new(url, format!("custody {replica} sessions")),
+            gone: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// What was remembered of session `key` (endpoint and id), if lately.
+    fn remembered(&self, key: &str) -> Option<Standing> {
+        let gone = self
+            .gone
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        gone.get(key)
+            .filter(|(at, _)| at.elapsed() < REMEMBER)
+            .map(|(_, s)| s.clone())
+    }
+
+    fn remember(&self, key: String, standing: &Standing) {
+        let mut gone = self
+            .gone
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if gone.len() >= REMEMBERED {
+            gone.retain(|_, (at, _)| at.elapsed() < REMEMBER);
+            if gone.len() >= REMEMBERED {
+                gone.clear();
+            }
+        }
+        gone.insert(key, (std::time::Instant::now(), standing.clone()));
     }
 
     pub fn replica(&self) -> &str {
@@ -197,24 +254,43 @@ impl Shared {
     /// # Errors
     /// The database failed.
     pub fn standing(&self, endpoint: &str, id: &str, idle: Duration) -> Result<Standing, String> {
+        let key = format!("{endpoint}\n{id}");
+        if let Some(known) = self.remembered(&key) {
+            return Ok(known);
+        }
         let row = self.link.with(|c| {
             c.query_opt(
                 "WITH used AS (UPDATE sessions SET last_used = now(), used_by = $4 \
                      WHERE endpoint = $1 AND id = $2 AND closed IS NULL \
                      AND last_used >= now() - make_interval(secs => $3) RETURNING 1) \
-                 SELECT reason, closed IS NOT NULL, last_used < now() - make_interval(secs => $3) \
+                 SELECT reason, closed IS NOT NULL, last_used < now() - make_interval(secs => $3), \
+                     EXISTS (SELECT 1 FROM used) \
                  FROM sessions WHERE endpoint = $1 AND id = $2",
                 &[&endpoint, &id, &idle.as_secs_f64(), &self.replica],
             )
         })?;
-        Ok(match row {
+        let standing = match row {
             None => Standing::Unknown,
+            // Taken on only when this statement wrote the use: a row closed by another
+            // replica while it ran is not (the select reads the statement's snapshot).
+            Some(r) if r.get::<_, bool>(3) => Standing::Open,
             Some(r) if r.get::<_, bool>(1) => {
-                Standing::Closed(r.get::<_, Option<String>>(0).unwrap_or_default())
+                let reason = r.get::<_, Option<String>>(0).unwrap_or_default();
+                Standing::Closed(
+                    REASONS
+                        .iter()
+                        .find(|k| **k == reason)
+                        .map_or("closed", |k| *k)
+                        .to_string(),
+                )
             }
             Some(r) if r.get::<_, bool>(2) => Standing::Idle,
-            Some(_) => Standing::Open,
-        })
+            Some(_) => Standing::Closed("closed by another replica".into()),
+        };
+        if matches!(standing, Standing::Closed(_) | Standing::Unknown) {
+            self.remember(key, &standing);
+        }
+        Ok(standing)
     }
 
     /// Closes session `id` unless some replica closed it already. `true`: this replica closed
@@ -232,14 +308,23 @@ impl Shared {
         })
     }
 
-    /// Closes those of `ids` (idle here) that no replica used within `idle`. Returns the ones
+    /// Closes those of `ids` (idle here) that no replica used within `idle` plus `grace` (the
+    /// longest a use stays unwritten: two reaps). Returns the ones
     /// this replica closed (it ends them upstream and records them) and the ones still open
     /// that this replica used last (it keeps its copy, and closes them when they are idle
     /// everywhere); the rest another replica closed or uses. Blocking.
     ///
     /// # Errors
     /// The database failed.
-    pub fn close_idle(&self, endpoint: &str, ids: &[&str], idle: Duration) -> Result<Idle, String> {
+    pub fn close_idle(
+        &self,
+        endpoint: &str,
+        ids: &[&str],
+        idle: Duration,
+        grace: Duration,
+    ) -> Result<Idle, String> {
+        // A use another replica has not written yet is at most `grace` old.
+        let idle = idle + grace;
         let rows = self.link.with(|c| {
             c.query(
                 "WITH idle AS (UPDATE sessions s SET closed = now(), reason = 'idle' \
@@ -329,7 +414,7 @@ mod tests {
 
     fn carried() -> Carried {
         Carried {
-            owner: "binding-of-alice".into(),
+            owner: owner_digest("binding-of-alice"),
             upstream: Some("upstream-secret-session".into()),
             version: "2025-06-18".into(),
         }
@@ -347,6 +432,7 @@ mod tests {
         assert_eq!(id, ID);
         assert!(!token.contains("upstream-secret-session"));
         assert!(!token.contains("alice"));
+        assert!(token.len() < 300, "{token}");
         assert_eq!(s.open("ep", ID, sealed), Some(carried()));
         assert_eq!(s.open("other", ID, sealed), None, "another endpoint");
         let other_id = "f".repeat(32);
@@ -387,7 +473,13 @@ mod tests {
         assert_eq!(Token::parse(&format!("{ID}.")), None);
         assert_eq!(Token::parse(&format!("{ID}@")), None);
         assert_eq!(Token::parse(&format!("{ID}#x")), None);
-        assert_eq!(Token::parse(&format!("{ID}.{}", "A".repeat(2000))), None);
+        assert_eq!(
+            Token::parse(&format!("{ID}@a b")),
+            None,
+            "not a replica's name"
+        );
+        assert_eq!(Token::parse(&format!("{ID}@<script>")), None);
+        assert_eq!(Token::parse(&format!("{ID}.{}", "A".repeat(3000))), None);
         // Two sealings of the same session differ (a fresh nonce each).
         let s = shared();
         assert_ne!(s.seal("ep", ID, &carried()), s.seal("ep", ID, &carried()));
