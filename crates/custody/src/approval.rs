@@ -13,6 +13,8 @@
 
 mod decide;
 mod digest;
+mod elsewhere;
+mod listing;
 mod notify;
 mod remote;
 mod state;
@@ -483,34 +485,36 @@ impl Approvals {
 
     /// May `who` decide `pending`? Listed by name, or permitted by a policy on `approve`.
     fn authorized(&self, who: &Principal, pending: &Pending) -> bool {
+        // While it waits, policy reads the arguments as sent; once it has ended (only seeing
+        // it is left to decide), the log's masked copy.
+        let held = pending.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let arguments = match held.as_ref() {
+            Some(h) => h.arguments.as_ref(),
+            None => Some(&pending.masked_arguments),
+        };
+        self.may_approve(
+            who,
+            &Held {
+                requester: &pending.requester,
+                endpoint: &pending.endpoint,
+                method: &pending.method,
+                target: pending.target.as_deref(),
+                arguments,
+            },
+        )
+    }
+
+    /// May `who` decide the held call `held`?
+    fn may_approve(&self, who: &Principal, held: &Held<'_>) -> bool {
         if who.kind == PrincipalKind::Anonymous {
             return false;
         }
         if self.config.approvers.contains(&who.name) {
             return true;
         }
-        self.policy.as_ref().is_some_and(|engine| {
-            // While it waits, policy reads the arguments as sent; once it has ended (only
-            // seeing it is left to decide), the log's masked copy.
-            let held = pending.held.lock().unwrap_or_else(PoisonError::into_inner);
-            let arguments = match held.as_ref() {
-                Some(h) => h.arguments.as_ref(),
-                None => Some(&pending.masked_arguments),
-            };
-            engine
-                .decide_approve(
-                    who,
-                    &Held {
-                        requester: &pending.requester,
-                        endpoint: &pending.endpoint,
-                        method: &pending.method,
-                        target: pending.target.as_deref(),
-                        arguments,
-                    },
-                )
-                .verdict
-                == Verdict::Allow
-        })
+        self.policy
+            .as_ref()
+            .is_some_and(|engine| engine.decide_approve(who, held).verdict == Verdict::Allow)
     }
 
     /// The approvals `who` may see: those they may decide, or asked for themselves; pending

@@ -165,6 +165,34 @@ impl Remote {
             .map_err(|e| e.to_string())?
     }
 
+    /// The approvals still pending that other replicas hold (only `id`, when given): id, the
+    /// `approval_requested` entry, the holder; oldest first, at most [`super::elsewhere::MAX`].
+    /// Blocking.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn pending_elsewhere(
+        &self,
+        id: Option<&str>,
+    ) -> Result<Vec<(String, u64, String)>, String> {
+        let rows = self.link.with(|c| {
+            c.query(
+                "SELECT p.id, p.entry, e.replica FROM pending_approvals p \
+                 JOIN entries e ON e.idx = p.entry \
+                 WHERE e.replica <> $1 AND ($2::text IS NULL OR p.id = $2) \
+                 ORDER BY p.entry LIMIT $3",
+                &[&self.replica, &id, &super::elsewhere::MAX],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let entry: i64 = r.get(1);
+                (r.get(0), u64::try_from(entry).unwrap_or(0), r.get(2))
+            })
+            .collect())
+    }
+
     /// Hands `who`'s decision on approval `id` to the replica that holds it and waits for its
     /// answer. `Ok(None)`: no other replica holds a pending approval `id`.
     ///

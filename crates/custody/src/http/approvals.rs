@@ -97,13 +97,11 @@ pub async fn list(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let approvals: Vec<_> = app
+    let approvals = app
         .relay
         .approvals
-        .list(&principal, q.all.unwrap_or(false))
-        .iter()
-        .map(|p| p.to_json())
-        .collect();
+        .list_json(&principal, q.all.unwrap_or(false))
+        .await;
     Json(json!({ "approvals": approvals })).into_response()
 }
 
@@ -118,8 +116,8 @@ pub async fn show(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    match app.relay.approvals.show(&principal, &id) {
-        Some(p) => Json(p.to_json()).into_response(),
+    match app.relay.approvals.show_json(&principal, &id).await {
+        Some(p) => Json(p).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             crate::approval::DecideError::NotFound(id).to_string(),

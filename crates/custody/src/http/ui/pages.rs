@@ -173,9 +173,9 @@ pub async fn approvals(
     let list: Vec<Value> = app
         .relay
         .approvals
-        .list(&who, false)
-        .iter()
-        .map(|p| p.to_json())
+        .list_json(&who, false)
+        .await
+        .into_iter()
         .filter(|a| a["state"] == "pending")
         .collect();
     // The note after a decision names an approval and its state, nothing else: a link with
