@@ -112,6 +112,20 @@ fn hold_on(base: &str, token: &str) -> tokio::task::JoinHandle<Answer> {
     })
 }
 
+/// The replicas that wrote a `config_changed` entry into the shared log.
+fn config_changes(db: &Db) -> Vec<String> {
+    db.admin()
+        .query("SELECT data, replica FROM entries ORDER BY idx", &[])
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            let data: Vec<u8> = r.get(0);
+            let e = tlog::Entry::decode(&data).ok()?;
+            (e.kind.name() == "config_changed").then(|| r.get(1))
+        })
+        .collect()
+}
+
 /// The `approval_*` entries of the shared log for approval `id`, by kind name.
 fn approval_entries(db: &Db, id: &str) -> Vec<String> {
     db.admin()
@@ -145,6 +159,27 @@ fn an_approval_granted_on_one_replica_releases_the_call_held_on_another() {
         let (p, b) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
         procs.push(p);
         bases.push(b);
+    }
+    // A policy reload is each replica's own, and each records it.
+    for p in procs.iter() {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+    }
+    let started = Instant::now();
+    loop {
+        let mut by = config_changes(&db);
+        by.sort();
+        if by == ["r0", "r1"] {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "config_changed by {by:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     let (held_id, forged_row, abandoned_id) = rt.block_on(async {
         // Held on r0, approved on r1.
