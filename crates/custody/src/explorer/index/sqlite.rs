@@ -86,7 +86,7 @@ pub(super) fn open(data_dir: &Path) -> Result<Index, IndexError> {
     let at = |what| Index::sql_at(&place, what);
     let conn = Connection::open(&path).map_err(at("open"))?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -4096; PRAGMA temp_store = MEMORY;",
     )
     .map_err(at("set its journal mode"))?;
     let version: Option<i64> = conn
