@@ -19,6 +19,7 @@ mod policy;
 mod postgres;
 mod procstat;
 mod replicas;
+mod sessions;
 mod witnessing;
 
 use std::net::SocketAddr;
@@ -99,6 +100,11 @@ enum Cmd {
         size: usize,
         #[arg(long)]
         seconds: u64,
+    },
+    /// Memory per idle session-based session (an HTTP upstream).
+    Sessions {
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
     },
     /// Durable audit appends with group commit: entries/s.
     Append {
@@ -294,6 +300,7 @@ fn main() -> anyhow::Result<()> {
             size,
             seconds,
         } => rt.block_on(audit::append(writers, size, seconds)),
+        Cmd::Sessions { count } => rt.block_on(sessions::sessions(count)),
         Cmd::Postgres {
             url,
             replicas,

@@ -102,7 +102,7 @@ fn peak(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-async fn post(
+pub async fn post(
     addr: SocketAddr,
     session: Option<&str>,
     body: Bytes,
