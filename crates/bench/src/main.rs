@@ -15,6 +15,7 @@ mod flood;
 mod load;
 mod mask;
 mod messages;
+mod peers;
 mod policy;
 mod postgres;
 mod procstat;
@@ -100,6 +101,21 @@ enum Cmd {
         size: usize,
         #[arg(long)]
         seconds: u64,
+    },
+    /// The relay benchmark with the peer gateways installed by crates/bench/peers/install.sh
+    /// beside custody, in one run.
+    Peers {
+        /// Where install.sh put the peers.
+        #[arg(long)]
+        cache: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Memory per idle session-based session (an HTTP upstream).
     Sessions {
@@ -301,6 +317,19 @@ fn main() -> anyhow::Result<()> {
             seconds,
         } => rt.block_on(audit::append(writers, size, seconds)),
         Cmd::Sessions { count } => rt.block_on(sessions::sessions(count)),
+        Cmd::Peers {
+            cache,
+            clients,
+            seconds,
+            calls,
+            rounds,
+        } => rt.block_on(peers::peers(
+            cache,
+            clients,
+            Duration::from_secs(seconds),
+            calls,
+            rounds,
+        )),
         Cmd::Postgres {
             url,
             replicas,
