@@ -33,19 +33,9 @@ fn approval_replicas(
     Vec<PathBuf>,
     std::collections::HashMap<&'static str, String>,
 ) {
-    use custody::identity::{new_static_token, token_hash};
     let policy = root.join("approvals.cedar");
     std::fs::write(&policy, APPROVAL_POLICY).unwrap();
-    let mut tokens = std::collections::HashMap::new();
-    let mut statics = String::new();
-    for name in ["ci", "alice", "carol"] {
-        let token = new_static_token();
-        statics.push_str(&format!(
-            "[[auth.static]]\nname = \"{name}\"\nsha256 = \"{}\"\n",
-            hex::encode(token_hash(&token))
-        ));
-        tokens.insert(name, token);
-    }
+    let (statics, tokens) = pg_common::static_tokens(&["ci", "alice", "carol"]);
     let rest = format!(
         "[auth]\n{statics}[policy]\nfiles = [\"{}\"]\n[approvals]\napprovers = [\"alice\"]\n\
          [endpoints.demo.upstream]\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"demo-server\"]\n",

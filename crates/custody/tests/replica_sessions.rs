@@ -26,17 +26,7 @@ fn replicas(
     Vec<PathBuf>,
     std::collections::HashMap<&'static str, String>,
 ) {
-    use custody::identity::{new_static_token, token_hash};
-    let mut tokens = std::collections::HashMap::new();
-    let mut statics = String::new();
-    for name in ["ci", "other"] {
-        let token = new_static_token();
-        statics.push_str(&format!(
-            "[[auth.static]]\nname = \"{name}\"\nsha256 = \"{}\"\n",
-            hex::encode(token_hash(&token))
-        ));
-        tokens.insert(name, token);
-    }
+    let (statics, tokens) = pg_common::static_tokens(&["ci", "other"]);
     let rest = format!(
         "[auth]\n{statics}[explorer]\nauditors = [\"ci\"]\n{}{}",
         http_upstream("f", upstream, ""),

@@ -111,6 +111,25 @@ impl Drop for Db {
     }
 }
 
+/// A static token for each of `names`: the `[[auth.static]]` tables that accept them, and
+/// each token by name.
+pub fn static_tokens(
+    names: &[&'static str],
+) -> (String, std::collections::HashMap<&'static str, String>) {
+    use custody::identity::{new_static_token, token_hash};
+    let mut tokens = std::collections::HashMap::new();
+    let mut statics = String::new();
+    for &name in names {
+        let token = new_static_token();
+        statics.push_str(&format!(
+            "[[auth.static]]\nname = \"{name}\"\nsha256 = \"{}\"\n",
+            hex::encode(token_hash(&token))
+        ));
+        tokens.insert(name, token);
+    }
+    (statics, tokens)
+}
+
 /// A replica's configuration: its own data directory, the shared log and key.
 pub fn config(root: &Path, name: &str, db: &str, key: &Path, upstream: &str) -> PathBuf {
     config_with(
