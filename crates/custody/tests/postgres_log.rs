@@ -474,7 +474,7 @@ fn a_replica_whose_connection_is_terminated_connects_again_and_the_log_stays_who
     let terminated: i64 = db
         .admin()
         .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'custody replica-a'",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'custody replica-a' AND datname = current_database()",
             &[],
         )
         .unwrap()
