@@ -523,19 +523,7 @@ async fn relay(
     durability: &str,
 ) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("custody-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
-    let up_addr = free_addr()?;
-    let upstream = spawn_self(&["upstream", &up_addr.to_string()])?;
-    wait_listening(up_addr)
-        .await
-        .context("starting the upstream")?;
-    let gw_addr = free_addr()?;
-    let config = work.join("custody.toml");
-    gateway_config(&config, gw_addr, &work.join("data"), up_addr, durability)?;
-    let gateway = spawn_self(&["gateway", config.to_str().unwrap_or_default()])?;
-    wait_listening(gw_addr)
-        .await
-        .context("starting the gateway")?;
+    let (upstream, up_addr, gateway, gw_addr) = upstream_and_gateway(&work, durability).await?;
     let (gw_pid, up_pid) = (gateway.0.id(), upstream.0.id());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = procstat::rss(gw_pid);
@@ -642,6 +630,28 @@ async fn relay(
     drop(upstream);
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// The conformance fixture over HTTP and a gateway relaying it (`gateway_config`, data in
+/// `work`): each process and its address, once both listen.
+async fn upstream_and_gateway(
+    work: &std::path::Path,
+    durability: &str,
+) -> anyhow::Result<(Proc, SocketAddr, Proc, SocketAddr)> {
+    std::fs::create_dir_all(work)?;
+    let up_addr = free_addr()?;
+    let upstream = spawn_self(&["upstream", &up_addr.to_string()])?;
+    wait_listening(up_addr)
+        .await
+        .context("starting the upstream")?;
+    let gw_addr = free_addr()?;
+    let config = work.join("custody.toml");
+    gateway_config(&config, gw_addr, &work.join("data"), up_addr, durability)?;
+    let gateway = spawn_self(&["gateway", config.to_str().unwrap_or_default()])?;
+    wait_listening(gw_addr)
+        .await
+        .context("starting the gateway")?;
+    Ok((upstream, up_addr, gateway, gw_addr))
 }
 
 fn gateway_config(

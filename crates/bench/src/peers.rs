@@ -11,10 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::{
-    Phase, Proc, free_addr, gateway_config, load, mb, measure, procstat, spawn_self, us,
-    wait_listening,
-};
+use crate::{Phase, Proc, free_addr, load, mb, measure, procstat, us, wait_listening};
 
 /// One gateway under test.
 struct Subject {
@@ -52,17 +49,7 @@ pub async fn peers(
     rounds: usize,
 ) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("custody-bench-peers-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
-    let up_addr = free_addr()?;
-    let upstream = spawn_self(&["upstream", &up_addr.to_string()])?;
-    wait_listening(up_addr)
-        .await
-        .context("starting the upstream")?;
-    let gw_addr = free_addr()?;
-    let config = work.join("custody.toml");
-    gateway_config(&config, gw_addr, &work.join("data"), up_addr, "fsync")?;
-    let gateway = spawn_self(&["gateway", config.to_str().unwrap_or_default()])?;
-    wait_listening(gw_addr).await.context("starting custody")?;
+    let (upstream, up_addr, gateway, gw_addr) = crate::upstream_and_gateway(&work, "fsync").await?;
     let peer_addr = free_addr()?;
     let peer = fastmcp(&cache, up_addr, peer_addr)?;
     wait_listening(peer_addr)

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{call_receipt, fixture_http};
-use pg_common::{Db, Replicas, config, logs, start, terminate};
+use pg_common::{Db, config, logs, terminate};
 use serde_json::Value;
 
 #[test]
@@ -31,22 +31,12 @@ fn postgres_restarted_under_load_leaves_one_whole_log() {
     };
     let root = tempfile::tempdir().unwrap();
     let key = root.path().join("log.key");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = pg_common::runtime();
     let upstream = rt.block_on(fixture_http());
     let configs: Vec<_> = (0..2)
         .map(|i| config(root.path(), &format!("r{i}"), &db.url, &key, &upstream))
         .collect();
-    let mut procs = Replicas::default();
-    let mut bases = Vec::new();
-    for c in &configs {
-        let (p, b) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
-        procs.push(p);
-        bases.push(b);
-    }
+    let (mut procs, bases) = pg_common::start_all(&configs);
     let receipts = Arc::new(Mutex::new(Vec::<Value>::new()));
     let after = Arc::new(AtomicU64::new(0));
     let restarted = Arc::new(AtomicBool::new(false));

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pg_common::{Db, Replicas, config_with, start, terminate};
+use pg_common::{Db, config_with, runtime, start, start_all, terminate};
 use serde_json::{Value, json};
 
 const APPROVAL_POLICY: &str = r#"
@@ -104,30 +104,19 @@ fn hold_on(base: &str, token: &str) -> tokio::task::JoinHandle<Answer> {
 
 /// The replicas that wrote a `config_changed` entry into the shared log.
 fn config_changes(db: &Db) -> Vec<String> {
-    db.admin()
-        .query("SELECT data, replica FROM entries ORDER BY idx", &[])
-        .unwrap()
-        .iter()
-        .filter_map(|r| {
-            let data: Vec<u8> = r.get(0);
-            let e = tlog::Entry::decode(&data).ok()?;
-            (e.kind.name() == "config_changed").then(|| r.get(1))
-        })
+    db.entries()
+        .into_iter()
+        .filter(|(e, _)| e.kind.name() == "config_changed")
+        .map(|(_, replica)| replica)
         .collect()
 }
 
 /// The `approval_*` entries of the shared log for approval `id`, by kind name.
 fn approval_entries(db: &Db, id: &str) -> Vec<String> {
-    db.admin()
-        .query("SELECT data FROM entries ORDER BY idx", &[])
-        .unwrap()
+    db.entries()
         .iter()
-        .filter_map(|r| {
-            let data: Vec<u8> = r.get(0);
-            let e = tlog::Entry::decode(&data).ok()?;
-            let name = e.kind.name();
-            (name.starts_with("approval_") && e.detail.contains(id)).then(|| name.to_string())
-        })
+        .filter(|(e, _)| e.kind.name().starts_with("approval_") && e.detail.contains(id))
+        .map(|(e, _)| e.kind.name().to_string())
         .collect()
 }
 
@@ -138,18 +127,8 @@ fn an_approval_granted_on_one_replica_releases_the_call_held_on_another() {
     };
     let root = tempfile::tempdir().unwrap();
     let (configs, tokens) = approval_replicas(root.path(), &db.url);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut procs = Replicas::default();
-    let mut bases = Vec::new();
-    for c in &configs {
-        let (p, b) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
-        procs.push(p);
-        bases.push(b);
-    }
+    let rt = runtime();
+    let (mut procs, bases) = start_all(&configs);
     // A policy reload is each replica's own, and each records it.
     for p in procs.iter() {
         nix::sys::signal::kill(

@@ -43,11 +43,7 @@ fn a_cosignature_only_the_database_holds_is_not_published() {
         config(root.path(), "r0", &db.url, &key, upstream),
         config(root.path(), "r1", &db.url, &key, upstream),
     ];
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = pg_common::runtime();
     // r0 starts first and holds the steward's lease.
     let (r0, base0) = start(&configs[0]).unwrap();
     let mut procs = Replicas(vec![r0]);

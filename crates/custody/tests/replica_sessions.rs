@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pg_common::{Db, Replicas, config_with, logs, start, terminate};
+use pg_common::{Db, config_with, logs, runtime, start_all, terminate};
 use serde_json::json;
 
 /// Two replicas of one log in `db` relaying the conformance fixture at `upstream` as endpoint
@@ -51,34 +51,17 @@ fn replicas(
 /// The reasons of the `session_closed` entries of session `id`, and how many entries name it.
 /// (Called from the tests' runtime: the blocking client runs where blocking is allowed.)
 fn session_entries(db: &Db, id: &str) -> (Vec<String>, usize) {
-    let rows = tokio::task::block_in_place(|| {
-        db.admin()
-            .query("SELECT data FROM entries ORDER BY idx", &[])
-            .unwrap()
-    });
-    let mut closed = Vec::new();
-    let mut all = 0;
-    for r in &rows {
-        let data: Vec<u8> = r.get(0);
-        let e = tlog::Entry::decode(&data).unwrap();
-        if e.session != id {
-            continue;
-        }
-        all += 1;
-        if e.kind.name() == "session_closed" {
+    let entries = tokio::task::block_in_place(|| db.entries());
+    let mine: Vec<_> = entries.iter().filter(|(e, _)| e.session == id).collect();
+    let closed = mine
+        .iter()
+        .filter(|(e, _)| e.kind.name() == "session_closed")
+        .map(|(e, _)| {
             let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
-            closed.push(detail["reason"].as_str().unwrap_or_default().to_string());
-        }
-    }
-    (closed, all)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+            detail["reason"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    (closed, mine.len())
 }
 
 /// A client of `url` as `token` presenting session `session`.
@@ -105,13 +88,7 @@ fn a_session_opened_on_one_replica_goes_on_through_another() {
     let root = tempfile::tempdir().unwrap();
     let upstream = rt.block_on(fixture_http());
     let (configs, tokens) = replicas(root.path(), &db.url, &upstream, "30m");
-    let mut procs = Replicas::default();
-    let mut bases = Vec::new();
-    for c in &configs {
-        let (p, b) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
-        procs.push(p);
-        bases.push(b);
-    }
+    let (mut procs, bases) = start_all(&configs);
     rt.block_on(async {
         let on = |i: usize| format!("{}/mcp/f", bases[i]);
         let mut c = Client::new(on(0)).with_token(&tokens["ci"]);
@@ -223,13 +200,7 @@ fn a_shared_session_is_closed_as_idle_only_when_no_replica_used_it() {
     let root = tempfile::tempdir().unwrap();
     let upstream = rt.block_on(fixture_http());
     let (configs, tokens) = replicas(root.path(), &db.url, &upstream, "4s");
-    let mut procs = Replicas::default();
-    let mut bases = Vec::new();
-    for c in &configs {
-        let (p, b) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
-        procs.push(p);
-        bases.push(b);
-    }
+    let (mut procs, bases) = start_all(&configs);
     rt.block_on(async {
         let on = |i: usize| format!("{}/mcp/f", bases[i]);
         let mut c = Client::new(on(0)).with_token(&tokens["ci"]);

@@ -172,17 +172,7 @@ impl World {
         let entries = match self.db {
             None => entries(dir.path()),
             Some(db) => tokio::task::block_in_place(move || {
-                let rows = db
-                    .admin()
-                    .query("SELECT data FROM entries ORDER BY idx", &[])
-                    .unwrap();
-                let out = rows
-                    .iter()
-                    .map(|r| {
-                        let data: Vec<u8> = r.get(0);
-                        tlog::Entry::decode(&data).unwrap().into_owned()
-                    })
-                    .collect();
+                let out = db.entries().into_iter().map(|(e, _)| e).collect();
                 drop(db);
                 out
             }),

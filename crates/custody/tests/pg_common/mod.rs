@@ -63,6 +63,19 @@ impl Db {
 }
 
 impl Db {
+    /// Every entry of the shared log in index order, with the replica that wrote it. Blocking.
+    pub fn entries(&self) -> Vec<(tlog::Entry<'static>, String)> {
+        self.admin()
+            .query("SELECT data, replica FROM entries ORDER BY idx", &[])
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let data: Vec<u8> = r.get(0);
+                (tlog::Entry::decode(&data).unwrap().into_owned(), r.get(1))
+            })
+            .collect()
+    }
+
     /// How many entries the log holds, asserting that their indices run from 0 without a hole.
     pub fn contiguous_entries(&self) -> i64 {
         let r = self
@@ -109,6 +122,27 @@ impl Drop for Db {
             ));
         }
     }
+}
+
+/// The tests' runtime for their clients (the replicas are processes of their own).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Starts a replica for each configuration; the processes and their base URLs.
+pub fn start_all(configs: &[PathBuf]) -> (Replicas, Vec<String>) {
+    let mut procs = Replicas::default();
+    let mut bases = Vec::new();
+    for c in configs {
+        let (p, b) = start(c).unwrap_or_else(|e| panic!("a replica did not start: {e}"));
+        procs.push(p);
+        bases.push(b);
+    }
+    (procs, bases)
 }
 
 /// A static token for each of `names`: the `[[auth.static]]` tables that accept them, and
