@@ -112,7 +112,10 @@ pub struct Head {
 }
 
 enum Job {
-    Append(Box<Draft>, oneshot::Sender<Result<Appended, AuditError>>),
+    Append(
+        Box<draft::Sealed>,
+        oneshot::Sender<Result<Appended, AuditError>>,
+    ),
     /// Sign the tree as it stands if it is larger than `published` covers (see
     /// `sequencer::sign`); `None` when there is nothing new to sign.
     Sign {
@@ -429,7 +432,6 @@ impl Audit {
                 signer: signer.clone(),
                 health: health.clone(),
                 head: head_tx,
-                version: entry_version,
                 metrics: metrics.clone(),
             },
             rx,
@@ -487,7 +489,7 @@ impl Audit {
         refused?;
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Append(Box::new(draft), tx))
+            .send(Job::Append(Box::new(draft.seal(self.entry_version)), tx))
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?

@@ -38,6 +38,22 @@ pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
 /// The largest encoded version-2 entry (its header): a larger one is refused where it is made.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The entry versions.
+/// Where an encoded entry's index starts (after its version byte): an entry encoded before
+/// its index is known gets it with [`set_index`].
+pub const INDEX_OFFSET: usize = 1;
+
+/// Writes `index` into an encoded entry (one made with any index). `false` when `encoded` is
+/// too short to be an entry.
+pub fn set_index(encoded: &mut [u8], index: u64) -> bool {
+    match encoded.get_mut(INDEX_OFFSET..INDEX_OFFSET + 8) {
+        Some(at) => {
+            at.copy_from_slice(&index.to_be_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
 pub const V1: u8 = 1;
 pub const V2: u8 = 2;
 
@@ -483,6 +499,17 @@ mod tests {
         let back = Entry::decode(&bytes).unwrap();
         assert_eq!(back, e);
         assert_eq!(back.encode(), bytes);
+    }
+
+    #[test]
+    fn an_index_set_later_is_the_index_encoded() {
+        let mut e = sample();
+        let mut bytes = e.encode();
+        assert!(set_index(&mut bytes, 123_456));
+        e.index = 123_456;
+        assert_eq!(bytes, e.encode());
+        assert_eq!(Entry::decode(&bytes).unwrap().index, 123_456);
+        assert!(!set_index(&mut bytes[..5], 1), "too short for an index");
     }
 
     #[test]

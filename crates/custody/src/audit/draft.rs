@@ -6,6 +6,18 @@ use bytes::Bytes;
 
 use super::{Direction, Erase, GATEWAY, Kind, Mark, now_ns};
 
+/// An entry encoded and its payloads committed to, waiting for its index (see
+/// [`Draft::seal`]).
+pub(super) struct Sealed {
+    /// The encoded entry with index 0: the sequencer writes the index in
+    /// ([`tlog::entry::set_index`]).
+    pub data: Vec<u8>,
+    pub payloads: Vec<crate::store::Payload>,
+    pub mark: Option<Mark>,
+    pub time_ns: u64,
+    pub erase: Option<Erase>,
+}
+
 /// An entry before the sequencer gives it its index.
 #[derive(Debug, Clone)]
 pub struct Draft {
@@ -89,6 +101,21 @@ impl Draft {
             fixed
         } else {
             fixed + 1 + self.payloads().count() * 41
+        }
+    }
+
+    /// Encodes the entry for a log of `version` without its index, and commits to its
+    /// payloads: the work that does not depend on the order of entries, done by whoever
+    /// appends (on all cores) so that the one sequencer thread only numbers, hashes and
+    /// stores.
+    pub(super) fn seal(&self, version: u8) -> Sealed {
+        let (data, payloads) = self.encode(0, version);
+        Sealed {
+            data,
+            payloads,
+            mark: self.mark.clone(),
+            time_ns: self.time_ns,
+            erase: self.erase.clone(),
         }
     }
 

@@ -4,8 +4,9 @@
 //! order of each round, and its points of no return:
 //!
 //! 1. Take the first job (blocking), then every job already queued, up to [`MAX_BATCH`].
-//! 2. Encode each entry with its index, hash it, and append the hashes to a *copy* of the
-//!    tree, collecting the interior nodes it completes.
+//! 2. Write each entry's index into its bytes (encoded, and its payloads committed to, by
+//!    the task that appended it: that work is parallel), hash it, and append the hashes to a
+//!    *copy* of the tree, collecting the interior nodes it completes.
 //! 3. Write entries, nodes and the new tree state in one transaction, and commit (one fsync).
 //!    — No return: after a successful commit the entries are durable.
 //! 4. Replace the in-memory tree with the copy, publish the new head, acknowledge every entry.
@@ -41,8 +42,6 @@ pub struct Sequencer<S> {
     pub signer: Arc<Signer>,
     pub health: Arc<Health>,
     pub head: watch::Sender<Head>,
-    /// The log's entry version (`tlog::entry::V1` or `V2`).
-    pub version: u8,
     /// Commits, batches and entries, for `/metrics`.
     pub metrics: Arc<crate::metrics::AuditMetrics>,
 }
@@ -69,7 +68,7 @@ pub fn sign_range(signer: &Signer, range: &CompactRange) -> Signed {
 
 /// A round's appends, each with where its answer goes.
 type Batch = Vec<(
-    super::Draft,
+    super::draft::Sealed,
     tokio::sync::oneshot::Sender<Result<Appended, AuditError>>,
 )>;
 
@@ -93,7 +92,7 @@ fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Append(draft, reply) => batch.push((*draft, reply)),
+                Job::Append(sealed, reply) => batch.push((*sealed, reply)),
                 Job::Stop(reply) => {
                     stop = Some(reply);
                     break;
@@ -110,7 +109,7 @@ fn run<S: Store>(mut seq: Sequencer<S>, mut jobs: mpsc::Receiver<Job>) {
             let mut more = |batch: &mut Vec<_>| {
                 while batch.len() < MAX_BATCH && stop.is_none() {
                     match jobs.try_recv() {
-                        Ok(Job::Append(draft, reply)) => batch.push((*draft, reply)),
+                        Ok(Job::Append(sealed, reply)) => batch.push((*sealed, reply)),
                         Ok(Job::Stop(reply)) => stop = Some(reply),
                         Ok(other) => after.push(other),
                         Err(_) => break,
@@ -283,8 +282,11 @@ impl<S: Store> Sequencer<S> {
         let first = next.size();
         let mut nodes: Vec<Node> = Vec::new();
         let mut rows = Vec::with_capacity(batch.len());
-        for (k, (draft, _)) in batch.iter().enumerate() {
-            let (data, payloads) = draft.encode(first + k as u64, self.version);
+        for (k, (sealed, _)) in batch.iter_mut().enumerate() {
+            // Encoded and committed to by the appender; only the index and the leaf hash
+            // depend on the order.
+            let mut data = std::mem::take(&mut sealed.data);
+            tlog::entry::set_index(&mut data, first + k as u64);
             let leaf = leaf_hash(&data);
             next.append(leaf, |n| {
                 if n.level >= NODE_LEVEL {
@@ -294,10 +296,10 @@ impl<S: Store> Sequencer<S> {
             rows.push(Row {
                 leaf,
                 data,
-                mark: draft.mark.clone(),
-                payloads,
-                time_ns: draft.time_ns,
-                erase: draft.erase.clone(),
+                mark: sealed.mark.take(),
+                payloads: std::mem::take(&mut sealed.payloads),
+                time_ns: sealed.time_ns,
+                erase: sealed.erase.take(),
             });
         }
         // 3. One transaction, one fsync.
