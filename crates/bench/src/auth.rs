@@ -16,7 +16,7 @@ use http::HeaderMap;
 use serde_json::json;
 
 use crate::load::{Conn, latencies_on, percentile};
-use crate::{Proc, free_addr, spawn_self, us, wait_listening};
+use crate::relay::{Proc, free_addr, spawn_self, us, wait_listening};
 
 fn config(issuer: &TestIssuer, cache: usize) -> anyhow::Result<Config> {
     let text = format!(

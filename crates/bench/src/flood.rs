@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use crate::load::{Conn, percentile};
-use crate::{Proc, free_addr, spawn_self, us, wait_listening};
+use crate::relay::{Proc, free_addr, spawn_self, us, wait_listening};
 
 #[derive(Default)]
 struct Answers {

@@ -13,7 +13,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use crate::{free_addr, mb, procstat, spawn_self, wait_listening};
+use crate::procstat;
+use crate::relay::{free_addr, mb, spawn_self, wait_listening};
 
 /// A tool result of about `size` bytes: text, nested objects, numbers, escapes.
 fn sample(size: usize) -> Vec<u8> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::{Phase, Proc, free_addr, load, mb, measure, procstat, us, wait_listening};
+use crate::relay::{Phase, Proc, free_addr, mb, measure, us, wait_listening};
+use crate::{load, procstat};
 
 /// One gateway under test.
 struct Subject {
@@ -49,7 +50,8 @@ pub async fn peers(
     rounds: usize,
 ) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("custody-bench-peers-{}", std::process::id()));
-    let (upstream, up_addr, gateway, gw_addr) = crate::upstream_and_gateway(&work, "fsync").await?;
+    let (upstream, up_addr, gateway, gw_addr) =
+        crate::relay::upstream_and_gateway(&work, "fsync").await?;
     let peer_addr = free_addr()?;
     let peer = fastmcp(&cache, up_addr, peer_addr)?;
     wait_listening(peer_addr)

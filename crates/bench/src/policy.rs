@@ -12,7 +12,7 @@ use custody::policy::{Call, Engine, Verdict};
 use serde_json::json;
 
 use crate::load::percentile;
-use crate::us;
+use crate::relay::us;
 
 fn policies(n: usize) -> String {
     let mut text = String::from(

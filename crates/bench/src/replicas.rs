@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::{free_addr, load, procstat, spawn_self, wait_listening};
+use crate::relay::{free_addr, spawn_self, wait_listening};
+use crate::{load, procstat};
 
 fn config(
     path: &std::path::Path,

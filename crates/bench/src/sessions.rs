@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::{free_addr, procstat, spawn_self, wait_listening};
+use crate::procstat;
+use crate::relay::{free_addr, spawn_self, wait_listening};
 
 pub async fn sessions(count: usize) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("custody-bench-sessions-{}", std::process::id()));

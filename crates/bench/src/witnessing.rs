@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::{Phase, free_addr, gateway_config, load, measure, spawn_self, wait_listening};
+use crate::load;
+use crate::relay::{Phase, free_addr, gateway_config, measure, spawn_self, wait_listening};
 
 /// (internal) A built-in witness in a process of its own.
 pub async fn serve_witness(dir: &Path, addr: SocketAddr, accept: &str) -> anyhow::Result<()> {

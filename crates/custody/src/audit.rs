@@ -12,10 +12,12 @@
 mod checkpointer;
 mod draft;
 pub mod erase;
+mod errors;
 pub mod files;
 pub mod health;
 pub mod keys;
 pub mod predecessor;
+mod proofs;
 mod ready;
 mod resume;
 pub mod scrub;
@@ -40,6 +42,7 @@ use crate::config::{AuditConfig, Durability};
 pub use crate::store::{Erase, Mark};
 use crate::store::{Location, LogReader, Reader, SqliteStore, Store, StoreError, StoredCheckpoint};
 pub use draft::Draft;
+pub use errors::{AuditError, OpenError};
 use files::Files;
 use health::Health;
 
@@ -54,47 +57,6 @@ pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// Why the log could not take an entry or produce a proof.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AuditError {
-    #[error("the audit log is unavailable: {0}")]
-    Unavailable(String),
-    #[error("the audit log is shut down")]
-    Closed,
-    #[error("{0}")]
-    Proof(String),
-    #[error(
-        "entry {index} is not covered by a checkpoint yet (latest covers {size}); retry after the next checkpoint"
-    )]
-    NotYetCheckpointed { index: u64, size: u64 },
-    /// The entry would be larger than `custody verify` accepts: it is never written.
-    #[error(
-        "the entry would be {0} bytes, over the {max} bytes a log entry may hold; it was not written",
-        max = tlog::entry::MAX_ENTRY_BYTES
-    )]
-    TooLarge(usize),
-    /// A version-2 entry's header (everything but its payloads) over its cap: refused where
-    /// it is made, never truncated.
-    #[error(
-        "the entry's header would be {0} bytes, over the {max} bytes a version-2 entry's header may hold (its payloads are not counted); it was not written",
-        max = tlog::entry::MAX_HEADER_BYTES
-    )]
-    HeaderTooLarge(usize),
-    #[error(
-        "the log's newest entries have waited {} for a checkpoint its witnesses cosign ({quorum}), longer than witness.max_lag ({}); calls are refused until the witnesses answer (GET /api/v1/log/witnesses says which do not)",
-        humantime::format_duration(std::time::Duration::from_millis(u64::try_from(lag.as_millis()).unwrap_or(u64::MAX))),
-        humantime::format_duration(*max_lag)
-    )]
-    Unwitnessed {
-        lag: std::time::Duration,
-        max_lag: std::time::Duration,
-        quorum: String,
-    },
-    /// A checkpoint was signed but not published: its witnesses did not meet the quorum.
-    #[error("{0}")]
-    Withheld(String),
 }
 
 /// Where an entry landed.
@@ -204,61 +166,6 @@ pub struct Unfinished {
     pub session: Option<String>,
     /// The held request's entry.
     pub request: Option<u64>,
-}
-
-/// What a refusal to open the log says to do when entries are gone for good.
-const AFTER_LOSS: &str = "restore the database from a backup that holds them; if they are gone for good, start a new log with a new key and origin whose first entry names this one (`custody keygen --origin NEW --predecessor FILE`, docs/audit.md \"After data loss\")";
-
-/// Why the log could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(transparent)]
-    Key(#[from] keys::KeyError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Files(#[from] files::FileError),
-    #[error(
-        "the stored log no longer matches the checkpoint it signed at size {size}: {why}; refusing to extend it (run `custody verify` to find what changed)"
-    )]
-    Diverged { size: u64, why: String },
-    #[error("{place} is not a checkpoint this log signed: {why}; refusing to start")]
-    Unverified { place: String, why: String },
-    #[error(
-        "the log was forked: {first} and {second} both sign size {size}; refusing to start (run `custody verify`)"
-    )]
-    Forked {
-        size: u64,
-        first: String,
-        second: String,
-    },
-    #[error(
-        "{db} holds {entries} entries but {place} is a checkpoint the log signed at size {size} (root {root}): entries were lost or removed; {AFTER_LOSS}"
-    )]
-    Truncated {
-        db: String,
-        entries: u64,
-        size: u64,
-        root: String,
-        place: String,
-    },
-    #[error(
-        "{db} holds {entries} entries but no checkpoint this log signed survives ({head}, {checkpoints} and the database's checkpoints table are missing or empty): its state cannot be checked, so it is not extended; {AFTER_LOSS}"
-    )]
-    Unanchored {
-        db: String,
-        entries: u64,
-        head: String,
-        checkpoints: String,
-    },
-    #[error(
-        "the shared log is signed by the key {stored}, but this replica's key file holds {ours}: every replica of one log signs with its one key (give each replica the same audit.key_file)"
-    )]
-    OtherKey { stored: String, ours: String },
-    #[error("audit.predecessor: {0}")]
-    Predecessor(String),
-    #[error("couldn't sign the new log's first checkpoint: {0}")]
-    Genesis(AuditError),
 }
 
 /// The approvals left pending in the log `reader` reads: all of them, or in a log replicas
@@ -616,103 +523,6 @@ impl Audit {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-    }
-
-    /// A tlog-proof for entry `index` in the latest published checkpoint, or (`size`) in the
-    /// published checkpoint of that size, with the entry's leaf hash in its `extra` line.
-    ///
-    /// # Errors
-    /// The entry is not checkpointed yet, is not in the log, no checkpoint has that size, or
-    /// an integrity alarm stopped the log.
-    pub async fn proof(&self, index: u64, size: Option<u64>) -> Result<String, AuditError> {
-        if let Some(why) = self.halted() {
-            return Err(AuditError::Unavailable(why));
-        }
-        let Some(latest) = self.latest_checkpoint() else {
-            return Err(AuditError::NotYetCheckpointed { index, size: 0 });
-        };
-        let log = self.location.clone();
-        let health = self.health.clone();
-        let verifier = self.verifier.clone();
-        tokio::task::spawn_blocking(move || {
-            let reader = Reader::open(&log).map_err(|e| AuditError::Proof(e.to_string()))?;
-            let cp = match size {
-                None => latest,
-                Some(s) if s == latest.size => latest,
-                Some(s) if s > latest.size => {
-                    return Err(AuditError::Proof(format!(
-                        "no checkpoint of size {s} is published yet (the latest covers {})",
-                        latest.size
-                    )));
-                }
-                Some(s) => reader
-                    .checkpoint_at(s)
-                    .map_err(|e| AuditError::Proof(e.to_string()))?
-                    .ok_or_else(|| {
-                        AuditError::Proof(format!("the log signed no checkpoint of size {s}"))
-                    })?,
-            };
-            if index >= cp.size {
-                return Err(AuditError::NotYetCheckpointed {
-                    index,
-                    size: cp.size,
-                });
-            }
-            let (leaf, _) = reader
-                .entry(index)
-                .map_err(|e| AuditError::Proof(e.to_string()))?;
-            let path = tlog::proof::inclusion_proof(&reader, index, cp.size)
-                .map_err(|e| AuditError::Proof(e.to_string()))?;
-            // A proof read from a changed database would not verify: check it before handing
-            // it out, and treat a failure as what it is.
-            let (checkpoint, _) = tlog::Checkpoint::open(cp.note.as_bytes(), &verifier)
-                .map_err(|e| AuditError::Proof(e.to_string()))?;
-            if let Err(e) =
-                tlog::proof::verify_inclusion(&leaf, index, cp.size, &path, &checkpoint.root)
-            {
-                let why = format!(
-                    "the stored proof of entry {index} does not verify against checkpoint {} ({e}): the database was changed",
-                    cp.size
-                );
-                tracing::error!("{why}");
-                health.alarm(why.clone(), false);
-                return Err(AuditError::Proof(why));
-            }
-            Ok(tlog::InclusionReceipt {
-                extra: Some(leaf.0.to_vec()),
-                index,
-                path,
-                checkpoint: cp.note,
-            }
-            .encode())
-        })
-        .await
-        .map_err(|e| AuditError::Proof(e.to_string()))?
-    }
-
-    /// A consistency proof (RFC 9162 §2.1.4) from the tree of `from` entries to the tree of
-    /// `to`, where `to` is at most the latest published checkpoint's size.
-    ///
-    /// # Errors
-    /// Sizes out of order or past the latest checkpoint, a stopped log, or the store.
-    pub async fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {
-        if let Some(why) = self.halted() {
-            return Err(AuditError::Unavailable(why));
-        }
-        let latest = self.latest_checkpoint().map_or(0, |c| c.size);
-        if from > to || to > latest {
-            return Err(AuditError::Proof(format!(
-                "a consistency proof needs from <= to <= {latest} (the latest published checkpoint's size); got from={from}, to={to}"
-            )));
-        }
-        let log = self.location.clone();
-        tokio::task::spawn_blocking(move || {
-            let reader = Reader::open(&log).map_err(|e| AuditError::Proof(e.to_string()))?;
-            tlog::proof::consistency_proof(&reader, from, to)
-                .map_err(|e| AuditError::Proof(e.to_string()))
-        })
-        .await
-        .map_err(|e| AuditError::Proof(e.to_string()))?
     }
 
     /// Starts the checkpointer: a checkpoint at most every `checkpoint_interval` while the log

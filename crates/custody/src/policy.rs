@@ -6,10 +6,13 @@
 //! set or the new one, never a mix.
 
 mod audit;
+mod list;
 pub mod load;
 pub mod reload;
 pub mod schema;
 mod slice;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -23,6 +26,7 @@ use cedar_policy::{
 };
 use serde_json::{Value, json};
 
+pub use list::{LIST_METHODS, listed};
 pub use load::{Loaded, PolicyError, PolicyErrors, Source};
 
 use crate::config::{AuthConfig, PolicyConfig};
@@ -503,166 +507,5 @@ fn read_sources(
         Ok(sources)
     } else {
         Err(PolicyErrors(errors))
-    }
-}
-
-/// The list methods whose answers are filtered by policy.
-pub const LIST_METHODS: [&str; 3] = ["tools/list", "resources/list", "prompts/list"];
-
-/// What a list method lists: the result's array, the item's key field, and the action using
-/// an item needs.
-pub fn listed(method: &str) -> Option<(&'static str, &'static str, &'static str)> {
-    match method {
-        "tools/list" => Some(("tools", "name", "tools/call")),
-        "resources/list" => Some(("resources", "uri", "resources/read")),
-        "prompts/list" => Some(("prompts", "name", "prompts/get")),
-        _ => None,
-    }
-}
-
-impl Engine {
-    /// Removes from the answer to list method `call.method` the items the principal may not use
-    /// (policy denies the action on them; items needing approval stay). Returns the removed
-    /// items' names or URIs.
-    pub fn filter_list(&self, call: &Call<'_>, answer: &mut Value) -> Vec<String> {
-        let Some((array, key, action)) = listed(call.method) else {
-            return Vec::new();
-        };
-        let Some(items) = answer
-            .pointer_mut(&format!("/result/{array}"))
-            .and_then(Value::as_array_mut)
-        else {
-            return Vec::new();
-        };
-        let mut removed = Vec::new();
-        items.retain(|item| {
-            let name = item.get(key).and_then(Value::as_str).unwrap_or("");
-            let verdict = self
-                .decide(&Call {
-                    method: action,
-                    target: Some(name),
-                    arguments: None,
-                    ..*call
-                })
-                .verdict;
-            if verdict == Verdict::Deny {
-                removed.push(name.to_string());
-                false
-            } else {
-                true
-            }
-        });
-        removed
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn engine(text: &str) -> Arc<Engine> {
-        let policy = PolicyConfig {
-            files: Vec::new(),
-            builtin: Some(Box::leak(text.to_string().into_boxed_str())),
-            watch: false,
-        };
-        Engine::new(&policy, &AuthConfig::anonymous())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap()
-    }
-
-    fn may_approve(engine: &Engine, approver: &str, environment: &str) -> bool {
-        let requester = Principal::static_token("ci");
-        let arguments = json!({ "environment": environment });
-        engine
-            .decide_approve(
-                &Principal::static_token(approver),
-                &Held {
-                    requester: &requester,
-                    endpoint: "prod",
-                    method: "tools/call",
-                    target: Some("deploy"),
-                    arguments: Some(&arguments),
-                },
-            )
-            .verdict
-            == Verdict::Allow
-    }
-
-    #[test]
-    fn approving_is_granted_only_by_permits_that_name_it() {
-        let e = engine("permit(principal, action, resource);\n");
-        assert!(
-            !may_approve(&e, "alice", "prod"),
-            "permit-all grants no approvals"
-        );
-        let e = engine(
-            "permit(principal, action, resource);\n\
-             permit(principal, action == Action::\"approve\", resource in Endpoint::\"prod\")\n\
-             when { principal.name == \"alice\" && context.requester.name == \"ci\" &&\n\
-                    context.arguments.hasTag(\"environment\") && context.arguments.getTag(\"environment\") == \"prod\" };\n",
-        );
-        assert!(may_approve(&e, "alice", "prod"));
-        assert!(!may_approve(&e, "bob", "prod"));
-        assert!(!may_approve(&e, "alice", "staging"));
-        let e = engine(
-            "permit(principal, action == Action::\"approve\", resource);\n\
-             forbid(principal, action, resource) when { principal.name == \"mallory\" };\n",
-        );
-        assert!(may_approve(&e, "alice", "prod"));
-        assert!(
-            !may_approve(&e, "mallory", "prod"),
-            "a forbid of everything applies"
-        );
-    }
-
-    #[test]
-    fn a_policy_can_keep_the_person_who_started_a_run_from_approving_it() {
-        let e = engine(
-            "permit(principal, action == Action::\"approve\", resource);\n\
-             forbid(principal, action == Action::\"approve\", resource)\n\
-             when { context.requester.actor == principal.name };\n",
-        );
-        let mut claims = serde_json::Map::new();
-        claims.insert("actor".into(), json!("octocat"));
-        let run = Principal::oidc(
-            "https://token.actions.githubusercontent.com",
-            "repo:acme/api:ref:refs/heads/main".into(),
-            "acme/api@refs/heads/main".into(),
-            claims,
-            &[],
-        );
-        let held = Held {
-            requester: &run,
-            endpoint: "prod",
-            method: "tools/call",
-            target: Some("deploy"),
-            arguments: None,
-        };
-        let verdict = |who: &str| {
-            e.decide_approve(&Principal::static_token(who), &held)
-                .verdict
-        };
-        assert_eq!(verdict("octocat"), Verdict::Deny);
-        assert_eq!(verdict("hubot"), Verdict::Allow);
-    }
-
-    #[test]
-    fn needs_approval_carries_the_largest_min_approvals() {
-        let e = engine(
-            "@approval(\"required\")\npermit(principal, action, resource);\n\
-             @approval(\"required\")\n@min_approvals(\"3\")\npermit(principal, action == Action::\"tools/call\", resource);\n",
-        );
-        let d = e.decide(&Call {
-            principal: &Principal::static_token("ci"),
-            endpoint: "prod",
-            method: "tools/call",
-            target: Some("deploy"),
-            arguments: None,
-            protocol_version: "2025-11-25",
-            client_address: "127.0.0.1:1",
-        });
-        assert_eq!((d.verdict, d.min_approvals), (Verdict::NeedsApproval, 3));
-        assert_eq!(d.policies.len(), 2);
     }
 }

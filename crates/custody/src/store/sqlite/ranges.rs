@@ -24,7 +24,7 @@ impl SqliteReader {
     /// # Errors
     /// [`StoreError::NotFound`] for the first that is not stored.
     pub fn leaves(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
-        super::leaves(&self.conn, from, to)
+        super::reader::leaves(&self.conn, from, to)
     }
 
     /// The stored tree nodes of `level` (at least [`super::NODE_LEVEL`]), `from..to`.
