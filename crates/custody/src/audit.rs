@@ -306,6 +306,9 @@ impl Audit {
         let replica_seal = signer.derive_secret("custody: between replicas of a shared log");
         let health = Arc::new(Health::default());
         let mut latest = resumed.latest.map(|(cp, _)| cp);
+        // What is served until the next checkpoint is published: never one that was signed
+        // but withheld (see `Resumed::published`).
+        let mut published = resumed.published;
         if created {
             // A new log signs its empty tree at once, so that from its first entry on some
             // place outside the database says the log exists.
@@ -315,6 +318,7 @@ impl Audit {
                 .put_checkpoint(&genesis.checkpoint)
                 .map_err(|e| OpenError::Genesis(AuditError::Unavailable(e.to_string())))?;
             files.append_checkpoint(&genesis.checkpoint)?;
+            published = Some(genesis.checkpoint.clone());
             latest = Some(genesis.checkpoint);
         }
         // Erasures a previous run recorded and signed but did not carry out.
@@ -348,7 +352,7 @@ impl Audit {
             verifier,
             origin: signer.name().to_string(),
             head,
-            latest: Arc::new(RwLock::new(latest)),
+            latest: Arc::new(RwLock::new(published)),
             publishing: tokio::sync::Mutex::new(()),
             health,
             files,

@@ -173,7 +173,13 @@ pub async fn run(
         }
         if initialized && listener.is_none() && lock(&state.session).is_some() {
             let st = state.clone();
-            listener = Some(tokio::spawn(async move { listen(&st).await }));
+            let (opened, is_open) = tokio::sync::oneshot::channel();
+            listener = Some(tokio::spawn(async move { listen(&st, opened).await }));
+            // What the server sends once the client is initialized must not be lost to a race
+            // with the stream's opening: the next message is read only when the gateway has
+            // answered the GET (or refused it, or after two seconds: a gateway that holds the
+            // answer back delays the job by no more than that).
+            let _ = tokio::time::timeout(Duration::from_secs(2), is_open).await;
         }
     }
     // Stdin ended: let calls in flight finish, then end the session.
@@ -485,7 +491,9 @@ async fn send_retrying(
 /// Relays the session's standalone stream (GET): what the server sends outside any request,
 /// such as `notifications/tools/list_changed`. Reconnects with `Last-Event-ID` when the stream
 /// drops; stops when the gateway does not offer one, or after five failures in a row.
-async fn listen(state: &State) {
+/// `opened` hears when the gateway first answers (whatever it answers).
+async fn listen(state: &State, opened: tokio::sync::oneshot::Sender<()>) {
+    let mut opened = Some(opened);
     let mut last_event: Option<String> = None;
     let mut failures = 0;
     while failures < 5 && !state.stop.is_cancelled() {
@@ -505,7 +513,11 @@ async fn listen(state: &State) {
         let Ok(req) = req.body(Full::new(Bytes::new())) else {
             return;
         };
-        let resp = match state.http.request(req).await {
+        let answer = state.http.request(req).await;
+        if let Some(o) = opened.take() {
+            let _ = o.send(());
+        }
+        let resp = match answer {
             Ok(r) if r.status() == StatusCode::OK => r,
             // 405: no standalone stream here; anything else: the session is gone or refused.
             Ok(_) => return,

@@ -139,7 +139,12 @@ async fn upstream(seen: Arc<Mutex<Seen>>) -> String {
                     if !authorized {
                         return StatusCode::UNAUTHORIZED.into_response();
                     }
+                    let is_get = req.method() == axum::http::Method::GET;
                     let resp = next.run(req).await;
+                    if is_get {
+                        // The session's own stream stays open: passed on as it comes.
+                        return resp;
+                    }
                     let (parts, body) = resp.into_parts();
                     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
                     let text = String::from_utf8_lossy(&bytes).replace(LEAK, API_KEY);

@@ -529,3 +529,78 @@ async fn restart_at(dir: tempfile::TempDir, log: &Log, url: &str) -> TestWitness
     let addr = url.trim_start_matches("http://").to_string();
     TestWitness::start_on(dir, log, &addr).await
 }
+
+/// The size a checkpoint note signs, and how many signature lines it carries.
+fn size_and_signatures(note: &str) -> (u64, usize) {
+    let n = tlog::Note::parse(note.as_bytes()).unwrap_or_else(|e| panic!("{e}: {note}"));
+    let cp = tlog::Checkpoint::from_text(&n.text).unwrap();
+    let signatures = note.lines().filter(|l| l.starts_with("\u{2014} ")).count();
+    (cp.size, signatures)
+}
+
+/// A checkpoint the witnesses withheld is in the head file and the database (it anchors the
+/// tree) but was never published: after a restart neither the API, the tiles nor an export
+/// serve it; they serve the last checkpoint both witnesses cosigned.
+#[tokio::test]
+async fn a_withheld_checkpoint_stays_unpublished_across_a_restart() {
+    let s = setup().await;
+    let data = tempfile::tempdir().unwrap();
+    write_key(data.path(), &s.key);
+    let table = witness_table(&s.policy, "required", "60s");
+    let gw = start(data, &table).await.unwrap();
+    assert!(call(&gw).await["result"].is_object());
+    let cosigned = published(&gw, 2).await;
+    let (size, signatures) = size_and_signatures(&cosigned);
+    assert_eq!(signatures, 3, "the log's and both witnesses': {cosigned}");
+    // Witness b goes away: the quorum (both) cannot be met, later checkpoints are withheld.
+    let _b = s.b.stop().await;
+    let db = gw.data.path().join("log.sqlite");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stored_max_of(&db) <= size {
+        assert!(call(&gw).await["result"].is_object());
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint was signed past {size}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = |gw: &Gateway, path: &'static str| {
+        let url = format!("http://{}{path}", gw.addr);
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(JOB_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        }
+    };
+    assert_eq!(served(&gw, "/api/v1/log/checkpoint").await, cosigned);
+    let dir = gw.shutdown().await;
+
+    let gw = start(dir, &table).await.unwrap();
+    for path in ["/api/v1/log/checkpoint", "/log/checkpoint"] {
+        let note = served(&gw, path).await;
+        assert_eq!(
+            size_and_signatures(&note),
+            (size, 3),
+            "{path} after the restart: {note}"
+        );
+    }
+    let dir = gw.shutdown().await;
+    assert!(stored_max_of(&dir.path().join("log.sqlite")) > size);
+    let out = tempfile::tempdir().unwrap();
+    let exported = custody::tiles::export(dir.path(), out.path()).unwrap();
+    assert_eq!(exported.size, size);
+    let note = std::fs::read_to_string(out.path().join("checkpoint")).unwrap();
+    assert_eq!(note, cosigned);
+}
+
+fn stored_max_of(db: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT max(size) FROM checkpoints", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap() as u64
+}

@@ -33,6 +33,11 @@ pub(super) struct Resumed {
     pub range: CompactRange,
     /// The latest checkpoint the log signed, verified, and where it was found.
     pub latest: Option<(StoredCheckpoint, String)>,
+    /// The latest checkpoint the log published: the last line of the checkpoints file, which
+    /// a checkpoint reaches only once its witnesses cosigned it (or none are asked). The head
+    /// file and the database hold each checkpoint from the moment it is signed, so their
+    /// latest may be one the witnesses withheld: it anchors the tree, it is not served.
+    pub published: Option<StoredCheckpoint>,
 }
 
 struct Candidate {
@@ -95,9 +100,12 @@ pub(super) fn resume<S: Store>(
             verifier,
         )?);
     }
+    let mut published = None;
     if let Some(last) = files.last_checkpoint()? {
         let source = format!("the last line of {}", files.checkpoints_path().display());
-        found.push(open_checkpoint(last.checkpoint, source, None, verifier)?);
+        let candidate = open_checkpoint(last.checkpoint, source, None, verifier)?;
+        published = Some(candidate.stored.clone());
+        found.push(candidate);
     }
     if let Some(cp) = store.latest_checkpoint()? {
         let source = format!("the checkpoints table of {}", db.display());
@@ -135,6 +143,7 @@ pub(super) fn resume<S: Store>(
         return Ok(Resumed {
             range: CompactRange::new(),
             latest: None,
+            published: None,
         });
     };
     let size = latest.checkpoint.size;
@@ -224,6 +233,7 @@ pub(super) fn resume<S: Store>(
     Ok(Resumed {
         range,
         latest: Some((latest.stored.clone(), latest.source.clone())),
+        published,
     })
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use tlog::tiles::{Tile, tiles_of};
 
-use crate::store::{Location, LogReader, Reader};
+use crate::store::{Location, Reader};
 
 /// What an export did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub struct Exported {
     pub present: u64,
 }
 
-/// Exports the log in `data` (its latest stored checkpoint and the tiles of that tree) to
+/// Exports the log in `data` (its latest published checkpoint and the tiles of that tree) to
 /// `out`.
 ///
 /// # Errors
@@ -39,10 +39,18 @@ pub fn export(data: &Path, out: &Path) -> anyhow::Result<Exported> {
     if reader.entry_version()? != tlog::entry::V2 {
         return Err(super::TileError::Version1.into());
     }
-    let Some(cp) = reader.latest_checkpoint()? else {
+    // The checkpoint the log published (the checkpoints file's last line), not the database's
+    // latest: that one is stored as soon as it is signed, before its witnesses cosign it, and
+    // may be one they withheld.
+    let files = crate::audit::files::Files::new(data, crate::config::Durability::None);
+    let published = files
+        .last_checkpoint()
+        .with_context(|| format!("reading {}", files.checkpoints_path().display()))?;
+    let Some(cp) = published.map(|saved| saved.checkpoint) else {
         bail!(
-            "the log in {} has no signed checkpoint yet: nothing to export",
-            data.display()
+            "the log in {} has published no checkpoint yet ({} is missing or empty): nothing to export",
+            data.display(),
+            files.checkpoints_path().display()
         );
     };
     let size = cp.size;
