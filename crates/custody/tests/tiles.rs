@@ -294,3 +294,46 @@ fn tiles_are_public_by_default_unless_anonymous_calls_are_allowed() {
     assert!(!parse("[auth]\nanonymous = true", ""));
     assert!(parse("[auth]\nanonymous = true", "tiles_public = true"));
 }
+
+/// Tiles of another log in the directory: the second log's export is refused before it writes
+/// anything, since its checkpoint beside the first log's tiles would read as a fork.
+#[tokio::test]
+async fn export_refuses_another_logs_directory() {
+    let (first, _) = busy_gateway("").await;
+    let (second, _) = busy_gateway("").await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().to_str().unwrap().to_string();
+    let export = |data: std::path::PathBuf, out: String| {
+        tokio::task::spawn_blocking(move || {
+            custody(&[
+                "log",
+                "export-tiles",
+                "--data",
+                data.to_str().unwrap(),
+                "--out",
+                &out,
+            ])
+        })
+    };
+    let ok = export(first.data.path().to_path_buf(), out.clone())
+        .await
+        .unwrap();
+    assert!(ok.status.success(), "{}", text(&ok));
+    let before = std::fs::read(out_dir.path().join("checkpoint")).unwrap();
+    let refused = export(second.data.path().to_path_buf(), out.clone())
+        .await
+        .unwrap();
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("refusing to export into another log's directory"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        std::fs::read(out_dir.path().join("checkpoint")).unwrap(),
+        before,
+        "the first log's checkpoint is left as it was"
+    );
+    first.shutdown().await;
+    second.shutdown().await;
+}

@@ -167,28 +167,24 @@ pub fn nodes_at(level: u8, size: u64) -> u64 {
 }
 
 /// Every tile of a tree of `size` entries: the full ones and, at each level, the partial one at
-/// the right edge; hash tiles level by level, then entry bundles.
-pub fn tiles_of(size: u64) -> Vec<Tile> {
-    let mut out = Vec::new();
-    let mut level = 0u8;
-    loop {
-        let nodes = nodes_at(level, size);
-        if nodes == 0 {
-            break;
-        }
-        for (index, width) in spans(nodes) {
-            out.push(Tile::Hashes {
+/// the right edge; hash tiles level by level, then entry bundles. Made as they are taken, so a
+/// tree of any size costs no memory up front.
+pub fn tiles_of(size: u64) -> impl Iterator<Item = Tile> {
+    let hashes = (0u8..)
+        .map_while(move |level| Some((level, nodes_at(level, size))).filter(|(_, n)| *n > 0))
+        .flat_map(|(level, nodes)| {
+            spans(nodes).map(move |(index, width)| Tile::Hashes {
                 level,
                 index,
                 width,
-            });
-        }
-        level += 1;
-    }
-    for (index, width) in spans(size) {
-        out.push(Tile::Entries { index, width });
-    }
-    out
+            })
+        });
+    hashes.chain(entry_tiles(size))
+}
+
+/// The entry bundles of a tree of `size` entries, in order.
+pub fn entry_tiles(size: u64) -> impl Iterator<Item = Tile> {
+    spans(size).map(|(index, width)| Tile::Entries { index, width })
 }
 
 /// The tiles over `count` items: (index, width).
@@ -293,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_tree_has_the_tiles_its_size_implies() {
-        let tiles = tiles_of(256 * 256 + 3);
+        let tiles: Vec<Tile> = tiles_of(256 * 256 + 3).collect();
         assert!(tiles.contains(&Tile::Hashes {
             level: 1,
             index: 0,
@@ -313,7 +309,17 @@ mod tests {
             index: 256,
             width: 3
         }));
-        assert_eq!(tiles_of(0), vec![]);
+        assert_eq!(tiles_of(0).count(), 0);
+        // A tree of 2^40 entries: its first tiles come at once, nothing is built ahead.
+        let mut huge = tiles_of(1 << 40);
+        assert_eq!(
+            huge.next(),
+            Some(Tile::Hashes {
+                level: 0,
+                index: 0,
+                width: 256
+            })
+        );
     }
 
     #[test]

@@ -55,13 +55,27 @@ pub fn export(data: &Path, out: &Path) -> anyhow::Result<Exported> {
     };
     let size = cp.size;
     let checkpoint_path = out.join("checkpoint");
-    if let Some(old) = existing_size(&checkpoint_path)?
-        && old > size
-    {
-        bail!(
-            "{} covers {old} entries, more than this log's latest checkpoint ({size}): refusing to go back (is it another log's directory?)",
-            checkpoint_path.display()
-        );
+    if let Some(old) = existing(&checkpoint_path)? {
+        let ours = signed_by(cp.note.as_bytes()).with_context(|| {
+            format!("the log's published checkpoint of size {size} is not a checkpoint")
+        })?;
+        // Another log's tiles would stay beside this one's checkpoint, and a reader holding
+        // one of this log's smaller checkpoints would take them for a fork.
+        if old.log != ours.log {
+            bail!(
+                "{} is a checkpoint of another log ({}), not of this one ({}): refusing to export into another log's directory",
+                checkpoint_path.display(),
+                old.log,
+                ours.log
+            );
+        }
+        if old.size > size {
+            bail!(
+                "{} covers {} entries, more than this log's latest checkpoint ({size}): refusing to go back",
+                checkpoint_path.display(),
+                old.size
+            );
+        }
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut done = Exported {
@@ -85,18 +99,37 @@ pub fn export(data: &Path, out: &Path) -> anyhow::Result<Exported> {
     Ok(done)
 }
 
-/// The size of the checkpoint at `path`, if there is one.
-fn existing_size(path: &Path) -> anyhow::Result<Option<u64>> {
+/// A checkpoint's size and the log that signed it.
+struct Signed {
+    size: u64,
+    /// The origin and the ID of the origin's key that signed it (`origin+id`).
+    log: String,
+}
+
+fn signed_by(bytes: &[u8]) -> anyhow::Result<Signed> {
+    let note = tlog::Note::parse(bytes)?;
+    let cp = tlog::Checkpoint::from_text(&note.text)?;
+    let id = note
+        .signatures
+        .iter()
+        .find(|s| s.name == cp.origin)
+        .map_or_else(|| "unsigned".to_string(), |s| format!("{:08x}", s.key_id));
+    Ok(Signed {
+        size: cp.size,
+        log: format!("{}+{id}", cp.origin),
+    })
+}
+
+/// The checkpoint at `path`, if there is one.
+fn existing(path: &Path) -> anyhow::Result<Option<Signed>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let note = tlog::Note::parse(&bytes)
-        .with_context(|| format!("{} is not a signed checkpoint", path.display()))?;
-    let cp = tlog::Checkpoint::from_text(&note.text)
-        .with_context(|| format!("{} is not a checkpoint", path.display()))?;
-    Ok(Some(cp.size))
+    signed_by(&bytes)
+        .map(Some)
+        .with_context(|| format!("{} is not a signed checkpoint", path.display()))
 }
 
 /// Writes `bytes` as `tile` under `out` unless it is there; `Ok(false)` when it was there

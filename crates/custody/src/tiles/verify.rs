@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body_util::Empty;
 use tlog::check::{LogCheck, Problem, Summary};
-use tlog::tiles::{HEIGHT, Tile, WIDTH, read_bundle, tiles_of};
+use tlog::tiles::{HEIGHT, Tile, WIDTH, entry_tiles, read_bundle, tiles_of};
 use tlog::{CompactRange, Hash, Verifier, leaf_hash};
 
 use crate::audit::verify::{Leaf, Source as Trusted};
@@ -177,7 +177,7 @@ pub async fn verify(
     let mut bar = Progress::new(size, progress && std::io::stderr().is_terminal());
 
     // Level 0 and the entries, bundle by bundle, fetched ahead in parallel.
-    let pairs = tiles_of(size).into_iter().filter_map(|t| match t {
+    let pairs = entry_tiles(size).filter_map(|t| match t {
         Tile::Entries { index, width } => Some((
             t,
             Tile::Hashes {
@@ -248,10 +248,7 @@ pub async fn verify(
     drop(fetched);
 
     // The higher tiles must hold exactly the subtree roots the leaves make.
-    let higher: Vec<Tile> = tiles_of(size)
-        .into_iter()
-        .filter(|t| matches!(t, Tile::Hashes { level, .. } if *level > 0))
-        .collect();
+    let higher = tiles_of(size).filter(|t| matches!(t, Tile::Hashes { level, .. } if *level > 0));
     let mut fetched = futures_util::stream::iter(higher)
         .map(|t| async move { (t, fetcher.get(&t.path(), limit(&t)).await) })
         .buffered(PARALLEL);
