@@ -120,6 +120,8 @@ pub struct Audit {
     data_dir: PathBuf,
     /// Where the log is stored (the data directory, or the database replicas share).
     location: Location,
+    /// Readers kept open for proofs and tiles.
+    readers: Arc<crate::store::Readers>,
     /// For a log replicas share: this replica's claim on the lease to sign and publish.
     steward: Option<Arc<steward::Steward>>,
     /// Whether this replica held the steward lease when it last asked (always, for a log of
@@ -364,6 +366,7 @@ impl Audit {
                 .store
                 .as_ref()
                 .map(|s| Arc::new(steward::Steward::new(&s.url, &s.replica, steward::IDLE))),
+            readers: Arc::new(crate::store::Readers::new(location.clone())),
             location,
             config: config.clone(),
             sequencer: std::sync::Mutex::new(Some(handle)),
@@ -439,6 +442,11 @@ impl Audit {
     /// Where the log is stored.
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// Readers of the log kept open between requests (blocking: use them off the runtime).
+    pub fn readers(&self) -> &Arc<crate::store::Readers> {
+        &self.readers
     }
 
     /// Whether this process does what one replica of a shared log does for all (sending the

@@ -7,11 +7,13 @@
 
 pub mod postgres;
 mod reader;
+mod readers;
 mod sqlite;
 
 use std::path::Path;
 
 pub use reader::{Location, Reader};
+pub use readers::{Lease, Readers};
 pub use sqlite::{FILE, SqliteReader, SqliteStore};
 use tlog::compact::Node;
 use tlog::{CompactRange, Hash, node_hash};

@@ -4,7 +4,7 @@
 use tlog::Hash;
 
 use super::{Audit, AuditError};
-use crate::store::{LogReader, Reader};
+use crate::store::{Lease, LogReader};
 
 impl Audit {
     /// A tlog-proof for entry `index` in the latest published checkpoint, or (`size`) in the
@@ -20,11 +20,13 @@ impl Audit {
         let Some(latest) = self.latest_checkpoint() else {
             return Err(AuditError::NotYetCheckpointed { index, size: 0 });
         };
-        let log = self.location.clone();
+        let readers = self.readers.clone();
         let health = self.health.clone();
         let verifier = self.verifier.clone();
         tokio::task::spawn_blocking(move || {
-            let reader = Reader::open(&log).map_err(|e| AuditError::Proof(e.to_string()))?;
+            let reader = readers
+                .take()
+                .map_err(|e| AuditError::Proof(e.to_string()))?;
             let cp = match size {
                 None => latest,
                 Some(s) if s == latest.size => latest,
@@ -36,7 +38,7 @@ impl Audit {
                 }
                 Some(s) => reader
                     .checkpoint_at(s)
-                    .map_err(|e| AuditError::Proof(e.to_string()))?
+                    .map_err(|e| failed(&reader, e))?
                     .ok_or_else(|| {
                         AuditError::Proof(format!("the log signed no checkpoint of size {s}"))
                     })?,
@@ -47,11 +49,9 @@ impl Audit {
                     size: cp.size,
                 });
             }
-            let (leaf, _) = reader
-                .entry(index)
-                .map_err(|e| AuditError::Proof(e.to_string()))?;
-            let path = tlog::proof::inclusion_proof(&reader, index, cp.size)
-                .map_err(|e| AuditError::Proof(e.to_string()))?;
+            let (leaf, _) = reader.entry(index).map_err(|e| failed(&reader, e))?;
+            let path = tlog::proof::inclusion_proof(&*reader, index, cp.size)
+                .map_err(|e| failed(&reader, e))?;
             // A proof read from a changed database would not verify: check it before handing
             // it out, and treat a failure as what it is.
             let (checkpoint, _) = tlog::Checkpoint::open(cp.note.as_bytes(), &verifier)
@@ -94,13 +94,21 @@ impl Audit {
                 "a consistency proof needs from <= to <= {latest} (the latest published checkpoint's size); got from={from}, to={to}"
             )));
         }
-        let log = self.location.clone();
+        let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let reader = Reader::open(&log).map_err(|e| AuditError::Proof(e.to_string()))?;
-            tlog::proof::consistency_proof(&reader, from, to)
-                .map_err(|e| AuditError::Proof(e.to_string()))
+            let reader = readers
+                .take()
+                .map_err(|e| AuditError::Proof(e.to_string()))?;
+            tlog::proof::consistency_proof(&*reader, from, to).map_err(|e| failed(&reader, e))
         })
         .await
         .map_err(|e| AuditError::Proof(e.to_string()))?
     }
+}
+
+/// A read that failed: the reader is not kept (a connection the database ended is not used
+/// again), and the failure becomes the proof's error.
+fn failed(reader: &Lease<'_>, e: impl std::fmt::Display) -> AuditError {
+    reader.discard();
+    AuditError::Proof(e.to_string())
 }

@@ -10,7 +10,6 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tlog::tiles::Tile;
 
 use super::App;
-use crate::store::Reader;
 use crate::tiles::TileError;
 
 /// Full tiles never change.
@@ -32,7 +31,8 @@ fn text(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-/// Tile reads at once: each opens the store and reads up to 4 MiB; more wait their turn.
+/// Tile reads at once: each takes one of the log's kept readers and reads up to 4 MiB; more
+/// wait their turn.
 static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
 
 /// `None` when the caller may read tiles; the refusal otherwise. Public tiles still go through
@@ -107,13 +107,18 @@ pub async fn tile(
         return text(StatusCode::NOT_FOUND, format!("{}\n", TileError::Version1));
     }
     let size = audit.latest_checkpoint().map_or(0, |c| c.size);
-    let log = audit.location().clone();
+    let readers = audit.readers().clone();
     let Ok(_turn) = READS.acquire().await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     };
     let read = tokio::task::spawn_blocking(move || {
-        let reader = Reader::open(&log)?;
-        crate::tiles::read(&reader, tile, size)
+        let reader = readers.take()?;
+        let read = crate::tiles::read(&reader, tile, size);
+        if matches!(read, Err(TileError::Store(_))) {
+            reader.discard();
+        }
+        drop(reader);
+        read
     })
     .await;
     match read {
