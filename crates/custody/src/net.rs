@@ -57,15 +57,34 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let (parts, body) = exchange_parts(client, req, what, limit).await?;
+    Ok((parts.status, body))
+}
+
+/// [`exchange`], with the answer's status and headers.
+///
+/// # Errors
+/// As [`exchange`].
+pub async fn exchange_parts<B>(
+    client: &Client<HttpsConnector<HttpConnector>, B>,
+    req: http::Request<B>,
+    what: &str,
+    limit: usize,
+) -> Result<(http::response::Parts, Bytes), String>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let resp = client
         .request(req)
         .await
         .map_err(|e| format!("couldn't reach {what}: {}", error_chain(&e)))?;
-    let status = resp.status();
-    let body = Limited::new(resp.into_body(), limit)
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| format!("couldn't read the answer of {what}: {e}"))?
         .to_bytes();
-    Ok((status, body))
+    Ok((parts, body))
 }

@@ -337,3 +337,51 @@ async fn export_refuses_another_logs_directory() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+/// Entry bundles go out gzipped to a reader that takes gzip (tlog-tiles: SHOULD be
+/// compressed), as they are to one that does not, with `Vary` either way; hash tiles never.
+#[tokio::test]
+async fn entry_bundles_are_gzipped_for_readers_that_take_gzip() {
+    use std::io::Read as _;
+    let (gw, _) = busy_gateway("").await;
+    let fetch = |path: &'static str, encoding: &'static str| {
+        let url = format!("http://{}{path}", gw.addr);
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("accept-encoding", encoding)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let header = |name: &str| {
+                r.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            let (ce, vary) = (header("content-encoding"), header("vary"));
+            (ce, vary, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (ce, vary, plain) = fetch("/log/tile/entries/000", "identity").await;
+    assert_eq!((ce, vary.as_deref()), (None, Some("accept-encoding")));
+    let (ce, vary, zipped) = fetch("/log/tile/entries/000", "gzip, identity").await;
+    assert_eq!(
+        (ce.as_deref(), vary.as_deref()),
+        (Some("gzip"), Some("accept-encoding"))
+    );
+    assert!(
+        zipped.len() < plain.len() / 2,
+        "{} of {}",
+        zipped.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+    let (ce, _, _) = fetch("/log/tile/0/000", "gzip").await;
+    assert_eq!(ce, None, "hash tiles are not compressed");
+    gw.shutdown().await;
+}

@@ -108,6 +108,7 @@ pub async fn tile(
     }
     let size = audit.latest_checkpoint().map_or(0, |c| c.size);
     let readers = audit.readers().clone();
+    let gzip = matches!(tile, Tile::Entries { .. }) && accepts_gzip(&headers);
     let Ok(_turn) = READS.acquire().await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     };
@@ -118,29 +119,101 @@ pub async fn tile(
             reader.discard();
         }
         drop(reader);
-        read
+        // Entry bundles are text and shrink several times (tlog-tiles: SHOULD be compressed).
+        read.map(|bytes| match gzip.then(|| gzipped(&bytes)).flatten() {
+            Some(zipped) => (zipped, true),
+            None => (bytes, false),
+        })
     })
     .await;
     match read {
-        Ok(Ok(bytes)) => (
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                ),
-                (
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static(if tile.is_full() { IMMUTABLE } else { PARTIAL }),
-                ),
-            ],
-            bytes,
-        )
-            .into_response(),
+        Ok(Ok((bytes, gzip))) => {
+            let mut resp = (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    ),
+                    (
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static(if tile.is_full() { IMMUTABLE } else { PARTIAL }),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response();
+            if matches!(tile, Tile::Entries { .. }) {
+                let h = resp.headers_mut();
+                h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+                if gzip {
+                    h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+            }
+            resp
+        }
         Ok(Err(e @ TileError::NotInTree { .. })) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
         Ok(Err(e)) => {
             tracing::error!(tile = %tile, "couldn't read a tile: {e}");
             text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
         }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// Whether the request's `Accept-Encoding` takes gzip (named, or `*`, with a q-value above 0).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            !refused && (coding.eq_ignore_ascii_case("gzip") || coding == "*")
+        })
+}
+
+/// `bytes` gzipped at the fastest level (a bundle is read once per cache, and CPU is what a
+/// reader can make the gateway spend).
+/// `None` if it could not be (then the bundle goes out as it is).
+fn gzipped(bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(bytes).ok()?;
+    enc.finish().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn gzip_is_sent_only_to_whoever_takes_it() {
+        assert!(accepts_gzip(&with("gzip, identity")));
+        assert!(accepts_gzip(&with("br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(&with("*")));
+        assert!(!accepts_gzip(&with("identity")));
+        assert!(!accepts_gzip(&with("gzip;q=0")));
+        assert!(!accepts_gzip(&with("gzip; q=0.0, identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 }

@@ -72,24 +72,29 @@ impl Fetcher {
         match self {
             Fetcher::Http(client, base) => {
                 let url = format!("{base}{path}");
+                // tlog-tiles: a log may gzip entry bundles without being asked; say so.
                 let req = http::Request::get(&url)
+                    .header(http::header::ACCEPT_ENCODING, "gzip, identity")
                     .body(Empty::new())
                     .map_err(|e| format!("{url}: {e}"))?;
-                let (status, body) = tokio::time::timeout(
+                let (parts, body) = tokio::time::timeout(
                     FETCH_TIMEOUT,
-                    crate::net::exchange(client, req, &url, limit),
+                    // Compressed, a bundle is smaller than its limit but for gzip's own few
+                    // bytes on incompressible input.
+                    crate::net::exchange_parts(client, req, &url, limit + 1024),
                 )
                 .await
                 .map_err(|_| {
                     format!("{url} did not answer within {} s", FETCH_TIMEOUT.as_secs())
                 })??;
-                if !status.is_success() {
+                if !parts.status.is_success() {
                     return Err(format!(
-                        "{url} answered HTTP {status}: {}",
+                        "{url} answered HTTP {}: {}",
+                        parts.status,
                         String::from_utf8_lossy(&body).trim()
                     ));
                 }
-                Ok(body)
+                decode(&parts.headers, body, limit).map_err(|e| format!("{url}: {e}"))
             }
             Fetcher::Dir(dir) => {
                 let file = dir.join(path);
@@ -98,6 +103,33 @@ impl Fetcher {
                     .map_err(|e| e.to_string())?
             }
         }
+    }
+}
+
+/// The body of an answer with the `Content-Encoding` it names undone: none, `identity` or
+/// `gzip`, decoded to at most `limit` bytes (a small answer cannot expand into a large one).
+fn decode(headers: &http::HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, String> {
+    use std::io::Read as _;
+    let encoding = headers
+        .get(http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("" | "identity") if body.len() <= limit => Ok(body),
+        None | Some("" | "identity") => Err(format!("the answer is over {limit} bytes")),
+        Some("gzip" | "x-gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("its gzip encoding cannot be decoded: {e}"))?;
+            if out.len() > limit {
+                return Err(format!("the answer decompresses to over {limit} bytes"));
+            }
+            Ok(Bytes::from(out))
+        }
+        Some(other) => Err(format!(
+            "the answer has Content-Encoding {other:?}, which was not asked for (gzip or identity)"
+        )),
     }
 }
 
@@ -331,5 +363,49 @@ impl Progress {
         if self.shown && self.last != u64::MAX {
             let _ = writeln!(std::io::stderr());
         }
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    fn encoding(value: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CONTENT_ENCODING, value.parse().unwrap());
+        h
+    }
+
+    fn gzip(bytes: &[u8]) -> Bytes {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        Bytes::from(e.finish().unwrap())
+    }
+
+    #[test]
+    fn gzip_and_identity_are_read_and_bounded() {
+        let plain = Bytes::from_static(b"\x00\x03abc");
+        let none = http::HeaderMap::new();
+        assert_eq!(decode(&none, plain.clone(), 5).unwrap(), plain);
+        assert_eq!(
+            decode(&encoding("identity"), plain.clone(), 5).unwrap(),
+            plain
+        );
+        assert_eq!(decode(&encoding("gzip"), gzip(&plain), 5).unwrap(), plain);
+        assert!(
+            decode(&none, plain.clone(), 4)
+                .unwrap_err()
+                .contains("over 4 bytes")
+        );
+        // A small answer that would expand past the tile's limit is refused, not inflated.
+        let bomb = gzip(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 64 * 1024);
+        let e = decode(&encoding("gzip"), bomb, 1 << 20).unwrap_err();
+        assert!(e.contains("decompresses to over 1048576 bytes"), "{e}");
+        let e = decode(&encoding("gzip"), plain.clone(), 5).unwrap_err();
+        assert!(e.contains("cannot be decoded"), "{e}");
+        let e = decode(&encoding("br"), plain, 5).unwrap_err();
+        assert!(e.contains("\"br\", which was not asked for"), "{e}");
     }
 }
