@@ -46,6 +46,9 @@ pub use errors::{AuditError, OpenError};
 use files::Files;
 use health::Health;
 
+/// Payloads up to this size are sealed (encoded, committed to) on the appending task.
+const SEAL_INLINE: usize = 256 * 1024;
+
 /// The caller of entries made for a call without a token (where `auth.anonymous` allows it).
 pub const ANONYMOUS: &str = r#"{"kind":"anonymous"}"#;
 
@@ -323,8 +326,9 @@ impl Audit {
             published = Some(genesis.checkpoint.clone());
             latest = Some(genesis.checkpoint);
         }
-        // Erasures a previous run recorded and signed but did not carry out.
-        if let Some(l) = &latest
+        // Erasures a previous run recorded and published but did not carry out (as while
+        // running: only once a published checkpoint covers their record).
+        if let Some(l) = &published
             && let Err(e) = store.complete_erasures(l.size)
         {
             tracing::error!("couldn't carry out the erasures the log recorded: {e}");
@@ -401,9 +405,19 @@ impl Audit {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         refused?;
+        let version = self.entry_version;
+        // Hashing a payload takes about 1 ms per MiB here: a large one is sealed where
+        // blocking is allowed, not on a worker that other calls share.
+        let sealed = if draft.message.len() > SEAL_INLINE {
+            tokio::task::spawn_blocking(move || draft.seal(version))
+                .await
+                .map_err(|_| AuditError::Closed)?
+        } else {
+            draft.seal(version)
+        };
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Append(Box::new(draft.seal(self.entry_version)), tx))
+            .send(Job::Append(Box::new(sealed), tx))
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?

@@ -123,3 +123,88 @@ fn a_cosignature_only_the_database_holds_is_not_published() {
         terminate(p);
     }
 }
+
+/// In required mode a replica that is not the steward publishes the steward's stored
+/// checkpoint only once its cosignatures meet the quorum: the steward stores each checkpoint
+/// before its witnesses answer, so the database holds withheld ones too.
+#[test]
+fn a_replica_publishes_no_checkpoint_its_witnesses_withheld() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(db) = Db::new("replica_withheld") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let signer = tlog::Signer::new("custody.test/replicas", rand::random::<[u8; 32]>()).unwrap();
+    let key = root.path().join("log.key");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)
+        .unwrap();
+    std::io::Write::write_all(&mut f, format!("{}\n", signer.to_key_string()).as_bytes()).unwrap();
+    // The one witness the quorum needs is not there: every checkpoint is withheld.
+    let witness =
+        tlog::cosignature::CosignatureSigner::new("w.witness.example", rand::random::<[u8; 32]>())
+            .unwrap();
+    let policy = root.path().join("witnesses.policy");
+    std::fs::write(
+        &policy,
+        format!(
+            "log {}\nwitness w {} http://127.0.0.1:9/\nquorum w\n",
+            signer.verifier().to_key_string(),
+            witness.verifier().to_key_string()
+        ),
+    )
+    .unwrap();
+    let rest = format!(
+        "[auth]\nanonymous = true\n[endpoints.f.upstream]\ntransport = \"http\"\nurl = \"http://127.0.0.1:9/mcp\"\n\
+         [witness]\npolicy = \"{}\"\nmode = \"required\"\nmax_lag = \"60s\"\ntimeout = \"1s\"\n",
+        policy.display()
+    );
+    let configs = [
+        pg_common::config_with(root.path(), "r0", &db.url, &key, &rest),
+        pg_common::config_with(root.path(), "r1", &db.url, &key, &rest),
+    ];
+    let rt = pg_common::runtime();
+    let (r0, base0) = start(&configs[0]).unwrap();
+    let mut procs = Replicas(vec![r0]);
+    let (r1, base1) = start(&configs[1]).unwrap();
+    procs.push(r1);
+    rt.block_on(async {
+        for _ in 0..3 {
+            call_receipt(&base0).await;
+        }
+    });
+    // The steward signs and stores checkpoints of the log; none meets the quorum.
+    let started = Instant::now();
+    loop {
+        let stored: i64 = db
+            .admin()
+            .query_one("SELECT coalesce(max(size), 0) FROM checkpoints", &[])
+            .unwrap()
+            .get(0);
+        if stored >= 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the steward stored no checkpoint\n{}",
+            logs(&configs)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Give r1 several checkpoint intervals to follow the steward: it publishes none of them.
+    std::thread::sleep(Duration::from_secs(1));
+    for base in [&base0, &base1] {
+        let note = rt.block_on(published(base));
+        assert!(
+            size_of(&note) == 0,
+            "{base} published {note}\n{}",
+            logs(&configs)
+        );
+    }
+    for p in procs.iter_mut() {
+        terminate(p);
+    }
+}

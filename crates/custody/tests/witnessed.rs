@@ -590,11 +590,21 @@ async fn a_withheld_checkpoint_stays_unpublished_across_a_restart() {
     }
     let dir = gw.shutdown().await;
     assert!(stored_max_of(&dir.path().join("log.sqlite")) > size);
+
     let out = tempfile::tempdir().unwrap();
     let exported = custody::tiles::export(dir.path(), out.path()).unwrap();
     assert_eq!(exported.size, size);
     let note = std::fs::read_to_string(out.path().join("checkpoint")).unwrap();
     assert_eq!(note, cosigned);
+    // Without the checkpoints file (lost, or removed by hand) and with the quorum still
+    // unreachable, nothing is served: never the withheld checkpoint the database holds.
+    std::fs::remove_file(dir.path().join("checkpoints.jsonl")).unwrap();
+    let gw = start(dir, &table).await.unwrap();
+    let r = reqwest::get(format!("http://{}/api/v1/log/checkpoint", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
+    gw.shutdown().await;
 }
 
 fn stored_max_of(db: &Path) -> u64 {

@@ -37,7 +37,6 @@ use std::borrow::Cow;
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
 /// The largest encoded version-2 entry (its header): a larger one is refused where it is made.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// The entry versions.
 /// Where an encoded entry's index starts (after its version byte): an entry encoded before
 /// its index is known gets it with [`set_index`].
 pub const INDEX_OFFSET: usize = 1;
@@ -54,6 +53,7 @@ pub fn set_index(encoded: &mut [u8], index: u64) -> bool {
     }
 }
 
+/// The entry versions.
 pub const V1: u8 = 1;
 pub const V2: u8 = 2;
 

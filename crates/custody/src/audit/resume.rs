@@ -36,7 +36,8 @@ pub(super) struct Resumed {
     /// The latest checkpoint the log published: the last line of the checkpoints file, which
     /// a checkpoint reaches only once its witnesses cosigned it (or none are asked). The head
     /// file and the database hold each checkpoint from the moment it is signed, so their
-    /// latest may be one the witnesses withheld: it anchors the tree, it is not served.
+    /// latest may be one the witnesses withheld: it anchors the tree, it is not served. With
+    /// the file gone, nothing is served until the next checkpoint is published.
     pub published: Option<StoredCheckpoint>,
 }
 

@@ -286,7 +286,11 @@ impl<S: Store> Sequencer<S> {
             // Encoded and committed to by the appender; only the index and the leaf hash
             // depend on the order.
             let mut data = std::mem::take(&mut sealed.data);
-            tlog::entry::set_index(&mut data, first + k as u64);
+            let indexed = tlog::entry::set_index(&mut data, first + k as u64);
+            debug_assert!(
+                indexed,
+                "an encoded entry is longer than its version and index"
+            );
             let leaf = leaf_hash(&data);
             next.append(leaf, |n| {
                 if n.level >= NODE_LEVEL {

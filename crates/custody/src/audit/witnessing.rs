@@ -117,6 +117,11 @@ impl Witnessing {
         }
     }
 
+    /// Whether a checkpoint is published only once its cosignatures meet the quorum.
+    pub fn required(&self) -> bool {
+        matches!(self.mode, WitnessMode::Required)
+    }
+
     /// Why an entry must be refused now (required mode, lag past `max_lag`), if it must.
     pub fn refusal(&self) -> Option<AuditError> {
         if self.mode != WitnessMode::Required {

@@ -30,7 +30,7 @@ pub async fn checkpoint(State(app): State<Arc<App>>) -> Response {
         Some(cp) => text(StatusCode::OK, cp.note),
         None => text(
             StatusCode::NOT_FOUND,
-            "no checkpoint has been signed yet\n".into(),
+            "no checkpoint has been published yet\n".into(),
         ),
     }
 }

@@ -80,7 +80,7 @@ pub async fn checkpoint(
             .into_response(),
         None => text(
             StatusCode::NOT_FOUND,
-            "no checkpoint has been signed yet\n".into(),
+            "no checkpoint has been published yet\n".into(),
         ),
     }
 }
@@ -160,24 +160,29 @@ pub async fn tile(
     }
 }
 
-/// Whether the request's `Accept-Encoding` takes gzip (named, or `*`, with a q-value above 0).
+/// Whether the request's `Accept-Encoding` takes gzip: named with a q-value above 0, or
+/// covered by `*` when gzip is not named (RFC 9110 §12.5.3).
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+    let items = headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|item| {
+        .map(|item| {
             let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
+                let p = p.trim();
+                p.get(..2).is_some_and(|k| k.eq_ignore_ascii_case("q="))
+                    && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
             });
-            !refused && (coding.eq_ignore_ascii_case("gzip") || coding == "*")
+            (coding, !refused)
         })
+        .collect::<Vec<_>>();
+    match items.iter().find(|(c, _)| c == "gzip" || c == "x-gzip") {
+        Some((_, taken)) => *taken,
+        None => items.iter().any(|(c, taken)| c == "*" && *taken),
+    }
 }
 
 /// `bytes` gzipped at the fastest level (a bundle is read once per cache, and CPU is what a
@@ -215,5 +220,9 @@ mod tests {
         assert!(!accepts_gzip(&with("gzip;q=0")));
         assert!(!accepts_gzip(&with("gzip; q=0.0, identity")));
         assert!(!accepts_gzip(&HeaderMap::new()));
+        // `*` never covers a coding refused by name; q is case-insensitive.
+        assert!(!accepts_gzip(&with("gzip;q=0, *")));
+        assert!(!accepts_gzip(&with("gzip;Q=0")));
+        assert!(!accepts_gzip(&with("*;q=0")));
     }
 }

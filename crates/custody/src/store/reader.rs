@@ -65,6 +65,15 @@ impl Reader {
         }
     }
 
+    /// Whether the reader's connection has ended (a PostgreSQL server closed it); a SQLite
+    /// reader's never does.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Reader::Sqlite(_) => false,
+            Reader::Postgres(r) => r.is_closed(),
+        }
+    }
+
     /// How many entries are stored (one past the largest index).
     ///
     /// # Errors

@@ -8,8 +8,8 @@ use super::{Location, Reader, StoreError};
 
 /// Readers kept idle at most (as many as tile reads run at once).
 const IDLE: usize = 8;
-/// A reader idle longer than this is closed rather than used: the database may have ended
-/// its connection meanwhile.
+/// A reader idle longer than this is closed (when readers are next asked for) rather than
+/// used: the database may have ended its connection meanwhile.
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
 /// A few readers of one log, reused. Blocking, as [`Reader`] is.
@@ -26,8 +26,9 @@ impl Readers {
         }
     }
 
-    /// A reader: one idle for less than [`MAX_IDLE`], or a new one. It goes back to the idle
-    /// ones when the lease is dropped, unless [`Lease::discard`] said it failed.
+    /// A reader: one idle for less than [`MAX_IDLE`] whose connection is still open (older or
+    /// closed ones are closed here), or a new one. It goes back to the idle ones when the lease
+    /// is dropped, unless [`Lease::discard`] said it failed or a panic is unwinding.
     ///
     /// # Errors
     /// [`StoreError`]: a new reader could not be opened.
@@ -37,7 +38,7 @@ impl Readers {
             let mut idle = self.lock();
             let mut found = None;
             while let Some((since, reader)) = idle.pop() {
-                if since.elapsed() < MAX_IDLE {
+                if since.elapsed() < MAX_IDLE && !reader.is_closed() {
                     found = Some(reader);
                     break;
                 }
@@ -107,7 +108,7 @@ impl Drop for Lease<'_> {
         let Some(reader) = self.reader.take() else {
             return;
         };
-        if self.failed.get() {
+        if self.failed.get() || std::thread::panicking() {
             super::postgres::drop_off_runtime(reader);
             return;
         }

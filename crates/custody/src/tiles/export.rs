@@ -46,7 +46,8 @@ pub fn export(data: &Path, out: &Path) -> anyhow::Result<Exported> {
     let published = files
         .last_checkpoint()
         .with_context(|| format!("reading {}", files.checkpoints_path().display()))?;
-    let Some(cp) = published.map(|saved| saved.checkpoint) else {
+    let published = published.map(|saved| saved.checkpoint);
+    let Some(cp) = published else {
         bail!(
             "the log in {} has published no checkpoint yet ({} is missing or empty): nothing to export",
             data.display(),

@@ -110,15 +110,25 @@ impl Fetcher {
 /// `gzip`, decoded to at most `limit` bytes (a small answer cannot expand into a large one).
 fn decode(headers: &http::HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, String> {
     use std::io::Read as _;
-    let encoding = headers
-        .get(http::header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("" | "identity") if body.len() <= limit => Ok(body),
-        None | Some("" | "identity") => Err(format!("the answer is over {limit} bytes")),
-        Some("gzip" | "x-gzip") => {
+    // Every Content-Encoding field, every coding in each, in the order applied.
+    let mut codings = Vec::new();
+    for v in headers.get_all(http::header::CONTENT_ENCODING) {
+        let v = v
+            .to_str()
+            .map_err(|_| "the answer's Content-Encoding is not text".to_string())?;
+        codings.extend(
+            v.split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty() && c != "identity"),
+        );
+    }
+    match codings.as_slice() {
+        [] if body.len() <= limit => Ok(body),
+        [] => Err(format!("the answer is over {limit} bytes")),
+        [one] if one == "gzip" || one == "x-gzip" => {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&body[..])
+            // Every member of the gzip stream, not only the first.
+            flate2::read::MultiGzDecoder::new(&body[..])
                 .take(limit as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| format!("its gzip encoding cannot be decoded: {e}"))?;
@@ -127,8 +137,9 @@ fn decode(headers: &http::HeaderMap, body: Bytes, limit: usize) -> Result<Bytes,
             }
             Ok(Bytes::from(out))
         }
-        Some(other) => Err(format!(
-            "the answer has Content-Encoding {other:?}, which was not asked for (gzip or identity)"
+        other => Err(format!(
+            "the answer has Content-Encoding {:?}, which was not asked for (gzip or identity)",
+            other.join(", ")
         )),
     }
 }
@@ -405,7 +416,16 @@ mod decode_tests {
         assert!(e.contains("decompresses to over 1048576 bytes"), "{e}");
         let e = decode(&encoding("gzip"), plain.clone(), 5).unwrap_err();
         assert!(e.contains("cannot be decoded"), "{e}");
-        let e = decode(&encoding("br"), plain, 5).unwrap_err();
+        let e = decode(&encoding("br"), plain.clone(), 5).unwrap_err();
         assert!(e.contains("\"br\", which was not asked for"), "{e}");
+        let e = decode(&encoding("gzip, gzip"), plain.clone(), 5).unwrap_err();
+        assert!(e.contains("\"gzip, gzip\""), "{e}");
+        // Two gzip members are one answer.
+        let mut two = gzip(b"\x00\x03a").to_vec();
+        two.extend_from_slice(&gzip(b"bc"));
+        assert_eq!(
+            decode(&encoding("gzip"), Bytes::from(two), 5).unwrap(),
+            plain
+        );
     }
 }

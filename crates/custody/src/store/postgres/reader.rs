@@ -67,6 +67,13 @@ impl PgReader {
         })
     }
 
+    /// Whether its connection has ended (the server closed it, or it failed).
+    pub fn is_closed(&self) -> bool {
+        self.client
+            .as_ref()
+            .is_none_or(|c| c.try_borrow().is_ok_and(|c| c.is_closed()))
+    }
+
     pub(super) fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
         self.client
             .as_ref()
