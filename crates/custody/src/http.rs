@@ -55,6 +55,8 @@ struct App {
     public_url: Option<String>,
     /// Whether the log's tiles are readable without a token.
     tiles_public: bool,
+    /// Full entry bundles already gzipped (they never change).
+    zipped: tiles::Zipped,
     /// The explorer's search index and who may read through it.
     explorer: Arc<crate::explorer::Explorer>,
     /// The web page's sessions, when `[ui] enabled`.
@@ -277,6 +279,7 @@ pub async fn start_with(
         identity,
         public_url: config.server.public_url.clone(),
         tiles_public: config.audit.tiles_public,
+        zipped: tiles::Zipped::default(),
         explorer,
         ui: config.ui.enabled.then(|| {
             Arc::new(ui::UiState {

@@ -381,6 +381,9 @@ async fn entry_bundles_are_gzipped_for_readers_that_take_gzip() {
         .read_to_end(&mut unzipped)
         .unwrap();
     assert_eq!(unzipped, plain);
+    // A full bundle is compressed once; the second reader gets the same bytes.
+    let (ce, _, again) = fetch("/log/tile/entries/000", "gzip").await;
+    assert_eq!((ce.as_deref(), &again), (Some("gzip"), &zipped));
     let (ce, _, _) = fetch("/log/tile/0/000", "gzip").await;
     assert_eq!(ce, None, "hash tiles are not compressed");
     gw.shutdown().await;

@@ -109,10 +109,15 @@ pub async fn tile(
     let size = audit.latest_checkpoint().map_or(0, |c| c.size);
     let readers = audit.readers().clone();
     let gzip = matches!(tile, Tile::Entries { .. }) && accepts_gzip(&headers);
+    let cached = gzip.then(|| app.zipped.get(tile)).flatten();
     let Ok(_turn) = READS.acquire().await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     };
+    let app_for_read = app.clone();
     let read = tokio::task::spawn_blocking(move || {
+        if let Some(zipped) = cached {
+            return Ok((zipped, true));
+        }
         let reader = readers.take()?;
         let read = crate::tiles::read(&reader, tile, size);
         if matches!(read, Err(TileError::Store(_))) {
@@ -121,8 +126,12 @@ pub async fn tile(
         drop(reader);
         // Entry bundles are text and shrink several times (tlog-tiles: SHOULD be compressed).
         read.map(|bytes| match gzip.then(|| gzipped(&bytes)).flatten() {
-            Some(zipped) => (zipped, true),
-            None => (bytes, false),
+            Some(zipped) => {
+                let zipped = bytes::Bytes::from(zipped);
+                app_for_read.zipped.put(tile, &zipped);
+                (zipped, true)
+            }
+            None => (bytes::Bytes::from(bytes), false),
         })
     })
     .await;
@@ -157,6 +166,52 @@ pub async fn tile(
             text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
         }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// Full entry bundles gzipped, the most recent few: what a reader can make the gateway
+/// compress again and again is read from here instead.
+#[derive(Default)]
+pub(super) struct Zipped(std::sync::Mutex<std::collections::VecDeque<(u64, bytes::Bytes)>>);
+
+impl Zipped {
+    /// Bundles kept (a full bundle of 1 KiB headers gzips to about 60 KB).
+    const KEPT: usize = 32;
+
+    fn get(&self, tile: Tile) -> Option<bytes::Bytes> {
+        let Tile::Entries { index, .. } = tile else {
+            return None;
+        };
+        if !tile.is_full() {
+            return None;
+        }
+        let kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn put(&self, tile: Tile, zipped: &bytes::Bytes) {
+        if !tile.is_full() {
+            return;
+        }
+        let Tile::Entries { index, .. } = tile else {
+            return;
+        };
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.iter().any(|(i, _)| *i == index) {
+            return;
+        }
+        if kept.len() >= Self::KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((index, zipped.clone()));
     }
 }
 
@@ -209,6 +264,31 @@ mod tests {
             HeaderValue::from_str(value).unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn only_full_bundles_are_kept_zipped_and_only_the_latest_few() {
+        let z = Zipped::default();
+        let full = |index| Tile::Entries { index, width: 256 };
+        let partial = Tile::Entries { index: 0, width: 7 };
+        let bytes = bytes::Bytes::from_static(b"zipped");
+        z.put(partial, &bytes);
+        assert_eq!(z.get(partial), None, "a partial bundle changes: never kept");
+        z.put(
+            Tile::Hashes {
+                level: 0,
+                index: 0,
+                width: 256,
+            },
+            &bytes,
+        );
+        assert_eq!(z.get(full(0)), None);
+        for i in 0..=Zipped::KEPT as u64 {
+            z.put(full(i), &bytes::Bytes::from(i.to_string()));
+        }
+        assert_eq!(z.get(full(0)), None, "the oldest went first");
+        assert_eq!(z.get(full(5)), Some(bytes::Bytes::from("5")));
+        assert_eq!(z.get(partial), None);
     }
 
     #[test]
