@@ -388,3 +388,42 @@ async fn entry_bundles_are_gzipped_for_readers_that_take_gzip() {
     assert_eq!(ce, None, "hash tiles are not compressed");
     gw.shutdown().await;
 }
+
+/// A database whose stored tree no longer hashes to the published checkpoint's root (a tree
+/// node changed): export writes nothing to write-once storage, and says why. (An entry or
+/// leaf changed below a stored node is what `custody verify --tiles` finds in the export.)
+#[tokio::test]
+async fn export_refuses_a_tree_that_is_not_the_published_one() {
+    let (gw, _) = busy_gateway("").await;
+    let data = gw.shutdown().await;
+    let conn = rusqlite::Connection::open(data.path().join("log.sqlite")).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE nodes SET hash = zeroblob(32) WHERE level = 8 AND idx = 0",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let out = tempfile::tempdir().unwrap();
+    let (d, o) = (data.path().to_path_buf(), out.path().to_path_buf());
+    let refused = tokio::task::spawn_blocking(move || {
+        custody(&[
+            "log",
+            "export-tiles",
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            o.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("the database was changed; nothing was exported"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}

@@ -55,6 +55,33 @@ pub fn export(data: &Path, out: &Path) -> anyhow::Result<Exported> {
         );
     };
     let size = cp.size;
+    // What goes to write-once storage cannot be taken back: the stored tree (its nodes, and
+    // the leaves below the smallest stored subtree) must hash to the root the checkpoint signs
+    // before a tile is written. Entries and leaves under a stored node are checked by
+    // `custody verify --tiles` of the export, as by `--data` of the database.
+    let signed = tlog::Note::parse(cp.note.as_bytes())
+        .ok()
+        .and_then(|n| tlog::Checkpoint::from_text(&n.text).ok())
+        .with_context(|| {
+            format!(
+                "the last line of {} is not a checkpoint",
+                files.checkpoints_path().display()
+            )
+        })?;
+    let nodes = tlog::CompactRange::subtrees(size)
+        .map(|(level, index)| tlog::proof::HashStore::node(&reader, level, index))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading the stored tree at size {size}"))?;
+    let stored = tlog::CompactRange::from_parts(size, nodes)
+        .map_err(|e| anyhow::anyhow!("the stored tree at size {size}: {e}"))?;
+    if stored.root() != signed.root {
+        bail!(
+            "the log's stored tree of {size} entries has root {} but its published checkpoint signs root {}: the database was changed; nothing was exported (run `custody verify --data {}`)",
+            stored.root(),
+            signed.root,
+            data.display()
+        );
+    }
     let checkpoint_path = out.join("checkpoint");
     if let Some(old) = existing(&checkpoint_path)? {
         let ours = signed_by(cp.note.as_bytes()).with_context(|| {
