@@ -154,10 +154,21 @@ async fn an_independent_reader_gets_the_same_root_from_the_served_tiles() {
     assert!(decoded.message.is_empty());
 
     // Paths that name no tile, and tiles past the published tree.
-    for bad in ["/log/tile/0/5", "/log/tile/0/000.p/256", "/log/tile/x/000"] {
+    for bad in [
+        "/log/tile/0/5",
+        "/log/tile/0/000.p/256",
+        "/log/tile/x/000",
+        // One tile has one spelling: percent-encoded ones name none.
+        "/log/tile/0/%30%30%30",
+        "/log/tile/entries/x001%2F000",
+    ] {
         let (status, body, _) = get(&gw, bad).await;
         assert_eq!(status, 404, "{bad}");
-        assert!(String::from_utf8_lossy(&body).contains("is not a tile path"));
+        assert!(
+            String::from_utf8_lossy(&body).contains("is not a tile path"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let (status, body, _) = get(&gw, "/log/tile/0/x001/000").await;
     assert_eq!(status, 404);

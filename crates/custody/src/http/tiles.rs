@@ -90,10 +90,22 @@ pub async fn tile(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    uri: http::Uri,
     Path(path): Path<String>,
 ) -> Response {
     if let Some(r) = refused(&app, &headers, peer).await {
         return r;
+    }
+    // The path as sent: a tile has one spelling, and `%30%30%30` (decoded before `path`) is
+    // not it, or caches would hold one tile under many names.
+    if uri.path().contains('%') {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{} is not a tile path: tile paths are written without percent-encoding\n",
+                uri.path()
+            ),
+        );
     }
     let tile = match Tile::parse(&format!("tile/{path}")) {
         Ok(t) => t,
