@@ -74,6 +74,23 @@ fn custody(args: &[&str]) -> Output {
     Command::new(custody_bin()).args(args).output().unwrap()
 }
 
+/// `custody log export-tiles --data DATA --out OUT`, off the runtime.
+async fn export_tiles(data: &std::path::Path, out: &std::path::Path) -> Output {
+    let (data, out) = (data.to_path_buf(), out.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        custody(&[
+            "log",
+            "export-tiles",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -184,30 +201,16 @@ async fn verify_from_tiles_over_http_and_from_an_export() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().to_path_buf();
     let data = gw.data.path().to_path_buf();
-    let (k, u, o, d) = (key.clone(), url.clone(), out.clone(), data.clone());
-    let (remote, no_key, export, again) = tokio::task::spawn_blocking(move || {
+    let (k, u) = (key.clone(), url.clone());
+    let (remote, no_key) = tokio::task::spawn_blocking(move || {
         let remote = custody(&["verify", "--url", &u, "--key", &k]);
         let no_key = custody(&["verify", "--url", &u]);
-        let export = custody(&[
-            "log",
-            "export-tiles",
-            "--data",
-            d.to_str().unwrap(),
-            "--out",
-            o.to_str().unwrap(),
-        ]);
-        let again = custody(&[
-            "log",
-            "export-tiles",
-            "--data",
-            d.to_str().unwrap(),
-            "--out",
-            o.to_str().unwrap(),
-        ]);
-        (remote, no_key, export, again)
+        (remote, no_key)
     })
     .await
     .unwrap();
+    let export = export_tiles(&data, &out).await;
+    let again = export_tiles(&data, &out).await;
     assert!(remote.status.success(), "{}", text(&remote));
     assert!(
         text(&remote).contains("custody verify: OK"),
@@ -233,14 +236,7 @@ async fn verify_from_tiles_over_http_and_from_an_export() {
     let bad = custody(&["verify", "--tiles", out.to_str().unwrap(), "--key", &key]);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("the tiles disagree"), "{}", text(&bad));
-    let refused = custody(&[
-        "log",
-        "export-tiles",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let refused = export_tiles(&data, &out).await;
     assert!(!refused.status.success());
     assert!(
         text(&refused).contains("exists with other bytes"),
@@ -313,27 +309,10 @@ async fn export_refuses_another_logs_directory() {
     let (first, _) = busy_gateway("").await;
     let (second, _) = busy_gateway("").await;
     let out_dir = tempfile::tempdir().unwrap();
-    let out = out_dir.path().to_str().unwrap().to_string();
-    let export = |data: std::path::PathBuf, out: String| {
-        tokio::task::spawn_blocking(move || {
-            custody(&[
-                "log",
-                "export-tiles",
-                "--data",
-                data.to_str().unwrap(),
-                "--out",
-                &out,
-            ])
-        })
-    };
-    let ok = export(first.data.path().to_path_buf(), out.clone())
-        .await
-        .unwrap();
+    let ok = export_tiles(first.data.path(), out_dir.path()).await;
     assert!(ok.status.success(), "{}", text(&ok));
     let before = std::fs::read(out_dir.path().join("checkpoint")).unwrap();
-    let refused = export(second.data.path().to_path_buf(), out.clone())
-        .await
-        .unwrap();
+    let refused = export_tiles(second.data.path(), out_dir.path()).await;
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(
         text(&refused).contains("refusing to export into another log's directory"),
@@ -417,19 +396,7 @@ async fn export_refuses_a_tree_that_is_not_the_published_one() {
     assert_eq!(changed, 1);
     drop(conn);
     let out = tempfile::tempdir().unwrap();
-    let (d, o) = (data.path().to_path_buf(), out.path().to_path_buf());
-    let refused = tokio::task::spawn_blocking(move || {
-        custody(&[
-            "log",
-            "export-tiles",
-            "--data",
-            d.to_str().unwrap(),
-            "--out",
-            o.to_str().unwrap(),
-        ])
-    })
-    .await
-    .unwrap();
+    let refused = export_tiles(data.path(), out.path()).await;
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(
         text(&refused).contains("the database was changed; nothing was exported"),

@@ -121,15 +121,14 @@ pub async fn tile(
     let size = audit.latest_checkpoint().map_or(0, |c| c.size);
     let readers = audit.readers().clone();
     let gzip = matches!(tile, Tile::Entries { .. }) && accepts_gzip(&headers);
-    let cached = gzip.then(|| app.zipped.get(tile)).flatten();
+    if let Some(zipped) = gzip.then(|| app.zipped.get(tile)).flatten() {
+        return served(tile, zipped, true);
+    }
     let Ok(_turn) = READS.acquire().await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     };
     let app_for_read = app.clone();
     let read = tokio::task::spawn_blocking(move || {
-        if let Some(zipped) = cached {
-            return Ok((zipped, true));
-        }
         let reader = readers.take()?;
         let read = crate::tiles::read(&reader, tile, size);
         if matches!(read, Err(TileError::Store(_))) {
@@ -148,30 +147,7 @@ pub async fn tile(
     })
     .await;
     match read {
-        Ok(Ok((bytes, gzip))) => {
-            let mut resp = (
-                [
-                    (
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/octet-stream"),
-                    ),
-                    (
-                        header::CACHE_CONTROL,
-                        HeaderValue::from_static(if tile.is_full() { IMMUTABLE } else { PARTIAL }),
-                    ),
-                ],
-                bytes,
-            )
-                .into_response();
-            if matches!(tile, Tile::Entries { .. }) {
-                let h = resp.headers_mut();
-                h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-                if gzip {
-                    h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                }
-            }
-            resp
-        }
+        Ok(Ok((bytes, gzip))) => served(tile, bytes, gzip),
         Ok(Err(e @ TileError::NotInTree { .. })) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
         Ok(Err(e)) => {
             tracing::error!(tile = %tile, "couldn't read a tile: {e}");
@@ -179,6 +155,33 @@ pub async fn tile(
         }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
+}
+
+/// A tile's answer: its type, its cache headers, and for an entry bundle `Vary` and (when
+/// `gzip`) `Content-Encoding`.
+fn served(tile: Tile, bytes: bytes::Bytes, gzip: bool) -> Response {
+    let mut resp = (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(if tile.is_full() { IMMUTABLE } else { PARTIAL }),
+            ),
+        ],
+        bytes,
+    )
+        .into_response();
+    if matches!(tile, Tile::Entries { .. }) {
+        let h = resp.headers_mut();
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        if gzip {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+    }
+    resp
 }
 
 /// Full entry bundles gzipped, the most recent few: what a reader can make the gateway

@@ -66,8 +66,9 @@ impl Readers {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Readers idle now (for tests).
-    pub fn idle(&self) -> usize {
+    /// Readers idle now.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.lock().len()
     }
 }

@@ -59,34 +59,28 @@ pub fn export(data: &Path, out: &Path) -> anyhow::Result<Exported> {
     // the leaves below the smallest stored subtree) must hash to the root the checkpoint signs
     // before a tile is written. Entries and leaves under a stored node are checked by
     // `custody verify --tiles` of the export, as by `--data` of the database.
-    let signed = tlog::Note::parse(cp.note.as_bytes())
-        .ok()
-        .and_then(|n| tlog::Checkpoint::from_text(&n.text).ok())
-        .with_context(|| {
-            format!(
-                "the last line of {} is not a checkpoint",
-                files.checkpoints_path().display()
-            )
-        })?;
+    let ours = signed_by(cp.note.as_bytes()).with_context(|| {
+        format!(
+            "the last line of {} is not a checkpoint",
+            files.checkpoints_path().display()
+        )
+    })?;
     let nodes = tlog::CompactRange::subtrees(size)
         .map(|(level, index)| tlog::proof::HashStore::node(&reader, level, index))
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("reading the stored tree at size {size}"))?;
     let stored = tlog::CompactRange::from_parts(size, nodes)
         .map_err(|e| anyhow::anyhow!("the stored tree at size {size}: {e}"))?;
-    if stored.root() != signed.root {
+    if stored.root() != ours.root {
         bail!(
             "the log's stored tree of {size} entries has root {} but its published checkpoint signs root {}: the database was changed; nothing was exported (run `custody verify --data {}`)",
             stored.root(),
-            signed.root,
+            ours.root,
             data.display()
         );
     }
     let checkpoint_path = out.join("checkpoint");
     if let Some(old) = existing(&checkpoint_path)? {
-        let ours = signed_by(cp.note.as_bytes()).with_context(|| {
-            format!("the log's published checkpoint of size {size} is not a checkpoint")
-        })?;
         // Another log's tiles would stay beside this one's checkpoint, and a reader holding
         // one of this log's smaller checkpoints would take them for a fork.
         if old.log != ours.log {
@@ -127,9 +121,10 @@ pub fn export(data: &Path, out: &Path) -> anyhow::Result<Exported> {
     Ok(done)
 }
 
-/// A checkpoint's size and the log that signed it.
+/// A checkpoint's size, root and the log that signed it.
 struct Signed {
     size: u64,
+    root: tlog::Hash,
     /// The origin and the ID of the origin's key that signed it (`origin+id`).
     log: String,
 }
@@ -144,6 +139,7 @@ fn signed_by(bytes: &[u8]) -> anyhow::Result<Signed> {
         .map_or_else(|| "unsigned".to_string(), |s| format!("{:08x}", s.key_id));
     Ok(Signed {
         size: cp.size,
+        root: cp.root,
         log: format!("{}+{id}", cp.origin),
     })
 }
