@@ -128,10 +128,16 @@ pub async fn append(writers: usize, size: usize, seconds: u64) -> anyhow::Result
     // Warm up the database file.
     append_load(&audit, writers, size, Duration::from_millis(500)).await?;
     let cpu0 = crate::procstat::cpu_time(std::process::id());
+    let threads0 = crate::procstat::threads(std::process::id());
     let started = Instant::now();
     let n = append_load(&audit, writers, size, Duration::from_secs(seconds)).await?;
     let elapsed = started.elapsed();
     let cpu = crate::procstat::cpu_time(std::process::id()) - cpu0;
+    let (sequencer, _) = crate::procstat::thread_shares(
+        &threads0,
+        &crate::procstat::threads(std::process::id()),
+        elapsed,
+    );
     audit.close().await;
     let fsync = fsync_p50(dir.path())?;
     println!(
@@ -150,6 +156,11 @@ pub async fn append(writers: usize, size: usize, seconds: u64) -> anyhow::Result
     println!(
         "  CPU per durable append, amortised (the whole process: writers, sequencer, SQLite): {:.2} µs (target ≤ 5 µs)",
         cpu.as_secs_f64() * 1e6 / n.max(1) as f64
+    );
+    println!(
+        "  the sequencer thread (the serial part): {:.2} of a core busy, {:.2} µs per append",
+        sequencer,
+        sequencer * elapsed.as_secs_f64() * 1e6 / n.max(1) as f64
     );
     println!(
         "  this disk: 4 KiB write + fdatasync p50 {:.2} ms",

@@ -21,6 +21,7 @@ mod postgres;
 mod procstat;
 mod relay;
 mod replicas;
+mod scaling;
 mod sessions;
 mod witnessing;
 
@@ -259,6 +260,29 @@ enum Cmd {
         addr: SocketAddr,
         accept: String,
     },
+    /// Throughput through the gateway pinned to 1, 2, 4, … cores of its own, against the
+    /// upstream direct, with each process's CPU: how the relay scales with cores.
+    Scaling {
+        /// The gateway's core counts, one step each (worker threads = cores).
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Cores of the upstream's own.
+        #[arg(long, default_value_t = 4)]
+        upstream_cores: usize,
+        /// Cores of the load generator's own.
+        #[arg(long, default_value_t = 4)]
+        load_cores: usize,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value = "fsync")]
+        durability: String,
+        /// Pin nothing: all three processes share every CPU (for a machine with too few cores
+        /// to give each its own).
+        #[arg(long)]
+        shared_cores: bool,
+    },
     /// Load only, against a running server (for profiling it): prints calls/s.
     Load {
         addr: SocketAddr,
@@ -272,6 +296,34 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A process the scaling benchmark started pins itself before any thread is made.
+    scaling::pin_from_env()?;
+    if let Cmd::Scaling {
+        threads,
+        upstream_cores,
+        load_cores,
+        clients,
+        seconds,
+        durability,
+        shared_cores,
+    } = cli.command
+    {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let layout = if shared_cores {
+            scaling::Layout::shared(cores)
+        } else {
+            let layout = scaling::Layout::new(&threads, upstream_cores, load_cores, cores)?;
+            scaling::pin(&layout.load)?;
+            layout
+        };
+        return tokio::runtime::Runtime::new()?.block_on(scaling::scaling(
+            threads,
+            layout,
+            clients,
+            Duration::from_secs(seconds),
+            &durability,
+        ));
+    }
     // The gateway runs with its configured threads, as `custody serve` does; the upstream and
     // the load generator get the machine's default.
     if let Cmd::Gateway { config } = &cli.command {
@@ -300,7 +352,7 @@ fn main() -> anyhow::Result<()> {
             custody_mcp_server::stdio::serve(engine).await?;
             Ok(())
         }),
-        Cmd::Gateway { .. } => unreachable!("handled above"),
+        Cmd::Gateway { .. } | Cmd::Scaling { .. } => unreachable!("handled above"),
         Cmd::Witness {
             clients,
             seconds,

@@ -35,3 +35,55 @@ pub fn rss(pid: u32) -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
+
+/// Each thread of `pid`: its name and its user + system CPU time so far.
+pub fn threads(pid: u32) -> Vec<(u32, String, Duration)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .map(|tid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            (tid, comm, task_cpu_time(pid, tid))
+        })
+        .collect()
+}
+
+fn task_cpu_time(pid: u32, tid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+/// The busiest threads between two [`threads`] snapshots, as cores (CPU over `wall`): the
+/// sequencer's alone, then the busiest other thread's.
+pub fn thread_shares(
+    before: &[(u32, String, Duration)],
+    after: &[(u32, String, Duration)],
+    wall: Duration,
+) -> (f64, f64) {
+    let mut sequencer = 0.0;
+    let mut other: f64 = 0.0;
+    for (tid, comm, cpu) in after {
+        let was = before
+            .iter()
+            .find(|(t, _, _)| t == tid)
+            .map_or(Duration::ZERO, |(_, _, c)| *c);
+        let cores = cpu.saturating_sub(was).as_secs_f64() / wall.as_secs_f64();
+        if comm.starts_with("custody-sequenc") {
+            sequencer += cores;
+        } else {
+            other = other.max(cores);
+        }
+    }
+    (sequencer, other)
+}
