@@ -267,7 +267,12 @@ fn report(
         );
     }
     println!(
-        "gateway cores   direct/s    via/s   of direct   per added core   CPU/call   cores busy: gateway  upstream  load   sequencer  busiest other thread"
+        "{}   direct/s    via/s   of direct   per added core   CPU/call   cores busy: gateway  upstream  load   sequencer  busiest other thread",
+        if layout.shared {
+            "gateway threads"
+        } else {
+            "  gateway cores"
+        }
     );
     let mut previous: Option<&Step> = None;
     for s in steps {
@@ -277,7 +282,7 @@ fn report(
             format!("{:.2}x", (rate(&s.via) - rate(&p.via)) / (added * per_core))
         });
         println!(
-            "{:>13}   {:>8.0}   {:>6.0}   {:>8.0}%   {:>14}   {:>5.1} µs   {:>8.2} of {:<3} {:>7.2}  {:>5.2}   {:>9.2}  {:>6.2}",
+            "{:>15}   {:>8.0}   {:>6.0}   {:>8.0}%   {:>14}   {:>5.1} µs   {:>8.2} of {:<3} {:>7.2}  {:>5.2}   {:>9.2}  {:>6.2}",
             s.threads,
             rate(&s.direct),
             rate(&s.via),
@@ -296,10 +301,17 @@ fn report(
     println!(
         "\n'per added core': the throughput each added core contributed, as a share of what one core gave at the step before (the target is at least 0.70x)."
     );
+    let owned = if layout.shared {
+        format!("All three share the machine's {cores} CPUs.")
+    } else {
+        format!(
+            "The upstream has {} core(s), the load generator {}.",
+            layout.upstream.len(),
+            layout.load.len()
+        )
+    };
     println!(
-        "'cores busy': CPU time over wall time through custody; a process near its cores' count is what set the pace. The upstream has {} core(s), the load generator {}. 'sequencer': the log's one writing thread (near 1.00: the serial part sets the pace).",
-        layout.upstream.len(),
-        layout.load.len()
+        "'cores busy': CPU time over wall time through custody; a process near its cores' count is what set the pace. {owned} 'sequencer': the log's one writing thread (near 1.00: the serial part sets the pace)."
     );
     if let Some(even) = steps
         .iter()
