@@ -16,6 +16,19 @@ pub const FILE: &str = "index.sqlite";
 /// empty one matches, and each entry without them costs fewer b-tree inserts.
 const SCHEMA_VERSION: i64 = 3;
 
+/// The columns an entry may leave empty whose indexes are partial (schema 3).
+const OPTIONAL: [&str; 9] = [
+    "run",
+    "run_id",
+    "pipeline",
+    "actor",
+    "principal",
+    "repository",
+    "project",
+    "target",
+    "session",
+];
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rows (
@@ -98,7 +111,26 @@ pub(super) fn open(data_dir: &Path) -> Result<Index, IndexError> {
         })
         .optional()
         .unwrap_or(None);
-    if version.is_some_and(|v| v != SCHEMA_VERSION) {
+    if version == Some(2) {
+        // Schema 3 changed indexes only: rebuild those in place, keeping what is indexed
+        // (a rebuild from the log would leave the explorer's results short until it is done).
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(at("begin its upgrade"))?;
+        for column in OPTIONAL {
+            tx.execute_batch(&format!(
+                "DROP INDEX IF EXISTS rows_{column}; \
+                 CREATE INDEX rows_{column} ON rows({column}, idx) WHERE {column} IS NOT NULL;"
+            ))
+            .map_err(at("make an index of an optional column partial"))?;
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+            params![SCHEMA_VERSION],
+        )
+        .map_err(at("write its version"))?;
+        tx.commit().map_err(at("commit its upgrade"))?;
+    } else if version.is_some_and(|v| v != SCHEMA_VERSION) {
         conn.execute_batch(
             "DROP TABLE IF EXISTS rows; DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS meta;",
         )
@@ -246,17 +278,7 @@ mod tests {
     fn filters_on_optional_columns_use_their_partial_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let index = open(dir.path()).unwrap();
-        for column in [
-            "run",
-            "run_id",
-            "pipeline",
-            "actor",
-            "principal",
-            "repository",
-            "project",
-            "target",
-            "session",
-        ] {
+        for column in OPTIONAL {
             let plan: Vec<String> = conn(&index)
                 .prepare(&format!(
                     "EXPLAIN QUERY PLAN SELECT idx FROM rows WHERE {column} = ?1 ORDER BY idx DESC LIMIT 101"
@@ -286,6 +308,80 @@ mod tests {
         }
     }
 
+    /// The filters that combine optional columns keep their plans: a run's id is looked up
+    /// in three partial indexes at once.
+    #[test]
+    fn a_run_filter_reads_three_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = open(dir.path()).unwrap();
+        let plan: Vec<String> = conn(&index)
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT idx FROM rows WHERE (run = ?1 OR run_id = ?1 OR pipeline = ?1) \
+                 AND kind != 'log_read' ORDER BY idx LIMIT 10000",
+            )
+            .unwrap()
+            .query_map(["x"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        for index in ["rows_run ", "rows_run_id ", "rows_pipeline "] {
+            assert!(plan.contains(index), "{index}: {plan}");
+        }
+    }
+
+    /// An index of schema 2 (full indexes) is upgraded where it stands: what it holds stays.
+    #[test]
+    fn a_schema_2_index_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut old = SCHEMA.to_string();
+            for column in OPTIONAL {
+                old = old.replace(&format!(" WHERE {column} IS NOT NULL"), "");
+            }
+            let c = Connection::open(dir.path().join(FILE)).unwrap();
+            c.execute_batch(&old).unwrap();
+            c.execute_batch(
+                "INSERT INTO meta VALUES ('schema', 2), ('cursor', 1);
+                 INSERT INTO rows (idx, time_ns, kind, direction, masked, error, repository)
+                     VALUES (0, 1, 'request', 'client', 0, 0, 'acme/api');",
+            )
+            .unwrap();
+        }
+        let index = open(dir.path()).unwrap();
+        let c = conn(&index);
+        let (schema, cursor, rows): (i64, i64, i64) = c
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'schema'), \
+                 (SELECT value FROM meta WHERE key = 'cursor'), (SELECT count(*) FROM rows)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((schema, cursor, rows), (SCHEMA_VERSION, 1, 1));
+        for column in OPTIONAL {
+            let sql: String = c
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = ?1",
+                    [format!("rows_{column}")],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(
+                sql.ends_with(&format!("WHERE {column} IS NOT NULL")),
+                "{sql}"
+            );
+        }
+        let found: i64 = c
+            .query_row(
+                "SELECT count(*) FROM rows WHERE repository = 'acme/api'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(found, 1);
+    }
+
     /// An index written under another schema is dropped and built again from the log, not
     /// read with columns or indexes it does not have.
     #[test]
@@ -295,7 +391,7 @@ mod tests {
             let c = Connection::open(dir.path().join(FILE)).unwrap();
             c.execute_batch(
                 "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-                 INSERT INTO meta VALUES ('schema', 2), ('cursor', 7);
+                 INSERT INTO meta VALUES ('schema', 1), ('cursor', 7);
                  CREATE TABLE rows (idx INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL);
                  INSERT INTO rows VALUES (0, 1);
                  CREATE INDEX rows_run ON rows(time_ns);",

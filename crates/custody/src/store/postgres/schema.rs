@@ -3,13 +3,13 @@
 use super::PgError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The advisory-lock key migrations hold (any replica may start first).
 const MIGRATION_LOCK: i64 = 0x6375_7374_6f64_7901;
 
 /// Each version's statements, applied in order from the database's version up.
-const MIGRATIONS: [(i32, &str); 4] = [
+const MIGRATIONS: [(i32, &str); 3] = [
     (
         1,
         "CREATE TABLE log_sequence (
@@ -162,30 +162,6 @@ const MIGRATIONS: [(i32, &str); 4] = [
          CREATE INDEX rows_request ON custody_explorer.rows (request) WHERE request IS NOT NULL;
          CREATE INDEX rows_masked ON custody_explorer.rows (idx) WHERE masked = 1;
          CREATE INDEX rows_error ON custody_explorer.rows (idx) WHERE error = 1;",
-    ),
-    // The explorer's indexes of columns an entry may leave empty hold only the entries with a
-    // value there (as the embedded index's schema 3): filters are `column = value`, which no
-    // empty one matches, and an entry without them costs fewer index inserts.
-    (
-        4,
-        "DROP INDEX custody_explorer.rows_run;
-         CREATE INDEX rows_run ON custody_explorer.rows (run, idx) WHERE run IS NOT NULL;
-         DROP INDEX custody_explorer.rows_run_id;
-         CREATE INDEX rows_run_id ON custody_explorer.rows (run_id, idx) WHERE run_id IS NOT NULL;
-         DROP INDEX custody_explorer.rows_pipeline;
-         CREATE INDEX rows_pipeline ON custody_explorer.rows (pipeline, idx) WHERE pipeline IS NOT NULL;
-         DROP INDEX custody_explorer.rows_actor;
-         CREATE INDEX rows_actor ON custody_explorer.rows (actor, idx) WHERE actor IS NOT NULL;
-         DROP INDEX custody_explorer.rows_principal;
-         CREATE INDEX rows_principal ON custody_explorer.rows (principal, idx) WHERE principal IS NOT NULL;
-         DROP INDEX custody_explorer.rows_repository;
-         CREATE INDEX rows_repository ON custody_explorer.rows (repository, idx) WHERE repository IS NOT NULL;
-         DROP INDEX custody_explorer.rows_project;
-         CREATE INDEX rows_project ON custody_explorer.rows (project, idx) WHERE project IS NOT NULL;
-         DROP INDEX custody_explorer.rows_target;
-         CREATE INDEX rows_target ON custody_explorer.rows (target, idx) WHERE target IS NOT NULL;
-         DROP INDEX custody_explorer.rows_session;
-         CREATE INDEX rows_session ON custody_explorer.rows (session, idx) WHERE session IS NOT NULL;",
     ),
 ];
 
