@@ -308,11 +308,11 @@ fn main() -> anyhow::Result<()> {
         shared_cores,
     } = cli.command
     {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let allowed = scaling::allowed_cpus()?;
         let layout = if shared_cores {
-            scaling::Layout::shared(cores)
+            scaling::Layout::shared(&threads, &allowed)?
         } else {
-            let layout = scaling::Layout::new(&threads, upstream_cores, load_cores, cores)?;
+            let layout = scaling::Layout::new(&threads, upstream_cores, load_cores, &allowed)?;
             scaling::pin(&layout.load)?;
             layout
         };

@@ -66,8 +66,8 @@ fn list(cpus: &[usize]) -> String {
     }
 }
 
-/// Which CPUs each process gets: the gateway the first `max(threads)`, then the upstream's, then
-/// the load generator's (this process).
+/// Which CPUs each process gets: the gateway the first `max(threads)` of those this process may
+/// use, then the upstream's, then the load generator's (this process).
 pub(crate) struct Layout {
     pub(crate) gateway: Vec<usize>,
     pub(crate) upstream: Vec<usize>,
@@ -75,6 +75,27 @@ pub(crate) struct Layout {
     /// Nothing pinned: every process may run on every CPU (a machine with too few cores to
     /// give each its own, such as a 2-core VM); the gateway still gets its threads.
     pub(crate) shared: bool,
+    /// The CPUs this process could use when it started.
+    pub(crate) cpus: usize,
+}
+
+/// The CPUs this process may run on (its affinity mask: a cpuset or `taskset` narrows it).
+pub(crate) fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .context("reading this process's CPU affinity")?;
+    Ok((0..nix::sched::CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect())
+}
+
+/// The gateway's steps: at least one, each at least one thread, each more than the last (the
+/// per-core figures compare a step with the one before).
+pub(crate) fn check_threads(threads: &[usize]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !threads.is_empty() && threads[0] > 0 && threads.windows(2).all(|w| w[0] < w[1]),
+        "--threads {threads:?}: give one or more thread counts, each above 0 and above the one before (such as 1,2,4,8)"
+    );
+    Ok(())
 }
 
 impl Layout {
@@ -82,50 +103,71 @@ impl Layout {
         threads: &[usize],
         upstream: usize,
         load: usize,
-        cores: usize,
+        allowed: &[usize],
     ) -> anyhow::Result<Self> {
+        check_threads(threads)?;
         let most = threads.iter().copied().max().unwrap_or(1);
         anyhow::ensure!(
-            threads.iter().all(|&t| t > 0) && upstream > 0 && load > 0,
-            "every process needs at least one core"
+            upstream > 0 && load > 0,
+            "the upstream and the load generator need at least one core each"
         );
+        let cores = allowed.len();
         anyhow::ensure!(
             most + upstream + load <= cores,
-            "{most} gateway cores + {upstream} upstream + {load} load generator need {} CPUs; this machine has {cores}: lower --threads, --upstream-cores or --load-cores",
+            "{most} gateway cores + {upstream} upstream + {load} load generator need {} CPUs; this process may use {cores}: lower --threads, --upstream-cores or --load-cores, or pass --shared-cores",
             most + upstream + load
         );
         Ok(Self {
-            gateway: (0..most).collect(),
-            upstream: (most..most + upstream).collect(),
-            load: (most + upstream..most + upstream + load).collect(),
+            gateway: allowed[..most].to_vec(),
+            upstream: allowed[most..most + upstream].to_vec(),
+            load: allowed[most + upstream..most + upstream + load].to_vec(),
             shared: false,
+            cpus: cores,
         })
     }
 
-    /// Every process on all `cores`.
-    pub(crate) fn shared(cores: usize) -> Self {
-        let all: Vec<usize> = (0..cores).collect();
-        Self {
-            gateway: all.clone(),
-            upstream: all.clone(),
-            load: all,
+    /// Every process on every CPU in `allowed`.
+    pub(crate) fn shared(threads: &[usize], allowed: &[usize]) -> anyhow::Result<Self> {
+        check_threads(threads)?;
+        Ok(Self {
+            gateway: allowed.to_vec(),
+            upstream: allowed.to_vec(),
+            load: allowed.to_vec(),
             shared: true,
-        }
+            cpus: allowed.len(),
+        })
     }
 }
 
-fn spawn_pinned(args: &[&str], cpus: &[usize], threads: Option<usize>) -> anyhow::Result<Proc> {
+/// Starts this benchmark as `args`, pinned to `cpus` (none: unpinned), its error output in
+/// `log` (read back by [`started`] when it does not come up).
+fn spawn_pinned(
+    args: &[&str],
+    cpus: &[usize],
+    threads: Option<usize>,
+    log: &std::path::Path,
+) -> anyhow::Result<Proc> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.args(args);
     if !cpus.is_empty() {
         cmd.env(PIN_VAR, list(cpus));
     }
     cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(std::fs::File::create(log)?);
     if let Some(n) = threads {
         cmd.env("GATEWAY_THREADS", n.to_string());
     }
     Ok(Proc(cmd.spawn()?))
+}
+
+/// Waits for `what` to listen on `addr`; if it does not, the error carries what it printed.
+async fn started(addr: SocketAddr, what: &str, log: &std::path::Path) -> anyhow::Result<()> {
+    wait_listening(addr).await.with_context(|| {
+        let said = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = said.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("starting the {what}: {}", tail.join(" | "))
+    })
 }
 
 struct Step {
@@ -162,14 +204,14 @@ pub(crate) async fn scaling(
             cpus.to_vec()
         }
     };
+    let up_log = work.path().join("upstream.log");
     let upstream = spawn_pinned(
         &["upstream", &up_addr.to_string()],
         &pinned(&layout.upstream),
         None,
+        &up_log,
     )?;
-    wait_listening(up_addr)
-        .await
-        .context("starting the upstream")?;
+    started(up_addr, "upstream", &up_log).await?;
     let up_pid = upstream.0.id();
     let mut steps = Vec::new();
     for &n in &threads {
@@ -177,14 +219,14 @@ pub(crate) async fn scaling(
         let data = work.path().join(format!("data-{n}"));
         let config = work.path().join(format!("custody-{n}.toml"));
         gateway_config(&config, gw_addr, &data, up_addr, durability)?;
+        let gw_log = work.path().join(format!("gateway-{n}.log"));
         let gateway = spawn_pinned(
             &["gateway", config.to_str().unwrap_or_default()],
             &pinned(&layout.gateway[..n.min(layout.gateway.len())]),
             Some(n),
+            &gw_log,
         )?;
-        wait_listening(gw_addr)
-            .await
-            .context("starting the gateway")?;
+        started(gw_addr, "gateway", &gw_log).await?;
         let gw_pid = gateway.0.id();
         // A short warm-up (connections, caches, the log's first pages), then direct and via.
         measure(
@@ -228,14 +270,8 @@ fn report(
     durability: &str,
     threads: &[usize],
 ) {
-    // This process is pinned to the load generator's CPUs by now: count the machine's.
-    let cores = layout
-        .load
-        .iter()
-        .chain(&layout.gateway)
-        .chain(&layout.upstream)
-        .max()
-        .map_or(1, |m| m + 1);
+    // This process is pinned to the load generator's CPUs by now: the count from before.
+    let cores = layout.cpus;
     let names: Vec<String> = threads.iter().map(usize::to_string).collect();
     println!(
         "custody scaling benchmark: tools/call through the gateway with 1..n worker threads, each step pinned to as many cores of its own unless --shared-cores, audit durability {durability}"
@@ -343,11 +379,36 @@ mod tests {
 
     #[test]
     fn a_layout_that_does_not_fit_is_refused() {
-        let l = Layout::new(&[1, 2, 4, 8], 4, 4, 16).unwrap();
+        let all: Vec<usize> = (0..16).collect();
+        let l = Layout::new(&[1, 2, 4, 8], 4, 4, &all).unwrap();
         assert_eq!(l.gateway, (0..8).collect::<Vec<_>>());
         assert_eq!(l.upstream, vec![8, 9, 10, 11]);
         assert_eq!(l.load, vec![12, 13, 14, 15]);
-        let err = Layout::new(&[1, 2], 1, 1, 2).err().unwrap().to_string();
-        assert!(err.contains("this machine has 2"), "{err}");
+        assert_eq!(l.cpus, 16);
+        let err = Layout::new(&[1, 2], 1, 1, &[0, 1])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("this process may use 2"), "{err}");
+    }
+
+    #[test]
+    fn a_layout_takes_the_cpus_this_process_may_use() {
+        // As under `taskset -c 8-15`: CPUs 8 to 15, not 0 to 7.
+        let allowed: Vec<usize> = (8..16).collect();
+        let l = Layout::new(&[1, 2, 4], 2, 2, &allowed).unwrap();
+        assert_eq!(l.gateway, vec![8, 9, 10, 11]);
+        assert_eq!(l.upstream, vec![12, 13]);
+        assert_eq!(l.load, vec![14, 15]);
+    }
+
+    #[test]
+    fn thread_steps_must_grow() {
+        for bad in [&[][..], &[0, 1][..], &[2, 1][..], &[2, 2][..]] {
+            let err = check_threads(bad).err().unwrap().to_string();
+            assert!(err.contains("above the one before"), "{bad:?}: {err}");
+            assert!(Layout::shared(bad, &[0, 1]).is_err(), "{bad:?}");
+        }
+        assert!(check_threads(&[1, 2, 4, 8]).is_ok());
     }
 }
