@@ -127,6 +127,11 @@ pub const TIMELINE_CAP: u32 = 10_000;
 /// Index transactions a request may run to catch up before it answers.
 const CATCH_UP_STEPS: u32 = 5;
 
+/// Turns of [`CATCH_UP_STEPS`] the follower may take per tick to catch up (the index lock is
+/// let go between turns, so requests are answered meanwhile): at most 200,000 entries a
+/// tick, 800,000 a second, above what the log commits on any machine measured.
+const FOLLOWER_TURNS: u32 = 20;
+
 impl Explorer {
     pub fn new(
         data_dir: &Path,
@@ -173,8 +178,23 @@ impl Explorer {
         f(open)
     }
 
+    /// Indexes up to `size` in at most `turns` turns of [`CATCH_UP_STEPS`] transactions,
+    /// letting the index's lock go between turns. Whether it reached `size`. Blocking.
+    ///
+    /// # Errors
+    /// As [`Explorer::with`].
+    pub fn catch_up(&self, size: u64, turns: u32) -> Result<bool, QueryError> {
+        for _ in 0..turns {
+            if self.with(size, |open| Ok(open.index.cursor()? >= size))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Follows the committed head of `audit`, indexing new entries in bounded steps, until
-    /// `stop`.
+    /// `stop`. A log that grows faster than one turn a tick indexes is caught up with more
+    /// turns in that tick, so the index does not fall ever further behind under load.
     pub fn spawn_follower(
         self: &Arc<Self>,
         audit: Arc<crate::audit::Audit>,
@@ -198,9 +218,10 @@ impl Explorer {
                 }
                 let size = audit.head().size;
                 let me = me.clone();
-                let done = tokio::task::spawn_blocking(move || me.with(size, |_| Ok(()))).await;
+                let done =
+                    tokio::task::spawn_blocking(move || me.catch_up(size, FOLLOWER_TURNS)).await;
                 let failed = match done {
-                    Ok(Ok(())) => None,
+                    Ok(Ok(_)) => None,
                     Ok(Err(e)) => Some(e.to_string()),
                     Err(e) => Some(e.to_string()),
                 };
@@ -212,5 +233,73 @@ impl Explorer {
                 last = failed;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Audit, Draft};
+    use crate::config::{AuditConfig, Durability};
+    use tlog::entry::Kind;
+
+    /// More entries than one request's catch-up indexes: a single turn stops short, the
+    /// follower's turns reach the head.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_follower_catches_up_a_log_that_grew_faster_than_one_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            durability: Durability::None,
+            origin: Some("test.custody/log".into()),
+            key_file: dir.path().join("log.key"),
+            checkpoint_interval: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(60),
+            scrub_interval: None,
+            retention: None,
+            erasers: Vec::new(),
+            tiles_prefix: "/log".into(),
+            tiles_public: true,
+            tiles_public_set: false,
+            predecessor: None,
+            store: None,
+        };
+        let audit = Audit::open(dir.path(), &config).unwrap().audit;
+        let total = u64::from(CATCH_UP_STEPS) * index::STEP + 500;
+        let tasks: Vec<_> = (0..16)
+            .map(|w| {
+                let audit = audit.clone();
+                tokio::spawn(async move {
+                    for _ in (w..total).step_by(16) {
+                        audit
+                            .append(Draft::gateway(Kind::Notification, "ep", "{}".into()))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let size = audit.head().size;
+        assert!(size >= total, "{size}");
+        let explorer = Explorer::new(dir.path(), audit.location().clone(), vec![], vec![]);
+        let e = explorer.clone();
+        let one = tokio::task::spawn_blocking(move || e.catch_up(size, 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !one,
+            "one turn indexes at most {} entries",
+            u64::from(CATCH_UP_STEPS) * index::STEP
+        );
+        let e = explorer.clone();
+        let all = tokio::task::spawn_blocking(move || e.catch_up(size, FOLLOWER_TURNS))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(all);
+        audit.close().await;
     }
 }
