@@ -179,14 +179,23 @@ impl Explorer {
     }
 
     /// Indexes up to `size` in at most `turns` turns of [`CATCH_UP_STEPS`] transactions,
-    /// letting the index's lock go between turns. Whether it reached `size`. Blocking.
+    /// letting the index's lock go between turns and stopping early once `stop` is cancelled
+    /// (a shutdown waits for at most one turn). Whether it reached `size`. Blocking.
     ///
     /// # Errors
     /// As [`Explorer::with`].
-    pub fn catch_up(&self, size: u64, turns: u32) -> Result<bool, QueryError> {
+    pub fn catch_up(
+        &self,
+        size: u64,
+        turns: u32,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<bool, QueryError> {
         for _ in 0..turns {
             if self.with(size, |open| Ok(open.index.cursor()? >= size))? {
                 return Ok(true);
+            }
+            if stop.is_cancelled() {
+                break;
             }
         }
         Ok(false)
@@ -217,9 +226,10 @@ impl Explorer {
                     continue;
                 }
                 let size = audit.head().size;
-                let me = me.clone();
+                let (me, stop) = (me.clone(), stop.clone());
                 let done =
-                    tokio::task::spawn_blocking(move || me.catch_up(size, FOLLOWER_TURNS)).await;
+                    tokio::task::spawn_blocking(move || me.catch_up(size, FOLLOWER_TURNS, &stop))
+                        .await;
                 let failed = match done {
                     Ok(Ok(_)) => None,
                     Ok(Err(e)) => Some(e.to_string()),
@@ -243,8 +253,8 @@ mod tests {
     use crate::config::{AuditConfig, Durability};
     use tlog::entry::Kind;
 
-    /// More entries than one request's catch-up indexes: a single turn stops short, the
-    /// follower's turns reach the head.
+    /// More entries than one request's catch-up indexes: a single turn stops short, a
+    /// cancelled follower stops after one more, the follower's turns reach the head.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_follower_catches_up_a_log_that_grew_faster_than_one_turn() {
         let dir = tempfile::tempdir().unwrap();
@@ -264,7 +274,8 @@ mod tests {
             store: None,
         };
         let audit = Audit::open(dir.path(), &config).unwrap().audit;
-        let total = u64::from(CATCH_UP_STEPS) * index::STEP + 500;
+        // Two turns and a little: one turn, then a cancelled one, stop short of it.
+        let total = 2 * u64::from(CATCH_UP_STEPS) * index::STEP + 500;
         let tasks: Vec<_> = (0..16)
             .map(|w| {
                 let audit = audit.clone();
@@ -284,8 +295,9 @@ mod tests {
         let size = audit.head().size;
         assert!(size >= total, "{size}");
         let explorer = Explorer::new(dir.path(), audit.location().clone(), vec![], vec![]);
-        let e = explorer.clone();
-        let one = tokio::task::spawn_blocking(move || e.catch_up(size, 1))
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (e, st) = (explorer.clone(), stop.clone());
+        let one = tokio::task::spawn_blocking(move || e.catch_up(size, 1, &st))
             .await
             .unwrap()
             .unwrap();
@@ -294,8 +306,19 @@ mod tests {
             "one turn indexes at most {} entries",
             u64::from(CATCH_UP_STEPS) * index::STEP
         );
-        let e = explorer.clone();
-        let all = tokio::task::spawn_blocking(move || e.catch_up(size, FOLLOWER_TURNS))
+        // A shutdown stops it after the turn under way.
+        stop.cancel();
+        let (e, st) = (explorer.clone(), stop.clone());
+        let stopped = tokio::task::spawn_blocking(move || e.catch_up(size, FOLLOWER_TURNS, &st))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !stopped,
+            "a cancelled follower takes one turn, not all of them"
+        );
+        let (e, st) = (explorer.clone(), tokio_util::sync::CancellationToken::new());
+        let all = tokio::task::spawn_blocking(move || e.catch_up(size, FOLLOWER_TURNS, &st))
             .await
             .unwrap()
             .unwrap();
