@@ -4,7 +4,12 @@ use std::time::Duration;
 
 /// User + system CPU time of `pid` so far.
 pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_time(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU time from a `stat` file of /proc (a process's or one of its threads').
+fn stat_cpu_time(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -48,20 +53,13 @@ pub fn threads(pid: u32) -> Vec<(u32, String, Duration)> {
                 .unwrap_or_default()
                 .trim()
                 .to_string();
-            (tid, comm, task_cpu_time(pid, tid))
+            (
+                tid,
+                comm,
+                stat_cpu_time(&format!("/proc/{pid}/task/{tid}/stat")),
+            )
         })
         .collect()
-}
-
-fn task_cpu_time(pid: u32, tid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
 }
 
 /// The busiest threads between two [`threads`] snapshots, as cores (CPU over `wall`): the

@@ -24,7 +24,7 @@ pub mod scrub;
 mod sequencer;
 mod steward;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod verify;
 pub mod witnessing;
 

@@ -260,18 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = AuditConfig {
             durability: Durability::None,
-            origin: Some("test.custody/log".into()),
-            key_file: dir.path().join("log.key"),
-            checkpoint_interval: Duration::from_secs(60),
-            heartbeat_interval: Duration::from_secs(60),
-            scrub_interval: None,
-            retention: None,
-            erasers: Vec::new(),
-            tiles_prefix: "/log".into(),
-            tiles_public: true,
-            tiles_public_set: false,
-            predecessor: None,
-            store: None,
+            ..crate::audit::tests::config(dir.path())
         };
         let audit = Audit::open(dir.path(), &config).unwrap().audit;
         // Two turns and a little: one turn, then a cancelled one, stop short of it.

@@ -101,7 +101,8 @@ impl Store for FaultyStore {
     }
 }
 
-fn config(dir: &std::path::Path) -> AuditConfig {
+/// A log's settings for a unit test: fsync, checkpoints every 50 ms, the key in `dir`.
+pub(crate) fn config(dir: &std::path::Path) -> AuditConfig {
     AuditConfig {
         durability: Durability::Fsync,
         origin: None,

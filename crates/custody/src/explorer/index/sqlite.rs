@@ -272,40 +272,57 @@ mod tests {
         }
     }
 
+    /// SQLite's plan for `sql` (one parameter, bound to a value), its steps joined.
+    fn plan(c: &Connection, sql: &str) -> String {
+        let steps: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(["x"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        steps.join("; ")
+    }
+
+    /// The statement that made index `name`.
+    fn index_sql(c: &Connection, name: &str) -> String {
+        c.query_row(
+            "SELECT sql FROM sqlite_master WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    /// Every optional column's index holds no entry without a value there.
+    fn assert_partial(c: &Connection) {
+        for column in OPTIONAL {
+            let sql = index_sql(c, &format!("rows_{column}"));
+            assert!(
+                sql.ends_with(&format!("WHERE {column} IS NOT NULL")),
+                "{sql}"
+            );
+        }
+    }
+
     /// Each filter on a column an entry may leave empty is answered from that column's
     /// partial index (schema 3), newest first, as the explorer's pages ask.
     #[test]
     fn filters_on_optional_columns_use_their_partial_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let index = open(dir.path()).unwrap();
+        let c = conn(&index);
         for column in OPTIONAL {
-            let plan: Vec<String> = conn(&index)
-                .prepare(&format!(
-                    "EXPLAIN QUERY PLAN SELECT idx FROM rows WHERE {column} = ?1 ORDER BY idx DESC LIMIT 101"
-                ))
-                .unwrap()
-                .query_map(["x"], |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            let plan = plan.join("; ");
+            let plan = plan(
+                c,
+                &format!("SELECT idx FROM rows WHERE {column} = ?1 ORDER BY idx DESC LIMIT 101"),
+            );
             assert!(
                 plan.contains(&format!("INDEX rows_{column} ")),
                 "{column}: {plan}"
             );
-            // The index holds no entry without a value there.
-            let sql: String = conn(&index)
-                .query_row(
-                    "SELECT sql FROM sqlite_master WHERE name = ?1",
-                    [format!("rows_{column}")],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            assert!(
-                sql.ends_with(&format!("WHERE {column} IS NOT NULL")),
-                "{sql}"
-            );
         }
+        assert_partial(c);
     }
 
     /// The filters that combine optional columns keep their plans: a run's id is looked up
@@ -314,17 +331,11 @@ mod tests {
     fn a_run_filter_reads_three_partial_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let index = open(dir.path()).unwrap();
-        let plan: Vec<String> = conn(&index)
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT idx FROM rows WHERE (run = ?1 OR run_id = ?1 OR pipeline = ?1) \
-                 AND kind != 'log_read' ORDER BY idx LIMIT 10000",
-            )
-            .unwrap()
-            .query_map(["x"], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join("; ");
+        let plan = plan(
+            conn(&index),
+            "SELECT idx FROM rows WHERE (run = ?1 OR run_id = ?1 OR pipeline = ?1) \
+             AND kind != 'log_read' ORDER BY idx LIMIT 10000",
+        );
         for index in ["rows_run ", "rows_run_id ", "rows_pipeline "] {
             assert!(plan.contains(index), "{index}: {plan}");
         }
@@ -359,19 +370,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!((schema, cursor, rows), (SCHEMA_VERSION, 1, 1));
-        for column in OPTIONAL {
-            let sql: String = c
-                .query_row(
-                    "SELECT sql FROM sqlite_master WHERE name = ?1",
-                    [format!("rows_{column}")],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            assert!(
-                sql.ends_with(&format!("WHERE {column} IS NOT NULL")),
-                "{sql}"
-            );
-        }
+        assert_partial(c);
         let found: i64 = c
             .query_row(
                 "SELECT count(*) FROM rows WHERE repository = 'acme/api'",
@@ -412,13 +411,7 @@ mod tests {
             .query_row("SELECT count(*) FROM rows", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 0);
-        let sql: String = c
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE name = 'rows_run'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let sql = index_sql(c, "rows_run");
         assert!(
             sql.contains("rows(run, idx) WHERE run IS NOT NULL"),
             "{sql}"
