@@ -90,32 +90,58 @@ pub async fn latencies(
     warmup: usize,
     calls: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    let ca = Conn::open(a.0, a.1).await?;
-    let cb = Conn::open(b.0, b.1).await?;
-    latencies_on(ca, cb, warmup, calls).await
+    let mut both = latencies_of(&[a, b], warmup, calls).await?;
+    let lb = both.pop().unwrap_or_default();
+    Ok((both.pop().unwrap_or_default(), lb))
 }
 
 /// As [`latencies`], on connections already open (with a token, say).
 pub async fn latencies_on(
-    mut ca: Conn,
-    mut cb: Conn,
+    ca: Conn,
+    cb: Conn,
     warmup: usize,
     calls: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut both = latencies_on_all(vec![ca, cb], warmup, calls).await?;
+    let lb = both.pop().unwrap_or_default();
+    Ok((both.pop().unwrap_or_default(), lb))
+}
+
+/// As [`latencies`], for any number of targets, taken in turn in batches of 100.
+pub async fn latencies_of(
+    targets: &[(SocketAddr, &str)],
+    warmup: usize,
+    calls: usize,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    let mut conns = Vec::with_capacity(targets.len());
+    for (addr, path) in targets {
+        conns.push(Conn::open(*addr, path).await?);
+    }
+    latencies_on_all(conns, warmup, calls).await
+}
+
+async fn latencies_on_all(
+    mut conns: Vec<Conn>,
+    warmup: usize,
+    calls: usize,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
     for _ in 0..warmup {
-        ca.call().await?;
-        cb.call().await?;
-    }
-    let (mut la, mut lb) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
-    while la.len() < calls {
-        for _ in 0..100.min(calls - la.len()) {
-            la.push(ca.call().await?);
-        }
-        for _ in 0..100.min(calls - lb.len()) {
-            lb.push(cb.call().await?);
+        for c in &mut conns {
+            c.call().await?;
         }
     }
-    Ok((la, lb))
+    let mut out: Vec<Vec<Duration>> = conns.iter().map(|_| Vec::with_capacity(calls)).collect();
+    let mut done = 0;
+    while done < calls {
+        let n = 100.min(calls - done);
+        for (c, l) in conns.iter_mut().zip(&mut out) {
+            for _ in 0..n {
+                l.push(c.call().await?);
+            }
+        }
+        done += n;
+    }
+    Ok(out)
 }
 
 /// `clients` connections calling as fast as they can for `time`; returns the calls completed.

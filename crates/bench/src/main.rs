@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit;
 mod auth;
+mod bare;
 mod explorer;
 mod explorer_pages;
 mod flood;
@@ -234,6 +235,12 @@ enum Cmd {
     /// (internal) The conformance fixture over HTTP.
     #[command(hide = true)]
     Upstream { addr: SocketAddr },
+    /// (internal) A plain proxy hop to `upstream` (the relay benchmark's floor).
+    #[command(hide = true)]
+    BareProxy {
+        addr: SocketAddr,
+        upstream: SocketAddr,
+    },
     /// (internal) The conformance fixture over stdio.
     #[command(hide = true)]
     StdioUpstream,
@@ -347,6 +354,7 @@ fn main() -> anyhow::Result<()> {
             custody_mcp_server::http::serve(engine, addr).await?;
             Ok(())
         }),
+        Cmd::BareProxy { addr, upstream } => rt.block_on(bare::serve(addr, upstream)),
         Cmd::StdioUpstream => rt.block_on(async {
             let engine = custody_mcp_server::Engine::new(custody_mcp_server::Catalog::Conformance);
             custody_mcp_server::stdio::serve(engine).await?;

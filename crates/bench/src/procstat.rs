@@ -7,6 +7,12 @@ pub fn cpu_time(pid: u32) -> Duration {
     stat_cpu_time(&format!("/proc/{pid}/stat"))
 }
 
+/// The calling thread's CPU time (user and kernel), to the nanosecond.
+pub fn thread_cpu() -> Duration {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
+}
+
 /// User + system CPU time from a `stat` file of /proc (a process's or one of its threads').
 fn stat_cpu_time(path: &str) -> Duration {
     let stat = std::fs::read_to_string(path).unwrap_or_default();

@@ -113,47 +113,78 @@ pub(crate) async fn relay(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = procstat::rss(gw_pid);
 
-    // Latency at one client, direct and through the gateway, interleaved.
-    let (mut direct, mut via) =
-        load::latencies((up_addr, "/mcp"), (gw_addr, "/mcp/bench"), 500, calls).await?;
-    direct.sort();
-    via.sort();
+    // The floor: a plain proxy hop on the same stack (`bare.rs`), nothing parsed or recorded.
+    let bare_addr = free_addr()?;
+    let bare = spawn_self(&["bare-proxy", &bare_addr.to_string(), &up_addr.to_string()])?;
+    wait_listening(bare_addr).await?;
+    let bare_pid = bare.0.id();
+
+    // Latency at one client: direct, through the plain hop and through the gateway, in turn;
+    // each proxy's CPU over the phase is its CPU at one client (it is idle in the others' turns).
+    let (gw_cpu0, bare_cpu0) = (procstat::cpu_time(gw_pid), procstat::cpu_time(bare_pid));
+    let mut lat = load::latencies_of(
+        &[
+            (up_addr, "/mcp"),
+            (bare_addr, "/mcp"),
+            (gw_addr, "/mcp/bench"),
+        ],
+        500,
+        calls,
+    )
+    .await?;
+    let one_client = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (500 + calls) as f64;
+    let (gw_cpu1, bare_cpu1) = (
+        one_client(procstat::cpu_time(gw_pid) - gw_cpu0),
+        one_client(procstat::cpu_time(bare_pid) - bare_cpu0),
+    );
+    for l in &mut lat {
+        l.sort();
+    }
+    let (direct, hop, via) = (&lat[0], &lat[1], &lat[2]);
     let rss_after_warm = procstat::rss(gw_pid);
 
-    // Throughput at many clients: direct and through the gateway, alternating, `rounds` times;
-    // the round with the median ratio is reported (the machine is shared, so single runs vary).
+    // Throughput at many clients: direct, the plain hop and the gateway, in turn, `rounds`
+    // times; the round with the median ratio of the gateway to direct is reported (the machine
+    // is shared, so single runs vary).
     let mut runs = Vec::new();
     for _ in 0..rounds {
         let d = measure(up_addr, "/mcp", clients, time, gw_pid, up_pid).await?;
+        let b = measure(bare_addr, "/mcp", clients, time, bare_pid, up_pid).await?;
         let g = measure(gw_addr, "/mcp/bench", clients, time, gw_pid, up_pid).await?;
-        runs.push((d, g));
+        runs.push((d, g, b));
     }
-    let ratio_of = |(d, g): &(Phase, Phase)| {
-        (g.calls as f64 / g.wall.as_secs_f64()) / (d.calls as f64 / d.wall.as_secs_f64())
-    };
+    drop(bare);
+    let rate = |p: &Phase| p.calls as f64 / p.wall.as_secs_f64();
+    let ratio_of = |(d, g, _): &(Phase, Phase, Phase)| rate(g) / rate(d);
     let rounds_text: Vec<String> = runs
         .iter()
         .map(|r| {
             format!(
-                "{:.0}/{:.0} ({:.0}%)",
-                r.0.calls as f64 / r.0.wall.as_secs_f64(),
-                r.1.calls as f64 / r.1.wall.as_secs_f64(),
+                "{:.0}/{:.0}/{:.0} ({:.0}%)",
+                rate(&r.0),
+                rate(&r.2),
+                rate(&r.1),
                 ratio_of(r) * 100.0
             )
         })
         .collect();
     runs.sort_by(|a, b| ratio_of(a).total_cmp(&ratio_of(b)));
-    let (d, g) = runs.swap_remove(runs.len() / 2);
+    let (d, g, b) = runs.swap_remove(runs.len() / 2);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let share =
         |cpu: Duration, wall: Duration| 100.0 * cpu.as_secs_f64() / (wall.as_secs_f64() * cores);
-    let rate = |p: &Phase| p.calls as f64 / p.wall.as_secs_f64();
-    let (p50d, p50g) = (load::percentile(&direct, 0.5), load::percentile(&via, 0.5));
-    let (p99d, p99g) = (
-        load::percentile(&direct, 0.99),
-        load::percentile(&via, 0.99),
+    let (p50d, p50b, p50g) = (
+        load::percentile(direct, 0.5),
+        load::percentile(hop, 0.5),
+        load::percentile(via, 0.5),
     );
+    let (p99d, p99b, p99g) = (
+        load::percentile(direct, 0.99),
+        load::percentile(hop, 0.99),
+        load::percentile(via, 0.99),
+    );
+    let per_call = |cpu: Duration, p: &Phase| cpu.as_secs_f64() * 1e6 / p.calls as f64;
 
     println!(
         "custody relay benchmark: tools/call (2026-07-28, JSON answers) to the conformance fixture over HTTP, audit durability {durability}"
@@ -163,28 +194,54 @@ pub(crate) async fn relay(
         time.as_secs()
     );
     println!("machine: {cores} CPUs, shared by the load generator, custody and the upstream\n");
-    println!("latency, 1 client, {calls} calls      direct      via custody   added");
     println!(
-        "  p50                              {:>9}   {:>9}    +{}",
+        "plain hop: a proxy on the same stack (tokio, hyper HTTP/1, mimalloc, as many threads), nothing parsed or recorded\n"
+    );
+    println!(
+        "latency, 1 client, {calls} calls      direct   plain hop   via custody   added (plain hop's)"
+    );
+    println!(
+        "  p50                              {:>9}   {:>9}   {:>9}    +{} (+{})",
         us(p50d),
+        us(p50b),
         us(p50g),
-        us(p50g.saturating_sub(p50d))
+        us(p50g.saturating_sub(p50d)),
+        us(p50b.saturating_sub(p50d))
     );
     println!(
-        "  p99                              {:>9}   {:>9}    +{}",
+        "  p99                              {:>9}   {:>9}   {:>9}    +{} (+{})",
         us(p99d),
+        us(p99b),
         us(p99g),
-        us(p99g.saturating_sub(p99d))
+        us(p99g.saturating_sub(p99d)),
+        us(p99b.saturating_sub(p99d))
     );
     println!(
-        "\nthroughput, {clients} clients, {rounds} rounds of {} s (the median round)  direct      via custody   ratio",
+        "  CPU time per call in the proxy     {:>9}   {:>6.1} µs   {:>6.1} µs",
+        "", bare_cpu1, gw_cpu1
+    );
+    println!(
+        "\nthroughput, {clients} clients, {rounds} rounds of {} s (the median round)  direct   plain hop   via custody   ratio (plain hop's)",
         time.as_secs()
     );
     println!(
-        "  calls/s                          {:>9.0}   {:>9.0}    {:.0}%",
+        "  calls/s                          {:>9.0}   {:>9.0}   {:>9.0}    {:.0}% ({:.0}%)",
         rate(&d),
+        rate(&b),
         rate(&g),
-        100.0 * rate(&g) / rate(&d)
+        100.0 * rate(&g) / rate(&d),
+        100.0 * rate(&b) / rate(&d)
+    );
+    println!(
+        "  CPU time per call in the proxy                 {:>6.1} µs   {:>6.1} µs",
+        per_call(b.cpu_gateway, &b),
+        per_call(g.cpu_gateway, &g)
+    );
+    println!(
+        "  CPU share of {cores} cores (plain hop)  load generator {:.0}%, plain hop {:.0}%, upstream {:.0}%",
+        share(b.cpu_self, b.wall),
+        share(b.cpu_gateway, b.wall),
+        share(b.cpu_upstream, b.wall)
     );
     println!(
         "  CPU share of {cores} cores (direct)   load generator {:.0}%, upstream {:.0}%",
@@ -198,7 +255,7 @@ pub(crate) async fn relay(
         share(g.cpu_upstream, g.wall)
     );
     println!(
-        "  each round, direct/via calls/s: {}",
+        "  each round, direct/plain hop/via calls/s: {}",
         rounds_text.join(", ")
     );
     println!(

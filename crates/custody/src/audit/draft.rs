@@ -119,6 +119,13 @@ impl Draft {
         }
     }
 
+    /// The entry's bytes as a version-2 log's leaf (index 0), its payloads' commitments drawn
+    /// and hashed: the work the entry format itself asks of every append, whatever stores it
+    /// (what `custody-bench append` measures as the floor of an append's cost).
+    pub fn leaf_bytes(&self) -> Vec<u8> {
+        self.encode(0, tlog::entry::V2).0
+    }
+
     /// The entry's bytes in a log of `version`, and (version 2) the payloads to store beside
     /// it, each with the random opening of its commitment.
     pub(super) fn encode(&self, index: u64, version: u8) -> (Vec<u8>, Vec<crate::store::Payload>) {
