@@ -16,23 +16,49 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 type Pool = Client<HttpConnector, Full<Bytes>>;
 
+/// Headers that belong to one connection, not to the message (RFC 9110, section 7.6.1):
+/// never forwarded, so a client's `Connection: close` cannot close the pooled upstream
+/// connection.
+const HOP_BY_HOP: [hyper::header::HeaderName; 8] = [
+    hyper::header::CONNECTION,
+    hyper::header::HeaderName::from_static("keep-alive"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::TRANSFER_ENCODING,
+    hyper::header::UPGRADE,
+];
+
+/// Drops what hyper frames itself or what belongs to one connection.
+fn strip(headers: &mut hyper::HeaderMap) {
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+    headers.remove(hyper::header::CONTENT_LENGTH);
+}
+
 /// Serves on `addr`, forwarding every request to `upstream` (same path and query).
 ///
 /// # Errors
 /// The listener cannot be bound.
 pub(crate) async fn serve(addr: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let pool: Pool = Client::builder(TokioExecutor::new()).build_http();
+    // As custody's upstream client: kept-alive connections, no Nagle delay.
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let pool: Pool = Client::builder(TokioExecutor::new()).build(connector);
+    let authority: hyper::http::uri::Authority = upstream.to_string().parse()?;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let pool = pool.clone();
+        let (pool, authority) = (pool.clone(), authority.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let pool = pool.clone();
-                async move { Ok::<_, Infallible>(forward(&pool, upstream, req).await) }
+                let (pool, authority) = (pool.clone(), authority.clone());
+                async move { Ok::<_, Infallible>(forward(&pool, authority, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -43,7 +69,7 @@ pub(crate) async fn serve(addr: SocketAddr, upstream: SocketAddr) -> anyhow::Res
 
 async fn forward(
     pool: &Pool,
-    upstream: SocketAddr,
+    authority: hyper::http::uri::Authority,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let failed = |why: String| {
@@ -56,21 +82,18 @@ async fn forward(
         Ok(b) => b.to_bytes(),
         Err(e) => return failed(format!("reading the request: {e}")),
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
-    parts.uri = match format!("http://{upstream}{path}").parse() {
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+    uri.authority = Some(authority);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = match hyper::Uri::from_parts(uri) {
         Ok(u) => u,
         Err(e) => return failed(format!("the upstream URI: {e}")),
     };
-    for h in [
-        hyper::header::HOST,
-        hyper::header::TRANSFER_ENCODING,
-        hyper::header::CONTENT_LENGTH,
-    ] {
-        parts.headers.remove(h);
-    }
+    strip(&mut parts.headers);
+    parts.headers.remove(hyper::header::HOST);
     let answer = match pool
         .request(Request::from_parts(parts, Full::new(body)))
         .await
@@ -79,9 +102,7 @@ async fn forward(
         Err(e) => return failed(format!("the upstream: {e}")),
     };
     let (mut parts, body) = answer.into_parts();
-    // hyper frames the whole body itself.
-    parts.headers.remove(hyper::header::TRANSFER_ENCODING);
-    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    strip(&mut parts.headers);
     match body.collect().await {
         Ok(b) => Response::from_parts(parts, Full::new(b.to_bytes())),
         Err(e) => failed(format!("reading the answer: {e}")),
@@ -112,6 +133,16 @@ mod tests {
         assert_eq!(lat.len(), 2);
         assert!(lat.iter().all(|l| l.len() == 150));
 
+        // The upstream's status and headers come back as it sent them.
+        let (status, content_type) = post(hop, "/mcp").await;
+        assert_eq!(status, 200);
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}"
+        );
+        let (status, _) = post(hop, "/nowhere").await;
+        assert_eq!(status, 404, "the upstream's 404 is the client's");
+
         let gone = crate::relay::free_addr().unwrap();
         let hop2 = crate::relay::free_addr().unwrap();
         tokio::spawn(serve(hop2, gone));
@@ -124,5 +155,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("502") && err.contains("the upstream"), "{err}");
+    }
+
+    /// A `tools/call` POSTed to `path` through `addr` with `Connection: close` (which the hop
+    /// must not pass on): the status and `Content-Type` of the answer.
+    async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_simple_text","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"t","version":"0"}}}}"#;
+        let req = Request::post(path)
+            .header("host", "127.0.0.1")
+            .header("connection", "close")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "test_simple_text")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let answer = sender.send_request(req).await.unwrap();
+        let content_type = answer
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (answer.status().as_u16(), content_type)
     }
 }

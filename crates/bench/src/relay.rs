@@ -217,11 +217,11 @@ pub(crate) async fn relay(
         us(p99b.saturating_sub(p99d))
     );
     println!(
-        "  CPU time per call in the proxy     {:>9}   {:>6.1} µs   {:>6.1} µs",
-        "", bare_cpu1, gw_cpu1
+        "  CPU time per call in the proxy               {:>6.1} µs   {:>6.1} µs",
+        bare_cpu1, gw_cpu1
     );
     println!(
-        "\nthroughput, {clients} clients, {rounds} rounds of {} s (the median round)  direct   plain hop   via custody   ratio (plain hop's)",
+        "\nthroughput, {clients} clients, {rounds} rounds of {} s (the round of custody's median ratio)  direct   plain hop   via custody   ratio (plain hop's)",
         time.as_secs()
     );
     println!(
@@ -233,7 +233,7 @@ pub(crate) async fn relay(
         100.0 * rate(&b) / rate(&d)
     );
     println!(
-        "  CPU time per call in the proxy                 {:>6.1} µs   {:>6.1} µs",
+        "  CPU time per call in the proxy               {:>6.1} µs   {:>6.1} µs",
         per_call(b.cpu_gateway, &b),
         per_call(g.cpu_gateway, &g)
     );
