@@ -166,17 +166,11 @@ mod tests {
             .await
             .unwrap();
         tokio::spawn(conn);
-        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_simple_text","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"t","version":"0"}}}}"#;
-        let req = Request::post(path)
-            .header("host", "127.0.0.1")
-            .header("connection", "close")
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "test_simple_text")
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .unwrap();
+        let mut req = crate::load::tools_call(path, crate::load::tools_call_body()).unwrap();
+        req.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
         let answer = sender.send_request(req).await.unwrap();
         let content_type = answer
             .headers()

@@ -12,6 +12,35 @@ use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+/// The body of the benchmark's call: `tools/call` of the fixture's `test_simple_text`, in the
+/// stateless generation (2026-07-28).
+pub fn tools_call_body() -> Bytes {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": { "name": "test_simple_text", "arguments": {}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": { "name": "custody-bench", "version": "0" } } }
+    });
+    Bytes::from(body.to_string())
+}
+
+/// A POST of `body` ([`tools_call_body`]) to `path`, with the headers the stateless generation
+/// mirrors.
+///
+/// # Errors
+/// `path` is not a valid request target.
+pub fn tools_call(path: &str, body: Bytes) -> anyhow::Result<Request<Full<Bytes>>> {
+    Ok(Request::post(path)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "test_simple_text")
+        .body(Full::new(body))?)
+}
+
 /// One client connection.
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
@@ -38,31 +67,17 @@ impl Conn {
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let body = serde_json::json!({
-            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": { "name": "test_simple_text", "arguments": {}, "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "io.modelcontextprotocol/clientInfo": { "name": "custody-bench", "version": "0" } } }
-        });
         Ok(Self {
             sender,
             path: path.to_string(),
-            body: Bytes::from(body.to_string()),
+            body: tools_call_body(),
             authorization: None,
         })
     }
 
     /// One round trip; returns its latency.
     pub async fn call(&mut self) -> anyhow::Result<Duration> {
-        let mut req = Request::post(&self.path)
-            .header("host", "127.0.0.1")
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "test_simple_text")
-            .body(Full::new(self.body.clone()))?;
+        let mut req = tools_call(&self.path, self.body.clone())?;
         if let Some(a) = &self.authorization {
             req.headers_mut()
                 .insert(hyper::header::AUTHORIZATION, a.clone());
@@ -90,9 +105,7 @@ pub async fn latencies(
     warmup: usize,
     calls: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    let mut both = latencies_of(&[a, b], warmup, calls).await?;
-    let lb = both.pop().unwrap_or_default();
-    Ok((both.pop().unwrap_or_default(), lb))
+    Ok(pair(latencies_of(&[a, b], warmup, calls).await?))
 }
 
 /// As [`latencies`], on connections already open (with a token, say).
@@ -102,9 +115,7 @@ pub async fn latencies_on(
     warmup: usize,
     calls: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    let mut both = latencies_on_all(vec![ca, cb], warmup, calls).await?;
-    let lb = both.pop().unwrap_or_default();
-    Ok((both.pop().unwrap_or_default(), lb))
+    Ok(pair(latencies_on_all(vec![ca, cb], warmup, calls).await?))
 }
 
 /// As [`latencies`], for any number of targets, taken in turn in batches of 100.
@@ -118,6 +129,12 @@ pub async fn latencies_of(
         conns.push(Conn::open(*addr, path).await?);
     }
     latencies_on_all(conns, warmup, calls).await
+}
+
+/// The two lists of a two-target measurement.
+fn pair(mut both: Vec<Vec<Duration>>) -> (Vec<Duration>, Vec<Duration>) {
+    let b = both.pop().unwrap_or_default();
+    (both.pop().unwrap_or_default(), b)
 }
 
 async fn latencies_on_all(
@@ -221,21 +238,7 @@ pub async fn call_index(addr: SocketAddr, path: &str) -> anyhow::Result<u64> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let body = serde_json::json!({
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": { "name": "test_simple_text", "arguments": {}, "_meta": {
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": { "name": "custody-bench", "version": "0" } } }
-    });
-    let req = Request::post(path)
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "test_simple_text")
-        .body(Full::new(Bytes::from(body.to_string())))?;
+    let req = tools_call(path, tools_call_body())?;
     let resp = sender.send_request(req).await?;
     let body = resp.into_body().collect().await?.to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body)?;

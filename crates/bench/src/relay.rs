@@ -122,17 +122,18 @@ pub(crate) async fn relay(
     // Latency at one client: direct, through the plain hop and through the gateway, in turn;
     // each proxy's CPU over the phase is its CPU at one client (it is idle in the others' turns).
     let (gw_cpu0, bare_cpu0) = (procstat::cpu_time(gw_pid), procstat::cpu_time(bare_pid));
+    const WARMUP: usize = 500;
     let mut lat = load::latencies_of(
         &[
             (up_addr, "/mcp"),
             (bare_addr, "/mcp"),
             (gw_addr, "/mcp/bench"),
         ],
-        500,
+        WARMUP,
         calls,
     )
     .await?;
-    let one_client = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (500 + calls) as f64;
+    let one_client = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (WARMUP + calls) as f64;
     let (gw_cpu1, bare_cpu1) = (
         one_client(procstat::cpu_time(gw_pid) - gw_cpu0),
         one_client(procstat::cpu_time(bare_pid) - bare_cpu0),
